@@ -1,0 +1,135 @@
+"""The ASGI front: generation routes served raw, everything else by the quart-trio app.
+
+Generation routes need to decide their status line *after* the first upstream event, inside
+the request's own nursery (``relay.py``); Quart sends the status before it iterates a body,
+so those routes are plain ASGI callables. The Quart app keeps lifecycle, models, health and
+(later) admin. Routing is on the exact normalised path and method: no prefix matching, and
+nothing ever depends on ``Host`` (FAULTS.md S10).
+
+Also here: the small ASGI helpers both sides use (reading a bounded body, sending JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from gateway.errors import BodyTooLarge, GatewayError, RequestError, UnsupportedMediaType
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+ErrorRenderer = Callable[[GatewayError, str | None], bytes]
+
+
+class ClientGone(Exception):
+    """The client disconnected before the gateway answered; there is nobody to tell."""
+
+
+class Dispatcher:
+    """The application hypercorn serves."""
+
+    def __init__(
+        self, routes: dict[tuple[str, str], Handler], fallback: Handler, gateway: Any = None
+    ) -> None:
+        self._routes = routes
+        self._fallback = fallback
+        self.gateway = gateway  # what the app serves, for the CLI and the tests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self._routes.get((scope["method"], scope["path"]))
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        await self._fallback(scope, receive, send)
+
+
+def header_values(scope: Scope, name: bytes) -> list[bytes]:
+    return [value for key, value in scope["headers"] if key == name]
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    values = header_values(scope, name)
+    return values[0] if len(values) == 1 else None
+
+
+def check_json_content_type(scope: Scope) -> None:
+    """A missing Content-Type is taken as JSON; anything else but JSON is a 415."""
+    values = header_values(scope, b"content-type")
+    if not values:
+        return
+    media = values[0].split(b";", 1)[0].strip().lower()
+    if len(values) > 1 or media != b"application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing more than ``limit`` bytes as early as possible."""
+    declared = header(scope, b"content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise RequestError("invalid Content-Length")
+        if int(declared) > limit:
+            raise BodyTooLarge(f"request body exceeds {limit} bytes")
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise BodyTooLarge(f"request body exceeds {limit} bytes")
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
+    headers = []
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
+    if error.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if error.status == 413:
+        # The rest of an oversized body is never read: the connection cannot be reused.
+        headers.append((b"connection", b"close"))
+    return headers
+
+
+async def send_error(
+    send: Send,
+    error: GatewayError,
+    render: ErrorRenderer,
+    generation_id: str | None = None,
+) -> None:
+    headers = error_headers(error)
+    if generation_id is not None:
+        headers.append((b"x-generation-id", generation_id.encode()))
+    await send_json(send, error.status, render(error, generation_id), headers)
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()

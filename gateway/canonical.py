@@ -1,0 +1,141 @@
+"""The canonical model: the hub every dialect converts to and from.
+
+Client dialects (``wire/openai.py`` and, later, Anthropic and Gemini) parse requests into
+these types and render these stream events back; provider adapters do the reverse toward
+the upstream. N dialects therefore need N modules, not N x N translators.
+
+Rules:
+- Values only: frozen attrs types, no I/O, no behaviour beyond small derived properties.
+- Text is already validated (no lone surrogates) when it reaches these types.
+- ``extra`` holds dialect-specific parameters that were validated by the dialect that parsed
+  them; only an upstream of the same dialect forwards them, others drop them knowingly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+
+
+@attrs.frozen
+class TextPart:
+    text: str
+
+
+@attrs.frozen
+class ImagePart:
+    url: str  # https:// or data: URL
+    detail: str | None = None
+
+
+Part = TextPart | ImagePart
+
+
+@attrs.frozen
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model produced it
+
+
+@attrs.frozen
+class Message:
+    role: Role
+    content: tuple[Part, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+
+@attrs.frozen
+class Tool:
+    name: str
+    description: str | None = None
+    parameters: Mapping[str, Any] | None = None
+
+
+@attrs.frozen
+class ChatRequest:
+    """A generation request as the gateway understands it, whatever the client spoke."""
+
+    model: str  # the public name the client asked for
+    messages: tuple[Message, ...]
+    stream: bool = False
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    tools: tuple[Tool, ...] = ()
+    tool_choice: Any = None
+    user: str | None = None
+    seed: int | None = None
+    dialect: str = "openai"
+    extra: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def prompt_text(self) -> str:
+        return "\n".join(m.text for m in self.messages)
+
+    @property
+    def last_user_text(self) -> str:
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.text
+        return ""
+
+
+@attrs.frozen
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False  # True when counted by the gateway, not reported by the provider
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+# Stream events, in the order a provider produces them. Every provider, streaming or not,
+# reports through these; a non-streaming answer is the same events, accumulated.
+
+
+@attrs.frozen
+class TextDelta:
+    text: str
+
+
+@attrs.frozen
+class ReasoningDelta:
+    text: str
+
+
+@attrs.frozen
+class ToolCallDelta:
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@attrs.frozen
+class Finish:
+    reason: FinishReason
+
+
+@attrs.frozen
+class UsageReport:
+    usage: Usage
+
+
+StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | UsageReport

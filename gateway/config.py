@@ -1,0 +1,280 @@
+"""Configuration: one TOML file, environment variables for secrets, defaults that run offline.
+
+Rules:
+- No config file is needed: the defaults listen on 127.0.0.1 with a SQLite file in the data
+  directory and the built-in simulator provider, plus every real provider whose usual API
+  key variable is set (``OPENAI_API_KEY``, ``GROQ_API_KEY``, ...).
+- Secrets never live in the file: a provider names the environment variable holding its key.
+- Every deadline has a name here and is enforced by a Trio cancel scope, not by socket
+  timeouts alone.
+- Bad configuration fails at start with a ``ConfigError`` naming the offending key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+DIALECTS = ("openai", "sim")
+
+
+class ConfigError(Exception):
+    pass
+
+
+@attrs.frozen
+class Deadlines:
+    """Seconds. Each one ends a request with a typed failure and a terminal event."""
+
+    connect: float = 10.0  # TCP + TLS to the upstream
+    first_token: float = 120.0  # request sent -> first upstream event
+    idle: float = 90.0  # between upstream events; keep below nginx proxy_read_timeout
+    total: float = 900.0  # whole request, however lively
+    commit_grace: float = 2.0  # hold the status line this long waiting for a first event
+    keepalive: float = 15.0  # SSE comment after this much client-side silence
+    settle: float = 5.0  # shielded bookkeeping after the request ends
+
+
+@attrs.frozen
+class ProviderConfig:
+    name: str
+    dialect: str
+    base_url: str = ""
+    api_key_env: str | None = None
+    # Empty means any model under this provider may be asked for as ``name/model``.
+    models: tuple[str, ...] = ()
+    # Client request headers forwarded to this provider, by lowercase name (allowlist).
+    forward_headers: tuple[str, ...] = ()
+
+    @property
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+@attrs.frozen
+class ModelRoute:
+    """A catalog entry: a public model name served by a provider's upstream model."""
+
+    name: str
+    provider: str
+    model: str
+
+
+@attrs.frozen
+class SimConfig:
+    """The built-in simulator provider (no network)."""
+
+    tokens: int = 40  # tokens per answer when max_tokens does not say otherwise
+    tokens_per_second: float = 50.0
+
+
+@attrs.frozen
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = attrs.field(factory=lambda: default_data_dir())
+    database: str | None = None  # SQLite path; default <data_dir>/arouter.db
+    max_body_bytes: int = 16 * 1024 * 1024
+    upstream_clients: int = 8  # httpx clients used in turn (httpcore's pool scan is O(n^2))
+    deadlines: Deadlines = Deadlines()
+    sim: SimConfig = SimConfig()
+    providers: Mapping[str, ProviderConfig] = attrs.field(factory=dict)
+    models: Mapping[str, ModelRoute] = attrs.field(factory=dict)
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.database) if self.database else self.data_dir / "arouter.db"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("AROUTER_DATA_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "arouter"
+
+
+# OpenAI-compatible providers switched on by their usual environment variables.
+ENV_PROVIDERS: tuple[tuple[str, str, str, str | None], ...] = (
+    # name, key variable, default base URL, base URL override variable
+    ("openai", "OPENAI_API_KEY", "https://api.openai.com/v1", "OPENAI_BASE_URL"),
+    ("groq", "GROQ_API_KEY", "https://api.groq.com/openai/v1", None),
+    ("together", "TOGETHER_API_KEY", "https://api.together.xyz/v1", None),
+    ("openrouter", "OPENROUTER_API_KEY", "https://openrouter.ai/api/v1", None),
+    ("deepseek", "DEEPSEEK_API_KEY", "https://api.deepseek.com/v1", None),
+    ("mistral", "MISTRAL_API_KEY", "https://api.mistral.ai/v1", None),
+    ("fireworks", "FIREWORKS_API_KEY", "https://api.fireworks.ai/inference/v1", None),
+    ("xai", "XAI_API_KEY", "https://api.x.ai/v1", None),
+)
+
+SIM_PROVIDER = ProviderConfig(name="sim", dialect="sim", models=("echo", "lorem"))
+
+
+def env_providers(environ: Mapping[str, str]) -> dict[str, ProviderConfig]:
+    found = {}
+    for name, key_var, base_url, base_var in ENV_PROVIDERS:
+        if environ.get(key_var):
+            url = (environ.get(base_var) if base_var else None) or base_url
+            found[name] = ProviderConfig(
+                name=name, dialect="openai", base_url=url, api_key_env=key_var
+            )
+    return found
+
+
+def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration from an optional TOML file plus the environment."""
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get("AROUTER_CONFIG"):
+        path = Path(environ["AROUTER_CONFIG"])
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    return from_dict(raw, environ)
+
+
+def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
+    reader = _Reader(raw, "")
+    server = reader.table("server")
+    providers: dict[str, ProviderConfig] = {"sim": SIM_PROVIDER}
+    providers.update(env_providers(environ))
+    for name, table in reader.table("providers", closed=False).items_tables():
+        providers[name] = _provider(name, table)
+    models = {}
+    for name, table in reader.table("models", closed=False).items_tables():
+        route = ModelRoute(
+            name=name, provider=table.string("provider"), model=table.string("model")
+        )
+        if route.provider not in providers:
+            raise ConfigError(f"models.{name}.provider: unknown provider {route.provider!r}")
+        models[name] = route
+    timeouts = reader.table("timeouts")
+    deadlines = Deadlines(
+        **{
+            field.name: timeouts.positive(field.name, getattr(Deadlines(), field.name))
+            for field in attrs.fields(Deadlines)
+        }
+    )
+    sim = reader.table("sim")
+    data_dir = server.opt_str("data_dir")
+    kwargs: dict[str, Any] = {}
+    if data_dir:
+        kwargs["data_dir"] = Path(data_dir)
+    config = Config(
+        host=server.opt_str("host") or "127.0.0.1",
+        port=server.integer("port", 8080),
+        database=server.opt_str("database"),
+        max_body_bytes=server.integer("max_body_bytes", 16 * 1024 * 1024),
+        upstream_clients=server.integer("upstream_clients", 8),
+        deadlines=deadlines,
+        sim=SimConfig(
+            tokens=sim.integer("tokens", SimConfig().tokens),
+            tokens_per_second=sim.positive("tokens_per_second", SimConfig().tokens_per_second),
+        ),
+        providers=providers,
+        models=models,
+        **kwargs,
+    )
+    reader.check_unknown()
+    return config
+
+
+def _provider(name: str, table: _Reader) -> ProviderConfig:
+    dialect = table.string("dialect", "openai")
+    if dialect not in DIALECTS:
+        raise ConfigError(f"providers.{name}.dialect: expected one of {DIALECTS}")
+    base_url = table.string("base_url", "")
+    if dialect != "sim" and not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"providers.{name}.base_url: an http(s) URL is required")
+    return ProviderConfig(
+        name=name,
+        dialect=dialect,
+        base_url=base_url.rstrip("/"),
+        api_key_env=table.opt_str("api_key_env"),
+        models=tuple(table.str_list("models")),
+        forward_headers=tuple(name.lower() for name in table.str_list("forward_headers")),
+    )
+
+
+class _Reader:
+    """Typed access to one TOML table that remembers which keys were used."""
+
+    def __init__(self, raw: Mapping[str, Any], where: str, *, closed: bool = True) -> None:
+        self.raw = raw
+        self.where = where
+        self.closed = closed  # a closed table rejects keys nobody read
+        self.used: set[str] = set()
+        self.children: list[_Reader] = []
+
+    def _get(self, key: str) -> Any:
+        self.used.add(key)
+        return self.raw.get(key)
+
+    def _name(self, key: str) -> str:
+        return f"{self.where}{key}"
+
+    def table(self, key: str, *, closed: bool = True) -> _Reader:
+        value = self._get(key)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self._name(key)}: expected a table")
+        child = _Reader(value, f"{self._name(key)}.", closed=closed)
+        self.children.append(child)
+        return child
+
+    def items_tables(self) -> list[tuple[str, _Reader]]:
+        return [(key, self.table(key)) for key in list(self.raw)]
+
+    def string(self, key: str, default: str | None = None) -> str:
+        value = self._get(key)
+        if value is None and default is not None:
+            return default
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{self._name(key)}: expected a non-empty string")
+        return value
+
+    def opt_str(self, key: str) -> str | None:
+        value = self._get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{self._name(key)}: expected a string")
+        return value
+
+    def str_list(self, key: str) -> list[str]:
+        value = self._get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{self._name(key)}: expected a list of strings")
+        return value
+
+    def integer(self, key: str, default: int) -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{self._name(key)}: expected a non-negative integer")
+        return value
+
+    def positive(self, key: str, default: float) -> float:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{self._name(key)}: expected a positive number")
+        return float(value)
+
+    def check_unknown(self) -> None:
+        if self.closed:
+            unknown = set(self.raw) - self.used
+            if unknown:
+                raise ConfigError(f"unknown config key {self.where}{sorted(unknown)[0]}")
+        for child in self.children:
+            child.check_unknown()

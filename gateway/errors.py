@@ -1,0 +1,154 @@
+"""The gateway's one error tree.
+
+Every failure the gateway reports is a ``GatewayError``. Foreign exceptions (httpx, sqlite,
+json, h11) are mapped into this tree at exactly one place per library boundary, so code
+above those boundaries never catches a foreign type. Each class carries the HTTP status it
+implies *before* the commit point (``status``), a stable machine-readable ``type``, and
+whether a different deployment might succeed (``retryable``). After the commit point the same
+error is rendered as the dialect's mid-stream error event instead.
+
+    GatewayError
+    ├── RequestError                400  the client's request is wrong
+    │   ├── UnsupportedMediaType    415
+    │   ├── BodyTooLarge            413
+    │   └── ModelNotFound           400  "Invalid model specified"
+    ├── NotFound                    404  no such route
+    ├── AuthenticationError         401  uniform body, never echoes the key
+    ├── InsufficientCredits         402
+    ├── RateLimited                 429  carries retry_after
+    ├── UpstreamError               502  the provider failed us
+    │   ├── UpstreamConnectError    502  connect refused / reset / TLS
+    │   ├── UpstreamStatusError     502  non-2xx before the first byte (429/503 kept)
+    │   ├── UpstreamProtocolError   502  garbage, truncation, bad JSON
+    │   └── UpstreamTimeout         504  a named deadline passed
+    ├── NoProviderAvailable         503
+    ├── ShuttingDown                503
+    └── InternalError               500  generic body, details only in logs
+
+A client that goes away is not an error of this tree: it is an outcome (``client_abort``).
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class RequestError(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+
+
+class BodyTooLarge(RequestError):
+    status = 413
+
+
+class ModelNotFound(RequestError):
+    def __init__(self, message: str = "Invalid model specified") -> None:
+        super().__init__(message, param="model")
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "not_found_error"
+
+
+class AuthenticationError(GatewayError):
+    status = 401
+    type = "authentication_error"
+
+    def __init__(self, message: str = "Invalid API key") -> None:
+        super().__init__(message)
+
+
+class InsufficientCredits(GatewayError):
+    status = 402
+    type = "insufficient_credits"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    type = "upstream_error"
+    retryable = True
+
+
+class UpstreamConnectError(UpstreamError):
+    pass
+
+
+class UpstreamStatusError(UpstreamError):
+    def __init__(
+        self, message: str, *, upstream_status: int, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+        # The client hears the provider's overload as overload, anything else as a bad gateway.
+        if upstream_status == 429:
+            self.status, self.type = 429, "rate_limit_error"
+        elif upstream_status in (503, 529):
+            self.status, self.type = 503, "service_unavailable"
+        # A provider refusing our own credentials or the request's content will refuse
+        # again on retry; overload and server faults may not.
+        self.retryable = upstream_status in (408, 409, 429, 500, 502, 503, 504, 529)
+
+
+class UpstreamProtocolError(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout"
+
+    def __init__(self, message: str, *, deadline: str) -> None:
+        super().__init__(message)
+        self.deadline = deadline
+
+
+class NoProviderAvailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    retryable = True
+
+
+class ShuttingDown(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    retryable = True
+
+    def __init__(self, message: str = "the gateway is shutting down") -> None:
+        super().__init__(message)
+
+
+class InternalError(GatewayError):
+    status = 500
+    type = "server_error"
+
+    def __init__(self, message: str = "internal error") -> None:
+        super().__init__(message)

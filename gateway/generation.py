@@ -1,0 +1,158 @@
+"""The generation route, ``POST /v1/chat/completions``: everything before and after the relay.
+
+In order: media type, key, bounded body, strict JSON, dialect validation, model
+resolution — any failure is an HTTP error before an upstream is touched — then the relay
+(``relay.py``) owns the request, and finally one record is settled, shielded and bounded,
+whatever happened to the client, the upstream or the task.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from functools import partial
+from typing import TYPE_CHECKING
+
+import trio
+
+from gateway import relay
+from gateway.asgi import (
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    check_json_content_type,
+    read_body,
+    send_error,
+    send_json,
+)
+from gateway.errors import GatewayError
+from gateway.keys import ApiKey
+from gateway.records import RequestRecord
+from gateway.wire import jsonbody
+from gateway.wire import openai as wire
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("arouter.generation")
+
+
+def new_generation_id() -> str:
+    return f"gen-{secrets.token_hex(12)}"
+
+
+class ChatCompletions:
+    """The OpenAI-dialect generation route."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = self.gateway
+        generation_id = new_generation_id()
+        try:
+            check_json_content_type(scope)
+            key = await gateway.authenticate(scope)
+            body = await read_body(scope, receive, gateway.config.max_body_bytes)
+            request = wire.parse_request(jsonbody.parse(body))
+            target = gateway.catalog.resolve(request.model)
+        except ClientGone:
+            return
+        except GatewayError as exc:
+            await send_error(send, exc, wire.error_body, generation_id)
+            return
+
+        provider = gateway.providers[target.provider.dialect]
+        forwarded = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name.decode("latin-1") in target.provider.forward_headers
+        }
+        created = int(time.time())
+        exchange = relay.Exchange(
+            generation_id=generation_id,
+            request=request,
+            target=target,
+            deadlines=gateway.config.deadlines,
+            encoder=wire.StreamEncoder(generation_id, request.model, created)
+            if request.stream
+            else None,
+        )
+        reply_error = partial(send_error, send, render=wire.error_body,
+                              generation_id=generation_id)
+        http_status = 499  # nginx's "client closed request", until something is sent
+        try:
+            if request.stream:
+                await relay.relay_stream(exchange, provider, forwarded, receive, send, reply_error)
+                if exchange.committed_at is not None:
+                    http_status = 200
+                elif exchange.failure is not None and not exchange.aborted:
+                    http_status = exchange.failure.status
+            else:
+                await relay.relay_unary(exchange, provider, forwarded, receive)
+                if not exchange.aborted:
+                    if exchange.failure is not None:
+                        http_status = exchange.failure.status
+                        await reply_error(exchange.failure)
+                    else:
+                        http_status = 200
+                        t = exchange.transcript
+                        await send_json(
+                            send,
+                            200,
+                            wire.render_completion(
+                                generation_id,
+                                request.model,
+                                created,
+                                text="".join(t.text),
+                                reasoning="".join(t.reasoning),
+                                tool_calls=t.tool_calls,
+                                finish=t.finish or "stop",
+                                usage=exchange.usage,
+                            ),
+                            [(b"x-generation-id", generation_id.encode())],
+                        )
+        finally:
+            with trio.move_on_after(gateway.config.deadlines.settle, shield=True):
+                await self.settle(exchange, key, http_status)
+
+    async def settle(self, exchange: relay.Exchange, key: ApiKey, http_status: int) -> None:
+        usage = exchange.usage
+        now = trio.current_time()
+        record = RequestRecord(
+            generation_id=exchange.generation_id,
+            key_id=key.id,
+            model=exchange.request.model,
+            deployment=exchange.target.label,
+            client_dialect=exchange.request.dialect,
+            stream=exchange.request.stream,
+            status=exchange.outcome,
+            http_status=http_status,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            usage_estimated=usage.estimated,
+            error_type=exchange.failure.type if exchange.failure is not None else None,
+            ttft_ms=None
+            if exchange.first_event_at is None
+            else (exchange.first_event_at - exchange.started) * 1000,
+            duration_ms=(now - exchange.started) * 1000,
+            cancelled=exchange.aborted,
+            created_at=time.time(),
+        )
+        try:
+            await self.gateway.store.add_record(record)
+        except GatewayError:
+            log.exception("could not settle %s", exchange.generation_id)
+        log.info(
+            "generation %s %s %s status=%s tokens=%d+%d",
+            exchange.generation_id,
+            exchange.request.model,
+            exchange.target.label,
+            record.status,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+        )

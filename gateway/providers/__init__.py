@@ -1,0 +1,1 @@
+"""Provider adapters: one per upstream dialect, plus the built-in simulator."""

@@ -1,0 +1,48 @@
+"""What a provider adapter is, and what it reports into.
+
+Rules:
+- ``Provider.run`` opens its upstream call, emits canonical events into the ``Sink`` as they
+  arrive and returns once the answer is complete. It runs inside the relay's per-request
+  nursery, in the reader task, and opens every resource with ``async with`` there: when the
+  relay cancels (client gone, deadline, shutdown) the upstream connection closes at once.
+- ``Sink.emit`` never checkpoints, so a block of upstream bytes holding many events is handed
+  over in one go and the writer sends it in one write.
+- Failures are raised as ``GatewayError`` subclasses; foreign exceptions are mapped at the
+  adapter's own boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+from gateway.canonical import ChatRequest, StreamEvent
+from gateway.config import ProviderConfig
+
+
+@attrs.frozen
+class Target:
+    """A resolved deployment: which provider serves the request, as which upstream model."""
+
+    provider: ProviderConfig
+    model: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider.name}/{self.model}"
+
+
+class Sink(Protocol):
+    def emit(self, event: StreamEvent) -> None:
+        """Take one event; never blocks, never checkpoints."""
+
+    async def writable(self) -> None:
+        """Return once the client side has room (backpressure on the upstream read)."""
+
+
+class Provider(Protocol):
+    async def run(
+        self, request: ChatRequest, target: Target, sink: Sink, headers: dict[str, str]
+    ) -> None:
+        """Relay one answer into ``sink``; ``headers`` are client headers allowed upstream."""

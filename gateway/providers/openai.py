@@ -1,0 +1,160 @@
+"""Adapter for OpenAI-compatible upstreams (OpenAI, vLLM, Ollama, Groq, Together, OpenRouter).
+
+Rules:
+- The upstream call is opened inside the caller's task with ``async with``; cancelling the
+  caller closes the connection (httpx cannot return a half-read response to its pool).
+- Bytes from ``aiter_raw`` go to the gateway's own SSE decoder (never ``aiter_lines``, which
+  splits on U+2028); ``Accept-Encoding: identity`` keeps them undecoded and cheap.
+- A stream is complete only with ``data: [DONE]``. EOF before it is a protocol error,
+  never a clean end.
+- Error bodies are read with a bound and never relayed raw: only a redacted message of a
+  4xx that blames the request reaches the client.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import aclosing
+
+import httpx
+
+from gateway.canonical import ChatRequest
+from gateway.errors import (
+    GatewayError,
+    RequestError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
+from gateway.providers.base import Sink, Target
+from gateway.providers.http import ClientPool, upstream_errors
+from gateway.wire import openai as wire
+from gateway.wire import sse
+
+MAX_ERROR_BODY = 64 * 1024
+MAX_COMPLETION_BODY = 64 * 1024 * 1024
+
+
+class OpenAIProvider:
+    def __init__(self, clients: ClientPool) -> None:
+        self._clients = clients
+
+    async def run(
+        self, request: ChatRequest, target: Target, sink: Sink, headers: dict[str, str]
+    ) -> None:
+        body = json.dumps(wire.upstream_body(request, target.model), ensure_ascii=False)
+        out_headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream" if request.stream else "application/json",
+            "accept-encoding": "identity",
+            **headers,
+        }
+        key = target.provider.api_key
+        if key:
+            out_headers["authorization"] = f"Bearer {key}"
+        url = f"{target.provider.base_url}/chat/completions"
+        client = self._clients.get()
+        with upstream_errors():
+            async with client.stream(
+                "POST", url, content=body.encode(), headers=out_headers
+            ) as response:
+                if response.status_code != 200:
+                    raise await _status_error(response, key)
+                streaming = response.headers.get("content-type", "").startswith(
+                    "text/event-stream"
+                )
+                if request.stream and streaming:
+                    await _relay_stream(response, sink)
+                else:
+                    data = await _read_bounded(response, MAX_COMPLETION_BODY)
+                    for event in wire.parse_completion(data):
+                        sink.emit(event)
+
+
+async def _relay_stream(response: httpx.Response, sink: Sink) -> None:
+    decoder = sse.Decoder()
+    done = False
+    async with aclosing(response.aiter_raw()) as blocks:
+        async for block in blocks:
+            try:
+                events = decoder.feed(block)
+            except sse.SSEError:
+                raise UpstreamProtocolError("upstream sent an oversized event") from None
+            for event in events:
+                if done:
+                    continue  # nothing follows [DONE] but the end of the body
+                if event.data == "[DONE]":
+                    done = True
+                elif event.event == "error":
+                    raise wire.upstream_error(_json_or_none(event.data))
+                else:
+                    for item in wire.parse_chunk(event.data):
+                        sink.emit(item)
+            await sink.writable()
+    if not done:
+        raise UpstreamError("upstream stream ended before it finished")
+
+
+def _json_or_none(data: str) -> object:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value.get("error", value) if isinstance(value, dict) else None
+
+
+async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
+    chunks = bytearray()
+    async with aclosing(response.aiter_raw()) as blocks:
+        async for block in blocks:
+            chunks += block
+            if len(chunks) > limit:
+                raise UpstreamError("upstream answer is too large")
+    return bytes(chunks)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds <= 86400 else None
+
+
+async def _status_error(response: httpx.Response, key: str | None) -> GatewayError:
+    status = response.status_code
+    try:
+        body = await _read_bounded(response, MAX_ERROR_BODY)
+    except UpstreamError:
+        body = b""
+    if status in (400, 413, 422):
+        message = _error_message(body)
+        if message:
+            return RequestError(f"upstream rejected the request: {_redact(message, key)}")
+    if status in (401, 403):
+        return UpstreamStatusError("upstream authentication failed", upstream_status=status)
+    return UpstreamStatusError(
+        f"upstream answered HTTP {status}", upstream_status=status,
+        retry_after=_retry_after(response),
+    )
+
+
+def _error_message(body: bytes) -> str | None:
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return None
+    error = obj.get("error") if isinstance(obj, dict) else None
+    message = error.get("message") if isinstance(error, dict) else error
+    return message[:500] if isinstance(message, str) else None
+
+
+def _redact(text: str, key: str | None) -> str:
+    if key:
+        text = text.replace(key, "[redacted]")
+    # Bearer tokens and key-shaped words never leave, whoever's they are.
+    return " ".join(
+        "[redacted]" if word.startswith(("sk-", "lr_live_", "AIza", "Bearer")) else word
+        for word in text.split(" ")
+    )

@@ -1,0 +1,259 @@
+"""The relay: one generation request, one Trio nursery, from the first byte to the last.
+
+A streamed request runs as siblings in one nursery owned by the ASGI handler:
+
+    reader    opens the upstream call (inside the nursery, never before), feeds events to
+              the ``Exchange`` and appends the stream's tail (usage + [DONE], or the error)
+    ticker    an SSE comment after ``keepalive`` seconds of client-side silence
+    watcher   waits on ASGI ``receive()`` for ``http.disconnect`` and cancels the nursery
+    (writer)  the handler's own body: decides the commit point, then drains the outbox
+
+Whichever ends the request cancels the group; the upstream connection closes when the
+reader's ``async with`` unwinds. Bookkeeping then runs shielded with a deadline.
+
+The commit point: the status line is held until the first upstream event, the end of the
+upstream call, or ``commit_grace`` seconds. A failure before it is an HTTP error with a JSON
+body; after it, the dialect's terminal error event. A stream never ends cleanly unless the
+upstream finished.
+
+Rules:
+- Never catch ``trio.Cancelled`` except to re-raise; never yield inside a cancel scope.
+- The hand-over from reader to writer never checkpoints (``Exchange.emit`` is sync), so a
+  block of upstream bytes becomes one write; the outbox is bounded (backpressure).
+- Deadlines: ``first_token`` then ``idle`` (moved on every event, not on bytes, so a slow
+  drip cannot defeat it) and ``total``, all on one cancel scope around the upstream call.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from gateway.canonical import ChatRequest, Finish, StreamEvent, Usage
+from gateway.config import Deadlines
+from gateway.errors import GatewayError, InternalError, UpstreamTimeout
+from gateway.providers.base import Provider, Target
+from gateway.transcript import Transcript
+from gateway.wire import sse
+from gateway.wire.openai import StreamEncoder
+
+log = logging.getLogger("arouter.relay")
+
+HIGH_WATER = 256 * 1024  # bytes buffered for a slow client before the upstream read pauses
+
+ASGIReceive = Any
+ASGISend = Any
+
+
+@attrs.define(eq=False)
+class Exchange:
+    """Task-local state of one generation request; also the providers' ``Sink``."""
+
+    generation_id: str
+    request: ChatRequest
+    target: Target
+    deadlines: Deadlines
+    encoder: StreamEncoder | None  # None for a non-streaming answer
+    started: float = attrs.field(factory=trio.current_time)
+    transcript: Transcript = attrs.field(factory=Transcript)
+    outbox: bytearray = attrs.field(factory=bytearray)
+    wake: trio.Event = attrs.field(factory=trio.Event)
+    drained: trio.Event | None = None
+    ready: trio.Event = attrs.field(factory=trio.Event)  # first event, or the end
+    finished: bool = False
+    failure: GatewayError | None = None
+    first_event_at: float | None = None
+    committed_at: float | None = None
+    ended_at: float | None = None
+    delivered: bool = False  # the last byte of the answer was handed to the server
+    client_gone_at: float | None = None
+    last_write: float = 0.0
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+
+    def __attrs_post_init__(self) -> None:
+        first = self.deadlines.first_token if self.request.stream else self.deadlines.total
+        self.scope.deadline = self.started + min(first, self.deadlines.total)
+        if self.encoder is not None:
+            self.outbox += self.encoder.start()
+
+    # -- Sink -----------------------------------------------------------------------------
+
+    def emit(self, event: StreamEvent) -> None:
+        now = trio.current_time()
+        if self.first_event_at is None:
+            self.first_event_at = now
+            self.ready.set()
+        self.scope.deadline = min(self.started + self.deadlines.total, now + self.deadlines.idle)
+        self.transcript.add(event)
+        if self.encoder is not None:
+            data = self.encoder.event(event)
+            if data:
+                self.outbox += data
+                self.wake.set()
+
+    async def writable(self) -> None:
+        # Deliberately no checkpoint on the fast path: the read loop already checkpoints
+        # on every network read, and one here would undo write coalescing.
+        if len(self.outbox) > HIGH_WATER:
+            self.drained = trio.Event()
+            await self.drained.wait()
+
+    # -- Outcome --------------------------------------------------------------------------
+
+    @property
+    def usage(self) -> Usage:
+        return self.transcript.usage(self.request)
+
+    def _deadline_failure(self) -> GatewayError:
+        now = trio.current_time()
+        if now >= self.started + self.deadlines.total:
+            return UpstreamTimeout("the request exceeded its total deadline", deadline="total")
+        if self.first_event_at is None:
+            return UpstreamTimeout("the upstream sent no first token in time",
+                                   deadline="first_token")
+        return UpstreamTimeout("the upstream went silent mid-stream", deadline="idle")
+
+    def end(self) -> None:
+        """Record the upstream call's end and queue the stream's tail."""
+        self.ended_at = trio.current_time()
+        if self.encoder is not None:
+            if self.failure is not None:
+                self.outbox += self.encoder.error(self.failure, self.usage)
+            else:
+                if self.transcript.finish is None:
+                    self.outbox += self.encoder.event(Finish("stop"))
+                self.outbox += self.encoder.usage(self.usage) + StreamEncoder.DONE
+        self.finished = True
+        self.ready.set()
+        self.wake.set()
+
+    @property
+    def aborted(self) -> bool:
+        """The client left before the whole answer was handed to the server."""
+        return self.client_gone_at is not None and not self.delivered
+
+    @property
+    def outcome(self) -> str:
+        """The record's status: ok, partial, upstream_error or client_abort."""
+        if self.aborted:
+            return "client_abort"
+        if self.failure is None and self.finished:
+            return "ok"
+        return "partial" if self.committed_at is not None else "upstream_error"
+
+
+async def read_upstream(exchange: Exchange, provider: Provider, headers: dict[str, str]) -> None:
+    """The reader task: run the provider under the deadlines, then queue the tail."""
+    try:
+        with exchange.scope:
+            await provider.run(exchange.request, exchange.target, exchange, headers)
+        if exchange.scope.cancelled_caught:
+            exchange.failure = exchange._deadline_failure()
+    except GatewayError as exc:
+        exchange.failure = exc
+    except Exception:
+        # The one task boundary where an unexpected bug becomes a terminal event instead
+        # of a silently truncated stream; the traceback goes to the log only.
+        log.exception("provider failed", extra={"generation_id": exchange.generation_id})
+        exchange.failure = InternalError()
+    exchange.end()
+
+
+async def watch_disconnect(
+    exchange: Exchange, receive: ASGIReceive, cancel_scope: trio.CancelScope
+) -> None:
+    """The watcher task: a client that goes away ends the request at once."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            exchange.client_gone_at = trio.current_time()
+            cancel_scope.cancel()
+            return
+
+
+async def tick_keepalive(exchange: Exchange) -> None:
+    """The ticker task: an SSE comment whenever the client has heard nothing for a while."""
+    interval = exchange.deadlines.keepalive
+    while True:
+        await trio.sleep_until(exchange.last_write + interval)
+        if not exchange.outbox and trio.current_time() >= exchange.last_write + interval:
+            # Comments only ever go between whole events: the outbox holds whole events.
+            exchange.outbox += sse.KEEPALIVE
+            exchange.last_write = trio.current_time()
+            exchange.wake.set()
+
+
+def stream_headers(generation_id: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+        (b"x-generation-id", generation_id.encode()),
+    ]
+
+
+async def _drain(exchange: Exchange, send: ASGISend) -> None:
+    """The writer: everything pending goes out in one send; the last send ends the body."""
+    while True:
+        if not exchange.outbox and not exchange.finished:
+            exchange.wake = trio.Event()
+            await exchange.wake.wait()
+        last = exchange.delivered = exchange.finished
+        data = bytes(exchange.outbox)
+        exchange.outbox.clear()
+        if exchange.drained is not None:
+            exchange.drained.set()
+        # A client that leaves once it has read [DONE] left after the answer, not during it.
+        await send({"type": "http.response.body", "body": data, "more_body": not last})
+        exchange.last_write = trio.current_time()
+        if last:
+            return
+
+
+async def relay_stream(
+    exchange: Exchange,
+    provider: Provider,
+    headers: dict[str, str],
+    receive: ASGIReceive,
+    send: ASGISend,
+    send_error: Any,
+) -> None:
+    """Serve a streamed request; ``send_error(error)`` answers a pre-commit failure."""
+    deadlines = exchange.deadlines
+    # The writer is bounded too: a client that stops reading cannot hold the request open.
+    with trio.move_on_after(deadlines.total + deadlines.settle):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_disconnect, exchange, receive, nursery.cancel_scope)
+            nursery.start_soon(read_upstream, exchange, provider, headers)
+            with trio.move_on_after(deadlines.commit_grace):
+                await exchange.ready.wait()
+            if exchange.failure is not None and exchange.transcript.events == 0:
+                await send_error(exchange.failure)
+            else:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": stream_headers(exchange.generation_id),
+                    }
+                )
+                exchange.committed_at = exchange.last_write = trio.current_time()
+                nursery.start_soon(tick_keepalive, exchange)
+                await _drain(exchange, send)
+            nursery.cancel_scope.cancel()
+
+
+async def relay_unary(
+    exchange: Exchange,
+    provider: Provider,
+    headers: dict[str, str],
+    receive: ASGIReceive,
+) -> None:
+    """Run a non-streamed request to its end; the caller renders the answer or the error."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_disconnect, exchange, receive, nursery.cancel_scope)
+        await read_upstream(exchange, provider, headers)
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,71 @@
+"""Serving the app with hypercorn's trio worker, in the CLI or inside a caller's nursery.
+
+``running(config)`` starts a whole gateway on a loopback port inside the caller's task tree
+and stops it gracefully on exit: the tests and benchmarks use it, so they exercise the same
+composition and server settings as ``arouter serve``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import attrs
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from gateway.app import Gateway, create_app
+from gateway.asgi import Dispatcher
+from gateway.config import Config
+
+
+def hypercorn_config(config: Config) -> hypercorn.config.Config:
+    hconfig = hypercorn.config.Config()
+    hconfig.bind = [f"{config.host}:{config.port}"]
+    # Streams are ended by the gateway's own deadlines, never by the server's timers.
+    hconfig.graceful_timeout = config.deadlines.settle
+    hconfig.accesslog = None
+    return hconfig
+
+
+async def serve(
+    app: Dispatcher,
+    config: Config,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown_trigger`` returns; ``task_status`` gets the bound URLs."""
+    await hypercorn.trio.serve(
+        app,  # type: ignore[arg-type]  # hypercorn's ASGI typing is narrower than the protocol
+        hypercorn_config(config),
+        shutdown_trigger=shutdown_trigger,
+        task_status=task_status,
+    )
+
+
+@attrs.frozen
+class Running:
+    url: str  # http://127.0.0.1:PORT
+    app: Dispatcher
+
+    @property
+    def gateway(self) -> Gateway:
+        gateway: Gateway = self.app.gateway
+        return gateway
+
+
+@asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Running]:
+    """A gateway serving ``config`` (port 0 picks a free port) for the duration of the block."""
+    app = create_app(config)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
+        try:
+            yield Running(urls[0], app)
+        finally:
+            stop.set()

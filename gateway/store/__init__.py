@@ -1,0 +1,1 @@
+"""Persistence behind one small interface. SQLite is the embedded default."""

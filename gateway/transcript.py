@@ -1,0 +1,91 @@
+"""What one answer has said so far: the relay's running account of a request's output.
+
+Pure. It accumulates canonical events (for the non-streaming body, the usage estimate of an
+interrupted stream, and the record), and knows nothing about dialects or sockets.
+
+Token estimates are ``ceil(chars / 4)``, the usual rule of thumb for English BPE
+vocabularies; they are used only when the provider did not report usage (an aborted or
+truncated stream), and are always flagged ``estimated``.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from gateway.canonical import (
+    ChatRequest,
+    Finish,
+    FinishReason,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    UsageReport,
+)
+
+
+def estimate_tokens(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
+def estimate_prompt_tokens(request: ChatRequest) -> int:
+    # A few tokens of per-message framing, as chat templates add.
+    return estimate_tokens(request.prompt_text) + 4 * len(request.messages)
+
+
+@attrs.define
+class _Call:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = attrs.field(factory=list)
+
+
+@attrs.define
+class Transcript:
+    text: list[str] = attrs.field(factory=list)
+    reasoning: list[str] = attrs.field(factory=list)
+    calls: dict[int, _Call] = attrs.field(factory=dict)
+    finish: FinishReason | None = None
+    reported: Usage | None = None
+    events: int = 0
+    chars: int = 0
+
+    def add(self, event: StreamEvent) -> None:
+        self.events += 1
+        if type(event) is TextDelta:
+            self.text.append(event.text)
+            self.chars += len(event.text)
+        elif isinstance(event, ReasoningDelta):
+            self.reasoning.append(event.text)
+            self.chars += len(event.text)
+        elif isinstance(event, ToolCallDelta):
+            call = self.calls.setdefault(event.index, _Call())
+            if event.id:
+                call.id = event.id
+            if event.name:
+                call.name += event.name
+            call.arguments.append(event.arguments)
+            self.chars += len(event.arguments) + len(event.name or "")
+        elif isinstance(event, Finish):
+            self.finish = event.reason
+        elif isinstance(event, UsageReport):
+            self.reported = event.usage
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return [
+            ToolCall(c.id, c.name, "".join(c.arguments))
+            for _, c in sorted(self.calls.items())
+        ]
+
+    def usage(self, request: ChatRequest) -> Usage:
+        """The provider's usage if it reported any, else an estimate of what was relayed."""
+        if self.reported is not None:
+            return self.reported
+        return Usage(
+            prompt_tokens=estimate_prompt_tokens(request),
+            completion_tokens=(self.chars + 3) // 4,
+            estimated=True,
+        )

@@ -1,0 +1,144 @@
+"""Shared fixtures: a fake upstream and gateways on real loopback sockets.
+
+Everything here serves over real TCP on 127.0.0.1 inside the test's own Trio run: the fake
+upstream (``gateway.sim.server``) and the gateway through ``gateway.server.running``, the
+same composition ``arouter serve`` uses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from gateway import keys
+from gateway.config import Config, Deadlines, ModelRoute, ProviderConfig, SimConfig
+from gateway.server import Running, running
+from gateway.sim.scenarios import Plan
+from gateway.sim.server import Record, SimServer
+from gateway.store.sqlite import SqliteStore
+
+FAKE_PROVIDER_KEY = "sk-fake-upstream-CANARY-0123456789"
+
+
+@attrs.frozen
+class Sim:
+    server: SimServer
+    url: str  # http://127.0.0.1:PORT
+
+    def records(self, tag: str | None = None) -> list[Record]:
+        return self.server.find(tag) if tag is not None else list(self.server.records)
+
+    async def wait_record(
+        self, tag: str, predicate: Callable[[Record], bool], timeout: float = 5.0
+    ) -> Record:
+        """Poll (real time) until this tag's record satisfies ``predicate``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.server.find(tag) if predicate(r)]
+            if found:
+                return found[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no record for {tag!r} satisfied the condition: "
+                                     f"{self.server.find(tag)}")
+            await trio.sleep(0.001)
+
+
+@pytest.fixture
+async def sim(nursery: trio.Nursery) -> Sim:
+    server = SimServer(defaults=Plan(tokens=10, interval=0.002))
+    port = await nursery.start(server.serve)
+    return Sim(server, f"http://127.0.0.1:{port}")
+
+
+@attrs.frozen
+class Gw:
+    running: Running
+    key: str
+
+    @property
+    def url(self) -> str:
+        return self.running.url
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.key}"}
+
+    async def records(self, **where: Any) -> list[Any]:
+        return await self.running.gateway.store.records(**where)
+
+    async def wait_records(self, count: int, timeout: float = 5.0, **where: Any) -> list[Any]:
+        """The store's records, once ``count`` of them exist (settling is asynchronous)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = await self.records(**where)
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            await trio.sleep(0.005)
+
+
+def make_config(data_dir: Path, sim_url: str | None, **deadlines: float) -> Config:
+    providers = {"sim": ProviderConfig(name="sim", dialect="sim", models=("echo", "lorem"))}
+    models = {}
+    if sim_url is not None:
+        providers["fake"] = ProviderConfig(
+            name="fake",
+            dialect="openai",
+            base_url=f"{sim_url}/v1",
+            api_key_env="AROUTER_TEST_FAKE_KEY",
+        )
+        models["fast"] = ModelRoute(name="fast", provider="fake", model="lorem")
+    return Config(
+        host="127.0.0.1",
+        port=0,
+        data_dir=data_dir,
+        deadlines=attrs.evolve(Deadlines(), **deadlines),
+        sim=SimConfig(tokens=10, tokens_per_second=500.0),
+        providers=providers,
+        models=models,
+        upstream_clients=2,
+    )
+
+
+async def add_key(config: Config, name: str = "test") -> str:
+    store = SqliteStore(config.database_path)
+    await store.open()
+    try:
+        secret, row = keys.generate(name=name, created_at=time.time())
+        await store.add_key(row)
+    finally:
+        await store.aclose()
+    return secret
+
+
+GatewayFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def start_gateway(
+    tmp_path: Path, sim: Sim, monkeypatch: pytest.MonkeyPatch
+) -> GatewayFactory:
+    """``async with start_gateway(commit_grace=0.1) as gw:`` — a gateway in front of ``sim``."""
+    monkeypatch.setenv("AROUTER_TEST_FAKE_KEY", FAKE_PROVIDER_KEY)
+    counter = iter(range(1000))
+
+    @asynccontextmanager
+    async def start(**deadlines: float) -> AsyncIterator[Gw]:
+        config = make_config(tmp_path / f"gw{next(counter)}", sim.url, **deadlines)
+        key = await add_key(config)
+        async with running(config) as run:
+            yield Gw(run, key)
+
+    return start
+
+
+@pytest.fixture
+async def gw(start_gateway: GatewayFactory) -> AsyncIterator[Gw]:
+    async with start_gateway() as gateway:
+        yield gateway
