@@ -15,7 +15,13 @@ import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from gateway.errors import BodyTooLarge, GatewayError, RequestError, UnsupportedMediaType
+from gateway.errors import (
+    BodyTooLarge,
+    GatewayError,
+    MethodNotAllowed,
+    RequestError,
+    UnsupportedMediaType,
+)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -35,6 +41,7 @@ class Dispatcher:
         self, routes: dict[tuple[str, str], Handler], fallback: Handler, gateway: Any = None
     ) -> None:
         self._routes = routes
+        self._paths = {path for _, path in routes}
         self._fallback = fallback
         self.gateway = gateway  # what the app serves, for the CLI and the tests
 
@@ -44,7 +51,16 @@ class Dispatcher:
             if handler is not None:
                 await handler(scope, receive, send)
                 return
+            if scope["path"] in self._paths:
+                allowed = ", ".join(m for m, p in self._routes if p == scope["path"])
+                error = MethodNotAllowed(f"use {allowed}")
+                await send_json(send, 405, _error_json(error), [(b"allow", allowed.encode())])
+                return
         await self._fallback(scope, receive, send)
+
+
+def _error_json(error: GatewayError) -> bytes:
+    return dumps({"error": {"code": error.status, "message": error.message, "type": error.type}})
 
 
 def header_values(scope: Scope, name: bytes) -> list[bytes]:
@@ -109,7 +125,7 @@ async def send_json(
 def error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
     headers = []
     retry_after = getattr(error, "retry_after", None)
-    if retry_after is not None:
+    if retry_after is not None and error.status in (429, 503):  # where RFC 9110/6585 use it
         headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
     if error.status == 401:
         headers.append((b"www-authenticate", b"Bearer"))

@@ -13,6 +13,7 @@ error is rendered as the dialect's mid-stream error event instead.
     │   ├── BodyTooLarge            413
     │   └── ModelNotFound           400  "Invalid model specified"
     ├── NotFound                    404  no such route
+    ├── MethodNotAllowed            405
     ├── AuthenticationError         401  uniform body, never echoes the key
     ├── InsufficientCredits         402
     ├── RateLimited                 429  carries retry_after
@@ -66,6 +67,11 @@ class ModelNotFound(RequestError):
 class NotFound(GatewayError):
     status = 404
     type = "not_found_error"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
 
 
 class AuthenticationError(GatewayError):

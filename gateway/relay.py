@@ -231,6 +231,7 @@ async def relay_stream(
             with trio.move_on_after(deadlines.commit_grace):
                 await exchange.ready.wait()
             if exchange.failure is not None and exchange.transcript.events == 0:
+                exchange.delivered = True
                 await send_error(exchange.failure)
             else:
                 await send(

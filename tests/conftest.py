@@ -36,10 +36,10 @@ class Sim:
         return self.server.find(tag) if tag is not None else list(self.server.records)
 
     async def wait_record(
-        self, tag: str, predicate: Callable[[Record], bool], timeout: float = 5.0
+        self, tag: str, predicate: Callable[[Record], bool], within: float = 5.0
     ) -> Record:
         """Poll (real time) until this tag's record satisfies ``predicate``."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             found = [r for r in self.server.find(tag) if predicate(r)]
             if found:
@@ -73,9 +73,9 @@ class Gw:
     async def records(self, **where: Any) -> list[Any]:
         return await self.running.gateway.store.records(**where)
 
-    async def wait_records(self, count: int, timeout: float = 5.0, **where: Any) -> list[Any]:
+    async def wait_records(self, count: int, within: float = 5.0, **where: Any) -> list[Any]:
         """The store's records, once ``count`` of them exist (settling is asynchronous)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             found = await self.records(**where)
             if len(found) >= count or time.monotonic() > deadline:

@@ -20,6 +20,8 @@ Rules:
 - Scenario behaviour comes from the fields of ``SCENARIOS`` rows, never from names.
 - Timing uses Trio's clock (so a ``MockClock`` drives it); records use ``time.monotonic()``
   so they compare with timestamps taken in other processes on the same machine.
+- A record is updated just before the bytes it describes are written, so whatever a client
+  has received, its record already shows (tests need not wait for the server to catch up).
 - The hot path is one ``send_all`` per token: chunk JSON is pre-rendered per stream and only
   the token text is escaped per token.
 
@@ -280,8 +282,8 @@ class _Exchange:
 
     async def _send_head(self, status: int, headers: list[tuple[str, str]]) -> None:
         headers = [*headers, ("x-request-id", f"sim-{self.record.id}")]
-        await self._write(self.conn.send(h11.Response(status_code=status, headers=headers)))
         self.record.headers_sent = True
+        await self._write(self.conn.send(h11.Response(status_code=status, headers=headers)))
 
     def _finish(self, outcome: Outcome) -> None:
         """Settle the record *before* the last write, so a client that has seen the end of
@@ -349,11 +351,11 @@ class _Exchange:
         pending = chunks.role
         for i, text in enumerate(token_texts(self._kind(), chat.prompt, stop)):
             await trio.sleep_until(self._slot(i))
-            await self._send_body(pending + chunks.token(text))
-            pending = b""
             record.tokens_sent += 1
             if record.first_token_at is None:
                 record.first_token_at = time.monotonic()
+            await self._send_body(pending + chunks.token(text))
+            pending = b""
         ending = self.scenario.ending
         if ending == "complete":
             tail = pending + chunks.finish(reason)
