@@ -94,6 +94,10 @@ def make_config(data_dir: Path, sim_url: str | None, **deadlines: float) -> Conf
             api_key_env="AROUTER_TEST_FAKE_KEY",
         )
         models["fast"] = ModelRoute(name="fast", provider="fake", model="lorem")
+        # Nothing listens on port 1 of the loopback: every connect is refused at once.
+        providers["dead"] = ProviderConfig(
+            name="dead", dialect="openai", base_url="http://127.0.0.1:1/v1"
+        )
     return Config(
         host="127.0.0.1",
         port=0,

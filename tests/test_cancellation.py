@@ -128,6 +128,36 @@ async def test_hundred_aborts_leave_no_upstream_open(start_gateway: GatewayFacto
         assert {row.status for row in rows} == {"client_abort"}
 
 
+async def test_abort_while_uploading_calls_no_upstream(gw: Gw, sim: Sim) -> None:
+    """D1: the body never completes; nothing is sent upstream and nothing is recorded."""
+    host, port = gw.url.removeprefix("http://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+            b"content-type: application/json\r\nauthorization: Bearer " + gw.key.encode()
+            + b"\r\ncontent-length: 1000\r\n\r\n" + b'{"model": "fake/lorem", '
+        )
+        await trio.sleep(0.05)
+    await trio.sleep(0.1)
+    assert sim.records() == []
+    assert await gw.records() == []
+
+
+async def test_non_stream_abort_closes_upstream(start_gateway: GatewayFactory, sim: Sim) -> None:
+    async with start_gateway() as gw:
+        body = {**_body("unary", "tokens=100000 interval_ms=2"), "stream": False}
+        async with httpx.AsyncClient() as client:
+            with trio.move_on_after(0.3):
+                await client.post(f"{gw.url}/v1/chat/completions", json=body,
+                                  headers=gw.headers)
+            closed_at = time.monotonic()
+        record = await sim.wait_record("unary", lambda r: r.client_gone_at is not None)
+        assert record.client_gone_at - closed_at < PROPAGATION_BUDGET
+        [row] = await gw.wait_records(1)
+        assert (row.status, row.stream, row.http_status) == ("client_abort", False, 499)
+
+
 def test_report_propagation(capsys: pytest.CaptureFixture[str]) -> None:
     """Prints the measured figures (run with -s); runs after the phase tests."""
     with capsys.disabled():

@@ -13,7 +13,7 @@ import httpx
 import trio
 
 from gateway.wire import sse
-from tests.conftest import GatewayFactory
+from tests.conftest import GatewayFactory, Sim
 
 
 async def test_comments_fill_silence_and_sit_between_events(
@@ -66,3 +66,23 @@ async def test_no_comments_while_tokens_flow(
                                          headers=gw.headers)
     assert b": keepalive" not in response.content
     assert response.content.endswith(b"data: [DONE]\n\n")
+
+
+async def test_long_streams_are_not_cut_by_server_timeouts(
+    start_gateway: GatewayFactory, sim: Sim, mock_clock: trio.testing.MockClock
+) -> None:
+    """Quart's 60 s response timeout and hypercorn's own timers never end a stream."""
+    mock_clock.autojump_threshold = 0.05
+    async with start_gateway(keepalive=15) as gw:
+        body = {
+            "model": "fake/lorem",
+            "stream": True,
+            "messages": [{"role": "user", "content": "#sim tokens=15 interval_ms=6000\nhi"}],
+        }
+        started = trio.current_time()
+        async with httpx.AsyncClient(timeout=None) as client:
+            response = await client.post(f"{gw.url}/v1/chat/completions", json=body,
+                                         headers=gw.headers)
+        assert trio.current_time() - started >= 84  # 14 gaps of 6 s
+    assert response.content.endswith(b"data: [DONE]\n\n")
+    assert response.content.count(b'"content":" ') == 15

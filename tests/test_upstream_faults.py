@@ -132,6 +132,30 @@ async def test_no_first_token_before_commit_is_a_504(
         await sim.wait_record("ft", lambda r: r.client_gone_at is not None)
 
 
+@pytest.mark.parametrize("stream", [True, False])
+async def test_connect_refused_is_a_fast_502(gw: Gw, stream: bool) -> None:
+    response, _, _ = await _post(gw, _body("dead", "", stream=stream, model="dead/any"))
+    assert response.status_code == 502
+    assert response.json()["error"]["message"] == "could not connect to the upstream"
+    [row] = await gw.wait_records(1)
+    assert row.status == "upstream_error" and row.deployment == "dead/any"
+
+
+async def test_endless_stream_stops_at_the_total_deadline(
+    start_gateway: GatewayFactory, sim: Sim
+) -> None:
+    """C10: a lively stream that never ends is ended by ``total``, with the terminal event."""
+    async with start_gateway(commit_grace=0.001, total=0.5) as gw:
+        response, events, raw = await _post(gw, _body("endless", "tokens=1000000 interval_ms=5"))
+        assert response.status_code == 200
+        last = json.loads(events[-1].data)
+        assert last["error"]["code"] == "timeout"
+        assert "total" in last["error"]["message"]
+        assert last["usage"]["completion_tokens"] > 10
+        assert b"[DONE]" not in raw
+        await sim.wait_record("endless", lambda r: r.outcome == "client_gone")
+
+
 async def test_non_stream_invalid_json_is_a_502(gw: Gw) -> None:
     response, _, _ = await _post(gw, _body("bad", "scenario=invalid_json", stream=False))
     assert response.status_code == 502
