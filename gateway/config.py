@@ -38,6 +38,9 @@ class Deadlines:
     commit_grace: float = 2.0  # hold the status line this long waiting for a first event
     keepalive: float = 15.0  # SSE comment after this much client-side silence
     settle: float = 5.0  # shielded bookkeeping after the request ends
+    # A client that accepts no bytes for this long is dropped (TCP_USER_TIMEOUT): hypercorn
+    # shields its socket writes, so nothing above the kernel could end such a send.
+    client_stall: float = 60.0
 
 
 @attrs.frozen

@@ -115,8 +115,12 @@ class ChatCompletions:
                             [(b"x-generation-id", generation_id.encode())],
                         )
         finally:
-            with trio.move_on_after(gateway.config.deadlines.settle, shield=True):
+            if exchange.committed_at is not None:
+                http_status = 200  # even if the relay was cancelled after the status line
+            with trio.move_on_after(gateway.config.deadlines.settle, shield=True) as settling:
                 await self.settle(exchange, key, http_status)
+            if settling.cancelled_caught:
+                log.error("record for %s not written: settle deadline passed", generation_id)
 
     async def settle(self, exchange: relay.Exchange, key: ApiKey, http_status: int) -> None:
         usage = exchange.usage

@@ -98,8 +98,13 @@ class Exchange:
         # Deliberately no checkpoint on the fast path: the read loop already checkpoints
         # on every network read, and one here would undo write coalescing.
         if len(self.outbox) > HIGH_WATER:
+            # A slow client is not a silent upstream: the idle deadline pauses while we
+            # wait (``client_stall`` and ``total`` still bound the wait).
+            total = self.started + self.deadlines.total
+            self.scope.deadline = total
             self.drained = trio.Event()
             await self.drained.wait()
+            self.scope.deadline = min(total, trio.current_time() + self.deadlines.idle)
 
     # -- Outcome --------------------------------------------------------------------------
 
@@ -179,11 +184,16 @@ async def tick_keepalive(exchange: Exchange) -> None:
     interval = exchange.deadlines.keepalive
     while True:
         await trio.sleep_until(exchange.last_write + interval)
-        if not exchange.outbox and trio.current_time() >= exchange.last_write + interval:
-            # Comments only ever go between whole events: the outbox holds whole events.
-            exchange.outbox += sse.KEEPALIVE
-            exchange.last_write = trio.current_time()
-            exchange.wake.set()
+        if trio.current_time() < exchange.last_write + interval:
+            continue  # the writer sent something meanwhile
+        if exchange.outbox:
+            # Bytes are waiting on a slow client: that is not silence.
+            await trio.sleep(interval)
+            continue
+        # Comments only ever go between whole events: the outbox holds whole events.
+        exchange.outbox += sse.KEEPALIVE
+        exchange.last_write = trio.current_time()
+        exchange.wake.set()
 
 
 def stream_headers(generation_id: str) -> list[tuple[bytes, bytes]]:
@@ -223,7 +233,8 @@ async def relay_stream(
 ) -> None:
     """Serve a streamed request; ``send_error(error)`` answers a pre-commit failure."""
     deadlines = exchange.deadlines
-    # The writer is bounded too: a client that stops reading cannot hold the request open.
+    # Bounded as a whole too. (A client that stops reading blocks hypercorn's shielded
+    # send, which no cancel scope reaches: ``client_stall`` ends that one in the kernel.)
     with trio.move_on_after(deadlines.total + deadlines.settle):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_disconnect, exchange, receive, nursery.cancel_scope)

@@ -7,6 +7,8 @@ composition and server settings as ``arouter serve``.
 
 from __future__ import annotations
 
+import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -16,18 +18,39 @@ import attrs
 import hypercorn.config
 import hypercorn.trio
 import trio
+from hypercorn.config import Sockets
 
 from gateway.app import Gateway, create_app
 from gateway.asgi import Dispatcher
 from gateway.config import Config
 
 
+class _Config(hypercorn.config.Config):
+    """Hypercorn's config, with listening sockets whose accepted connections give up on a
+    peer that acknowledges nothing for ``client_stall`` seconds (a client that stopped
+    reading). Hypercorn shields every socket write without a deadline, so this kernel
+    timer is the only thing that can end such a write; the watcher then sees the
+    disconnect and the request settles as ``client_abort``."""
+
+    user_timeout_ms: int = 60_000
+
+    def create_sockets(self) -> Sockets:
+        sockets = super().create_sockets()
+        for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+            if hasattr(socket, "TCP_USER_TIMEOUT") and sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                                self.user_timeout_ms)
+        return sockets
+
+
 def hypercorn_config(config: Config) -> hypercorn.config.Config:
-    hconfig = hypercorn.config.Config()
+    hconfig = _Config()
     hconfig.bind = [f"{config.host}:{config.port}"]
+    hconfig.user_timeout_ms = int(config.deadlines.client_stall * 1000)
     # Streams are ended by the gateway's own deadlines, never by the server's timers.
     hconfig.graceful_timeout = config.deadlines.settle
     hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")  # into ours, not a second handler
     return hconfig
 
 
@@ -39,10 +62,15 @@ async def serve(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown_trigger`` returns; ``task_status`` gets the bound URLs."""
+
+    async def stopping() -> None:
+        await shutdown_trigger()
+        app.gateway.ready = False  # readiness flips the moment shutdown begins
+
     await hypercorn.trio.serve(
         app,  # type: ignore[arg-type]  # hypercorn's ASGI typing is narrower than the protocol
         hypercorn_config(config),
-        shutdown_trigger=shutdown_trigger,
+        shutdown_trigger=stopping,
         task_status=task_status,
     )
 

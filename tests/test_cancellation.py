@@ -7,6 +7,8 @@ gateway's connection close; the client records when it closed its own.
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from collections.abc import Callable
 from contextlib import aclosing
@@ -163,3 +165,33 @@ def test_report_propagation(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         for phase, delay in propagation.items():
             print(f"\ncancel propagation {phase}: {delay * 1000:.2f} ms", end="")
+
+
+async def test_client_that_stops_reading_is_dropped(
+    start_gateway: GatewayFactory, sim: Sim
+) -> None:
+    """A client that keeps its socket open but reads nothing: the kernel's
+    ``client_stall`` timer drops it, the request settles as a client abort, the upstream
+    closes, and the ticker does not spin while the writer is blocked."""
+    async with start_gateway(commit_grace=0.05, keepalive=0.05, client_stall=1.0) as gw:
+        host, port = gw.url.removeprefix("http://").split(":")
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect((host, int(port)))
+        body = json.dumps(_body("stopped", "tokens=1000000 interval_ms=0")).encode()
+        await sock.send(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+            b"\r\nauthorization: Bearer " + gw.key.encode()
+            + b"\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+        )
+        assert (await sock.recv(100)).startswith(b"HTTP/1.1 200")
+        cpu = time.process_time()
+        # The kernel gives up after client_stall seconds of unacknowledged data, plus
+        # its probe backoff: a generous bound in real time.
+        with trio.fail_after(20):
+            [row] = await gw.wait_records(1, within=20)
+        spent = time.process_time() - cpu
+        sock.close()
+        assert row.status == "client_abort"
+        await sim.wait_record("stopped", lambda r: r.outcome == "client_gone")
+        assert spent < 1.5, f"{spent:.2f} s of CPU while the client stalled"

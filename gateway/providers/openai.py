@@ -14,9 +14,12 @@ Rules:
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import cast
 
 import httpx
+import trio
 
 from gateway.canonical import ChatRequest
 from gateway.errors import (
@@ -32,6 +35,7 @@ from gateway.wire import openai as wire
 from gateway.wire import sse
 
 MAX_ERROR_BODY = 64 * 1024
+AFTER_DONE = 1.0  # seconds to wait for the end of the body after [DONE]
 MAX_COMPLETION_BODY = 64 * 1024 * 1024
 
 
@@ -74,25 +78,36 @@ class OpenAIProvider:
 async def _relay_stream(response: httpx.Response, sink: Sink) -> None:
     decoder = sse.Decoder()
     done = False
-    async with aclosing(response.aiter_raw()) as blocks:
+    async with aclosing(_blocks(response)) as blocks:
         async for block in blocks:
             try:
                 events = decoder.feed(block)
             except sse.SSEError:
                 raise UpstreamProtocolError("upstream sent an oversized event") from None
             for event in events:
-                if done:
-                    continue  # nothing follows [DONE] but the end of the body
                 if event.data == "[DONE]":
                     done = True
-                elif event.event == "error":
+                    break
+                if event.event == "error":
                     raise wire.upstream_error(_json_or_none(event.data))
-                else:
-                    for item in wire.parse_chunk(event.data):
-                        sink.emit(item)
+                for item in wire.parse_chunk(event.data):
+                    sink.emit(item)
+            if done:
+                break
             await sink.writable()
-    if not done:
-        raise UpstreamError("upstream stream ended before it finished")
+        if done:
+            # The body's end normally comes with [DONE]; wait for it briefly so the
+            # connection can be reused, and otherwise simply drop the connection.
+            with trio.move_on_after(AFTER_DONE):
+                async for _ in blocks:
+                    pass
+            return
+    raise UpstreamError("upstream stream ended before it finished")
+
+
+def _blocks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    # httpx declares an AsyncIterator; it is an async generator, which we close ourselves.
+    return cast(AsyncGenerator[bytes, None], response.aiter_raw())
 
 
 def _json_or_none(data: str) -> object:
@@ -105,7 +120,7 @@ def _json_or_none(data: str) -> object:
 
 async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
     chunks = bytearray()
-    async with aclosing(response.aiter_raw()) as blocks:
+    async with aclosing(_blocks(response)) as blocks:
         async for block in blocks:
             chunks += block
             if len(chunks) > limit:

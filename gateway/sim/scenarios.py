@@ -24,7 +24,7 @@ Rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
@@ -41,6 +41,7 @@ __all__ = [
     "Scenario",
     "is_directive",
     "parse_plan",
+    "plan_from",
     "prompt_tokens",
     "token_texts",
 ]
@@ -184,12 +185,10 @@ _KEYS: Final[Mapping[str, tuple[str, Callable[[str], Any]]]] = MappingProxyType(
 def parse_plan(prompt_text: str, defaults: Plan) -> Plan:
     """``defaults`` overridden by the ``#sim`` lines of ``prompt_text`` (the last user message).
 
-    The chosen scenario's own defaults (the 30 s of ``slow_first_token``, the Retry-After of
-    ``status_429``) fill in a value that neither the directive nor ``defaults`` set, "not set"
-    meaning left at the ``Plan`` class default. Raises ``ValueError`` on any bad directive,
-    and on ``defaults`` naming an unknown scenario.
+    Raises ``ValueError`` on any bad directive, and on ``defaults`` naming an unknown
+    scenario. Scenario defaults fill in as in ``plan_from``.
     """
-    changes: dict[str, Any] = {}
+    settings: list[tuple[str, str]] = []
     for line in prompt_text.splitlines():
         if not is_directive(line):
             continue
@@ -197,10 +196,24 @@ def parse_plan(prompt_text: str, defaults: Plan) -> Plan:
             key, sep, text = item.partition("=")
             if not sep or not text:
                 raise ValueError(f"#sim directive: expected key=value, got {item!r}")
-            if key not in _KEYS:
-                raise ValueError(f"#sim directive: unknown key {key!r}; known: {', '.join(_KEYS)}")
-            field, parse = _KEYS[key]
-            changes[field] = parse(text)
+            settings.append((key, text))
+    return plan_from(settings, defaults)
+
+
+def plan_from(settings: Iterable[tuple[str, str]], defaults: Plan) -> Plan:
+    """``defaults`` overridden by ``(key, value text)`` settings: the directive's keys and
+    checks, for callers that hold settings apart (command-line options, config files).
+
+    The chosen scenario's own defaults (the 30 s of ``slow_first_token``, the Retry-After of
+    ``status_429``) fill in a value that neither the settings nor ``defaults`` set, "not set"
+    meaning left at the ``Plan`` class default.
+    """
+    changes: dict[str, Any] = {}
+    for key, text in settings:
+        if key not in _KEYS:
+            raise ValueError(f"#sim directive: unknown key {key!r}; known: {', '.join(_KEYS)}")
+        field, parse = _KEYS[key]
+        changes[field] = parse(text)
     plan = attrs.evolve(defaults, **changes)
     scenario = SCENARIOS[_scenario(plan.scenario)]  # defaults may name an unknown one too
     neutral = Plan()

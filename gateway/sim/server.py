@@ -37,6 +37,7 @@ import functools
 import itertools
 import json
 import math
+import signal
 import socket
 import struct
 import sys
@@ -54,6 +55,7 @@ from gateway.sim.scenarios import (
     Plan,
     Scenario,
     parse_plan,
+    plan_from,
     prompt_tokens,
     token_texts,
 )
@@ -94,6 +96,13 @@ _SSE_HEADERS: Final = [
     ("cache-control", "no-cache"),
     ("transfer-encoding", "chunked"),
 ]
+# path -> allowed methods
+_ROUTES: Final[dict[str, tuple[str, ...]]] = {
+    "/v1/chat/completions": ("POST",),
+    "/_sim/requests": ("GET", "DELETE"),
+    "/_sim/scenarios": ("GET",),
+    "/healthz": ("GET",),
+}
 _DONE: Final = b"data: [DONE]\n\n"
 _MALFORMED_EVENT: Final = b"data: {not json\n\n"
 _MALFORMED_BODY: Final = b"{not json"
@@ -438,7 +447,10 @@ def _client_gone(record: Record, *, write_failed: bool = False) -> None:
 async def _watch_client(
     stream: trio.SocketStream, conn: h11.Connection, record: Record, scope: trio.CancelScope
 ) -> None:
-    """Read the socket while a response plays; on EOF or reset, stamp and cancel ``scope``."""
+    """Read the socket while a response plays; on EOF or reset, stamp and cancel ``scope``.
+
+    A half-close (FIN while still reading) counts as leaving: HTTP/1.1 clients do not
+    half-close while waiting for a response, and proxies that do mean the same thing."""
     while True:
         try:
             data = await stream.receive_some(RECEIVE_SIZE)
@@ -571,13 +583,7 @@ class SimServer:
     async def _route(
         self, stream: trio.SocketStream, conn: h11.Connection, request: _Request, connection_id: int
     ) -> _Disposition:
-        routes = {
-            "/v1/chat/completions": ("POST",),
-            "/_sim/requests": ("GET", "DELETE"),
-            "/_sim/scenarios": ("GET",),
-            "/healthz": ("GET",),
-        }
-        allowed = routes.get(request.path)
+        allowed = _ROUTES.get(request.path)
         if allowed is None:
             return await _send_json(stream, conn, 404, _error_body(404))
         if request.method not in allowed:
@@ -660,16 +666,22 @@ async def _send_json(
     return "keep"
 
 
-async def _serve_forever(host: str, port: int, defaults: Plan) -> None:
+async def _serve_until_signalled(host: str, port: int, defaults: Plan) -> None:
     server = SimServer(defaults=defaults)
-    async with trio.open_nursery() as nursery:
-        bound = await nursery.start(functools.partial(server.serve, host, port))
-        print(f"arouter sim: listening on http://{host}:{bound}", flush=True)
+    # Ctrl-C and SIGTERM (docker stop, CI teardown) end it cleanly with status 0; left to
+    # Trio, SIGINT would surface as a KeyboardInterrupt wrapped in an exception group.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(functools.partial(server.serve, host, port))
+            print(f"arouter sim: listening on http://{host}:{bound}", flush=True)
+            async for _ in signals:
+                break
+            nursery.cancel_scope.cancel()
 
 
 def run(host: str = "127.0.0.1", port: int = 9100, defaults: Plan | None = None) -> None:
-    """Serve forever (until Ctrl-C) and print the bound address."""
-    trio.run(_serve_forever, host, port, defaults or Plan())
+    """Serve until SIGINT or SIGTERM, printing the bound address first. Main thread only."""
+    trio.run(_serve_until_signalled, host, port, defaults or Plan())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -686,23 +698,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval-ms")
     parser.add_argument("--first-token-ms")
     args = parser.parse_args(argv)
-    # Options become a directive so they get the same checks and scenario defaults; an
-    # option not given stays out of it (slow_first_token keeps its 30 s).
+    # The directive's checks apply to options too; an option not given stays out, so a
+    # scenario's own defaults still fill in (slow_first_token keeps its 30 s).
     options = {
         "scenario": args.scenario,
         "tokens": args.tokens,
         "interval_ms": args.interval_ms,
         "first_token_ms": args.first_token_ms,
     }
-    directive = " ".join(f"{k}={v}" for k, v in options.items() if v is not None)
     try:
-        defaults = parse_plan(f"#sim {directive}", Plan())
+        defaults = plan_from([(k, v) for k, v in options.items() if v is not None], Plan())
     except ValueError as exc:
         parser.error(str(exc))
-    try:
-        run(args.host, args.port, defaults)
-    except KeyboardInterrupt:
-        pass
+    run(args.host, args.port, defaults)
     return 0
 
 

@@ -10,6 +10,7 @@ from gateway.sim.scenarios import (
     Plan,
     is_directive,
     parse_plan,
+    plan_from,
     prompt_tokens,
     token_texts,
 )
@@ -141,3 +142,10 @@ def test_token_texts_rejects_unknown_kinds_and_counts() -> None:
 
 def test_prompt_tokens_is_a_ceiling_of_a_quarter_and_at_least_one() -> None:
     assert [prompt_tokens(t) for t in ("", "a", "abcd", "abcde", "x" * 400)] == [1, 1, 1, 2, 100]
+
+
+def test_plan_from_settings_applies_the_directive_rules() -> None:
+    plan = plan_from([("scenario", "slow_first_token"), ("tokens", "5")], DEFAULTS)
+    assert (plan.tokens, plan.first_token_delay) == (5, 30.0)
+    with pytest.raises(ValueError, match="unknown key"):
+        plan_from([("tokens x", "1")], DEFAULTS)

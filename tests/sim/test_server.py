@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import signal
+import socket
+import struct
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -13,14 +19,16 @@ import httpx
 import openai
 import pytest
 import trio
+import trio.testing
 
 from gateway.sim.scenarios import SCENARIOS, Plan, token_texts
-from gateway.sim.server import Record, SimServer
+from gateway.sim.server import Record, SimServer, main
 
 # Small and fast: 10 tokens 2 ms apart unless a directive says otherwise.
 DEFAULTS = Plan(tokens=10, interval=0.002)
 PROMPT = "one two three"
 CLIENT_KEY = "sk-test-client-key"
+REPO = Path(__file__).resolve().parents[2]
 GONE_WITHIN = 0.05  # seconds from the client's close to client_gone_at
 
 # Leaving a stream early (httpx) or at [DONE] / an error event (the OpenAI SDK, which breaks
@@ -103,28 +111,34 @@ def contents(events: list[str]) -> str:
     )
 
 
-async def poll(predicate: Callable[[], object], timeout: float = 1.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.001)
+async def poll(predicate: Callable[[], object], within: float = 1.0) -> None:
+    """Wait until ``predicate()`` holds, looking every millisecond, for ``within`` seconds.
+    Records carry their own timestamps, so the polling step never blurs a measurement."""
+    for _ in range(int(within / 0.001)):
+        if predicate():
+            return
+        await trio.sleep(0.001)
+    raise AssertionError(f"not true within {within} s")
 
 
 async def read_then_leave(
     client: httpx.AsyncClient, body: dict[str, Any], count: int, linger: float = 0.0
 ) -> float:
-    """Stream ``body``, read ``count`` content tokens, wait ``linger``, then close the
-    response (which closes its connection); returns the time the close began."""
+    """Stream ``body``, read ``count`` content tokens, wait ``linger``, then leave the
+    ``client.stream`` block early (which closes the connection); returns when it left."""
     seen = 0
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-        async with aclosing(response.aiter_raw()) as chunks:
-            async for chunk in chunks:
-                seen += chunk.count(b'"content":" ')
-                if seen >= count:
-                    break
-            assert seen >= count, f"stream ended after {seen} tokens"
-            await trio.sleep(linger)
-            return time.monotonic()  # leaving the aclosing block closes the connection
-    raise AssertionError("unreachable")
+        # Keep a reference: a dropped iterator is finalised at once, and httpx's finaliser
+        # chain would close the connection before the moment this function reports.
+        chunks = response.aiter_raw()
+        async for chunk in chunks:
+            seen += chunk.count(b'"content":" ')
+            if seen >= count:
+                break
+        assert seen >= count, f"stream ended after {seen} tokens"
+        await trio.sleep(linger)
+        closed_at = time.monotonic()
+    return closed_at
 
 
 @CLIENT_GENERATORS_LEFT_OPEN
@@ -144,7 +158,8 @@ async def test_sdk_stream_with_include_usage_ends_with_a_usage_chunk(
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     last = chunks[-1]
     assert last.choices == [] and last.usage is not None
-    assert (last.usage.completion_tokens, last.usage.total_tokens) == (5, 5 + last.usage.prompt_tokens)
+    usage = last.usage
+    assert (usage.completion_tokens, usage.total_tokens) == (5, 5 + usage.prompt_tokens)
     record = sim.record("u")
     assert (record.outcome, record.tokens_sent, record.stream) == ("completed", 5, True)
     assert record.started_at < record.first_token_at < record.ended_at  # type: ignore[operator]
@@ -261,11 +276,15 @@ async def test_non_stream_cut_delivers_half_the_announced_body(
 
 
 async def test_reset_ends_the_connection_with_an_rst(sim: Sim, client: httpx.AsyncClient) -> None:
-    with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+    received = bytearray()
+    with pytest.raises(httpx.ReadError, match="reset"):  # ECONNRESET, not a clean EOF
         async with client.stream(
             "POST", "/v1/chat/completions", json=chat("scenario=reset tag=x")
         ) as response:
-            await response.aread()
+            async for chunk in response.aiter_raw():
+                received += chunk
+    # Bytes that reached the client before the RST are still delivered.
+    assert received.count(b'"content":" ') == 5
     record = sim.record("x")
     assert (record.outcome, record.tokens_sent) == ("reset", 5)
 
@@ -304,7 +323,8 @@ async def test_malformed_sends_a_broken_event_after_half(client: httpx.AsyncClie
 async def test_invalid_json_breaks_both_shapes_from_the_start(
     sim: Sim, client: httpx.AsyncClient
 ) -> None:
-    whole = await client.post("/v1/chat/completions", json=chat("scenario=invalid_json", stream=False))
+    body = chat("scenario=invalid_json", stream=False)
+    whole = await client.post("/v1/chat/completions", json=body)
     assert whole.status_code == 200
     with pytest.raises(json.JSONDecodeError):
         whole.json()
@@ -439,3 +459,93 @@ async def test_control_routes(sim: Sim, client: httpx.AsyncClient) -> None:
     assert (await client.get("/nope")).status_code == 404
     wrong = await client.get("/v1/chat/completions")
     assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST")
+
+
+def raw_post(body: dict[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: sim\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(data)}\r\n\r\n"
+    )
+    return head.encode() + data
+
+
+async def receive_until(stream: trio.abc.ReceiveStream, done: Callable[[bytes], bool]) -> bytes:
+    received = b""
+    with trio.fail_after(2):
+        while not done(received):
+            data = await stream.receive_some()
+            assert data, f"connection closed after {received!r}"
+            received += data
+    return received
+
+
+async def test_client_reset_mid_stream_is_seen(sim: Sim) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", sim.port)
+    await stream.send_all(raw_post(chat("tokens=100000 tag=rst")))
+    await receive_until(stream, lambda got: got.count(b'"content":" ') >= 3)
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    closed_at = time.monotonic()
+    await stream.aclose()
+    await assert_gone_promptly(sim.record("rst"), closed_at)
+
+
+async def test_pipelined_requests_are_answered_in_order(sim: Sim) -> None:
+    async with await trio.open_tcp_stream("127.0.0.1", sim.port) as stream:
+        await stream.send_all(
+            raw_post(chat("tag=p1 tokens=2", stream=False))
+            + raw_post(chat("tag=p2 tokens=3", stream=False))
+        )
+        received = await receive_until(stream, lambda got: got.count(b"chat.completion") == 2)
+    assert received.index(b"sim-1") < received.index(b"sim-2")
+    first, second = sim.record("p1"), sim.record("p2")
+    assert (first.outcome, second.outcome) == ("completed", "completed")
+    assert first.connection_id == second.connection_id
+
+
+async def test_garbage_gets_a_400_and_a_close(sim: Sim) -> None:
+    async with await trio.open_tcp_stream("127.0.0.1", sim.port) as stream:
+        await stream.send_all(b"NOT HTTP AT ALL\r\n\r\n")
+        received = await receive_until(stream, lambda got: b"\r\n\r\n" in got)
+        with trio.fail_after(2):
+            while await stream.receive_some():
+                pass  # the server closes after answering
+    assert received.startswith(b"HTTP/1.1 400 ")
+    assert sim.server.records == []
+
+
+async def test_cli_serves_until_sigterm() -> None:
+    command = [sys.executable, "-m", "gateway.sim.server", "--port", "0", "--tokens", "2"]
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            functools.partial(trio.run_process, command, cwd=REPO, stdout=subprocess.PIPE)
+        )
+        assert process.stdout is not None
+        banner = await receive_until(process.stdout, lambda got: got.endswith(b"\n"))
+        url = banner.decode().split()[-1]
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.get("/healthz")).status_code == 200
+            completion = await client.post("/v1/chat/completions", json=chat(stream=False))
+            assert completion.json()["usage"]["completion_tokens"] == 2
+        process.send_signal(signal.SIGTERM)
+    assert process.returncode == 0
+
+
+def test_cli_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--tokens", "many"])
+    assert exit_.value.code == 2
+    assert "expected a whole number" in capsys.readouterr().err
+
+
+async def test_scenario_waits_follow_trios_clock(
+    sim: Sim, client: httpx.AsyncClient, autojump_clock: trio.testing.MockClock
+) -> None:
+    # slow_first_token's default 30 s pass in virtual time: gateway tests of long deadlines
+    # can run against this server under a MockClock.
+    started = trio.current_time()
+    body = chat("scenario=slow_first_token tokens=2 tag=v", stream=False)
+    response = await client.post("/v1/chat/completions", json=body, timeout=60)
+    assert response.json()["choices"][0]["message"]["content"] == " one two"
+    assert trio.current_time() - started >= 30.0
+    assert sim.record("v").outcome == "completed"

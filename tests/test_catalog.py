@@ -1,0 +1,146 @@
+"""The model catalog: aliases first, then ``provider/model``, anything else 400."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.catalog import Catalog
+from gateway.config import SIM_PROVIDER, ProviderConfig, from_dict
+from gateway.errors import ModelNotFound
+from gateway.providers.base import Target
+
+LOCAL = {"base_url": "http://127.0.0.1:8000/v1", "models": ["llama-3.1-8b", "qwen/qwen3"]}
+
+
+def catalog(
+    providers: dict[str, Any] | None = None,
+    models: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Catalog:
+    raw = {"providers": providers or {}, "models": models or {}}
+    return Catalog(from_dict(raw, environ or {}))
+
+
+OPENAI_ENV = {"OPENAI_API_KEY": "sk-test"}
+
+
+def test_sim_models_resolve_by_default() -> None:
+    assert catalog().resolve("sim/echo") == Target(SIM_PROVIDER, "echo")
+    assert catalog().resolve("sim/lorem").label == "sim/lorem"
+
+
+def test_provider_without_a_model_list_serves_any_model() -> None:
+    target = catalog(environ=OPENAI_ENV).resolve("openai/gpt-4.1-mini")
+    assert target.provider.name == "openai"
+    assert target.model == "gpt-4.1-mini"
+
+
+def test_model_part_may_itself_contain_slashes_and_dots() -> None:
+    target = catalog(environ={"OPENROUTER_API_KEY": "k"}).resolve(
+        "openrouter/meta-llama/llama-3.1-8b-instruct:free"
+    )
+    assert (target.provider.name, target.model) == (
+        "openrouter", "meta-llama/llama-3.1-8b-instruct:free"
+    )
+
+
+def test_listed_models_are_the_only_ones_a_provider_serves() -> None:
+    cat = catalog(providers={"local": LOCAL})
+    assert cat.resolve("local/qwen/qwen3").model == "qwen/qwen3"
+    with pytest.raises(ModelNotFound):
+        cat.resolve("local/gpt-4o")
+
+
+def test_alias_resolves_to_its_provider_and_upstream_model() -> None:
+    cat = catalog(
+        providers={"local": LOCAL},
+        models={"fast": {"provider": "local", "model": "llama-3.1-8b"}},
+    )
+    target = cat.resolve("fast")
+    assert target.provider.name == "local"
+    assert target.provider.base_url == "http://127.0.0.1:8000/v1"
+    assert target.model == "llama-3.1-8b"
+
+
+def test_alias_with_dots_and_slashes_wins_over_provider_form() -> None:
+    config = from_dict(
+        {
+            "providers": {"local": LOCAL},
+            "models": {
+                "openai/gpt-4.1": {"provider": "local", "model": "qwen/qwen3"},
+                "team.v2/fast-1.5": {"provider": "sim", "model": "echo"},
+            },
+        },
+        OPENAI_ENV,
+    )
+    cat = Catalog(config)
+    assert cat.resolve("openai/gpt-4.1") == Target(config.providers["local"], "qwen/qwen3")
+    assert cat.resolve("openai/gpt-4.1-mini").provider.name == "openai"
+    assert cat.resolve("team.v2/fast-1.5") == Target(SIM_PROVIDER, "echo")
+
+
+def test_alias_may_name_a_model_outside_the_providers_list() -> None:
+    cat = catalog(providers={"local": LOCAL},
+                  models={"big": {"provider": "local", "model": "unlisted-70b"}})
+    assert cat.resolve("big").model == "unlisted-70b"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "echo",
+        "sim",
+        "sim/",
+        "/echo",
+        "/",
+        "sim/unknown",
+        "SIM/echo",
+        "sim/Echo",
+        "sim/echo ",
+        " sim/echo",
+        "nosuch/echo",
+        "openai/gpt-4o",  # no OPENAI_API_KEY in this environment
+        "fast ",
+        "Fast",
+        "local/llama-3.1-8b/extra",
+        "../sim/echo",
+    ],
+)
+def test_anything_else_is_model_not_found(name: str) -> None:
+    cat = catalog(providers={"local": LOCAL},
+                  models={"fast": {"provider": "local", "model": "llama-3.1-8b"}})
+    with pytest.raises(ModelNotFound) as info:
+        cat.resolve(name)
+    assert (info.value.status, info.value.message, info.value.param) == (
+        400, "Invalid model specified", "model"
+    )
+
+
+def test_listing_has_aliases_then_listed_provider_models() -> None:
+    cat = catalog(
+        providers={"local": LOCAL},
+        models={"fast": {"provider": "local", "model": "llama-3.1-8b"},
+                "team.v2/x": {"provider": "sim", "model": "echo"}},
+        environ=OPENAI_ENV,  # lists no models, so contributes no entries
+    )
+    listing = cat.listing(created=1700000000)
+    assert [entry["id"] for entry in listing] == [
+        "fast", "team.v2/x", "sim/echo", "sim/lorem", "local/llama-3.1-8b", "local/qwen/qwen3",
+    ]
+    assert listing[2] == {
+        "id": "sim/echo", "object": "model", "created": 1700000000, "owned_by": "sim"
+    }
+    assert listing[5]["owned_by"] == "local"
+    assert {entry["object"] for entry in listing} == {"model"}
+
+
+def test_every_listed_name_resolves() -> None:
+    cat = catalog(
+        providers={"local": LOCAL, "off": {"dialect": "sim", "models": ["echo"]}},
+        models={"a/b.c": {"provider": "off", "model": "echo"}},
+    )
+    for entry in cat.listing(created=0):
+        assert isinstance(cat.resolve(entry["id"]).provider, ProviderConfig)
