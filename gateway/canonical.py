@@ -61,6 +61,7 @@ class Tool:
     name: str
     description: str | None = None
     parameters: Mapping[str, Any] | None = None
+    strict: bool | None = None  # structured outputs: arguments must match ``parameters``
 
 
 @attrs.frozen

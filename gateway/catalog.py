@@ -34,10 +34,10 @@ class Catalog:
 
     def listing(self, created: int) -> list[dict[str, Any]]:
         """Models a client can name: aliases, then every listed provider model."""
-        names = list(self._config.models)
+        owners = {name: route.provider for name, route in self._config.models.items()}
         for provider in self._config.providers.values():
-            names += [f"{provider.name}/{m}" for m in provider.models]
+            owners.update({f"{provider.name}/{m}": provider.name for m in provider.models})
         return [
-            {"id": name, "object": "model", "created": created, "owned_by": name.split("/")[0]}
-            for name in names
+            {"id": name, "object": "model", "created": created, "owned_by": owner}
+            for name, owner in owners.items()
         ]

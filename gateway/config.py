@@ -94,11 +94,12 @@ class Config:
         return Path(self.database) if self.database else self.data_dir / "arouter.db"
 
 
-def default_data_dir() -> Path:
-    env = os.environ.get("AROUTER_DATA_DIR")
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    env = environ.get("AROUTER_DATA_DIR")
     if env:
         return Path(env)
-    xdg = os.environ.get("XDG_DATA_HOME")
+    xdg = environ.get("XDG_DATA_HOME")
     return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "arouter"
 
 
@@ -122,7 +123,9 @@ def env_providers(environ: Mapping[str, str]) -> dict[str, ProviderConfig]:
     found = {}
     for name, key_var, base_url, base_var in ENV_PROVIDERS:
         if environ.get(key_var):
-            url = (environ.get(base_var) if base_var else None) or base_url
+            url = ((environ.get(base_var) if base_var else None) or base_url).rstrip("/")
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{base_var}: an http(s) URL is required")
             found[name] = ProviderConfig(
                 name=name, dialect="openai", base_url=url, api_key_env=key_var
             )
@@ -167,12 +170,10 @@ def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     )
     sim = reader.table("sim")
     data_dir = server.opt_str("data_dir")
-    kwargs: dict[str, Any] = {}
-    if data_dir:
-        kwargs["data_dir"] = Path(data_dir)
+    kwargs: dict[str, Any] = {"data_dir": Path(data_dir) if data_dir else default_data_dir(environ)}
     config = Config(
         host=server.opt_str("host") or "127.0.0.1",
-        port=server.integer("port", 8080),
+        port=server.integer("port", 8080, high=65535),
         database=server.opt_str("database"),
         max_body_bytes=server.integer("max_body_bytes", 16 * 1024 * 1024),
         upstream_clients=server.integer("upstream_clients", 8),
@@ -258,12 +259,18 @@ class _Reader:
             raise ConfigError(f"{self._name(key)}: expected a list of strings")
         return value
 
-    def integer(self, key: str, default: int) -> int:
+    def integer(self, key: str, default: int, high: int | None = None) -> int:
         value = self._get(key)
         if value is None:
             return default
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{self._name(key)}: expected a non-negative integer")
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or value < 0
+            or (high is not None and value > high)
+        ):
+            limit = f" up to {high}" if high is not None else ""
+            raise ConfigError(f"{self._name(key)}: expected a non-negative integer{limit}")
         return value
 
     def positive(self, key: str, default: float) -> float:

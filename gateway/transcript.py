@@ -82,10 +82,13 @@ class Transcript:
 
     def usage(self, request: ChatRequest) -> Usage:
         """The provider's usage if it reported any, else an estimate of what was relayed."""
-        if self.reported is not None:
-            return self.reported
+        reported = self.reported
+        if reported is not None and (reported.completion_tokens or not self.chars):
+            return reported
+        # Nothing reported, or a report of no output for output we relayed: count it.
         return Usage(
-            prompt_tokens=estimate_prompt_tokens(request),
+            prompt_tokens=reported.prompt_tokens if reported else estimate_prompt_tokens(request),
             completion_tokens=(self.chars + 3) // 4,
+            cached_tokens=reported.cached_tokens if reported else 0,
             estimated=True,
         )

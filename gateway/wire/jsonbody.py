@@ -6,7 +6,8 @@ Rules (FAULTS.md A1, A2, A12, A13, A16, S8, S12):
 - The body must be strict UTF-8; invalid bytes are a 400, never a 500 later on re-encode.
 - Duplicate object keys are rejected, so the gateway and the upstream can never read two
   different values of ``model`` or ``stream`` from one body.
-- ``NaN``/``Infinity`` are rejected, and integers are bounded in digits.
+- ``NaN``/``Infinity`` (and floats that overflow to it) are rejected, and integers are
+  bounded in digits.
 - Nesting beyond the interpreter's recursion limit is a 400, found by the C scanner in
   microseconds rather than by a pre-scan.
 - A lone surrogate escape (``"\\ud800"``) is a 400: it would fail later, on re-encoding
@@ -16,6 +17,7 @@ Rules (FAULTS.md A1, A2, A12, A13, A16, S8, S12):
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -40,16 +42,25 @@ def _constant(name: str) -> Any:
 
 
 def _int(text: str) -> int:
-    if len(text) > MAX_INT_DIGITS:
+    if len(text) - text.startswith("-") > MAX_INT_DIGITS:
         raise _Invalid("integer too large")
     return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999: JSON has no infinity, and re-serialising it is invalid
+        raise _Invalid("number out of range")
+    return value
 
 
 class _Invalid(ValueError):
     pass
 
 
-_decoder = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant, parse_int=_int)
+_decoder = json.JSONDecoder(
+    object_pairs_hook=_pairs, parse_constant=_constant, parse_int=_int, parse_float=_float
+)
 
 
 def parse(body: bytes) -> Any:
@@ -90,6 +101,13 @@ def _holds_surrogate(value: Any) -> bool:
         elif isinstance(item, list):
             stack.extend(item)
     return False
+
+
+def without_surrogates(text: str) -> str:
+    """``text`` with any lone surrogate replaced by U+FFFD (for untrusted upstream text)."""
+    if text.isascii() or not has_surrogate(text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def has_surrogate(text: str) -> bool:

@@ -41,6 +41,7 @@ from gateway.canonical import (
     UsageReport,
 )
 from gateway.errors import GatewayError, RequestError, UpstreamError, UpstreamProtocolError
+from gateway.wire.jsonbody import without_surrogates
 
 MAX_TOKENS_LIMIT = 1_000_000  # above any model's output window; per-model caps come later
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
@@ -142,7 +143,8 @@ def _message(raw: Any, index: int) -> Message:
     param = f"messages.{index}"
     if not isinstance(raw, dict):
         raise _fail("each message must be an object", param)
-    role = ROLES.get(raw.get("role"))  # type: ignore[arg-type]
+    raw_role = raw.get("role")
+    role = ROLES.get(raw_role) if isinstance(raw_role, str) else None
     if role is None:
         raise _fail(
             "'role' must be one of system, developer, user, assistant, tool", f"{param}.role"
@@ -188,7 +190,10 @@ def _tools(raw: Any) -> tuple[Tool, ...]:
         description = fn.get("description")
         if description is not None and not isinstance(description, str):
             raise _fail("'description' must be a string", f"tools.{i}")
-        tools.append(Tool(fn["name"], description, params))
+        strict = fn.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise _fail("'strict' must be true or false", f"tools.{i}")
+        tools.append(Tool(fn["name"], description, params, strict))
     return tuple(tools)
 
 
@@ -272,12 +277,16 @@ def parse_request(body: Any) -> ChatRequest:
             raise _fail(f"'{key}' must be an integer between 1 and {MAX_TOKENS_LIMIT}", key)
         max_tokens = value if max_tokens is None else min(max_tokens, value)
     n = body.get("n")
-    if n is not None and n != 1:
+    if n is not None and not (_is_int(n) and n == 1):
         raise _fail("only n=1 is supported", "n")
     seed = body.get("seed")
     if seed is not None and not _is_int(seed):
         raise _fail("'seed' must be an integer", "seed")
-    extra = {}
+    extra: dict[str, Any] = {}
+    if body.get("max_completion_tokens") is not None:
+        # Newer OpenAI models refuse max_tokens; an OpenAI-dialect upstream hears the name
+        # the client used.
+        extra["max_completion_tokens"] = max_tokens
     for key, check in PASSTHROUGH.items():
         if key in body and body[key] is not None:
             if not check(body[key]):
@@ -315,8 +324,10 @@ def _render_part(part: Part) -> dict[str, Any]:
 
 def _render_message(message: Message) -> dict[str, Any]:
     out: dict[str, Any] = {"role": message.role}
-    if all(isinstance(p, TextPart) for p in message.content):
-        out["content"] = message.text if message.content or not message.tool_calls else None
+    if not message.content:
+        out["content"] = None if message.tool_calls else ""
+    elif len(message.content) == 1 and isinstance(message.content[0], TextPart):
+        out["content"] = message.content[0].text
     else:
         out["content"] = [_render_part(p) for p in message.content]
     if message.tool_calls:
@@ -340,7 +351,9 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
     }
     if request.stream:
         body["stream_options"] = {"include_usage": True}
-    if request.max_tokens is not None:
+    if request.max_tokens is not None and not (
+        request.dialect == "openai" and "max_completion_tokens" in request.extra
+    ):
         body["max_tokens"] = request.max_tokens
     for key in ("temperature", "top_p", "user", "seed", "tool_choice"):
         value = getattr(request, key)
@@ -358,6 +371,7 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
                         ("name", t.name),
                         ("description", t.description),
                         ("parameters", t.parameters),
+                        ("strict", t.strict),
                     )
                     if v is not None
                 },
@@ -395,8 +409,16 @@ def upstream_error(raw: Any) -> UpstreamError:
     The provider's message may echo our credentials or internals; only its type survives.
     """
     kind = raw.get("type") or raw.get("code") if isinstance(raw, dict) else None
-    label = kind if isinstance(kind, str) and kind.isidentifier() and len(kind) < 64 else "error"
+    label = kind if kind in UPSTREAM_ERROR_TYPES else "error"
     return UpstreamError(f"upstream reported an error ({label})")
+
+
+# Error types that may be named to the client: known words, never provider free text.
+UPSTREAM_ERROR_TYPES = frozenset({
+    "server_error", "api_error", "overloaded_error", "rate_limit_error", "rate_limit_exceeded",
+    "invalid_request_error", "timeout", "internal_error", "service_unavailable",
+    "context_length_exceeded", "content_filter",
+})
 
 
 def _delta_events(choice: Mapping[str, Any], out: list[StreamEvent]) -> None:
@@ -404,10 +426,10 @@ def _delta_events(choice: Mapping[str, Any], out: list[StreamEvent]) -> None:
     if isinstance(delta, dict):
         content = delta.get("content")
         if isinstance(content, str) and content:
-            out.append(TextDelta(content))
+            out.append(TextDelta(without_surrogates(content)))
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
-            out.append(ReasoningDelta(reasoning))
+            out.append(ReasoningDelta(without_surrogates(reasoning)))
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
             for call in calls:
@@ -420,12 +442,16 @@ def _delta_events(choice: Mapping[str, Any], out: list[StreamEvent]) -> None:
                     ToolCallDelta(
                         index=call.get("index", 0),
                         id=call.get("id") if isinstance(call.get("id"), str) else None,
-                        name=fn.get("name") if isinstance(fn.get("name"), str) else None,
-                        arguments=args if isinstance(args, str) else "",
+                        name=without_surrogates(fn["name"])
+                        if isinstance(fn.get("name"), str)
+                        else None,
+                        arguments=without_surrogates(args) if isinstance(args, str) else "",
                     )
                 )
     reason = choice.get("finish_reason")
     if reason is not None:
+        if not isinstance(reason, str):
+            raise UpstreamProtocolError("upstream finish_reason is not a string")
         out.append(Finish(FINISH_REASONS.get(reason, "stop")))
 
 
@@ -433,7 +459,7 @@ def parse_chunk(data: str) -> list[StreamEvent]:
     """Events in one upstream ``data:`` payload (not ``[DONE]``)."""
     try:
         chunk = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise UpstreamProtocolError("upstream sent an event that is not JSON") from None
     if not isinstance(chunk, dict):
         raise UpstreamProtocolError("upstream sent an event that is not a JSON object")
@@ -457,7 +483,7 @@ def parse_completion(body: bytes) -> list[StreamEvent]:
     """Events equivalent to one non-streaming upstream ``chat.completion`` body."""
     try:
         obj = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise UpstreamProtocolError("upstream answered with a body that is not JSON") from None
     if not isinstance(obj, dict):
         raise UpstreamProtocolError("upstream answered with a body that is not an object")
@@ -470,6 +496,8 @@ def parse_completion(body: bytes) -> list[StreamEvent]:
     if not isinstance(message, dict):
         raise UpstreamProtocolError("upstream answer has no message")
     calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise UpstreamProtocolError("upstream tool_calls is not an array")
     delta = {
         "content": message.get("content"),
         "reasoning_content": message.get("reasoning_content") or message.get("reasoning"),
