@@ -17,7 +17,7 @@ run: $(BIN)/.installed
 	$(BIN)/arouter serve
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check gateway tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 test: lint

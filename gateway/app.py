@@ -21,6 +21,8 @@ from gateway.config import Config
 from gateway.errors import GatewayError, InternalError, NotFound
 from gateway.generation import ChatCompletions
 from gateway.keys import ApiKey, parse_bearer, verify
+from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.metrics import Metrics
 from gateway.providers.base import Provider
 from gateway.providers.http import ClientPool
 from gateway.providers.openai import OpenAIProvider
@@ -33,6 +35,7 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.catalog = Catalog(config)
+        self.metrics = Metrics()
         self.store = SqliteStore(config.database_path)
         self.clients: ClientPool | None = None
         self.providers: dict[str, Provider] = {}
@@ -94,6 +97,11 @@ def _web_app(gateway: Gateway) -> QuartTrio:
         return dumps({"object": "list", "data": gateway.catalog.listing(created)}), 200, {
             "content-type": "application/json"
         }
+
+    @app.get("/metrics")
+    async def metrics() -> Any:
+        # Unauthenticated, like most exporters: keep it off the public vhost (deploy/nginx).
+        return gateway.metrics.render(), 200, {"content-type": METRICS_CONTENT_TYPE}
 
     @app.get("/healthz")
     async def healthz() -> Any:

@@ -8,7 +8,6 @@ On the first start it creates an API key and prints it once; only its hash is st
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -21,7 +20,7 @@ import attrs
 import trio
 
 from gateway import config as config_mod
-from gateway import keys
+from gateway import keys, logs
 from gateway.config import Config, ConfigError
 from gateway.store.sqlite import SqliteStore
 
@@ -116,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="arouter", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="TOML config file (default: $AROUTER_CONFIG)")
     parser.add_argument("--log-level", default=os.environ.get("AROUTER_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-format", choices=("json", "text"),
+                        default=os.environ.get("AROUTER_LOG_FORMAT", "json"))
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
@@ -134,9 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument("--data-dir")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.configure(args.log_level, args.log_format)
     try:
         if args.command == "serve":
             trio.run(_serve, _load_config(args))

@@ -46,6 +46,8 @@ def new_generation_id() -> str:
 class ChatCompletions:
     """The OpenAI-dialect generation route."""
 
+    route = "chat_completions"
+
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
@@ -59,8 +61,10 @@ class ChatCompletions:
             request = wire.parse_request(jsonbody.parse(body))
             target = gateway.catalog.resolve(request.model)
         except ClientGone:
+            gateway.metrics.cancellations.labels("upload").inc()
             return
         except GatewayError as exc:
+            gateway.metrics.rejections.labels(self.route, str(exc.status)).inc()
             await send_error(send, exc, wire.error_body, generation_id)
             return
 
@@ -85,7 +89,13 @@ class ChatCompletions:
         http_status = 499  # nginx's "client closed request", until something is sent
         try:
             if request.stream:
-                await relay.relay_stream(exchange, provider, forwarded, receive, send, reply_error)
+                gateway.metrics.open_streams.inc()
+                try:
+                    await relay.relay_stream(
+                        exchange, provider, forwarded, receive, send, reply_error
+                    )
+                finally:
+                    gateway.metrics.open_streams.dec()
                 if exchange.committed_at is not None:
                     http_status = 200
                 elif exchange.failure is not None and not exchange.aborted:
@@ -120,7 +130,8 @@ class ChatCompletions:
             with trio.move_on_after(gateway.config.deadlines.settle, shield=True) as settling:
                 await self.settle(exchange, key, http_status)
             if settling.cancelled_caught:
-                log.error("record for %s not written: settle deadline passed", generation_id)
+                log.error("record not written: settle deadline passed",
+                          extra={"generation_id": generation_id})
 
     async def settle(self, exchange: relay.Exchange, key: ApiKey, http_status: int) -> None:
         usage = exchange.usage
@@ -147,16 +158,27 @@ class ChatCompletions:
             cancelled=exchange.aborted,
             created_at=time.time(),
         )
+        metrics = self.gateway.metrics
+        metrics.observe(record, self.route, exchange.propagation)
+        if exchange.cancel_phase is not None:
+            metrics.cancellations.labels(exchange.cancel_phase).inc()
         try:
             await self.gateway.store.add_record(record)
         except GatewayError:
-            log.exception("could not settle %s", exchange.generation_id)
+            log.exception("could not settle", extra={"generation_id": record.generation_id})
         log.info(
-            "generation %s %s %s status=%s tokens=%d+%d",
-            exchange.generation_id,
-            exchange.request.model,
-            exchange.target.label,
-            record.status,
-            usage.prompt_tokens,
-            usage.completion_tokens,
+            "generation settled",
+            extra={
+                "generation_id": record.generation_id,
+                "key_id": record.key_id,
+                "model": record.model,
+                "deployment": record.deployment,
+                "status": record.status,
+                "http_status": record.http_status,
+                "prompt_tokens": record.prompt_tokens,
+                "completion_tokens": record.completion_tokens,
+                "ttft_ms": None if record.ttft_ms is None else round(record.ttft_ms, 2),
+                "duration_ms": round(record.duration_ms, 2),
+                "error_type": record.error_type,
+            },
         )

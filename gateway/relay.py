@@ -68,6 +68,7 @@ class Exchange:
     first_event_at: float | None = None
     committed_at: float | None = None
     ended_at: float | None = None
+    upstream_closed_at: float | None = None  # the provider call returned or unwound
     delivered: bool = False  # the last byte of the answer was handed to the server
     client_gone_at: float | None = None
     last_write: float = 0.0
@@ -141,6 +142,23 @@ class Exchange:
         return self.client_gone_at is not None and not self.delivered
 
     @property
+    def cancel_phase(self) -> str | None:
+        """Where the request was when its client left, or None if it did not."""
+        if not self.aborted:
+            return None
+        if self.first_event_at is None:
+            return "before_first_token"
+        return "streaming" if self.ended_at is None else "after_upstream_done"
+
+    @property
+    def propagation(self) -> float | None:
+        """Seconds from seeing the client leave to the upstream connection closing."""
+        gone, closed = self.client_gone_at, self.upstream_closed_at
+        if not self.aborted or gone is None or closed is None or closed < gone:
+            return None  # no abort, or the upstream had finished before the client left
+        return closed - gone
+
+    @property
     def outcome(self) -> str:
         """The record's status: ok, partial, upstream_error or client_abort."""
         if self.aborted:
@@ -153,8 +171,12 @@ class Exchange:
 async def read_upstream(exchange: Exchange, provider: Provider, headers: dict[str, str]) -> None:
     """The reader task: run the provider under the deadlines, then queue the tail."""
     try:
-        with exchange.scope:
-            await provider.run(exchange.request, exchange.target, exchange, headers)
+        try:
+            with exchange.scope:
+                await provider.run(exchange.request, exchange.target, exchange, headers)
+        finally:
+            # Also on cancellation: when the client left, this is when the upstream closed.
+            exchange.upstream_closed_at = trio.current_time()
         if exchange.scope.cancelled_caught:
             exchange.failure = exchange._deadline_failure()
     except GatewayError as exc:

@@ -6,6 +6,7 @@ against a freshly started ``arouter serve`` (its address substituted for 127.0.0
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -40,11 +41,12 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def serve(data_dir: Path) -> AsyncIterator[Served]:
+async def serve(data_dir: Path, log: Path | None = None) -> AsyncIterator[Served]:
+    log_file = open(log or os.devnull, "ab")  # noqa: SIM115  # closed in the finally below
     process = await trio.lowlevel.open_process(
         [*ARouter, "serve", "--port", "0"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=log_file,
         env=_env(data_dir),
         cwd=ROOT,
     )
@@ -69,6 +71,7 @@ async def serve(data_dir: Path) -> AsyncIterator[Served]:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+        log_file.close()
 
 
 def _snippet(language: str, start: str) -> str:
@@ -77,7 +80,8 @@ def _snippet(language: str, start: str) -> str:
 
 
 async def test_first_start_prints_a_key_once_and_readme_snippets_work(tmp_path: Path) -> None:
-    async with serve(tmp_path) as served:
+    log = tmp_path / "stderr.log"
+    async with serve(tmp_path, log) as served:
         assert served.key is not None
         assert "shown only this once" in served.banner
         env = {**os.environ, "AROUTER_KEY": served.key}
@@ -106,6 +110,14 @@ async def test_first_start_prints_a_key_once_and_readme_snippets_work(tmp_path: 
         with trio.fail_after(15):
             await served.process.wait()
         assert served.process.returncode == 0
+
+    # Structured logs: one JSON object per line, the generation id on each settled request,
+    # and the key nowhere (S4).
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    settled = [e for e in entries if e["msg"] == "generation settled"]
+    assert len(settled) == 2
+    assert all(e["generation_id"].startswith("gen-") and e["status"] == "ok" for e in settled)
+    assert served.key.split("_")[-1] not in log.read_text()
 
     async with serve(tmp_path) as again:  # a second start keeps the first key
         assert again.key is None

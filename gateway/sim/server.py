@@ -359,7 +359,11 @@ class _Exchange:
         # starts: a gateway must not take headers-then-role for a first token.
         pending = chunks.role
         for i, text in enumerate(token_texts(self._kind(), chat.prompt, stop)):
-            await trio.sleep_until(self._slot(i))
+            due = self._slot(i)
+            if due > trio.current_time():
+                await trio.sleep_until(due)
+            # Behind schedule (interval 0, or a loaded machine), the timer is skipped: a cancel
+            # scope per token doubled the cost, and send_all still checkpoints.
             record.tokens_sent += 1
             if record.first_token_at is None:
                 record.first_token_at = time.monotonic()

@@ -1,0 +1,68 @@
+"""Structured logs: one JSON object per line, carrying the generation id, never a secret.
+
+Rules:
+- Context travels as ``extra={...}`` fields (``generation_id``, ``status``, ...), never
+  formatted into the message, so logs can be queried.
+- Defence in depth: anything key-shaped (``lr_live_…``, ``sk-…``, ``AIza…``, bearer tokens)
+  is masked in every message and field before it is written, whoever logged it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any
+
+_SECRET = re.compile(
+    r"(lr_live_[0-9a-f]{12}_)[0-9a-f]+|\b(sk-(?:ant-)?)[A-Za-z0-9_\-]{8,}|\b(AIza)[0-9A-Za-z_\-]{8,}"
+    r"|(Bearer\s+)\S+",
+    re.IGNORECASE,
+)
+# Attributes every LogRecord has; anything else came in through ``extra``.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def redact(text: str) -> str:
+    return _SECRET.sub(lambda m: next(g for g in m.groups() if g is not None) + "[redacted]",
+                       text)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": redact(record.getMessage()),
+        }
+        for name, value in vars(record).items():
+            if name not in _STANDARD and not name.startswith("_"):
+                entry[name] = redact(value) if isinstance(value, str) else value
+        if record.exc_info:
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(
+            f"{name}={value}"
+            for name, value in vars(record).items()
+            if name not in _STANDARD and not name.startswith("_")
+        )
+        line = super().format(record)
+        return redact(f"{line} {extras}" if extras else line)
+
+
+def configure(level: str = "INFO", fmt: str = "json") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
