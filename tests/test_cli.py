@@ -42,7 +42,8 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 @asynccontextmanager
 async def serve(data_dir: Path, log: Path | None = None) -> AsyncIterator[Served]:
-    log_file = open(log or os.devnull, "ab")  # noqa: SIM115  # closed in the finally below
+    # A real file descriptor for the child; opened once, closed in the finally below.
+    log_file = open(log or os.devnull, "ab")  # noqa: SIM115, ASYNC230
     process = await trio.lowlevel.open_process(
         [*ARouter, "serve", "--port", "0"],
         stdout=subprocess.PIPE,
