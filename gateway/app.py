@@ -8,19 +8,31 @@ quart-trio app that serves everything else.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
+import trio
 from quart import request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from gateway.asgi import Dispatcher, Scope, dumps, error_headers, header_values
+from gateway.asgi import (
+    Dispatcher,
+    Handler,
+    Receive,
+    Scope,
+    Send,
+    dumps,
+    error_headers,
+    header_values,
+)
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.errors import GatewayError, InternalError, NotFound
 from gateway.generation import ChatCompletions
 from gateway.keys import ApiKey, parse_bearer, verify
+from gateway.ledger import RecordWriter
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
 from gateway.providers.base import Provider
@@ -30,6 +42,9 @@ from gateway.providers.simulator import SimulatorProvider
 from gateway.store.sqlite import SqliteStore
 from gateway.wire import openai as wire
 
+KEY_CACHE_SECONDS = 5.0  # a revoked key stops working within this (issue 5 invalidates it)
+KEY_CACHE_SIZE = 10_000
+
 
 class Gateway:
     def __init__(self, config: Config) -> None:
@@ -37,12 +52,23 @@ class Gateway:
         self.catalog = Catalog(config)
         self.metrics = Metrics()
         self.store = SqliteStore(config.database_path)
+        self.records = RecordWriter(self.store)
         self.clients: ClientPool | None = None
         self.providers: dict[str, Provider] = {}
         self.ready = False
+        self.nursery: trio.Nursery | None = None  # the lifespan's: long-lived tasks only
+        self._keys: dict[str, tuple[ApiKey | None, float]] = {}
+
+    async def lifespan(self, app: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the ASGI lifespan inside a nursery that outlives every request."""
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            await app(scope, receive, send)
 
     async def start(self) -> None:
         await self.store.open()
+        assert self.nursery is not None, "start() runs inside lifespan()"
+        await self.nursery.start(self.records.run)
         self.clients = ClientPool(self.config.deadlines, self.config.upstream_clients)
         self.providers = {
             "openai": OpenAIProvider(self.clients),
@@ -54,11 +80,24 @@ class Gateway:
         self.ready = False
         if self.clients is not None:
             await self.clients.aclose()
+        await self.records.aclose()
         await self.store.aclose()
 
     async def authenticate(self, scope: Scope) -> ApiKey:
         key_id, key = parse_bearer(header_values(scope, b"authorization"))
-        return verify(key, await self.store.find_key(key_id))
+        return verify(key, await self._find_key(key_id))
+
+    async def _find_key(self, key_id: str) -> ApiKey | None:
+        # A short-lived cache (unknown ids included) keeps the store off the hot path.
+        now = trio.current_time()
+        cached = self._keys.get(key_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        row = await self.store.find_key(key_id)
+        if len(self._keys) >= KEY_CACHE_SIZE:
+            self._keys.clear()
+        self._keys[key_id] = (row, now + KEY_CACHE_SECONDS)
+        return row
 
 
 def create_app(config: Config) -> Dispatcher:
@@ -68,7 +107,19 @@ def create_app(config: Config) -> Dispatcher:
         {("POST", "/v1/chat/completions"): ChatCompletions(gateway)},
         _web_app(gateway),  # type: ignore[arg-type]  # ASGI typing differs, not the protocol
         gateway,
+        lifespan=gateway.lifespan,
     )
+
+
+def from_environment() -> Dispatcher:
+    """The app of a hypercorn worker process (``arouter serve --workers N``): the parent put
+    the config path and the overrides into the environment before spawning the workers."""
+    from gateway import config as config_mod
+    from gateway import logs
+
+    logs.configure(os.environ.get("AROUTER_LOG_LEVEL", "INFO"),
+                   os.environ.get("AROUTER_LOG_FORMAT", "json"))
+    return create_app(config_mod.load())
 
 
 def _json(error: GatewayError) -> Any:

@@ -38,14 +38,22 @@ class Dispatcher:
     """The application hypercorn serves."""
 
     def __init__(
-        self, routes: dict[tuple[str, str], Handler], fallback: Handler, gateway: Any = None
+        self,
+        routes: dict[tuple[str, str], Handler],
+        fallback: Handler,
+        gateway: Any = None,
+        lifespan: Callable[[Handler, Scope, Receive, Send], Awaitable[None]] | None = None,
     ) -> None:
         self._routes = routes
         self._paths = {path for _, path in routes}
         self._fallback = fallback
+        self._lifespan = lifespan
         self.gateway = gateway  # what the app serves, for the CLI and the tests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self._lifespan is not None:
+            await self._lifespan(self._fallback, scope, receive, send)
+            return
         if scope["type"] == "http":
             handler = self._routes.get((scope["method"], scope["path"]))
             if handler is not None:

@@ -68,6 +68,27 @@ async def _serve(config: Config) -> None:
         _banner(config, bound, first_key)
 
 
+def _serve_workers(config: Config, workers: int, config_path: str | None) -> int:
+    """Hypercorn's own multi-process mode: the parent binds, N spawned workers serve."""
+    import hypercorn.run
+
+    from gateway.server import hypercorn_config
+
+    first_key = trio.run(_first_key, config)
+    # The workers rebuild the config from the environment (see app.from_environment).
+    os.environ["AROUTER_DATA_DIR"] = str(config.data_dir)
+    if config_path:
+        os.environ["AROUTER_CONFIG"] = str(Path(config_path).resolve())
+    hconfig = hypercorn_config(config)
+    hconfig.workers = workers
+    hconfig.worker_class = "trio"
+    hconfig.application_path = "gateway.app:from_environment()"
+    # Each worker drains on its own; the parent waits for them (issue: graceful drain).
+    _banner(config, [f"http://{config.host}:{config.port}"], first_key)
+    print(f"workers: {workers}", flush=True)
+    return hypercorn.run.run(hconfig)
+
+
 def _banner(config: Config, bound: list[str], first_key: str | None) -> None:
     url = bound[0] if bound else f"http://{config.host}:{config.port}"
     lines = [f"arouter listening on {url}  (data: {config.database_path})"]
@@ -99,18 +120,6 @@ async def _create_key(config: Config, name: str) -> str:
         await store.aclose()
 
 
-def _sim(args: argparse.Namespace) -> None:
-    from gateway.sim.server import SimServer
-
-    async def main() -> None:
-        server = SimServer()
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(server.serve, args.host, args.port)
-            print(f"arouter sim listening on http://{args.host}:{port}", flush=True)
-
-    trio.run(main)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="arouter", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="TOML config file (default: $AROUTER_CONFIG)")
@@ -123,10 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes (hypercorn multi-process mode); 1 = in-process")
 
-    sim = sub.add_parser("sim", help="run the fake upstream (OpenAI dialect)")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=9100)
+    sim = sub.add_parser("sim", help="run the fake upstream (OpenAI dialect)", add_help=False)
+    sim.add_argument("sim_args", nargs=argparse.REMAINDER,
+                     help="see `arouter sim --help`: --host, --port, --scenario, ...")
 
     keys_cmd = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True)
@@ -134,13 +145,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument("--name", default="")
     create.add_argument("--data-dir")
 
-    args = parser.parse_args(argv)
+    # `arouter sim ...` hands its arguments to the fake upstream's own parser.
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "sim":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logs.configure(args.log_level, args.log_format)
     try:
         if args.command == "serve":
-            trio.run(_serve, _load_config(args))
+            os.environ["AROUTER_LOG_LEVEL"] = args.log_level
+            os.environ["AROUTER_LOG_FORMAT"] = args.log_format
+            if args.workers > 1:
+                return _serve_workers(_load_config(args), args.workers, args.config)
+            else:
+                trio.run(_serve, _load_config(args))
         elif args.command == "sim":
-            _sim(args)
+            from gateway.sim.server import main as sim_main
+
+            return sim_main([*rest, *args.sim_args])
         elif args.command == "keys":
             print(trio.run(_create_key, _load_config(args), args.name))
     except ConfigError as exc:

@@ -163,7 +163,7 @@ class ChatCompletions:
         if exchange.cancel_phase is not None:
             metrics.cancellations.labels(exchange.cancel_phase).inc()
         try:
-            await self.gateway.store.add_record(record)
+            await self.gateway.records.add(record)
         except GatewayError:
             log.exception("could not settle", extra={"generation_id": record.generation_id})
         log.info(

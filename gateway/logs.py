@@ -66,3 +66,5 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO: noise per request, and URLs are not ours to log.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -40,12 +41,21 @@ def _env(data_dir: Path) -> dict[str, str]:
     return env
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 @asynccontextmanager
-async def serve(data_dir: Path, log: Path | None = None) -> AsyncIterator[Served]:
+async def serve(
+    data_dir: Path, log: Path | None = None, *options: str
+) -> AsyncIterator[Served]:
     # A real file descriptor for the child; opened once, closed in the finally below.
     log_file = open(log or os.devnull, "ab")  # noqa: SIM115, ASYNC230
     process = await trio.lowlevel.open_process(
-        [*ARouter, "serve", "--port", "0"],
+        [*ARouter, "serve", *(options or ("--port", "0"))],
         stdout=subprocess.PIPE,
         stderr=log_file,
         env=_env(data_dir),
@@ -148,3 +158,29 @@ async def test_bad_config_fails_at_start_naming_the_key(tmp_path: Path, config: 
                                     cwd=ROOT)
     assert result.returncode == 2
     assert result.stderr.decode().startswith("arouter: ")
+
+
+async def test_workers_serve_from_one_port_and_stop_cleanly(tmp_path: Path) -> None:
+    port = _free_port()
+    async with serve(tmp_path, None, "--port", str(port), "--workers", "2") as served:
+        assert served.key is not None
+        with trio.fail_after(30):
+            while True:  # the spawned workers take a moment to import and start
+                probe = await trio.run_process(
+                    ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                     f"http://127.0.0.1:{port}/readyz"], capture_stdout=True, check=False)
+                if probe.stdout == b"200":
+                    break
+                await trio.sleep(0.2)
+        for _ in range(4):
+            result = await trio.run_process(
+                ["curl", "-sN", f"http://127.0.0.1:{port}/v1/chat/completions",
+                 "-H", f"Authorization: Bearer {served.key}", "-H",
+                 "Content-Type: application/json", "-d",
+                 '{"model":"sim/echo","stream":true,"messages":[{"role":"user","content":"hi"}]}'],
+                capture_stdout=True)
+            assert result.stdout.endswith(b"data: [DONE]\n\n")
+        served.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            await served.process.wait()
+        assert served.process.returncode == 0

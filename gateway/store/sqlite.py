@@ -130,13 +130,14 @@ class SqliteStore:
 
     # -- request records -------------------------------------------------------------------
 
-    async def add_record(self, record: RequestRecord) -> None:
-        values = attrs.astuple(record)
+    async def add_records(self, records: list[RequestRecord]) -> None:
+        """Insert a batch in one transaction (one thread hop for the whole batch)."""
+        rows = [attrs.astuple(record) for record in records]
         sql = (
             f"INSERT INTO requests ({', '.join(_RECORD_FIELDS)}) "
             f"VALUES ({', '.join('?' * len(_RECORD_FIELDS))})"
         )
-        await self._run(lambda db: db.execute(sql, values))
+        await self._run(lambda db: db.executemany(sql, rows))
 
     async def records(self, **where: Any) -> list[RequestRecord]:
         unknown = set(where) - set(_RECORD_FIELDS)
