@@ -139,6 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument("sim_args", nargs=argparse.REMAINDER,
                      help="see `arouter sim --help`: --host, --port, --scenario, ...")
 
+    bench = sub.add_parser("bench", help="load-test an endpoint (cancellation, latency, CPU)")
+    from gateway.bench.cli import add_arguments as add_bench_arguments
+
+    add_bench_arguments(bench)
+
     keys_cmd = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it once")
@@ -162,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.sim.server import main as sim_main
 
             return sim_main([*rest, *args.sim_args])
+        elif args.command == "bench":
+            from gateway.bench.cli import run_from_args
+
+            return run_from_args(args)
         elif args.command == "keys":
             print(trio.run(_create_key, _load_config(args), args.name))
     except ConfigError as exc:

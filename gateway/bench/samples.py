@@ -55,6 +55,7 @@ class RequestResult:
     gaps: array[float] = attrs.field(factory=lambda: array("d"))  # between content deltas
     abort_after: float | None = None  # planned: seconds after ``started_at``
     aborted_at: float | None = None  # just after the socket was closed, if it was aborted
+    abort_began_at: float | None = None  # just before that close
     reused_connection: bool = False
 
     @property
@@ -88,6 +89,10 @@ class RequestResult:
             "tokens": self.tokens,
             "abort_after_ms": ms(self.abort_after),
             "aborted_at": self.aborted_at,
+            "abort_close_us": (
+                None if self.aborted_at is None or self.abort_began_at is None
+                else round((self.aborted_at - self.abort_began_at) * 1e6, 1)
+            ),
             "reused_connection": self.reused_connection,
         }
 

@@ -1,0 +1,1 @@
+"""Tests of ``arouter bench`` (gateway/bench), one file per module."""
