@@ -73,6 +73,7 @@ class Exchange:
     client_gone_at: float | None = None
     last_write: float = 0.0
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    _moved_at: float = -1e9  # when the idle deadline was last moved
 
     def __attrs_post_init__(self) -> None:
         first = self.deadlines.first_token if self.request.stream else self.deadlines.total
@@ -87,7 +88,13 @@ class Exchange:
         if self.first_event_at is None:
             self.first_event_at = now
             self.ready.set()
-        self.scope.deadline = min(self.started + self.deadlines.total, now + self.deadlines.idle)
+        # Moving a deadline costs more than the rest of this method; moving it at most every
+        # idle/64 seconds keeps the idle deadline within 1.6 % of its nominal value.
+        if now - self._moved_at >= self.deadlines.idle / 64:
+            self._moved_at = now
+            self.scope.deadline = min(
+                self.started + self.deadlines.total, now + self.deadlines.idle
+            )
         self.transcript.add(event)
         if self.encoder is not None:
             data = self.encoder.event(event)
