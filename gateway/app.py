@@ -69,7 +69,7 @@ class Gateway:
         await self.store.open()
         assert self.nursery is not None, "start() runs inside lifespan()"
         await self.nursery.start(self.records.run)
-        self.clients = ClientPool(self.config.deadlines, self.config.upstream_clients)
+        self.clients = ClientPool(self.config.deadlines)
         self.providers = {
             "openai": OpenAIProvider(self.clients),
             "sim": SimulatorProvider(self.config.sim),

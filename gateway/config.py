@@ -83,7 +83,6 @@ class Config:
     data_dir: Path = attrs.field(factory=lambda: default_data_dir())
     database: str | None = None  # SQLite path; default <data_dir>/arouter.db
     max_body_bytes: int = 16 * 1024 * 1024
-    upstream_clients: int = 8  # httpx clients used in turn (httpcore's pool scan is O(n^2))
     deadlines: Deadlines = Deadlines()
     sim: SimConfig = SimConfig()
     providers: Mapping[str, ProviderConfig] = attrs.field(factory=dict)
@@ -176,7 +175,6 @@ def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         port=server.integer("port", 8080, high=65535),
         database=server.opt_str("database"),
         max_body_bytes=server.integer("max_body_bytes", 16 * 1024 * 1024),
-        upstream_clients=server.integer("upstream_clients", 8),
         deadlines=deadlines,
         sim=SimConfig(
             tokens=sim.integer("tokens", SimConfig().tokens),

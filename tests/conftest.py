@@ -106,7 +106,6 @@ def make_config(data_dir: Path, sim_url: str | None, **deadlines: float) -> Conf
         sim=SimConfig(tokens=10, tokens_per_second=500.0),
         providers=providers,
         models=models,
-        upstream_clients=2,
     )
 
 

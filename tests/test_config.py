@@ -50,7 +50,6 @@ def test_empty_environment_gives_offline_defaults(tmp_path: Path) -> None:
     assert config.deadlines == Deadlines()
     assert config.sim == SimConfig()
     assert config.max_body_bytes == 16 * 1024 * 1024
-    assert config.upstream_clients == 8
     assert config.data_dir == tmp_path / "xdg" / "arouter"
     assert config.database_path == tmp_path / "xdg" / "arouter" / "arouter.db"
 
@@ -141,7 +140,6 @@ port = 9000
 data_dir = "/srv/arouter"
 database = "/srv/arouter/db/gateway.sqlite"
 max_body_bytes = 1048576
-upstream_clients = 3
 
 [timeouts]
 connect = 5
@@ -189,7 +187,7 @@ def test_full_file(tmp_path: Path) -> None:
     assert (config.host, config.port) == ("0.0.0.0", 9000)
     assert config.data_dir == Path("/srv/arouter")
     assert config.database_path == Path("/srv/arouter/db/gateway.sqlite")
-    assert (config.max_body_bytes, config.upstream_clients) == (1048576, 3)
+    assert config.max_body_bytes == 1048576
     assert config.deadlines == Deadlines(
         connect=5.0, first_token=60.5, idle=30.0, total=600.0, commit_grace=0.25,
         keepalive=10.0, settle=3.0,

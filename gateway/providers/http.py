@@ -1,73 +1,257 @@
-"""The upstream HTTP machinery: shared httpx clients and the one map from httpx errors.
+"""The upstream HTTP client: one connection pool, keyed by origin, over ``http1``.
 
 Rules:
-- Clients are opened and closed with the app, never per request. Several are used in turn
-  because httpcore's pool scans every pooled connection per request (O(n^2) under load,
-  DESIGN.md); each one stays small.
+- The pool is opened and closed with the app, never per request. Idle connections are kept
+  per (scheme, host, port) on a LIFO stack: the most recently used one is taken first, so
+  the rest age out together. Nothing scans connections per request; expiry pops from the
+  old end of a queue kept in release order (amortised O(1)).
+- Idle connections live ``idle_expiry`` seconds (4 s: below the usual upstream keep-alive
+  close, uvicorn's 5 s being the low outlier) and at most ``max_idle_per_origin`` of them
+  per origin; active connections are unlimited. Expiry is checked when the pool is used:
+  a pool nobody uses keeps its last idle sockets until ``aclose``.
+- A request runs as ``async with pool.stream(...) as response``. Leaving the block with
+  the body read to its end returns the connection; leaving it any other way (cancelled,
+  failed, abandoned) closes the socket at once.
+- A reused connection that broke before the first byte of the response (the server closed
+  it while idle) is retried once on a fresh connection; nothing else is ever retried here.
 - No read timeout: silence between chunks is the relay's idle deadline (a cancel scope),
-  which a slow drip cannot defeat. Connect and pool waits are bounded here.
-- ``trust_env=False``: proxy and CA environment variables cannot redirect upstream traffic.
-  Redirects are never followed.
-- ``upstream_errors`` is the only place httpx exceptions become ``GatewayError``s. Messages
-  are generic: httpx's own text may carry URLs, and some providers put keys in URLs.
+  which a slow drip cannot defeat. The connect (TCP and TLS) is bounded by
+  ``Deadlines.connect``.
+- No environment variable is consulted: no proxy, no ``SSL_CERT_FILE``, no key log.
+  TLS verifies chain and hostname; redirects are answers like any other, never followed.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
-from contextlib import contextmanager
+import collections
+import os
+import ssl
+from collections.abc import Mapping
+from types import TracebackType
+from urllib.parse import urlsplit
 
-import httpx
+import attrs
+import trio
 
 from gateway.config import Deadlines
-from gateway.errors import (
-    NoProviderAvailable,
-    UpstreamConnectError,
-    UpstreamProtocolError,
-    UpstreamTimeout,
-)
+from gateway.errors import UpstreamConnectError
+from gateway.providers.http1 import Connection, Response, StaleConnection, connect, render_request
+
+
+@attrs.frozen(cache_hash=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def authority(self) -> str:
+        """The ``host`` header: the port only when it is not the scheme's default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def split_url(url: str) -> tuple[Origin, str]:
+    """The origin and request target of an absolute http(s) URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError("bad upstream URL") from None  # no URL in the message
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("upstream URLs must be absolute http(s) URLs")
+    default = 443 if parts.scheme == "https" else 80
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    return Origin(parts.scheme, parts.hostname, port or default), target
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """Verification on (chain and hostname, SNI sent); CAs from certifi, as httpx used, or
+    else OpenSSL's built-in locations; never from environment variables."""
+    cafile, capath = _certifi_bundle(), None
+    if cafile is None:
+        paths = ssl.get_default_verify_paths()
+        cafile = paths.openssl_cafile if os.path.isfile(paths.openssl_cafile) else None
+        capath = paths.openssl_capath if os.path.isdir(paths.openssl_capath) else None
+    if cafile is None and capath is None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, and trusts nothing
+    else:
+        context = ssl.create_default_context(cafile=cafile, capath=capath)
+    context.keylog_filename = None  # type: ignore[assignment]  # SSLKEYLOGFILE is ignored
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def _certifi_bundle() -> str | None:
+    try:
+        import certifi  # installed with httpx
+    except ImportError:  # pragma: no cover
+        return None
+    return str(certifi.where())
 
 
 class ClientPool:
-    def __init__(self, deadlines: Deadlines, count: int = 8) -> None:
-        timeout = httpx.Timeout(
-            connect=deadlines.connect, read=None, write=deadlines.connect, pool=deadlines.connect
-        )
-        # keepalive_expiry stays below the usual upstream idle close (OpenAI ~60 s, uvicorn 5 s
-        # is the outlier; 4 s keeps us clear of racing a server-side close).
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64,
-                              keepalive_expiry=4.0)
-        self._clients = [
-            httpx.AsyncClient(
-                timeout=timeout, limits=limits, trust_env=False, follow_redirects=False
-            )
-            for _ in range(max(1, count))
-        ]
-        self._next = itertools.cycle(self._clients)
+    """The gateway's upstream connections: one pool that never scans, so it needs no
+    sharding across clients (httpcore's pool cost O(n^2) per request, DESIGN.md)."""
 
-    def get(self) -> httpx.AsyncClient:
-        return next(self._next)
+    def __init__(
+        self,
+        deadlines: Deadlines,
+        *,
+        max_idle_per_origin: int = 128,
+        idle_expiry: float = 4.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._connect_timeout = deadlines.connect
+        self._max_idle = max_idle_per_origin
+        self._expiry = idle_expiry
+        self._ssl_context = ssl_context
+        self._idle: dict[Origin, collections.deque[Connection]] = {}
+        # (idle_since, origin, connection) in release order; an entry is live while the
+        # connection is still pooled with that same idle_since.
+        self._released: collections.deque[tuple[float, Origin, Connection]] = (
+            collections.deque()
+        )
+        self._urls: dict[str, tuple[Origin, str]] = {}
+        self._closed = False
+
+    def stream(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes
+    ) -> Call:
+        """``async with pool.stream("POST", url, headers, body) as response: ...``"""
+        split = self._urls.get(url)
+        if split is None:
+            try:
+                split = split_url(url)
+            except ValueError:
+                raise UpstreamConnectError("the upstream URL is invalid") from None
+            if len(self._urls) > 1024:  # URLs may carry per-request parts: stay bounded
+                self._urls.clear()
+            self._urls[url] = split
+        origin, target = split
+        return Call(self, origin, render_request(method, target, origin.authority, headers, body))
+
+    @property
+    def idle_count(self) -> int:
+        return sum(len(stack) for stack in self._idle.values())
 
     async def aclose(self) -> None:
-        for client in self._clients:
-            await client.aclose()
+        """Close every idle connection; connections in use close when their request ends."""
+        self._closed = True
+        for stack in self._idle.values():
+            for connection in stack:
+                connection.close()
+        self._idle.clear()
+        self._released.clear()
+        await trio.lowlevel.checkpoint()
+
+    # -- used by Call ---------------------------------------------------------------------
+
+    async def _open(self, origin: Origin) -> Connection:
+        context = None
+        if origin.scheme == "https":
+            if self._ssl_context is None:
+                self._ssl_context = default_ssl_context()
+            context = self._ssl_context
+        return await connect(origin.scheme, origin.host, origin.port, context,
+                             self._connect_timeout)
+
+    def _take(self, origin: Origin) -> Connection | None:
+        self._expire(trio.current_time())  # what is left is fresh enough
+        stack = self._idle.get(origin)
+        while stack:
+            connection = stack.pop()
+            connection.pooled = False
+            if connection.readable():  # closed by the server while idle
+                connection.close()
+                continue
+            return connection
+        return None
+
+    def _give_back(self, origin: Origin, connection: Connection) -> None:
+        if self._closed:
+            connection.close()
+            return
+        now = trio.current_time()
+        self._expire(now)
+        connection.served += 1
+        connection.idle_since = now
+        connection.pooled = True
+        stack = self._idle.get(origin)
+        if stack is None:
+            stack = self._idle[origin] = collections.deque()
+        stack.append(connection)
+        self._released.append((now, origin, connection))
+        if len(stack) > self._max_idle:
+            oldest = stack.popleft()
+            oldest.pooled = False
+            oldest.close()
+
+    def _expire(self, now: float) -> None:
+        released = self._released
+        while released and now - released[0][0] > self._expiry:
+            since, origin, connection = released.popleft()
+            if not connection.pooled or connection.idle_since != since:
+                continue  # taken, evicted or pooled again since: a stale entry
+            connection.pooled = False
+            connection.close()
+            # Stacks are ordered by idle_since like this queue: it is its stack's oldest.
+            stack = self._idle[origin]
+            if stack[0] is connection:
+                stack.popleft()
+            else:  # pragma: no cover - kept correct should the clock ever tie oddly
+                stack.remove(connection)
 
 
-@contextmanager
-def upstream_errors() -> Iterator[None]:
-    """Map httpx exceptions raised inside the block into the gateway's error tree."""
-    try:
-        yield
-    except httpx.PoolTimeout:
-        raise NoProviderAvailable("no upstream connection available") from None
-    except httpx.ConnectTimeout:
-        raise UpstreamTimeout("upstream connect timed out", deadline="connect") from None
-    except httpx.ConnectError:
-        raise UpstreamConnectError("could not connect to the upstream") from None
-    except httpx.TimeoutException:
-        raise UpstreamTimeout("upstream timed out", deadline="read") from None
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-        raise UpstreamProtocolError("upstream connection closed unexpectedly") from None
-    except httpx.HTTPError:
-        raise UpstreamProtocolError("upstream request failed") from None
+class Call:
+    """One request on the pool, as an async context manager yielding the ``Response``."""
+
+    __slots__ = ("_connection", "_data", "_origin", "_pool", "_response")
+
+    def __init__(self, pool: ClientPool, origin: Origin, data: bytes) -> None:
+        self._pool = pool
+        self._origin = origin
+        self._data = data
+        self._connection: Connection | None = None
+        self._response: Response | None = None
+
+    async def __aenter__(self) -> Response:
+        pool, origin = self._pool, self._origin
+        connection = pool._take(origin)
+        if connection is not None:
+            try:
+                response = await connection.request(self._data)
+            except StaleConnection:
+                connection.close()  # and once more, on a fresh connection
+            except BaseException:
+                connection.close()
+                raise
+            else:
+                self._connection, self._response = connection, response
+                return response
+        connection = await pool._open(origin)
+        try:
+            response = await connection.request(self._data)
+        except BaseException:
+            connection.close()
+            raise
+        self._connection, self._response = connection, response
+        return response
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        connection, response = self._connection, self._response
+        self._connection = self._response = None
+        if connection is None or response is None:
+            return
+        if response.reusable:
+            self._pool._give_back(self._origin, connection)
+        else:
+            connection.close()

@@ -2,9 +2,9 @@
 
 Rules:
 - The upstream call is opened inside the caller's task with ``async with``; cancelling the
-  caller closes the connection (httpx cannot return a half-read response to its pool).
-- Bytes from ``aiter_raw`` go to the gateway's own SSE decoder (never ``aiter_lines``, which
-  splits on U+2028); ``Accept-Encoding: identity`` keeps them undecoded and cheap.
+  caller closes the connection (the pool only takes back a response read to its end).
+- Raw body blocks go to the gateway's own SSE decoder (never a line splitter, which may
+  split on U+2028); ``Accept-Encoding: identity`` keeps them undecoded and cheap.
 - A stream is complete only with ``data: [DONE]``. EOF before it is a protocol error,
   never a clean end.
 - Error bodies are read with a bound and never relayed raw: only a redacted message of a
@@ -14,11 +14,7 @@ Rules:
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
-from typing import cast
 
-import httpx
 import trio
 
 from gateway.canonical import ChatRequest
@@ -30,7 +26,8 @@ from gateway.errors import (
     UpstreamStatusError,
 )
 from gateway.providers.base import Sink, Target
-from gateway.providers.http import ClientPool, upstream_errors
+from gateway.providers.http import ClientPool
+from gateway.providers.http1 import Response
 from gateway.wire import openai as wire
 from gateway.wire import sse
 
@@ -46,7 +43,7 @@ class OpenAIProvider:
     async def run(
         self, request: ChatRequest, target: Target, sink: Sink, headers: dict[str, str]
     ) -> None:
-        body = json.dumps(wire.upstream_body(request, target.model), ensure_ascii=False)
+        body = json.dumps(wire.upstream_body(request, target.model), ensure_ascii=False).encode()
         out_headers = {
             "content-type": "application/json",
             "accept": "text/event-stream" if request.stream else "application/json",
@@ -57,57 +54,45 @@ class OpenAIProvider:
         if key:
             out_headers["authorization"] = f"Bearer {key}"
         url = f"{target.provider.base_url}/chat/completions"
-        client = self._clients.get()
-        with upstream_errors():
-            async with client.stream(
-                "POST", url, content=body.encode(), headers=out_headers
-            ) as response:
-                if response.status_code != 200:
-                    raise await _status_error(response, key)
-                streaming = response.headers.get("content-type", "").startswith(
-                    "text/event-stream"
-                )
-                if request.stream and streaming:
-                    await _relay_stream(response, sink)
-                else:
-                    data = await _read_bounded(response, MAX_COMPLETION_BODY)
-                    for event in wire.parse_completion(data):
-                        sink.emit(event)
+        async with self._clients.stream("POST", url, out_headers, body) as response:
+            if response.status != 200:
+                raise await _status_error(response, key)
+            streaming = response.headers.get("content-type", "").startswith("text/event-stream")
+            if request.stream and streaming:
+                await _relay_stream(response, sink)
+            else:
+                data = await response.read(MAX_COMPLETION_BODY)
+                if data is None:
+                    raise UpstreamError("upstream answer is too large")
+                for event in wire.parse_completion(data):
+                    sink.emit(event)
 
 
-async def _relay_stream(response: httpx.Response, sink: Sink) -> None:
+async def _relay_stream(response: Response, sink: Sink) -> None:
     decoder = sse.Decoder()
-    done = False
-    async with aclosing(_blocks(response)) as blocks:
-        async for block in blocks:
-            try:
-                events = decoder.feed(block)
-            except sse.SSEError:
-                raise UpstreamProtocolError("upstream sent an oversized event") from None
-            for event in events:
-                if event.data == "[DONE]":
-                    done = True
-                    break
-                if event.event == "error":
-                    raise wire.upstream_error(_json_or_none(event.data))
-                for item in wire.parse_chunk(event.data):
-                    sink.emit(item)
-            if done:
-                break
-            await sink.writable()
-        if done:
-            # The body's end normally comes with [DONE]; wait for it briefly so the
-            # connection can be reused, and otherwise simply drop the connection.
-            with trio.move_on_after(AFTER_DONE):
-                async for _ in blocks:
-                    pass
-            return
+    async for block in response:
+        try:
+            events = decoder.feed(block)
+        except sse.SSEError:
+            raise UpstreamProtocolError("upstream sent an oversized event") from None
+        for event in events:
+            if event.data == "[DONE]":
+                # The body's end normally comes with [DONE]; wait for it briefly so the
+                # connection can be reused, and otherwise simply drop the connection. The
+                # answer is complete: a broken tail only costs the connection.
+                with trio.move_on_after(AFTER_DONE):
+                    try:
+                        async for _ in response:
+                            pass
+                    except UpstreamError:
+                        pass
+                return
+            if event.event == "error":
+                raise wire.upstream_error(_json_or_none(event.data))
+            for item in wire.parse_chunk(event.data):
+                sink.emit(item)
+        await sink.writable()
     raise UpstreamError("upstream stream ended before it finished")
-
-
-def _blocks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    # httpx declares an AsyncIterator; it is an async generator, which we close ourselves.
-    return cast(AsyncGenerator[bytes, None], response.aiter_raw())
 
 
 def _json_or_none(data: str) -> object:
@@ -118,17 +103,7 @@ def _json_or_none(data: str) -> object:
     return value.get("error", value) if isinstance(value, dict) else None
 
 
-async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
-    chunks = bytearray()
-    async with aclosing(_blocks(response)) as blocks:
-        async for block in blocks:
-            chunks += block
-            if len(chunks) > limit:
-                raise UpstreamError("upstream answer is too large")
-    return bytes(chunks)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: Response) -> float | None:
     value = response.headers.get("retry-after")
     try:
         seconds = float(value) if value is not None else None
@@ -137,12 +112,12 @@ def _retry_after(response: httpx.Response) -> float | None:
     return seconds if seconds is not None and 0 <= seconds <= 86400 else None
 
 
-async def _status_error(response: httpx.Response, key: str | None) -> GatewayError:
-    status = response.status_code
+async def _status_error(response: Response, key: str | None) -> GatewayError:
+    status = response.status
     try:
-        body = await _read_bounded(response, MAX_ERROR_BODY)
+        body = await response.read(MAX_ERROR_BODY) or b""
     except UpstreamError:
-        body = b""
+        body = b""  # the status says enough
     if status in (400, 413, 422):
         message = _error_message(body)
         if message:
