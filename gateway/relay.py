@@ -75,11 +75,14 @@ class Exchange:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     _moved_at: float = -1e9  # when the idle deadline was last moved
 
+    passthrough: str | None = None
+
     def __attrs_post_init__(self) -> None:
         first = self.deadlines.first_token if self.request.stream else self.deadlines.total
         self.scope.deadline = self.started + min(first, self.deadlines.total)
         if self.encoder is not None:
             self.outbox += self.encoder.start()
+            self.passthrough = self.request.dialect
 
     # -- Sink -----------------------------------------------------------------------------
 
@@ -101,6 +104,23 @@ class Exchange:
             if data:
                 self.outbox += data
                 self.wake.set()
+
+    def emit_spliced(self, data: str, at: int, chars: int) -> None:
+        """The fast path for the bulk of a same-dialect stream: no parse, no re-encode."""
+        assert self.encoder is not None  # passthrough is only offered to streams
+        now = trio.current_time()
+        if self.first_event_at is None:
+            self.first_event_at = now
+            self.ready.set()
+        if now - self._moved_at >= self.deadlines.idle / 64:
+            self._moved_at = now
+            self.scope.deadline = min(
+                self.started + self.deadlines.total, now + self.deadlines.idle
+            )
+        self.transcript.events += 1
+        self.transcript.chars += chars
+        self.outbox += self.encoder.splice(data, at)
+        self.wake.set()
 
     async def writable(self) -> None:
         # Deliberately no checkpoint on the fast path: the read loop already checkpoints

@@ -34,8 +34,17 @@ class Target:
 
 
 class Sink(Protocol):
+    # The client's dialect when its encoder can relay an upstream chunk of that same
+    # dialect by splicing (``emit_spliced``), else None.
+    passthrough: str | None
+
     def emit(self, event: StreamEvent) -> None:
         """Take one event; never blocks, never checkpoints."""
+
+    def emit_spliced(self, data: str, at: int, chars: int) -> None:
+        """Take a plain text delta in the client's own dialect, to relay without parsing:
+        ``data`` is the event's payload, ``at`` where the part to keep starts, ``chars``
+        the approximate text length (for usage estimates)."""
 
     async def writable(self) -> None:
         """Return once the client side has room (backpressure on the upstream read)."""

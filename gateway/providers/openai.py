@@ -70,6 +70,8 @@ class OpenAIProvider:
 
 async def _relay_stream(response: Response, sink: Sink) -> None:
     decoder = sse.Decoder()
+    # A client speaking OpenAI gets plain text deltas spliced, not parsed and re-encoded.
+    splice = sink.passthrough == "openai"
     async for block in response:
         try:
             events = decoder.feed(block)
@@ -89,6 +91,11 @@ async def _relay_stream(response: Response, sink: Sink) -> None:
                 return
             if event.event == "error":
                 raise wire.upstream_error(_json_or_none(event.data))
+            if splice:
+                at = wire.plain_delta(event.data)
+                if at >= 0:
+                    sink.emit_spliced(event.data, at, wire.delta_chars(event.data))
+                    continue
             for item in wire.parse_chunk(event.data):
                 sink.emit(item)
         await sink.writable()

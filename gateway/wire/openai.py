@@ -455,6 +455,38 @@ def _delta_events(choice: Mapping[str, Any], out: list[StreamEvent]) -> None:
         out.append(Finish(FINISH_REASONS.get(reason, "stop")))
 
 
+def plain_delta(data: str) -> int:
+    """Where ``"choices":`` starts if ``data`` is a chunk holding nothing but a non-empty
+    text delta (the bulk of any stream), so that it can be relayed by splicing; else -1.
+
+    Conservative: anything that might carry a finish reason, tool calls, reasoning, usage
+    or an error returns -1 and is parsed in full.
+    """
+    if (
+        '"finish_reason":null' not in data
+        or '"content":"' not in data
+        or '"content":""' in data
+        or '"tool_calls"' in data
+        or '"reasoning' in data
+        or '"usage":{' in data
+        or '"error"' in data
+        or '"refusal":"' in data
+    ):
+        return -1
+    at = data.find('"choices":[{')
+    # One choice, index 0, as a gateway asking for n=1 gets.
+    if at < 0 or '"index":0' not in data or data.count('"index":') != 1:
+        return -1
+    return at
+
+
+def delta_chars(data: str) -> int:
+    """The approximate length of the text in a ``plain_delta`` chunk (for estimates)."""
+    start = data.find('"content":"') + 11
+    end = data.find('"}', start)
+    return max(0, (end if end > 0 else len(data)) - start)
+
+
 def parse_chunk(data: str) -> list[StreamEvent]:
     """Events in one upstream ``data:`` payload (not ``[DONE]``)."""
     try:
@@ -564,6 +596,11 @@ class StreamEncoder:
         if isinstance(event, Finish):
             return self._delta("{}", f'"{event.reason}"')
         return b""  # usage is sent once, at the end, by ``usage``
+
+    def splice(self, data: str, at: int) -> bytes:
+        """An upstream OpenAI chunk relayed as ours: our id, created and model, then the
+        upstream's own ``"choices":...`` onwards, untouched (see ``plain_delta``)."""
+        return f"{self._head}{data[at:]}\n\n".encode()
 
     def usage(self, usage: Usage) -> bytes:
         return f'{self._head}"choices":[],"usage":{_dumps(usage_json(usage))}}}\n\n'.encode()

@@ -32,11 +32,17 @@ def event(data: bytes) -> bytes:
 
 @attrs.define
 class Collect:
+    """A sink that parses everything (no passthrough), keeping the events."""
+
     events: list[StreamEvent] = attrs.field(factory=list)
     writable_calls: int = 0
+    passthrough: str | None = None
 
     def emit(self, item: StreamEvent) -> None:
         self.events.append(item)
+
+    def emit_spliced(self, data: str, at: int, chars: int) -> None:
+        raise AssertionError("no passthrough was offered")
 
     async def writable(self) -> None:
         self.writable_calls += 1

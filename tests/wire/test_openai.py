@@ -40,6 +40,7 @@ from gateway.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from gateway.wire import openai as wire_openai
 from gateway.wire.openai import (
     MAX_TOKENS_LIMIT,
     StreamEncoder,
@@ -1005,3 +1006,55 @@ def test_error_body_bytes_and_request_id() -> None:
         b'{"error":{"code":400,"message":"bad \\"stop\\"","type":"invalid_request_error",'
         b'"param":"stop","request_id":"req-1"}}'
     )
+
+
+# ---------------------------------------------------------------------------------------
+# The passthrough splice: plain text deltas relayed without parsing
+
+
+def _upstream_chunk(delta: dict[str, Any], finish: Any = None, **extra: Any) -> str:
+    return json.dumps({"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 7,
+                       "model": "upstream-model",
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                       **extra}, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_a_spliced_plain_delta_equals_the_parsed_and_re_encoded_one() -> None:
+    enc = wire_openai.StreamEncoder("gen-1", "fake/lorem", 123)
+    data = _upstream_chunk({"content": " ipsum"})
+    at = wire_openai.plain_delta(data)
+    assert at >= 0
+    [event] = parse_chunk(data)
+    assert enc.splice(data, at) == enc.event(event)
+    assert wire_openai.delta_chars(data) == len(" ipsum")
+
+
+@given(st.text(min_size=1), st.sampled_from([{}, {"usage": None}, {"system_fingerprint": "x"}]))
+def test_splice_keeps_ids_ours_and_choices_theirs(text: str, extra: dict[str, Any]) -> None:
+    enc = wire_openai.StreamEncoder("gen-1", "fake/lorem", 123)
+    data = _upstream_chunk({"content": text}, **extra)
+    at = wire_openai.plain_delta(data)
+    if at < 0:
+        return  # the text itself looked like a marker: parsed in full instead, also fine
+    spliced = json.loads(enc.splice(data, at).decode()[len("data: "):])
+    upstream = json.loads(data)
+    assert (spliced["id"], spliced["model"], spliced["created"]) == ("gen-1", "fake/lorem", 123)
+    assert spliced["choices"] == upstream["choices"]
+
+
+@pytest.mark.parametrize("data", [
+    _upstream_chunk({"content": "x"}, finish="stop"),
+    _upstream_chunk({"role": "assistant", "content": ""}),
+    _upstream_chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{"}}],
+                     "content": "x"}),
+    _upstream_chunk({"content": "x", "reasoning_content": "hm"}),
+    _upstream_chunk({"content": "x"}, usage={"prompt_tokens": 1}),
+    _upstream_chunk({"content": "x", "refusal": "no"}),
+    '{"error":{"message":"x"},"choices":[{"index":0,"delta":{"content":"x"},'
+    '"finish_reason":null}]}',
+    '{"id":"a","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null},'
+    '{"index":1,"delta":{"content":"y"},"finish_reason":null}]}',
+    '{"id":"a","object":"chat.completion.chunk"}',
+])
+def test_anything_but_a_plain_text_delta_is_parsed_in_full(data: str) -> None:
+    assert wire_openai.plain_delta(data) == -1
