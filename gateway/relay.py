@@ -27,6 +27,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -76,6 +77,7 @@ class Exchange:
     _moved_at: float = -1e9  # when the idle deadline was last moved
 
     passthrough: str | None = None
+    abort_upstream: Callable[[], None] | None = None
 
     def __attrs_post_init__(self) -> None:
         first = self.deadlines.first_token if self.request.stream else self.deadlines.total
@@ -121,6 +123,9 @@ class Exchange:
         self.transcript.chars += chars
         self.outbox += self.encoder.splice(data, at)
         self.wake.set()
+
+    def abort_with(self, abort: Callable[[], None]) -> None:
+        self.abort_upstream = abort
 
     async def writable(self) -> None:
         # Deliberately no checkpoint on the fast path: the read loop already checkpoints
@@ -202,8 +207,10 @@ async def read_upstream(exchange: Exchange, provider: Provider, headers: dict[st
             with exchange.scope:
                 await provider.run(exchange.request, exchange.target, exchange, headers)
         finally:
-            # Also on cancellation: when the client left, this is when the upstream closed.
-            exchange.upstream_closed_at = trio.current_time()
+            # Also on cancellation: when the client left, this is when the upstream closed
+            # (unless the watcher closed it first and noted the time itself).
+            if exchange.upstream_closed_at is None:
+                exchange.upstream_closed_at = trio.current_time()
         if exchange.scope.cancelled_caught:
             exchange.failure = exchange._deadline_failure()
     except GatewayError as exc:
@@ -213,6 +220,11 @@ async def read_upstream(exchange: Exchange, provider: Provider, headers: dict[st
         # of a silently truncated stream; the traceback goes to the log only.
         log.exception("provider failed", extra={"generation_id": exchange.generation_id})
         exchange.failure = InternalError()
+    if exchange.client_gone_at is not None:
+        # The client left (and the watcher may have closed the upstream under us, which
+        # surfaces as an upstream error): there is nobody to send a tail to.
+        exchange.failure = None
+        return
     exchange.end()
 
 
@@ -224,6 +236,11 @@ async def watch_disconnect(
         message = await receive()
         if message["type"] == "http.disconnect":
             exchange.client_gone_at = trio.current_time()
+            if exchange.abort_upstream is not None and exchange.upstream_closed_at is None:
+                # Close the upstream socket now rather than when the cancellation reaches
+                # the reader: on a saturated loop that is a whole scheduler pass sooner.
+                exchange.abort_upstream()
+                exchange.upstream_closed_at = trio.current_time()
             cancel_scope.cancel()
             return
 

@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import attrs
@@ -48,6 +49,10 @@ class Sink(Protocol):
 
     async def writable(self) -> None:
         """Return once the client side has room (backpressure on the upstream read)."""
+
+    def abort_with(self, abort: Callable[[], None]) -> None:
+        """Register a sync callable that closes the upstream connection at once; the relay
+        calls it the moment its client leaves, ahead of the cancellation."""
 
 
 class Provider(Protocol):

@@ -218,25 +218,36 @@ class Call:
         self._connection: Connection | None = None
         self._response: Response | None = None
 
+    def abort(self) -> None:
+        """Close this call's connection now, from any task, without a checkpoint: the
+        request's owner learnt its client left and wants the upstream to know at once,
+        not a scheduler pass later. A no-op once the call has ended (its connection may
+        be serving someone else by then)."""
+        if self._connection is not None:
+            self._connection.close()
+
     async def __aenter__(self) -> Response:
         pool, origin = self._pool, self._origin
-        connection = pool._take(origin)
+        connection = self._connection = pool._take(origin)
         if connection is not None:
             try:
                 response = await connection.request(self._data)
             except StaleConnection:
                 connection.close()  # and once more, on a fresh connection
+                self._connection = None
             except BaseException:
                 connection.close()
+                self._connection = None
                 raise
             else:
                 self._connection, self._response = connection, response
                 return response
-        connection = await pool._open(origin)
+        connection = self._connection = await pool._open(origin)
         try:
             response = await connection.request(self._data)
         except BaseException:
             connection.close()
+            self._connection = None
             raise
         self._connection, self._response = connection, response
         return response

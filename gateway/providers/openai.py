@@ -54,7 +54,9 @@ class OpenAIProvider:
         if key:
             out_headers["authorization"] = f"Bearer {key}"
         url = f"{target.provider.base_url}/chat/completions"
-        async with self._clients.stream("POST", url, out_headers, body) as response:
+        call = self._clients.stream("POST", url, out_headers, body)
+        sink.abort_with(call.abort)
+        async with call as response:
             if response.status != 200:
                 raise await _status_error(response, key)
             streaming = response.headers.get("content-type", "").startswith("text/event-stream")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import attrs
 import pytest
@@ -43,6 +44,9 @@ class Collect:
 
     def emit_spliced(self, data: str, at: int, chars: int) -> None:
         raise AssertionError("no passthrough was offered")
+
+    def abort_with(self, abort: Callable[[], None]) -> None:
+        pass
 
     async def writable(self) -> None:
         self.writable_calls += 1
