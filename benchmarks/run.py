@@ -1,6 +1,6 @@
 """The fixed benchmark scenarios, gateway vs the fake upstream called directly, in one run.
 
-    .venv/bin/python benchmarks/run.py [--only a,b] [--workers 1,2] [--scale 0.25]
+    .venv/bin/python benchmarks/run.py [--only a,a@2,b] [--scale 0.25]
 
 Starts ``arouter sim`` and ``arouter serve`` as separate processes (so each one's CPU time
 is its own), runs ``arouter bench --compare`` for every scenario (gateway = A, the fake
@@ -267,18 +267,19 @@ def table(runs: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(SCENARIOS),
-                        help=f"comma-separated scenarios (default: all of {list(SCENARIOS)})")
-    parser.add_argument("--workers", default="1",
-                        help="comma-separated worker counts to run each scenario with")
+                        help="comma-separated scenarios, each optionally @WORKERS "
+                        f"(e.g. a@2); default: all of {list(SCENARIOS)} with one worker")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply request counts (and cap concurrency) for a quick run")
     parser.add_argument("--max-seconds", type=float, default=600.0)
     args = parser.parse_args(argv)
     runs = []
-    for workers in (int(w) for w in args.workers.split(",")):
-        for name in args.only.split(","):
-            print(f"scenario {name} with {workers} worker(s) ...", file=sys.stderr, flush=True)
-            runs.append(run_scenario(name, workers, args.scale, args.max_seconds))
+    for item in args.only.split(","):
+        name, _, workers = item.partition("@")
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name!r}")
+        print(f"scenario {name} with {workers or 1} worker(s) ...", file=sys.stderr, flush=True)
+        runs.append(run_scenario(name, int(workers or 1), args.scale, args.max_seconds))
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
