@@ -218,6 +218,10 @@ def _machine() -> dict[str, Any]:
             "kernel": platform.release()}
 
 
+def _p(stats: dict[str, Any] | None, key: str) -> float | None:
+    return None if not stats else stats.get(key)
+
+
 def _fmt(value: float | None, unit: str = "", digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}{unit}"
 
@@ -254,9 +258,9 @@ def table(runs: list[dict[str, Any]]) -> str:
             f"{_fmt(_cpu_per_request(a), ' ms')} | "
             f"{_ratio(a['requests_per_s'], b['requests_per_s'])} "
             f"({a['requests_per_s']:.0f} / {b['requests_per_s']:.0f} req/s) | "
-            f"{_fmt(a['first_token_ms'].get('p50'), ' ms', 1)} / "
-            f"{_fmt(b['first_token_ms'].get('p50'), ' ms', 1)} | "
-            f"{_fmt(a['gap_ms'].get('p99'), ' ms', 1)} / {_fmt(b['gap_ms'].get('p99'), ' ms', 1)}"
+            f"{_fmt(_p(a['first_token_ms'], 'p50'), ' ms', 1)} / "
+            f"{_fmt(_p(b['first_token_ms'], 'p50'), ' ms', 1)} | "
+            f"{_fmt(_p(a['gap_ms'], 'p99'), ' ms', 1)} / {_fmt(_p(b['gap_ms'], 'p99'), ' ms', 1)}"
             f" | {_fmt(p99(prop_a), ' ms')} / {_fmt(p99(prop_b), ' ms')} | "
             f"{prop_a.get('never_cancelled', '-')} | {errors} | "
             f"{_fmt(run['kib_per_open_stream'], ' KiB', 1)} |"
@@ -272,7 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply request counts (and cap concurrency) for a quick run")
     parser.add_argument("--max-seconds", type=float, default=600.0)
+    parser.add_argument("--table-only", action="store_true",
+                        help="re-render RESULTS.md from results/latest.json")
     args = parser.parse_args(argv)
+    if args.table_only:
+        report = json.loads((RESULTS / "latest.json").read_text())
+        _write(report)
+        return 0
     runs = []
     for item in args.only.split(","):
         name, _, workers = item.partition("@")
@@ -289,19 +299,23 @@ def main(argv: list[str] | None = None) -> int:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(report, indent=1))
-    machine = report["machine"]
+    _write(report)
+    return 0
+
+
+def _write(report: dict[str, Any]) -> None:
+    machine, runs, scale = report["machine"], report["runs"], report["scale"]
     text = (
         f"# Benchmark results\n\n{report['date']} · {machine['cpu']} · {machine['cores']} cores"
         f" · Python {machine['python']} · "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
-        + (f" · scale {args.scale}" if args.scale != 1 else "")
+        + (f" · scale {scale}" if scale != 1 else "")
         + "\n\nGateway = `arouter serve` in front of `arouter sim`; direct = `arouter sim`."
         " Load generator, gateway and fake upstream share the machine's cores.\n\n"
         + table(runs) + "\n"
     )
     (ROOT / "benchmarks" / "RESULTS.md").write_text(text)
     print(text)
-    return 0
 
 
 if __name__ == "__main__":

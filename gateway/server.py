@@ -50,6 +50,9 @@ def hypercorn_config(config: Config) -> hypercorn.config.Config:
     # Streams are ended by the gateway's own deadlines, never by the server's timers.
     hconfig.graceful_timeout = config.deadlines.settle
     hconfig.accesslog = None
+    # Hypercorn's default listen backlog is 100: a burst of connections beyond it waits for
+    # SYN retransmits (1 s, 3 s, ...). The kernel caps this at net.core.somaxconn.
+    hconfig.backlog = 4096
     hconfig.errorlog = logging.getLogger("hypercorn.error")  # into ours, not a second handler
     return hconfig
 
