@@ -88,18 +88,22 @@ class Exchange:
 
     # -- Sink -----------------------------------------------------------------------------
 
-    def emit(self, event: StreamEvent) -> None:
+    def _heard(self) -> None:
+        """The upstream produced an event: the first one commits; each one is liveness."""
         now = trio.current_time()
         if self.first_event_at is None:
             self.first_event_at = now
             self.ready.set()
-        # Moving a deadline costs more than the rest of this method; moving it at most every
+        # Moving a deadline costs more than the rest of an emit; moving it at most every
         # idle/64 seconds keeps the idle deadline within 1.6 % of its nominal value.
         if now - self._moved_at >= self.deadlines.idle / 64:
             self._moved_at = now
             self.scope.deadline = min(
                 self.started + self.deadlines.total, now + self.deadlines.idle
             )
+
+    def emit(self, event: StreamEvent) -> None:
+        self._heard()
         self.transcript.add(event)
         if self.encoder is not None:
             data = self.encoder.event(event)
@@ -110,15 +114,7 @@ class Exchange:
     def emit_spliced(self, data: str, at: int, chars: int) -> None:
         """The fast path for the bulk of a same-dialect stream: no parse, no re-encode."""
         assert self.encoder is not None  # passthrough is only offered to streams
-        now = trio.current_time()
-        if self.first_event_at is None:
-            self.first_event_at = now
-            self.ready.set()
-        if now - self._moved_at >= self.deadlines.idle / 64:
-            self._moved_at = now
-            self.scope.deadline = min(
-                self.started + self.deadlines.total, now + self.deadlines.idle
-            )
+        self._heard()
         self.transcript.events += 1
         self.transcript.chars += chars
         self.outbox += self.encoder.splice(data, at)
