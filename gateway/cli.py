@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -75,8 +77,11 @@ def _serve_workers(config: Config, workers: int, config_path: str | None) -> int
     from gateway.server import hypercorn_config
 
     first_key = trio.run(_first_key, config)
-    # The workers rebuild the config from the environment (see app.from_environment).
+    # The workers rebuild the config from the environment (see app.from_environment), and
+    # share their metrics through files (see metrics.py).
     os.environ["AROUTER_DATA_DIR"] = str(config.data_dir)
+    metrics_dir = tempfile.mkdtemp(prefix="arouter-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     if config_path:
         os.environ["AROUTER_CONFIG"] = str(Path(config_path).resolve())
     hconfig = hypercorn_config(config)
@@ -86,7 +91,10 @@ def _serve_workers(config: Config, workers: int, config_path: str | None) -> int
     # Each worker drains on its own; the parent waits for them (issue: graceful drain).
     _banner(config, [f"http://{config.host}:{config.port}"], first_key)
     print(f"workers: {workers}", flush=True)
-    return hypercorn.run.run(hconfig)
+    try:
+        return hypercorn.run.run(hconfig)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _banner(config: Config, bound: list[str], first_key: str | None) -> None:

@@ -162,8 +162,10 @@ class ChatCompletions:
         metrics.observe(record, self.route, exchange.propagation)
         if exchange.cancel_phase is not None:
             metrics.cancellations.labels(exchange.cancel_phase).inc()
+        started = trio.current_time()
         try:
             await self.gateway.records.add(record)
+            metrics.settle.observe(trio.current_time() - started)
         except GatewayError:
             log.exception("could not settle", extra={"generation_id": record.generation_id})
         log.info(

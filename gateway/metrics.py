@@ -2,7 +2,9 @@
 
 Rules:
 - One registry per ``Gateway`` (several gateways may share a process in tests), served as
-  text at ``GET /metrics``.
+  text at ``GET /metrics``. Under ``arouter serve --workers N`` the parent sets
+  ``PROMETHEUS_MULTIPROC_DIR`` before the workers start; every worker then writes its
+  values there and any worker's ``/metrics`` reports the sum over all of them.
 - The hot path never touches a metric per chunk: requests are observed once, when they
   settle, from the same values the record holds; only the open-streams gauge moves at
   the start and end of a stream.
@@ -12,8 +14,11 @@ Rules:
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.records import RequestRecord
 
@@ -47,7 +52,8 @@ class Metrics:
             ["route", "stream"], buckets=_LATENCY, registry=registry,
         )
         self.open_streams = Gauge(
-            "arouter_open_streams", "Streams currently relayed.", registry=registry
+            "arouter_open_streams", "Streams currently relayed.", registry=registry,
+            multiprocess_mode="livesum",
         )
         self.cancellations = Counter(
             "arouter_cancellations",
@@ -67,6 +73,10 @@ class Metrics:
         self.tokens = Counter(
             "arouter_tokens", "Tokens by model and kind (prompt, completion).",
             ["model", "kind"], registry=registry,
+        )
+        self.settle = Histogram(
+            "arouter_settle_seconds", "Request end to its record committed (group commit).",
+            buckets=(*_PROPAGATION[3:], 1, 2.5, 5), registry=registry,
         )
         self.rejections = Counter(
             "arouter_rejections", "Requests refused before any upstream call, by status.",
@@ -99,4 +109,8 @@ class Metrics:
         self.tokens.labels(model, "completion").inc(record.completion_tokens)
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return generate_latest(merged)
         return generate_latest(self.registry)

@@ -20,6 +20,7 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -180,6 +181,14 @@ async def test_workers_serve_from_one_port_and_stop_cleanly(tmp_path: Path) -> N
                  '{"model":"sim/echo","stream":true,"messages":[{"role":"user","content":"hi"}]}'],
                 capture_stdout=True)
             assert result.stdout.endswith(b"data: [DONE]\n\n")
+        # Whichever worker answers the scrape, it counts the requests of both.
+        for _ in range(4):
+            scrape = await trio.run_process(
+                ["curl", "-s", f"http://127.0.0.1:{port}/metrics"], capture_stdout=True)
+            families = text_string_to_metric_families(scrape.stdout.decode())
+            requests = sum(sample.value for family in families for sample in family.samples
+                           if sample.name == "arouter_requests_total")
+            assert requests == 4
         served.process.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
             await served.process.wait()
