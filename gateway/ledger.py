@@ -54,6 +54,9 @@ class RecordWriter:
                 if not self._pending:
                     self._wake = trio.Event()
                     await self._wake.wait()
+                    # One scheduler pass more gathers every record settled in this pass:
+                    # a transaction costs ~240 us whatever its size, a row ~30 us.
+                    await trio.lowlevel.checkpoint()
                     continue
                 batch, self._pending = self._pending, []
                 try:

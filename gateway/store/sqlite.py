@@ -78,9 +78,18 @@ class SqliteStore:
             raise StoreUnavailable("the store is not open")
 
         def call() -> T:
+            # One explicit transaction per call: the connection is in autocommit mode, where
+            # executemany would otherwise commit row by row (measured: 300 us CPU per lone
+            # insert, 66 us per row of 20 autocommitted, see the group commit in ledger.py).
             try:
-                with db:  # one transaction per call
-                    return fn(db)
+                db.execute("BEGIN")
+                try:
+                    result = fn(db)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+                return result
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"store error: {type(exc).__name__}") from None
 
@@ -132,7 +141,7 @@ class SqliteStore:
 
     async def add_records(self, records: list[RequestRecord]) -> None:
         """Insert a batch in one transaction (one thread hop for the whole batch)."""
-        rows = [attrs.astuple(record) for record in records]
+        rows = [attrs.astuple(record, recurse=False) for record in records]
         sql = (
             f"INSERT INTO requests ({', '.join(_RECORD_FIELDS)}) "
             f"VALUES ({', '.join('?' * len(_RECORD_FIELDS))})"
