@@ -33,13 +33,12 @@ from typing import Any
 import attrs
 import trio
 
-from gateway.canonical import ChatRequest, Finish, StreamEvent, Usage
+from gateway.canonical import ChatRequest, StreamEvent, Usage
 from gateway.config import Deadlines
 from gateway.errors import GatewayError, InternalError, UpstreamTimeout
 from gateway.providers.base import Provider, Target
 from gateway.transcript import Transcript
-from gateway.wire import sse
-from gateway.wire.openai import StreamEncoder
+from gateway.wire.encoder import Encoder
 
 log = logging.getLogger("arouter.relay")
 
@@ -57,7 +56,7 @@ class Exchange:
     request: ChatRequest
     target: Target
     deadlines: Deadlines
-    encoder: StreamEncoder | None  # None for a non-streaming answer
+    encoder: Encoder | None  # None for a non-streaming answer
     started: float = attrs.field(factory=trio.current_time)
     transcript: Transcript = attrs.field(factory=Transcript)
     outbox: bytearray = attrs.field(factory=bytearray)
@@ -84,7 +83,7 @@ class Exchange:
         self.scope.deadline = self.started + min(first, self.deadlines.total)
         if self.encoder is not None:
             self.outbox += self.encoder.start()
-            self.passthrough = self.request.dialect
+            self.passthrough = self.encoder.splices
 
     # -- Sink -----------------------------------------------------------------------------
 
@@ -157,9 +156,7 @@ class Exchange:
             if self.failure is not None:
                 self.outbox += self.encoder.error(self.failure, self.usage)
             else:
-                if self.transcript.finish is None:
-                    self.outbox += self.encoder.event(Finish("stop"))
-                self.outbox += self.encoder.usage(self.usage) + StreamEncoder.DONE
+                self.outbox += self.encoder.tail(self.usage, self.transcript.finish)
         self.finished = True
         self.ready.set()
         self.wake.set()
@@ -253,7 +250,8 @@ async def tick_keepalive(exchange: Exchange) -> None:
             await trio.sleep(interval)
             continue
         # Comments only ever go between whole events: the outbox holds whole events.
-        exchange.outbox += sse.KEEPALIVE
+        assert exchange.encoder is not None  # only streams tick
+        exchange.outbox += exchange.encoder.keepalive
         exchange.last_write = trio.current_time()
         exchange.wake.set()
 

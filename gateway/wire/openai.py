@@ -42,6 +42,7 @@ from gateway.canonical import (
 )
 from gateway.errors import GatewayError, RequestError, UpstreamError, UpstreamProtocolError
 from gateway.wire.jsonbody import without_surrogates
+from gateway.wire.sse import KEEPALIVE
 
 MAX_TOKENS_LIMIT = 1_000_000  # above any model's output window; per-model caps come later
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
@@ -561,9 +562,12 @@ def _dumps(value: Any) -> str:
 
 
 class StreamEncoder:
-    """Renders canonical events as the spec's ``chat.completion.chunk`` SSE events."""
+    """Renders canonical events as the spec's ``chat.completion.chunk`` SSE events
+    (an ``Encoder``, see ``wire/encoder.py``)."""
 
     DONE = b"data: [DONE]\n\n"
+    keepalive: bytes = KEEPALIVE
+    splices: str | None = "openai"
 
     def __init__(self, generation_id: str, model: str, created: int) -> None:
         self._head = (
@@ -601,6 +605,11 @@ class StreamEncoder:
         """An upstream OpenAI chunk relayed as ours: our id, created and model, then the
         upstream's own ``"choices":...`` onwards, untouched (see ``plain_delta``)."""
         return f"{self._head}{data[at:]}\n\n".encode()
+
+    def tail(self, usage: Usage, finish: FinishReason | None) -> bytes:
+        """The finish chunk if the upstream sent none, the usage chunk, ``[DONE]``."""
+        closing = b"" if finish is not None else self.event(Finish("stop"))
+        return closing + self.usage(usage) + self.DONE
 
     def usage(self, usage: Usage) -> bytes:
         return f'{self._head}"choices":[],"usage":{_dumps(usage_json(usage))}}}\n\n'.encode()
