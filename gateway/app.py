@@ -25,12 +25,12 @@ from gateway.asgi import (
     Send,
     dumps,
     error_headers,
-    header_values,
 )
 from gateway.catalog import Catalog
 from gateway.config import Config
+from gateway.dialects import OPENAI
 from gateway.errors import GatewayError, InternalError, NotFound
-from gateway.generation import ChatCompletions
+from gateway.generation import Generation
 from gateway.keys import ApiKey, parse_bearer, verify
 from gateway.ledger import RecordWriter
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -83,8 +83,8 @@ class Gateway:
         await self.records.aclose()
         await self.store.aclose()
 
-    async def authenticate(self, scope: Scope) -> ApiKey:
-        key_id, key = parse_bearer(header_values(scope, b"authorization"))
+    async def authenticate(self, key_id: str, key: str) -> ApiKey:
+        """The stored key for a presented one (constant-time), else AuthenticationError."""
         return verify(key, await self._find_key(key_id))
 
     async def _find_key(self, key_id: str) -> ApiKey | None:
@@ -104,7 +104,7 @@ def create_app(config: Config) -> Dispatcher:
     """The ASGI application for ``config``; its ``gateway`` attribute is the ``Gateway``."""
     gateway = Gateway(config)
     return Dispatcher(
-        {("POST", "/v1/chat/completions"): ChatCompletions(gateway)},
+        {("POST", "/v1/chat/completions"): Generation(gateway, OPENAI, "chat_completions")},
         _web_app(gateway),  # type: ignore[arg-type]  # ASGI typing differs, not the protocol
         gateway,
         lifespan=gateway.lifespan,
@@ -139,7 +139,7 @@ def _web_app(gateway: Gateway) -> QuartTrio:
 
     async def authenticate() -> ApiKey:
         raw = [v.encode("latin-1") for v in request.headers.getlist("authorization")]
-        return await gateway.authenticate({"headers": [(b"authorization", v) for v in raw]})
+        return await gateway.authenticate(*parse_bearer(raw))
 
     @app.get("/v1/models")
     async def models() -> Any:

@@ -1,4 +1,4 @@
-"""The generation route, ``POST /v1/chat/completions``: everything before and after the relay.
+"""The generation routes, in every client dialect: everything before and after the relay.
 
 In order: media type, key, bounded body, strict JSON, dialect validation, model
 resolution — any failure is an HTTP error before an upstream is touched — then the relay
@@ -27,11 +27,11 @@ from gateway.asgi import (
     send_error,
     send_json,
 )
+from gateway.dialects import Answer, Call, ClientDialect
 from gateway.errors import GatewayError
 from gateway.keys import ApiKey
 from gateway.records import RequestRecord
 from gateway.wire import jsonbody
-from gateway.wire import openai as wire
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -43,29 +43,32 @@ def new_generation_id() -> str:
     return f"gen-{secrets.token_hex(12)}"
 
 
-class ChatCompletions:
-    """The OpenAI-dialect generation route."""
+class Generation:
+    """A generation route in one client dialect; ``handle`` serves one request."""
 
-    route = "chat_completions"
-
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, dialect: ClientDialect, route: str) -> None:
         self.gateway = gateway
+        self.dialect = dialect
+        self.route = route  # the metrics label
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gateway = self.gateway
+        await self.handle(scope, receive, send, Call())
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, call: Call) -> None:
+        gateway, dialect = self.gateway, self.dialect
         generation_id = new_generation_id()
         try:
             check_json_content_type(scope)
-            key = await gateway.authenticate(scope)
+            key = await gateway.authenticate(*dialect.credentials(scope, call))
             body = await read_body(scope, receive, gateway.config.max_body_bytes)
-            request = wire.parse_request(jsonbody.parse(body))
+            request = dialect.parse(jsonbody.parse(body), call)
             target = gateway.catalog.resolve(request.model)
         except ClientGone:
             gateway.metrics.cancellations.labels("upload").inc()
             return
         except GatewayError as exc:
             gateway.metrics.rejections.labels(self.route, str(exc.status)).inc()
-            await send_error(send, exc, wire.error_body, generation_id)
+            await send_error(send, exc, dialect.error_body, generation_id)
             return
 
         provider = gateway.providers[target.provider.dialect]
@@ -74,17 +77,16 @@ class ChatCompletions:
             for name, value in scope["headers"]
             if name.decode("latin-1") in target.provider.forward_headers
         }
-        created = int(time.time())
         exchange = relay.Exchange(
             generation_id=generation_id,
             request=request,
             target=target,
             deadlines=gateway.config.deadlines,
-            encoder=wire.StreamEncoder(generation_id, request.model, created)
+            encoder=dialect.encoder(generation_id, request.model, call)
             if request.stream
             else None,
         )
-        reply_error = partial(send_error, send, render=wire.error_body,
+        reply_error = partial(send_error, send, render=dialect.error_body,
                               generation_id=generation_id)
         http_status = 499  # nginx's "client closed request", until something is sent
         try:
@@ -109,19 +111,17 @@ class ChatCompletions:
                     else:
                         http_status = 200
                         t = exchange.transcript
+                        answer = Answer(
+                            text="".join(t.text),
+                            reasoning="".join(t.reasoning),
+                            tool_calls=t.tool_calls,
+                            finish=t.finish or "stop",
+                            usage=exchange.usage,
+                        )
                         await send_json(
                             send,
                             200,
-                            wire.render_completion(
-                                generation_id,
-                                request.model,
-                                created,
-                                text="".join(t.text),
-                                reasoning="".join(t.reasoning),
-                                tool_calls=t.tool_calls,
-                                finish=t.finish or "stop",
-                                usage=exchange.usage,
-                            ),
+                            dialect.render(generation_id, request.model, answer),
                             [(b"x-generation-id", generation_id.encode())],
                         )
         finally:

@@ -50,7 +50,14 @@ def parse_bearer(values: list[bytes]) -> tuple[str, str]:
     if len(values) != 1:
         raise AuthenticationError()
     scheme, _, token = values[0].decode("latin-1").partition(" ")
-    match = _KEY.fullmatch(token) if scheme.lower() == "bearer" else None
+    if scheme.lower() != "bearer":
+        raise AuthenticationError()
+    return parse_key(token)
+
+
+def parse_key(token: str) -> tuple[str, str]:
+    """(key id, key) from a bare presented key (``x-api-key``, ``x-goog-api-key``, ``?key=``)."""
+    match = _KEY.fullmatch(token)
     if match is None:
         raise AuthenticationError()
     return match.group(1), token

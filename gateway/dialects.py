@@ -1,0 +1,93 @@
+"""The client dialects a generation route can speak, each as one value.
+
+A ``ClientDialect`` bundles what differs between the OpenAI, Anthropic and Gemini routes:
+where the key is presented, how a body becomes a ``ChatRequest``, which ``Encoder`` streams
+the answer, how a whole answer and an error are rendered. Everything else — the relay, the
+commit point, deadlines, cancellation, records — is the same code for all of them
+(``generation.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from gateway.asgi import Scope, header_values
+from gateway.canonical import ChatRequest, FinishReason, ToolCall, Usage
+from gateway.errors import AuthenticationError, GatewayError
+from gateway.keys import parse_bearer, parse_key
+from gateway.wire import openai
+from gateway.wire.encoder import Encoder
+
+
+@attrs.frozen
+class Call:
+    """What the route itself says about a request, beyond its body."""
+
+    model: str | None = None  # Gemini names the model in the path
+    stream: bool | None = None  # Gemini chooses streaming by the method in the path
+    sse: bool = True  # Gemini streams SSE only with ?alt=sse, else one JSON array
+    key: str | None = None  # Gemini's ?key= query parameter
+
+
+@attrs.frozen
+class Answer:
+    """A whole (non-streamed) answer, as the transcript accumulated it."""
+
+    text: str
+    reasoning: str
+    tool_calls: list[ToolCall]
+    finish: FinishReason
+    usage: Usage
+
+
+@attrs.frozen
+class ClientDialect:
+    name: str
+    credentials: Callable[[Scope, Call], tuple[str, str]]  # (key id, key), else a 401
+    parse: Callable[[Any, Call], ChatRequest]
+    encoder: Callable[[str, str, Call], Encoder]  # (generation id, public model, call)
+    render: Callable[[str, str, Answer], bytes]  # (generation id, public model, answer)
+    error_body: Callable[[GatewayError, str | None], bytes]
+
+
+def bearer(scope: Scope, call: Call) -> tuple[str, str]:
+    return parse_bearer(header_values(scope, b"authorization"))
+
+
+def api_key_header(name: bytes) -> Callable[[Scope, Call], tuple[str, str]]:
+    """A key in its own header (or ``?key=``), else ``Authorization: Bearer``."""
+
+    def credentials(scope: Scope, call: Call) -> tuple[str, str]:
+        values = header_values(scope, name)
+        if call.key is not None:
+            values = [*values, call.key.encode("latin-1")]
+        if not values:
+            return bearer(scope, call)
+        if len(values) != 1:
+            raise AuthenticationError()
+        return parse_key(values[0].decode("latin-1"))
+
+    return credentials
+
+
+def _openai_render(generation_id: str, model: str, answer: Answer) -> bytes:
+    return openai.render_completion(
+        generation_id, model, int(time.time()), text=answer.text, reasoning=answer.reasoning,
+        tool_calls=answer.tool_calls, finish=answer.finish, usage=answer.usage,
+    )
+
+
+OPENAI = ClientDialect(
+    name="openai",
+    credentials=bearer,
+    parse=lambda body, call: openai.parse_request(body),
+    encoder=lambda generation_id, model, call: openai.StreamEncoder(
+        generation_id, model, int(time.time())
+    ),
+    render=_openai_render,
+    error_body=openai.error_body,
+)
