@@ -43,8 +43,12 @@ class Dispatcher:
         fallback: Handler,
         gateway: Any = None,
         lifespan: Callable[[Handler, Scope, Receive, Send], Awaitable[None]] | None = None,
+        prefixes: dict[tuple[str, str], Handler] | None = None,
     ) -> None:
         self._routes = routes
+        # (method, path prefix) -> handler, for routes that carry a name in the path
+        # (Gemini's /v1beta/models/{model}:method); the handler parses the rest.
+        self._prefixes = prefixes or {}
         self._paths = {path for _, path in routes}
         self._fallback = fallback
         self._lifespan = lifespan
@@ -59,6 +63,10 @@ class Dispatcher:
             if handler is not None:
                 await handler(scope, receive, send)
                 return
+            for (method, prefix), prefixed in self._prefixes.items():
+                if scope["method"] == method and scope["path"].startswith(prefix):
+                    await prefixed(scope, receive, send)
+                    return
             if scope["path"] in self._paths:
                 allowed = ", ".join(m for m, p in self._routes if p == scope["path"])
                 error = MethodNotAllowed(f"use {allowed}")

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-DIALECTS = ("openai", "sim")
+DIALECTS = ("openai", "anthropic", "gemini", "sim")
 
 
 class ConfigError(Exception):
@@ -102,17 +102,20 @@ def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "arouter"
 
 
-# OpenAI-compatible providers switched on by their usual environment variables.
-ENV_PROVIDERS: tuple[tuple[str, str, str, str | None], ...] = (
-    # name, key variable, default base URL, base URL override variable
-    ("openai", "OPENAI_API_KEY", "https://api.openai.com/v1", "OPENAI_BASE_URL"),
-    ("groq", "GROQ_API_KEY", "https://api.groq.com/openai/v1", None),
-    ("together", "TOGETHER_API_KEY", "https://api.together.xyz/v1", None),
-    ("openrouter", "OPENROUTER_API_KEY", "https://openrouter.ai/api/v1", None),
-    ("deepseek", "DEEPSEEK_API_KEY", "https://api.deepseek.com/v1", None),
-    ("mistral", "MISTRAL_API_KEY", "https://api.mistral.ai/v1", None),
-    ("fireworks", "FIREWORKS_API_KEY", "https://api.fireworks.ai/inference/v1", None),
-    ("xai", "XAI_API_KEY", "https://api.x.ai/v1", None),
+# Providers switched on by their usual environment variables.
+ENV_PROVIDERS: tuple[tuple[str, str, str, str, str | None], ...] = (
+    # name, dialect, key variable, default base URL, base URL override variable
+    ("openai", "openai", "OPENAI_API_KEY", "https://api.openai.com/v1", "OPENAI_BASE_URL"),
+    ("anthropic", "anthropic", "ANTHROPIC_API_KEY", "https://api.anthropic.com",
+     "ANTHROPIC_BASE_URL"),
+    ("gemini", "gemini", "GEMINI_API_KEY", "https://generativelanguage.googleapis.com", None),
+    ("groq", "openai", "GROQ_API_KEY", "https://api.groq.com/openai/v1", None),
+    ("together", "openai", "TOGETHER_API_KEY", "https://api.together.xyz/v1", None),
+    ("openrouter", "openai", "OPENROUTER_API_KEY", "https://openrouter.ai/api/v1", None),
+    ("deepseek", "openai", "DEEPSEEK_API_KEY", "https://api.deepseek.com/v1", None),
+    ("mistral", "openai", "MISTRAL_API_KEY", "https://api.mistral.ai/v1", None),
+    ("fireworks", "openai", "FIREWORKS_API_KEY", "https://api.fireworks.ai/inference/v1", None),
+    ("xai", "openai", "XAI_API_KEY", "https://api.x.ai/v1", None),
 )
 
 SIM_PROVIDER = ProviderConfig(name="sim", dialect="sim", models=("echo", "lorem"))
@@ -120,13 +123,13 @@ SIM_PROVIDER = ProviderConfig(name="sim", dialect="sim", models=("echo", "lorem"
 
 def env_providers(environ: Mapping[str, str]) -> dict[str, ProviderConfig]:
     found = {}
-    for name, key_var, base_url, base_var in ENV_PROVIDERS:
+    for name, dialect, key_var, base_url, base_var in ENV_PROVIDERS:
         if environ.get(key_var):
             url = ((environ.get(base_var) if base_var else None) or base_url).rstrip("/")
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"{base_var}: an http(s) URL is required")
             found[name] = ProviderConfig(
-                name=name, dialect="openai", base_url=url, api_key_env=key_var
+                name=name, dialect=dialect, base_url=url, api_key_env=key_var
             )
     return found
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import urllib.parse
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,7 @@ from gateway.asgi import (
     send_json,
 )
 from gateway.dialects import Answer, Call, ClientDialect
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NotFound
 from gateway.keys import ApiKey
 from gateway.records import RequestRecord
 from gateway.wire import jsonbody
@@ -184,3 +185,29 @@ class Generation:
                 "error_type": record.error_type,
             },
         )
+
+
+GEMINI_PREFIX = "/v1beta/models/"
+GEMINI_METHODS = {"generateContent": False, "streamGenerateContent": True}
+
+
+class GeminiGeneration(Generation):
+    """``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent``.
+
+    The model and the choice to stream come from the path, ``?alt=sse`` picks SSE over one
+    streamed JSON array, and ``?key=`` may carry the key. The model name is only ever looked
+    up in the catalog, never used to build an upstream URL.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        model, _, method = scope["path"][len(GEMINI_PREFIX):].rpartition(":")
+        stream = GEMINI_METHODS.get(method)
+        if not model or stream is None:
+            error = NotFound(f"no such method {method!r}" if model else "no model in the path")
+            await send_error(send, error, self.dialect.error_body)
+            return
+        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        keys = query.get("key", [])
+        call = Call(model=model, stream=stream, sse=query.get("alt") == ["sse"],
+                    key=keys[0] if len(keys) == 1 else None)
+        await self.handle(scope, receive, send, call)

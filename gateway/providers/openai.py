@@ -15,25 +15,17 @@ from __future__ import annotations
 
 import json
 
-import trio
-
 from gateway.canonical import ChatRequest
 from gateway.errors import (
-    GatewayError,
-    RequestError,
     UpstreamError,
     UpstreamProtocolError,
-    UpstreamStatusError,
 )
+from gateway.providers.answers import MAX_COMPLETION_BODY, drain_after_end, status_error
 from gateway.providers.base import Sink, Target
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
 from gateway.wire import openai as wire
 from gateway.wire import sse
-
-MAX_ERROR_BODY = 64 * 1024
-AFTER_DONE = 1.0  # seconds to wait for the end of the body after [DONE]
-MAX_COMPLETION_BODY = 64 * 1024 * 1024
 
 
 class OpenAIProvider:
@@ -58,7 +50,7 @@ class OpenAIProvider:
         sink.abort_with(call.abort)
         async with call as response:
             if response.status != 200:
-                raise await _status_error(response, key)
+                raise await status_error(response, key)
             streaming = response.headers.get("content-type", "").startswith("text/event-stream")
             if request.stream and streaming:
                 await _relay_stream(response, sink)
@@ -81,15 +73,7 @@ async def _relay_stream(response: Response, sink: Sink) -> None:
             raise UpstreamProtocolError("upstream sent an oversized event") from None
         for event in events:
             if event.data == "[DONE]":
-                # The body's end normally comes with [DONE]; wait for it briefly so the
-                # connection can be reused, and otherwise simply drop the connection. The
-                # answer is complete: a broken tail only costs the connection.
-                with trio.move_on_after(AFTER_DONE):
-                    try:
-                        async for _ in response:
-                            pass
-                    except UpstreamError:
-                        pass
+                await drain_after_end(response)
                 return
             if event.event == "error":
                 raise wire.upstream_error(_json_or_none(event.data))
@@ -110,50 +94,3 @@ def _json_or_none(data: str) -> object:
     except ValueError:
         return None
     return value.get("error", value) if isinstance(value, dict) else None
-
-
-def _retry_after(response: Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None
-    return seconds if seconds is not None and 0 <= seconds <= 86400 else None
-
-
-async def _status_error(response: Response, key: str | None) -> GatewayError:
-    status = response.status
-    try:
-        body = await response.read(MAX_ERROR_BODY) or b""
-    except UpstreamError:
-        body = b""  # the status says enough
-    if status in (400, 413, 422):
-        message = _error_message(body)
-        if message:
-            return RequestError(f"upstream rejected the request: {_redact(message, key)}")
-    if status in (401, 403):
-        return UpstreamStatusError("upstream authentication failed", upstream_status=status)
-    return UpstreamStatusError(
-        f"upstream answered HTTP {status}", upstream_status=status,
-        retry_after=_retry_after(response),
-    )
-
-
-def _error_message(body: bytes) -> str | None:
-    try:
-        obj = json.loads(body)
-    except ValueError:
-        return None
-    error = obj.get("error") if isinstance(obj, dict) else None
-    message = error.get("message") if isinstance(error, dict) else error
-    return message[:500] if isinstance(message, str) else None
-
-
-def _redact(text: str, key: str | None) -> str:
-    if key:
-        text = text.replace(key, "[redacted]")
-    # Bearer tokens and key-shaped words never leave, whoever's they are.
-    return " ".join(
-        "[redacted]" if word.startswith(("sk-", "lr_live_", "AIza", "Bearer")) else word
-        for word in text.split(" ")
-    )
