@@ -28,14 +28,16 @@ from gateway.asgi import (
 )
 from gateway.catalog import Catalog
 from gateway.config import Config
-from gateway.dialects import OPENAI
+from gateway.dialects import ANTHROPIC, GEMINI, OPENAI
 from gateway.errors import GatewayError, InternalError, NotFound
-from gateway.generation import Generation
+from gateway.generation import GEMINI_PREFIXES, GeminiGeneration, Generation
 from gateway.keys import ApiKey, parse_bearer, verify
 from gateway.ledger import RecordWriter
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
+from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider
+from gateway.providers.gemini import GeminiProvider
 from gateway.providers.http import ClientPool
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.simulator import SimulatorProvider
@@ -72,6 +74,8 @@ class Gateway:
         self.clients = ClientPool(self.config.deadlines)
         self.providers = {
             "openai": OpenAIProvider(self.clients),
+            "anthropic": AnthropicProvider(self.clients),
+            "gemini": GeminiProvider(self.clients),
             "sim": SimulatorProvider(self.config.sim),
         }
         self.ready = True
@@ -103,11 +107,16 @@ class Gateway:
 def create_app(config: Config) -> Dispatcher:
     """The ASGI application for ``config``; its ``gateway`` attribute is the ``Gateway``."""
     gateway = Gateway(config)
+    gemini = GeminiGeneration(gateway, GEMINI, "generate_content")
     return Dispatcher(
-        {("POST", "/v1/chat/completions"): Generation(gateway, OPENAI, "chat_completions")},
+        {
+            ("POST", "/v1/chat/completions"): Generation(gateway, OPENAI, "chat_completions"),
+            ("POST", "/v1/messages"): Generation(gateway, ANTHROPIC, "messages"),
+        },
         _web_app(gateway),  # type: ignore[arg-type]  # ASGI typing differs, not the protocol
         gateway,
         lifespan=gateway.lifespan,
+        prefixes={("POST", prefix): gemini for prefix in GEMINI_PREFIXES},
     )
 
 

@@ -19,7 +19,7 @@ from gateway.asgi import Scope, header_values
 from gateway.canonical import ChatRequest, FinishReason, ToolCall, Usage
 from gateway.errors import AuthenticationError, GatewayError
 from gateway.keys import parse_bearer, parse_key
-from gateway.wire import openai
+from gateway.wire import anthropic, gemini, openai
 from gateway.wire.encoder import Encoder
 
 
@@ -49,8 +49,8 @@ class ClientDialect:
     name: str
     credentials: Callable[[Scope, Call], tuple[str, str]]  # (key id, key), else a 401
     parse: Callable[[Any, Call], ChatRequest]
-    encoder: Callable[[str, str, Call], Encoder]  # (generation id, public model, call)
-    render: Callable[[str, str, Answer], bytes]  # (generation id, public model, answer)
+    encoder: Callable[[str, ChatRequest, Call], Encoder]  # (generation id, request, call)
+    render: Callable[[str, ChatRequest, Answer], bytes]  # (generation id, request, answer)
     error_body: Callable[[GatewayError, str | None], bytes]
 
 
@@ -74,10 +74,11 @@ def api_key_header(name: bytes) -> Callable[[Scope, Call], tuple[str, str]]:
     return credentials
 
 
-def _openai_render(generation_id: str, model: str, answer: Answer) -> bytes:
+def _openai_render(generation_id: str, request: ChatRequest, answer: Answer) -> bytes:
     return openai.render_completion(
-        generation_id, model, int(time.time()), text=answer.text, reasoning=answer.reasoning,
-        tool_calls=answer.tool_calls, finish=answer.finish, usage=answer.usage,
+        generation_id, request.model, int(time.time()), text=answer.text,
+        reasoning=answer.reasoning, tool_calls=answer.tool_calls, finish=answer.finish,
+        usage=answer.usage,
     )
 
 
@@ -85,9 +86,54 @@ OPENAI = ClientDialect(
     name="openai",
     credentials=bearer,
     parse=lambda body, call: openai.parse_request(body),
-    encoder=lambda generation_id, model, call: openai.StreamEncoder(
-        generation_id, model, int(time.time())
+    encoder=lambda generation_id, request, call: openai.StreamEncoder(
+        generation_id, request.model, int(time.time())
     ),
     render=_openai_render,
     error_body=openai.error_body,
+)
+
+
+def _anthropic_render(generation_id: str, request: ChatRequest, answer: Answer) -> bytes:
+    return anthropic.render_message(
+        generation_id, request.model, text=answer.text, reasoning=answer.reasoning,
+        tool_calls=answer.tool_calls, finish=answer.finish, usage=answer.usage,
+    )
+
+
+ANTHROPIC = ClientDialect(
+    name="anthropic",
+    credentials=api_key_header(b"x-api-key"),
+    parse=lambda body, call: anthropic.parse_request(body),
+    encoder=lambda generation_id, request, call: anthropic.StreamEncoder(
+        generation_id, request.model
+    ),
+    render=_anthropic_render,
+    error_body=anthropic.error_body,
+)
+
+
+def _gemini_parse(body: Any, call: Call) -> ChatRequest:
+    assert call.model is not None and call.stream is not None  # set by GeminiGeneration
+    return gemini.parse_request(body, call.model, stream=call.stream)
+
+
+def _gemini_render(generation_id: str, request: ChatRequest, answer: Answer) -> bytes:
+    # Gemini shows thoughts only to a client that asked for them (includeThoughts).
+    reasoning = answer.reasoning if gemini.wants_thoughts(request) else ""
+    return gemini.render_response(
+        generation_id, request.model, text=answer.text, reasoning=reasoning,
+        tool_calls=answer.tool_calls, finish=answer.finish, usage=answer.usage,
+    )
+
+
+GEMINI = ClientDialect(
+    name="gemini",
+    credentials=api_key_header(b"x-goog-api-key"),
+    parse=_gemini_parse,
+    encoder=lambda generation_id, request, call: gemini.StreamEncoder(
+        generation_id, request.model, sse=call.sse, thoughts=gemini.wants_thoughts(request)
+    ),
+    render=_gemini_render,
+    error_body=gemini.error_body,
 )

@@ -83,7 +83,7 @@ class Generation:
             request=request,
             target=target,
             deadlines=gateway.config.deadlines,
-            encoder=dialect.encoder(generation_id, request.model, call)
+            encoder=dialect.encoder(generation_id, request, call)
             if request.stream
             else None,
         )
@@ -122,7 +122,7 @@ class Generation:
                         await send_json(
                             send,
                             200,
-                            dialect.render(generation_id, request.model, answer),
+                            dialect.render(generation_id, request, answer),
                             [(b"x-generation-id", generation_id.encode())],
                         )
         finally:
@@ -187,7 +187,7 @@ class Generation:
         )
 
 
-GEMINI_PREFIX = "/v1beta/models/"
+GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/")  # google-genai calls /v1 by default
 GEMINI_METHODS = {"generateContent": False, "streamGenerateContent": True}
 
 
@@ -200,7 +200,9 @@ class GeminiGeneration(Generation):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        model, _, method = scope["path"][len(GEMINI_PREFIX):].rpartition(":")
+        path: str = scope["path"]
+        rest = next((path[len(p):] for p in GEMINI_PREFIXES if path.startswith(p)), "")
+        model, _, method = rest.rpartition(":")
         stream = GEMINI_METHODS.get(method)
         if not model or stream is None:
             error = NotFound(f"no such method {method!r}" if model else "no model in the path")
@@ -208,6 +210,7 @@ class GeminiGeneration(Generation):
             return
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
         keys = query.get("key", [])
+        # Only ?alt=sse streams SSE; anything else (the old SDK sends "json") is one array.
         call = Call(model=model, stream=stream, sse=query.get("alt") == ["sse"],
                     key=keys[0] if len(keys) == 1 else None)
         await self.handle(scope, receive, send, call)

@@ -94,6 +94,15 @@ def make_config(data_dir: Path, sim_url: str | None, **deadlines: float) -> Conf
             api_key_env="AROUTER_TEST_FAKE_KEY",
         )
         models["fast"] = ModelRoute(name="fast", provider="fake", model="lorem")
+        # The same fake upstream, spoken to in its two other dialects.
+        providers["fake-anthropic"] = ProviderConfig(
+            name="fake-anthropic", dialect="anthropic", base_url=sim_url,
+            api_key_env="AROUTER_TEST_FAKE_KEY",
+        )
+        providers["fake-gemini"] = ProviderConfig(
+            name="fake-gemini", dialect="gemini", base_url=sim_url,
+            api_key_env="AROUTER_TEST_FAKE_KEY",
+        )
         # Nothing listens on port 1 of the loopback: every connect is refused at once.
         providers["dead"] = ProviderConfig(
             name="dead", dialect="openai", base_url="http://127.0.0.1:1/v1"
