@@ -113,6 +113,15 @@ async def test_first_start_prints_a_key_once_and_readme_snippets_work(tmp_path: 
         assert printed.startswith(" How would you build the tallest building ever?")
         assert "usage: {'completion_tokens': 8," in printed  # eight words echoed
 
+        # The Anthropic and Gemini snippets, through the same gateway and key.
+        for marker in ("import anthropic", "from google import genai"):
+            block = next(b for b in re.findall(r"```python\n(.*?)```", README, re.S)
+                         if marker in b)
+            result = await trio.run_process(
+                [sys.executable, "-c", block.replace("127.0.0.1:8080", address)],
+                capture_stdout=True, env=env)
+            assert result.stdout.decode().split()[:3] == ["Lorem", "ipsum", "dolor"]
+
         # The key is stored hashed: its secret appears nowhere in the database file.
         database = (tmp_path / "arouter.db").read_bytes()
         assert served.key.encode() not in database
@@ -127,7 +136,7 @@ async def test_first_start_prints_a_key_once_and_readme_snippets_work(tmp_path: 
     # and the key nowhere (S4).
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     settled = [e for e in entries if e["msg"] == "generation settled"]
-    assert len(settled) == 2
+    assert len(settled) == 4
     assert all(e["generation_id"].startswith("gen-") and e["status"] == "ok" for e in settled)
     assert served.key.split("_")[-1] not in log.read_text()
 

@@ -52,13 +52,15 @@ MAX_DELAY: Final = 3600.0  # seconds; bounds every delay a prompt can ask for
 MAX_TAG_LENGTH: Final = 200
 KINDS: Final = ("echo", "lorem")
 
-# How a response ends once ``Scenario.stop_after`` of its tokens have been sent:
-#   complete     finish chunk, usage chunk if asked, [DONE]: a normal ending
+# How a response ends once ``Scenario.stop_after`` of its tokens have been sent (each
+# dialect of the fake upstream renders these in its own shape):
+#   complete     the dialect's normal end: finish reason, usage, end of stream
 #   stall        silence until the client leaves
 #   cut          the TCP connection is closed (FIN) mid-body
 #   reset        the TCP connection is reset (RST, SO_LINGER 0) mid-body
-#   error_event  an OpenAI-style ``data: {"error": ...}`` event, then the body ends
-#   malformed    a ``data: {not json`` event, then the body ends
+#   error_event  the dialect's mid-stream error event (OpenAI ``data: {"error": ...}``,
+#                Anthropic ``event: error``, a Gemini error chunk), then the body ends
+#   malformed    an event whose data is ``{not json``, then the body ends
 Ending = Literal["complete", "stall", "cut", "reset", "error_event", "malformed"]
 
 
@@ -104,11 +106,11 @@ SCENARIOS: Final[Mapping[str, Scenario]] = _table(
     Scenario("no_headers", "accepts the request and never answers", answers=False),
     Scenario("stall", "half the tokens, then silence until the client leaves",
              stop_after=0.5, ending="stall"),
-    Scenario("cut", "half the tokens, then TCP FIN mid-body: no usage, no [DONE], no last chunk",
+    Scenario("cut", "half the tokens, then TCP FIN mid-body: no usage, no end of stream",
              stop_after=0.5, ending="cut"),
     Scenario("reset", "half the tokens, then TCP RST (SO_LINGER 0) mid-body",
              stop_after=0.5, ending="reset"),
-    Scenario("midstream_error", "half the tokens, then a data: {\"error\": ...} event and the end",
+    Scenario("midstream_error", "half the tokens, then a mid-stream error event and the end",
              stop_after=0.5, ending="error_event"),
     Scenario("malformed", "half the tokens, then a data: {not json event and the end",
              stop_after=0.5, ending="malformed"),
@@ -120,6 +122,8 @@ SCENARIOS: Final[Mapping[str, Scenario]] = _table(
     Scenario("status_502", "502 bad gateway", status=502),
     Scenario("status_503", "503 overloaded", status=503),
     Scenario("status_401", "401 invalid API key", status=401),
+    Scenario("status_529", "529 overloaded (Anthropic's overloaded_error; the same status in "
+             "the other dialects' error shapes)", status=529),
     Scenario("invalid_json", "200 whose body is not JSON; when streaming, a malformed first event",
              stop_after=0.0, ending="malformed"),
     Scenario("byte_split", "a normal completion written one byte per socket send",

@@ -1,0 +1,221 @@
+"""The Anthropic Messages dialect of the fake upstream: ``POST /v1/messages``.
+
+Rules:
+- Pure (see ``gateway.sim.dialect``): reads a body, renders events and errors; no I/O.
+- Requests as the Messages API takes them: ``model``, ``max_tokens`` (required), ``messages``
+  with string or block content, optional ``system`` and ``stream``. The key comes in
+  ``x-api-key`` (or, as recent SDKs send it, ``Authorization: Bearer``); ``anthropic-version``
+  is accepted, whatever its value.
+- A stream is the Messages event sequence: ``message_start`` (with the input tokens),
+  ``content_block_start`` of text block 0 and a ``ping`` (these three go with the first
+  token), a ``content_block_delta``/``text_delta`` per token, then ``content_block_stop``,
+  ``message_delta`` (``stop_reason`` ``end_turn`` or ``max_tokens``, the output tokens) and
+  ``message_stop``. Hidden usage leaves out both ``usage`` objects.
+- Errors are ``{"type": "error", "error": {"type", "message"}}``; the mid-stream error is an
+  ``event: error`` with ``overloaded_error``, Anthropic's usual mid-stream failure (529).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Final
+
+import attrs
+
+from gateway.sim.dialect import (
+    Answer,
+    BadRequest,
+    Call,
+    Dialect,
+    Finish,
+    Headers,
+    Render,
+    Request,
+    Usage,
+    bearer,
+    dumps,
+    json_object,
+    json_string,
+    plan_of,
+    text_of,
+)
+from gateway.sim.scenarios import Plan, prompt_tokens
+
+__all__ = ["DIALECT", "PATH", "error"]
+
+PATH: Final = "/v1/messages"
+
+# Anthropic's error (type, message) per status.
+_ERRORS: Final[dict[int, tuple[str, str]]] = {
+    400: ("invalid_request_error", "Invalid request."),
+    401: ("authentication_error", "invalid x-api-key"),
+    403: ("permission_error", "Your API key does not have permission to use this resource."),
+    404: ("not_found_error", "Not found."),
+    405: ("invalid_request_error", "Method not allowed."),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    429: ("rate_limit_error", "Number of requests has exceeded your rate limit."),
+    500: ("api_error", "Internal server error"),
+    502: ("api_error", "Bad gateway"),
+    503: ("api_error", "Service unavailable"),
+    529: ("overloaded_error", "Overloaded"),
+}
+_STOP_REASONS: Final[dict[Finish, str]] = {"stop": "end_turn", "length": "max_tokens"}
+_SSE_HEADERS: Final = (
+    ("content-type", "text/event-stream; charset=utf-8"),
+    ("cache-control", "no-cache"),
+    ("transfer-encoding", "chunked"),
+)
+_MIDSTREAM_STATUS: Final = 529
+_TOKEN_OPEN: Final = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":'
+)
+_TOKEN_CLOSE: Final = b"}}\n\n"
+_BLOCK_START: Final = (
+    b"event: content_block_start\n"
+    b'data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'
+    b"\n\n"
+    b'event: ping\ndata: {"type": "ping"}\n\n'
+)
+_BLOCK_STOP: Final = (
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+)
+_MESSAGE_STOP: Final = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+_MALFORMED_EVENT: Final = b"event: content_block_delta\ndata: {not json\n\n"
+
+
+def error_body(status: int, message: str | None = None) -> dict[str, Any]:
+    fallback = ("api_error" if status >= 500 else "invalid_request_error", "Error.")
+    kind, default = _ERRORS.get(status, fallback)
+    text = f"{message or default} (simulated by arouter sim)"
+    return {"type": "error", "error": {"type": kind, "message": text}}
+
+
+def error(status: int, message: str | None = None, retry_after: int | None = None) -> Answer:
+    headers: Headers = (("content-type", "application/json"),)
+    if retry_after is not None:
+        headers = (*headers, ("retry-after", str(retry_after)))
+    return Answer(status, dumps(error_body(status, message)), headers)
+
+
+def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    return {
+        "input_tokens": input_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    }
+
+
+@attrs.frozen
+class _Events:
+    """One request's answer in Messages events; a token costs one escape and a join."""
+
+    message_id: str
+    model: str
+    prompt_tokens: int
+    usage: bool  # usage is reported at all
+
+    stream_headers: Headers = _SSE_HEADERS
+    midstream_status: int = _MIDSTREAM_STATUS
+
+    @classmethod
+    def render(cls, model: str, prompt_tokens: int, record_id: int, usage: bool) -> _Events:
+        return cls(f"msg_sim{record_id}", model, prompt_tokens, usage)
+
+    def _message(self, content: list[Any], stop_reason: str | None, output: int) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+        }
+        if self.usage:
+            message["usage"] = _usage(self.prompt_tokens, output)
+        return message
+
+    def opening(self) -> bytes:
+        # As Anthropic does, message_start counts one output token before any is sent.
+        start = {"type": "message_start", "message": self._message([], None, 1)}
+        return b"event: message_start\ndata: " + dumps(start) + b"\n\n" + _BLOCK_START
+
+    def token(self, text: str) -> bytes:
+        return _TOKEN_OPEN + json_string(text) + _TOKEN_CLOSE
+
+    def closing(self, finish: Finish, usage: Usage) -> bytes:
+        delta: dict[str, Any] = {
+            "type": "message_delta",
+            "delta": {"stop_reason": _STOP_REASONS[finish], "stop_sequence": None},
+        }
+        if self.usage:
+            delta["usage"] = {"output_tokens": usage.completion}
+        return (
+            _BLOCK_STOP + b"event: message_delta\ndata: " + dumps(delta) + b"\n\n" + _MESSAGE_STOP
+        )
+
+    def error_event(self) -> bytes:
+        return b"event: error\ndata: " + dumps(error_body(self.midstream_status)) + b"\n\n"
+
+    def malformed_event(self) -> bytes:
+        return _MALFORMED_EVENT
+
+    def whole(self, text: str, finish: Finish, usage: Usage) -> Answer:
+        content = [{"type": "text", "text": text}]
+        return Answer(200, dumps(self._message(content, _STOP_REASONS[finish], usage.completion)))
+
+    def error(self, status: int, retry_after: int | None = None) -> Answer:
+        return error(status, None, retry_after)
+
+
+def _credential(request: Request) -> str | None:
+    key = request.header("x-api-key")
+    return key if key is not None else bearer(request)
+
+
+def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
+    data = json_object(
+        request.body,
+        "There was an error parsing the body of your request: not valid JSON.",
+        "The request body must be a JSON object.",
+    )
+    model, max_tokens, messages = data.get("model"), data.get("max_tokens"), data.get("messages")
+    for name, value in (("model", model), ("max_tokens", max_tokens), ("messages", messages)):
+        if value is None:
+            raise BadRequest(f"{name}: Field required")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model: Input should be a non-empty string")
+    if type(max_tokens) is not int or max_tokens < 1:
+        raise BadRequest("max_tokens: Input should be an integer greater than or equal to 1")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise BadRequest("messages: Input should be a valid list of objects")
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest("stream: Input should be a valid boolean")
+    system = data.get("system")
+    if not isinstance(system, str | list | None):
+        raise BadRequest("system: Input should be a valid string or list of text blocks")
+    users = [m for m in messages if m.get("role") == "user"]
+    prompt = text_of(users[-1].get("content")) if users else ""
+    everything = text_of(system) + "".join(text_of(m.get("content")) for m in messages)
+    call = Call(
+        model=model,
+        stream=stream,
+        max_tokens=max_tokens,
+        prompt=prompt,
+        prompt_tokens=prompt_tokens(everything),
+        plan=plan_of(prompt, defaults),
+    )
+    return call, functools.partial(_Events.render, model, call.prompt_tokens)
+
+
+DIALECT: Final = Dialect(
+    name="anthropic",
+    serves=lambda path: path == PATH,
+    read=read,
+    credential=_credential,
+    error=error,
+)

@@ -1,0 +1,259 @@
+"""The Gemini dialect of the fake upstream: ``POST /v1beta/models/{model}:generateContent``
+and ``:streamGenerateContent``, also under ``/v1/`` (google-genai's default version).
+
+Rules:
+- Pure (see ``gateway.sim.dialect``): reads a body, renders chunks and errors; no I/O.
+- The model comes from the path; the key from ``x-goog-api-key`` or ``?key=`` (or an
+  ``Authorization: Bearer`` token); the prompt is the text of the last ``contents`` entry
+  of role user (an entry without a role is the user's); ``generationConfig.maxOutputTokens``
+  caps the tokens.
+- ``:streamGenerateContent?alt=sse`` streams ``data: {GenerateContentResponse}`` events
+  (CRLF-delimited, as Google sends them); without ``alt=sse`` the same chunks form one JSON
+  array written as it grows (``[{..}`` then ``\\n,\\r\\n{..}`` per chunk, then ``]``).
+- Every chunk carries ``modelVersion``, ``responseId`` and ``usageMetadata`` (the prompt
+  count until the last chunk, which adds ``candidatesTokenCount`` beside its
+  ``finishReason``, ``STOP`` or ``MAX_TOKENS``). Hidden usage leaves out every
+  ``usageMetadata``.
+- Errors are ``{"error": {"code", "message", "status"}}`` with Google's status names; a
+  retry delay goes in a ``google.rpc.RetryInfo`` detail, not a Retry-After header. The
+  mid-stream error is such an object as a chunk (500 ``INTERNAL``), then the end.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+import attrs
+
+from gateway.sim.dialect import (
+    Answer,
+    BadRequest,
+    Call,
+    Dialect,
+    Finish,
+    Headers,
+    Render,
+    Request,
+    Usage,
+    bearer,
+    dumps,
+    json_object,
+    json_string,
+    plan_of,
+    text_of,
+)
+from gateway.sim.scenarios import Plan, prompt_tokens
+
+__all__ = ["DIALECT", "PREFIXES", "error"]
+
+PREFIXES: Final = ("/v1beta/models/", "/v1/models/")
+_METHODS: Final = {"generateContent": False, "streamGenerateContent": True}  # -> streams
+
+# Google's (status name, message) per HTTP status.
+_ERRORS: Final[dict[int, tuple[str, str]]] = {
+    400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+    401: ("UNAUTHENTICATED", "API key not valid. Please pass a valid API key."),
+    403: ("PERMISSION_DENIED", "The caller does not have permission."),
+    404: ("NOT_FOUND", "Requested entity was not found."),
+    405: ("INVALID_ARGUMENT", "Method not allowed."),
+    413: ("INVALID_ARGUMENT", "Request payload size exceeds the limit."),
+    429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+    500: ("INTERNAL", "An internal error has occurred."),
+    502: ("UNAVAILABLE", "Bad gateway."),
+    503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+    504: ("DEADLINE_EXCEEDED", "Deadline exceeded."),
+    529: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+}
+_FINISH_REASONS: Final[dict[Finish, str]] = {"stop": "STOP", "length": "MAX_TOKENS"}
+_SSE_HEADERS: Final = (
+    ("content-type", "text/event-stream"),
+    ("transfer-encoding", "chunked"),
+)
+_ARRAY_HEADERS: Final = (
+    ("content-type", "application/json; charset=UTF-8"),
+    ("transfer-encoding", "chunked"),
+)
+_JSON_HEADERS: Final = (("content-type", "application/json; charset=UTF-8"),)
+_MIDSTREAM_STATUS: Final = 500
+_MALFORMED: Final = b"{not json"
+
+
+def error_body(
+    status: int, message: str | None = None, retry_after: int | None = None
+) -> dict[str, Any]:
+    fallback = ("INTERNAL" if status >= 500 else "INVALID_ARGUMENT", "Error.")
+    name, default = _ERRORS.get(status, fallback)
+    body: dict[str, Any] = {
+        "code": status,
+        "message": f"{message or default} (simulated by arouter sim)",
+        "status": name,
+    }
+    if retry_after is not None:
+        body["details"] = [{
+            "@type": "type.googleapis.com/google.rpc.RetryInfo",
+            "retryDelay": f"{retry_after}s",
+        }]
+    return {"error": body}
+
+
+def error(status: int, message: str | None = None, retry_after: int | None = None) -> Answer:
+    return Answer(status, dumps(error_body(status, message, retry_after)), _JSON_HEADERS)
+
+
+@attrs.define
+class _Chunks:
+    """One request's answer as GenerateContentResponse chunks, framed as SSE events or as
+    the elements of a JSON array; a token costs one escape and a join."""
+
+    sse: bool
+    usage: bool  # usage is reported at all
+    prompt_tokens: int
+    candidate_open: bytes  # '{"candidates":[{"content":{"parts":[{"text":'
+    token_close: bytes  # the rest of a token chunk, after its text
+    ids: bytes  # ',"modelVersion":..,"responseId":..}'
+    midstream_status: int = _MIDSTREAM_STATUS
+    # An array element has been written: the next one needs a comma.
+    _started: bool = attrs.field(default=False, init=False)
+
+    @classmethod
+    def render(cls, model: str, sse: bool, prompt: int, record_id: int, usage: bool) -> _Chunks:
+        ids = b',"modelVersion":%b,"responseId":"sim%d"}' % (json_string(model), record_id)
+        running = f',"usageMetadata":{{"promptTokenCount":{prompt},"totalTokenCount":{prompt}}}'
+        return cls(
+            sse=sse,
+            usage=usage,
+            prompt_tokens=prompt,
+            candidate_open=b'{"candidates":[{"content":{"parts":[{"text":',
+            token_close=b'}],"role":"model"},"index":0}]'
+            + (running.encode() if usage else b"") + ids,
+            ids=ids,
+        )
+
+    @property
+    def stream_headers(self) -> Headers:
+        return _SSE_HEADERS if self.sse else _ARRAY_HEADERS
+
+    def _frame(self, chunk: bytes) -> bytes:
+        if self.sse:
+            return b"data: " + chunk + b"\r\n\r\n"
+        prefix = b"\n,\r\n" if self._started else b"["
+        self._started = True
+        return prefix + chunk
+
+    def _end(self) -> bytes:
+        return b"" if self.sse else b"]"
+
+    def _last(self, text: bytes, finish: Finish, usage: Usage) -> bytes:
+        """The chunk that ends an answer; ``text`` is a JSON string literal."""
+        chunk = (
+            self.candidate_open + text + b'}],"role":"model"},"finishReason":"'
+            + _FINISH_REASONS[finish].encode() + b'","index":0}]'
+        )
+        if self.usage:
+            chunk += (
+                f',"usageMetadata":{{"promptTokenCount":{usage.prompt},'
+                f'"candidatesTokenCount":{usage.completion},"totalTokenCount":{usage.total}}}'
+            ).encode()
+        return chunk + self.ids
+
+    def opening(self) -> bytes:
+        return b""
+
+    def token(self, text: str) -> bytes:
+        return self._frame(self.candidate_open + json_string(text) + self.token_close)
+
+    def closing(self, finish: Finish, usage: Usage) -> bytes:
+        # Like Gemini's own last chunk: an empty text part beside the finish reason and
+        # the full usage.
+        return self._frame(self._last(b'""', finish, usage)) + self._end()
+
+    def error_event(self) -> bytes:
+        return self._frame(dumps(error_body(self.midstream_status))) + self._end()
+
+    def malformed_event(self) -> bytes:
+        return self._frame(_MALFORMED)
+
+    def whole(self, text: str, finish: Finish, usage: Usage) -> Answer:
+        return Answer(200, self._last(dumps(text), finish, usage), _JSON_HEADERS)
+
+    def error(self, status: int, retry_after: int | None = None) -> Answer:
+        return error(status, None, retry_after)
+
+
+def _serves(path: str) -> bool:
+    return path.startswith(PREFIXES)
+
+
+def _credential(request: Request) -> str | None:
+    key = request.header("x-goog-api-key")
+    if key is None:
+        keys = parse_qs(request.query).get("key")
+        key = keys[0] if keys else None
+    return key if key is not None else bearer(request)
+
+
+def _method(path: str) -> tuple[str, bool]:
+    """The model and whether the method streams, from the request path."""
+    for prefix in PREFIXES:
+        if path.startswith(prefix):
+            model, _, method = path[len(prefix):].rpartition(":")
+            if model and "/" not in model and method in _METHODS:
+                return model, _METHODS[method]
+    raise BadRequest(f"Method not found: {path}", status=404)
+
+
+def _config(data: Mapping[str, object]) -> int | None:
+    """``maxOutputTokens`` (REST takes camelCase and snake_case alike)."""
+    config = data.get("generationConfig", data.get("generation_config"))
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise BadRequest("Invalid value at 'generation_config': expected an object.")
+    limit = config.get("maxOutputTokens", config.get("max_output_tokens"))
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise BadRequest(
+            "Invalid value at 'generation_config.max_output_tokens': expected a whole number."
+        )
+    return limit
+
+
+def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
+    model, stream = _method(request.path)
+    data = json_object(
+        request.body,
+        "Invalid JSON payload received.",
+        "Invalid JSON payload received. Expected an object.",
+    )
+    contents = data.get("contents")
+    if not isinstance(contents, list) or not contents:
+        raise BadRequest("* GenerateContentRequest.contents: contents is not specified")
+    if not all(isinstance(c, dict) for c in contents):
+        raise BadRequest("Invalid value at 'contents': expected objects.")
+    max_tokens = _config(data)
+    users = [c for c in contents if c.get("role", "user") == "user"]
+    prompt = text_of(users[-1].get("parts")) if users else ""
+    system = data.get("systemInstruction", data.get("system_instruction"))
+    system_text = text_of(system.get("parts")) if isinstance(system, dict) else ""
+    everything = system_text + "".join(text_of(c.get("parts")) for c in contents)
+    call = Call(
+        model=model,
+        stream=stream,
+        max_tokens=max_tokens,
+        prompt=prompt,
+        prompt_tokens=prompt_tokens(everything),
+        plan=plan_of(prompt, defaults),
+    )
+    sse = "sse" in parse_qs(request.query).get("alt", [])
+    return call, functools.partial(_Chunks.render, model, sse, call.prompt_tokens)
+
+
+DIALECT: Final = Dialect(
+    name="gemini",
+    serves=_serves,
+    read=read,
+    credential=_credential,
+    error=error,
+)

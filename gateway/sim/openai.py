@@ -1,0 +1,206 @@
+"""The OpenAI chat-completions dialect of the fake upstream: ``POST /v1/chat/completions``.
+
+Rules:
+- Pure (see ``gateway.sim.dialect``): reads a body, renders chunks and errors; no I/O.
+- Shapes as OpenAI sends them: the role chunk goes with the first token, the finish chunk
+  has an empty delta, a usage chunk (``"choices":[]``) comes only when the request asked
+  for ``stream_options.include_usage`` (and then every other chunk says ``"usage":null``),
+  and ``data: [DONE]`` ends a complete stream. Errors are
+  ``{"error": {"message", "type", "param", "code"}}``; the mid-stream error is a
+  ``data: {"error": ...}`` event of a 500 ``server_error``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Final
+
+import attrs
+
+from gateway.sim.dialect import (
+    Answer,
+    BadRequest,
+    Call,
+    Dialect,
+    Finish,
+    Headers,
+    Render,
+    Request,
+    Usage,
+    bearer,
+    dumps,
+    json_object,
+    json_string,
+    plan_of,
+    text_of,
+)
+from gateway.sim.scenarios import Plan, prompt_tokens
+
+__all__ = ["DIALECT", "PATH", "error"]
+
+PATH: Final = "/v1/chat/completions"
+
+# OpenAI's error (type, code, message) per status.
+_ERRORS: Final[dict[int, tuple[str, str | None, str]]] = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    404: ("invalid_request_error", None, "Not found."),
+    405: ("invalid_request_error", None, "Method not allowed."),
+    413: ("invalid_request_error", None, "Request body too large."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests."),
+    500: ("server_error", None, "The server had an error while processing your request."),
+    502: ("server_error", None, "Bad gateway."),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+    529: ("server_error", None, "The server is overloaded, please try again later."),
+}
+_FINISH: Final[dict[Finish, str]] = {"stop": "stop", "length": "length"}
+_SSE_HEADERS: Final = (
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("transfer-encoding", "chunked"),
+)
+_DONE: Final = b"data: [DONE]\n\n"
+_MALFORMED_EVENT: Final = b"data: {not json\n\n"
+_MIDSTREAM_STATUS: Final = 500
+
+
+def error_body(status: int, message: str | None = None) -> dict[str, Any]:
+    kind, code, default = _ERRORS.get(status, ("server_error", None, "Error."))
+    text = f"{message or default} (simulated by arouter sim)"
+    return {"error": {"message": text, "type": kind, "param": None, "code": code}}
+
+
+def error(status: int, message: str | None = None, retry_after: int | None = None) -> Answer:
+    headers: Headers = (("content-type", "application/json"),)
+    if retry_after is not None:
+        headers = (*headers, ("retry-after", str(retry_after)))
+    return Answer(status, dumps(error_body(status, message)), headers)
+
+
+def _usage(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.prompt,
+        "completion_tokens": usage.completion,
+        "total_tokens": usage.total,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+@attrs.frozen
+class _Chunks:
+    """One request's answer: stream chunks pre-rendered so a token costs one escape."""
+
+    completion_id: str
+    model: str
+    include_usage: bool  # the client asked for a usage chunk
+    usage: bool  # usage is reported at all (the usage chunk, and in the whole body)
+    head: bytes  # 'data: {"id":..,"object":..,"created":..,"model":..,'
+    tail: bytes  # '}\n\n', after '"usage":null' when usage was asked for (as OpenAI does)
+    token_open: bytes
+    token_close: bytes
+
+    stream_headers: Headers = _SSE_HEADERS
+    midstream_status: int = _MIDSTREAM_STATUS
+
+    @classmethod
+    def render(cls, model: str, include_usage: bool, record_id: int, usage: bool) -> _Chunks:
+        completion_id = f"chatcmpl-sim{record_id}"
+        head = (
+            f'data: {{"id":"{completion_id}","object":"chat.completion.chunk",'
+            f'"created":{int(time.time())},"model":'
+        ).encode() + json_string(model) + b","
+        tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
+        return cls(
+            completion_id=completion_id,
+            model=model,
+            include_usage=include_usage,
+            usage=usage,
+            head=head,
+            tail=tail,
+            token_open=head + b'"choices":[{"index":0,"delta":{"content":',
+            token_close=b'},"finish_reason":null}]' + tail,
+        )
+
+    def opening(self) -> bytes:
+        role = b'"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+        return self.head + role + b'"finish_reason":null}]' + self.tail
+
+    def token(self, text: str) -> bytes:
+        return self.token_open + json_string(text) + self.token_close
+
+    def closing(self, finish: Finish, usage: Usage) -> bytes:
+        choice = f'"choices":[{{"index":0,"delta":{{}},"finish_reason":"{_FINISH[finish]}"}}]'
+        out = self.head + choice.encode() + self.tail
+        if self.include_usage and self.usage:
+            out += self.head + b'"choices":[],"usage":' + dumps(_usage(usage)) + b"}\n\n"
+        return out + _DONE
+
+    def error_event(self) -> bytes:
+        return b"data: " + dumps(error_body(self.midstream_status)) + b"\n\n"
+
+    def malformed_event(self) -> bytes:
+        return _MALFORMED_EVENT
+
+    def whole(self, text: str, finish: Finish, usage: Usage) -> Answer:
+        body: dict[str, Any] = {
+            "id": self.completion_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": _FINISH[finish],
+            }],
+        }
+        if self.usage:
+            body["usage"] = _usage(usage)
+        return Answer(200, dumps(body))
+
+    def error(self, status: int, retry_after: int | None = None) -> Answer:
+        return error(status, None, retry_after)
+
+
+def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
+    data = json_object(
+        request.body,
+        "We could not parse the JSON body of your request.",
+        "The request body must be a JSON object.",
+    )
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' must be a non-empty string.")
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise BadRequest("'messages' must be a list of objects.")
+    stream = data.get("stream", False)
+    options = data.get("stream_options")
+    limits = [data.get(k) for k in ("max_tokens", "max_completion_tokens")]
+    if not isinstance(stream, bool) or not isinstance(options, dict | None) or not all(
+        limit is None or (type(limit) is int and limit >= 0) for limit in limits
+    ):
+        raise BadRequest("'stream', 'stream_options' or 'max_tokens' has the wrong type.")
+    users = [m for m in messages if m.get("role") == "user"]
+    prompt = text_of(users[-1].get("content")) if users else ""
+    given = [limit for limit in limits if isinstance(limit, int)]
+    call = Call(
+        model=model,
+        stream=stream,
+        max_tokens=min(given) if given else None,
+        prompt=prompt,
+        prompt_tokens=prompt_tokens("".join(text_of(m.get("content")) for m in messages)),
+        plan=plan_of(prompt, defaults),
+    )
+    include_usage = bool(options and options.get("include_usage") is True)
+    return call, functools.partial(_Chunks.render, model, include_usage)
+
+
+DIALECT: Final = Dialect(
+    name="openai",
+    serves=lambda path: path == PATH,
+    read=read,
+    credential=bearer,
+    error=error,
+)
