@@ -103,9 +103,11 @@ def make_config(data_dir: Path, sim_url: str | None, **deadlines: float) -> Conf
             name="fake-gemini", dialect="gemini", base_url=sim_url,
             api_key_env="AROUTER_TEST_FAKE_KEY",
         )
-        # Gemini SDKs put the model in a path segment and refuse a "/" in it: an alias.
-        models["gemini-lorem"] = ModelRoute(name="gemini-lorem", provider="fake-gemini",
-                                            model="lorem")
+        # Gemini SDKs put the model in a path segment and refuse a "/" in it: aliases.
+        for dialect, provider in (("openai", "fake"), ("anthropic", "fake-anthropic"),
+                                  ("gemini", "fake-gemini")):
+            models[f"{dialect}-lorem"] = ModelRoute(name=f"{dialect}-lorem", provider=provider,
+                                                    model="lorem")
         # Nothing listens on port 1 of the loopback: every connect is refused at once.
         providers["dead"] = ProviderConfig(
             name="dead", dialect="openai", base_url="http://127.0.0.1:1/v1"

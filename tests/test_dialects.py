@@ -97,7 +97,10 @@ def _dialect(client: str) -> str:
     return "gemini" if client == "genai" else client
 
 
-async def test_google_generativeai_exactly_as_the_spec_configures_it(gw: Gw, sim: Sim) -> None:
+@pytest.mark.parametrize("upstream", list(UPSTREAMS))
+async def test_google_generativeai_exactly_as_the_spec_configures_it(
+    gw: Gw, sim: Sim, upstream: str
+) -> None:
     """The spec's snippet: transport="rest", client_options={"api_endpoint": ...}, stream."""
 
     def use_old_sdk() -> str:
@@ -106,17 +109,18 @@ async def test_google_generativeai_exactly_as_the_spec_configures_it(gw: Gw, sim
         old_genai.configure(api_key=gw.key, transport="rest",
                             client_options={"api_endpoint": gw.url})
         # The old SDK's path template refuses a "/" in the model: a catalog alias instead.
-        model = old_genai.GenerativeModel("gemini-lorem")
-        response = model.generate_content(PROMPT.format(tag="old-sdk"), stream=True)
+        model = old_genai.GenerativeModel(f"{upstream}-lorem")
+        response = model.generate_content(PROMPT.format(tag=f"old-{upstream}"), stream=True)
         return "".join(chunk.text for chunk in response)
 
     text = await trio.to_thread.run_sync(use_old_sdk)
     assert text.split() == WORDS
-    [record] = sim.records("old-sdk")
-    assert record.dialect == "gemini" and record.outcome == "completed"
+    [record] = sim.records(f"old-{upstream}")
+    assert record.dialect == upstream and record.outcome == "completed"
 
 
-async def test_anthropic_tool_call_round_trip(gw: Gw) -> None:
+@pytest.mark.parametrize("upstream", list(UPSTREAMS))
+async def test_anthropic_tool_call_round_trip(gw: Gw, sim: Sim, upstream: str) -> None:
     """A tool definition goes upstream, and a tool_result comes back as a tool message."""
     tools: Any = [{"name": "get_weather", "description": "Weather for a city",
                    "input_schema": {"type": "object",
@@ -133,14 +137,16 @@ async def test_anthropic_tool_call_round_trip(gw: Gw) -> None:
                     {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
                     {"type": "text", "text": "#sim tokens=3\nThanks"}]},
             ]
-            message = client.messages.create(model="fake/lorem", max_tokens=32,
-                                             messages=messages, tools=tools)
+            message = client.messages.create(model=f"{UPSTREAMS[upstream]}/lorem",
+                                             max_tokens=32, messages=messages, tools=tools)
             block = message.content[0]
             assert block.type == "text"
             return block.text, message.usage.output_tokens
 
     text, tokens = await trio.to_thread.run_sync(round_trip)
     assert text.split() == WORDS[:3] and tokens == 3
+    [record] = [r for r in sim.records() if r.dialect == upstream]
+    assert record.outcome == "completed"
 
 
 @pytest.mark.parametrize(
