@@ -31,7 +31,7 @@ from gateway.config import Config
 from gateway.dialects import ANTHROPIC, GEMINI, OPENAI
 from gateway.errors import GatewayError, InternalError, NotFound
 from gateway.generation import GEMINI_PREFIXES, GeminiGeneration, Generation
-from gateway.keys import ApiKey, parse_bearer, verify
+from gateway.keys import ApiKey, parse_bearer, parse_key, verify
 from gateway.ledger import RecordWriter
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
@@ -42,6 +42,7 @@ from gateway.providers.http import ClientPool
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.simulator import SimulatorProvider
 from gateway.store.sqlite import SqliteStore
+from gateway.wire import gemini as gemini_wire
 from gateway.wire import openai as wire
 
 KEY_CACHE_SECONDS = 5.0  # a revoked key stops working within this (issue 5 invalidates it)
@@ -157,6 +158,29 @@ def _web_app(gateway: Gateway) -> QuartTrio:
         return dumps({"object": "list", "data": gateway.catalog.listing(created)}), 200, {
             "content-type": "application/json"
         }
+
+    @app.get("/v1beta/models")
+    async def gemini_models() -> Any:
+        # Gemini clients present the key as x-goog-api-key or ?key=; errors in their shape.
+        raw = request.headers.get("x-goog-api-key") or request.args.get("key")
+        try:
+            if raw is not None:
+                await gateway.authenticate(*parse_key(raw))
+            else:
+                await authenticate()
+        except GatewayError as error:
+            return gemini_wire.error_body(error), error.status, {
+                "content-type": "application/json"
+            }
+        listed = [
+            {
+                "name": f"models/{entry['id']}",
+                "displayName": entry["id"],
+                "supportedGenerationMethods": ["generateContent", "streamGenerateContent"],
+            }
+            for entry in gateway.catalog.listing(0)
+        ]
+        return dumps({"models": listed}), 200, {"content-type": "application/json"}
 
     @app.get("/metrics")
     async def metrics() -> Any:

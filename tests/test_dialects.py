@@ -263,3 +263,13 @@ async def test_anthropic_keepalive_is_a_ping_event(start_gateway: Any, sim: Sim)
     assert response.text.count("event: ping\n") >= 2
     assert response.text.rstrip().endswith('data: {"type":"message_stop"}') or \
         "message_stop" in response.text.splitlines()[-2]
+
+
+async def test_gemini_model_listing(gw: Gw) -> None:
+    def listed() -> list[str]:
+        client = genai.Client(api_key=gw.key, http_options={"base_url": gw.url,
+                                                            "api_version": "v1beta"})
+        return [model.name or "" for model in client.models.list()]
+
+    names = await trio.to_thread.run_sync(listed)
+    assert "models/gemini-lorem" in names and "models/sim/lorem" in names
