@@ -1,4 +1,9 @@
-"""What every upstream adapter does with an answer that is not the happy stream.
+"""What every upstream adapter does the same way: the call, its errors, and its end.
+
+``call`` opens the request on the pool inside the caller's task, registers its abort with
+the sink, turns a non-200 into an error and a whole answer into events; ``relay_events``
+feeds a stream's SSE events to the adapter's own handler until that handler sees the
+dialect's end marker. Adapters keep only what differs: URL, headers, body, parsing.
 
 Rules:
 - Error bodies are read with a bound and never relayed raw: only a redacted message of a
@@ -11,15 +16,83 @@ Rules:
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 import trio
 
-from gateway.errors import GatewayError, RequestError, UpstreamError, UpstreamStatusError
+from gateway.canonical import StreamEvent
+from gateway.errors import (
+    GatewayError,
+    RequestError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
+from gateway.providers.base import Sink
+from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
+from gateway.wire import sse
 
 MAX_ERROR_BODY = 64 * 1024
 MAX_COMPLETION_BODY = 64 * 1024 * 1024
 AFTER_DONE = 1.0  # seconds to wait for the end of the body after the end marker
+
+
+async def call(
+    clients: ClientPool,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    key: str | None,
+    sink: Sink,
+    *,
+    stream: bool,
+    relay: Callable[[Response, Sink], Awaitable[None]],
+    parse_whole: Callable[[bytes], list[StreamEvent]],
+) -> None:
+    """One upstream call: ``relay`` a stream, or emit the events of a whole answer."""
+    pending = clients.stream("POST", url, headers, body)
+    sink.abort_with(pending.abort)
+    async with pending as response:
+        if response.status != 200:
+            raise await status_error(response, key)
+        if stream and response.headers.get("content-type", "").startswith("text/event-stream"):
+            await relay(response, sink)
+            return
+        data = await response.read(MAX_COMPLETION_BODY)
+        if data is None:
+            raise UpstreamError("upstream answer is too large")
+        for event in parse_whole(data):
+            sink.emit(event)
+
+
+def request_headers(stream: bool, extra: dict[str, str]) -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "accept": "text/event-stream" if stream else "application/json",
+        # Undecoded bytes, cheap to relay.
+        "accept-encoding": "identity",
+        **extra,
+    }
+
+
+async def relay_events(
+    response: Response, sink: Sink, handle: Callable[[sse.Event], bool]
+) -> None:
+    """Feed each SSE event to ``handle`` (which emits into the sink) until it returns True
+    at the dialect's end marker. EOF before that marker is never a clean end."""
+    decoder = sse.Decoder()
+    async for block in response:
+        try:
+            events = decoder.feed(block)
+        except sse.SSEError:
+            raise UpstreamProtocolError("upstream sent an oversized event") from None
+        for event in events:
+            if handle(event):
+                await drain_after_end(response)
+                return
+        await sink.writable()
+    raise UpstreamError("upstream stream ended before it finished")
 
 
 async def drain_after_end(response: Response) -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 
 from gateway.canonical import ChatRequest
-from gateway.errors import UpstreamError, UpstreamProtocolError
-from gateway.providers.answers import MAX_COMPLETION_BODY, drain_after_end, status_error
+from gateway.providers import answers
 from gateway.providers.base import Sink, Target
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
@@ -29,46 +28,21 @@ class AnthropicProvider:
         self, request: ChatRequest, target: Target, sink: Sink, headers: dict[str, str]
     ) -> None:
         body = json.dumps(wire.upstream_body(request, target.model), ensure_ascii=False).encode()
-        out_headers = {
-            "content-type": "application/json",
-            "accept": "text/event-stream" if request.stream else "application/json",
-            "accept-encoding": "identity",
-            "anthropic-version": API_VERSION,
-            **headers,
-        }
         key = target.provider.api_key
-        if key:
-            out_headers["x-api-key"] = key
-        call = self._clients.stream("POST", f"{target.provider.base_url}/v1/messages",
-                                    out_headers, body)
-        sink.abort_with(call.abort)
-        async with call as response:
-            if response.status != 200:
-                raise await status_error(response, key)
-            streaming = response.headers.get("content-type", "").startswith("text/event-stream")
-            if request.stream and streaming:
-                await _relay_stream(response, sink)
-            else:
-                data = await response.read(MAX_COMPLETION_BODY)
-                if data is None:
-                    raise UpstreamError("upstream answer is too large")
-                for event in wire.parse_message(data):
-                    sink.emit(event)
+        extra = {**headers, "anthropic-version": API_VERSION, **({"x-api-key": key} if key else {})}
+        await answers.call(
+            self._clients, f"{target.provider.base_url}/v1/messages",
+            answers.request_headers(request.stream, extra), body, key, sink,
+            stream=request.stream, relay=_relay_stream, parse_whole=wire.parse_message,
+        )
 
 
 async def _relay_stream(response: Response, sink: Sink) -> None:
-    decoder = sse.Decoder()
     parser = wire.StreamParser()
-    async for block in response:
-        try:
-            events = decoder.feed(block)
-        except sse.SSEError:
-            raise UpstreamProtocolError("upstream sent an oversized event") from None
-        for event in events:
-            for item in parser.feed(event.event, event.data):
-                sink.emit(item)
-            if parser.done:
-                await drain_after_end(response)
-                return
-        await sink.writable()
-    raise UpstreamError("upstream stream ended before it finished")
+
+    def handle(event: sse.Event) -> bool:
+        for item in parser.feed(event.event, event.data):
+            sink.emit(item)
+        return parser.done
+
+    await answers.relay_events(response, sink, handle)

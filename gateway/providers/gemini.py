@@ -12,8 +12,8 @@ import json
 import re
 
 from gateway.canonical import ChatRequest
-from gateway.errors import RequestError, UpstreamError, UpstreamProtocolError
-from gateway.providers.answers import MAX_COMPLETION_BODY, drain_after_end, status_error
+from gateway.errors import RequestError
+from gateway.providers import answers
 from gateway.providers.base import Sink, Target
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
@@ -34,45 +34,21 @@ class GeminiProvider:
             raise RequestError("Invalid model specified", param="model")
         body = json.dumps(wire.upstream_body(request), ensure_ascii=False).encode()
         method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
-        out_headers = {
-            "content-type": "application/json",
-            "accept": "text/event-stream" if request.stream else "application/json",
-            "accept-encoding": "identity",
-            **headers,
-        }
         key = target.provider.api_key
-        if key:
-            out_headers["x-goog-api-key"] = key
-        url = f"{target.provider.base_url}/v1beta/models/{target.model}:{method}"
-        call = self._clients.stream("POST", url, out_headers, body)
-        sink.abort_with(call.abort)
-        async with call as response:
-            if response.status != 200:
-                raise await status_error(response, key)
-            streaming = response.headers.get("content-type", "").startswith("text/event-stream")
-            if request.stream and streaming:
-                await _relay_stream(response, sink)
-            else:
-                data = await response.read(MAX_COMPLETION_BODY)
-                if data is None:
-                    raise UpstreamError("upstream answer is too large")
-                for event in wire.parse_response(data):
-                    sink.emit(event)
+        extra = {**headers, **({"x-goog-api-key": key} if key else {})}
+        await answers.call(
+            self._clients, f"{target.provider.base_url}/v1beta/models/{target.model}:{method}",
+            answers.request_headers(request.stream, extra), body, key, sink,
+            stream=request.stream, relay=_relay_stream, parse_whole=wire.parse_response,
+        )
 
 
 async def _relay_stream(response: Response, sink: Sink) -> None:
-    decoder = sse.Decoder()
     parser = wire.StreamParser()
-    async for block in response:
-        try:
-            events = decoder.feed(block)
-        except sse.SSEError:
-            raise UpstreamProtocolError("upstream sent an oversized event") from None
-        for event in events:
-            for item in parser.feed(event.data):
-                sink.emit(item)
-            if parser.done:
-                await drain_after_end(response)
-                return
-        await sink.writable()
-    raise UpstreamError("upstream stream ended before it finished")
+
+    def handle(event: sse.Event) -> bool:
+        for item in parser.feed(event.data):
+            sink.emit(item)
+        return parser.done
+
+    await answers.relay_events(response, sink, handle)

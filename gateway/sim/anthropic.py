@@ -84,7 +84,7 @@ _MESSAGE_STOP: Final = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 _MALFORMED_EVENT: Final = b"event: content_block_delta\ndata: {not json\n\n"
 
 
-def error_body(status: int, message: str | None = None) -> dict[str, Any]:
+def _error_body(status: int, message: str | None = None) -> dict[str, Any]:
     fallback = ("api_error" if status >= 500 else "invalid_request_error", "Error.")
     kind, default = _ERRORS.get(status, fallback)
     text = f"{message or default} (simulated by arouter sim)"
@@ -95,7 +95,7 @@ def error(status: int, message: str | None = None, retry_after: int | None = Non
     headers: Headers = (("content-type", "application/json"),)
     if retry_after is not None:
         headers = (*headers, ("retry-after", str(retry_after)))
-    return Answer(status, dumps(error_body(status, message)), headers)
+    return Answer(status, dumps(_error_body(status, message)), headers)
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
@@ -158,7 +158,7 @@ class _Events:
         )
 
     def error_event(self) -> bytes:
-        return b"event: error\ndata: " + dumps(error_body(self.midstream_status)) + b"\n\n"
+        return b"event: error\ndata: " + dumps(_error_body(self.midstream_status)) + b"\n\n"
 
     def malformed_event(self) -> bytes:
         return _MALFORMED_EVENT

@@ -1,10 +1,10 @@
 """The contract between the fake upstream's HTTP core and the dialects it speaks.
 
 The server (``gateway.sim.server``) reads a request and asks the dialect that owns its path
-to ``read`` it into a ``Call`` and a way to render its answer; the play (``gateway.sim.play``)
-decides what happens and when: which tokens, at what times, how the answer ends. A dialect only
-says how each of those things looks on the wire in its own shape (``gateway.sim.openai``,
-``gateway.sim.anthropic``, ``gateway.sim.gemini``).
+to ``read`` it into a ``Call`` and a way to ``Render`` its answer. The play
+(``gateway.sim.play``) decides what happens and when: which tokens, at what times, how the
+answer ends. A dialect only says how each of those looks on the wire in its own shape
+(``gateway.sim.openai``, ``gateway.sim.anthropic``, ``gateway.sim.gemini``).
 
 Rules:
 - Pure: no I/O, no clock; request bodies are untrusted and a dialect answers anything it

@@ -79,9 +79,10 @@ _ARRAY_HEADERS: Final = (
 _JSON_HEADERS: Final = (("content-type", "application/json; charset=UTF-8"),)
 _MIDSTREAM_STATUS: Final = 500
 _MALFORMED: Final = b"{not json"
+_CANDIDATE_OPEN: Final = b'{"candidates":[{"content":{"parts":[{"text":'
 
 
-def error_body(
+def _error_body(
     status: int, message: str | None = None, retry_after: int | None = None
 ) -> dict[str, Any]:
     fallback = ("INTERNAL" if status >= 500 else "INVALID_ARGUMENT", "Error.")
@@ -100,7 +101,7 @@ def error_body(
 
 
 def error(status: int, message: str | None = None, retry_after: int | None = None) -> Answer:
-    return Answer(status, dumps(error_body(status, message, retry_after)), _JSON_HEADERS)
+    return Answer(status, dumps(_error_body(status, message, retry_after)), _JSON_HEADERS)
 
 
 @attrs.define
@@ -108,10 +109,8 @@ class _Chunks:
     """One request's answer as GenerateContentResponse chunks, framed as SSE events or as
     the elements of a JSON array; a token costs one escape and a join."""
 
-    sse: bool
+    sse: bool  # SSE events; otherwise the elements of one JSON array
     usage: bool  # usage is reported at all
-    prompt_tokens: int
-    candidate_open: bytes  # '{"candidates":[{"content":{"parts":[{"text":'
     token_close: bytes  # the rest of a token chunk, after its text
     ids: bytes  # ',"modelVersion":..,"responseId":..}'
     midstream_status: int = _MIDSTREAM_STATUS
@@ -125,8 +124,6 @@ class _Chunks:
         return cls(
             sse=sse,
             usage=usage,
-            prompt_tokens=prompt,
-            candidate_open=b'{"candidates":[{"content":{"parts":[{"text":',
             token_close=b'}],"role":"model"},"index":0}]'
             + (running.encode() if usage else b"") + ids,
             ids=ids,
@@ -149,7 +146,7 @@ class _Chunks:
     def _last(self, text: bytes, finish: Finish, usage: Usage) -> bytes:
         """The chunk that ends an answer; ``text`` is a JSON string literal."""
         chunk = (
-            self.candidate_open + text + b'}],"role":"model"},"finishReason":"'
+            _CANDIDATE_OPEN + text + b'}],"role":"model"},"finishReason":"'
             + _FINISH_REASONS[finish].encode() + b'","index":0}]'
         )
         if self.usage:
@@ -163,7 +160,7 @@ class _Chunks:
         return b""
 
     def token(self, text: str) -> bytes:
-        return self._frame(self.candidate_open + json_string(text) + self.token_close)
+        return self._frame(_CANDIDATE_OPEN + json_string(text) + self.token_close)
 
     def closing(self, finish: Finish, usage: Usage) -> bytes:
         # Like Gemini's own last chunk: an empty text part beside the finish reason and
@@ -171,7 +168,7 @@ class _Chunks:
         return self._frame(self._last(b'""', finish, usage)) + self._end()
 
     def error_event(self) -> bytes:
-        return self._frame(dumps(error_body(self.midstream_status))) + self._end()
+        return self._frame(dumps(_error_body(self.midstream_status))) + self._end()
 
     def malformed_event(self) -> bytes:
         return self._frame(_MALFORMED)

@@ -65,7 +65,7 @@ _MALFORMED_EVENT: Final = b"data: {not json\n\n"
 _MIDSTREAM_STATUS: Final = 500
 
 
-def error_body(status: int, message: str | None = None) -> dict[str, Any]:
+def _error_body(status: int, message: str | None = None) -> dict[str, Any]:
     kind, code, default = _ERRORS.get(status, ("server_error", None, "Error."))
     text = f"{message or default} (simulated by arouter sim)"
     return {"error": {"message": text, "type": kind, "param": None, "code": code}}
@@ -75,7 +75,7 @@ def error(status: int, message: str | None = None, retry_after: int | None = Non
     headers: Headers = (("content-type", "application/json"),)
     if retry_after is not None:
         headers = (*headers, ("retry-after", str(retry_after)))
-    return Answer(status, dumps(error_body(status, message)), headers)
+    return Answer(status, dumps(_error_body(status, message)), headers)
 
 
 def _usage(usage: Usage) -> dict[str, Any]:
@@ -138,7 +138,7 @@ class _Chunks:
         return out + _DONE
 
     def error_event(self) -> bytes:
-        return b"data: " + dumps(error_body(self.midstream_status)) + b"\n\n"
+        return b"data: " + dumps(_error_body(self.midstream_status)) + b"\n\n"
 
     def malformed_event(self) -> bytes:
         return _MALFORMED_EVENT
