@@ -273,3 +273,132 @@ async def test_gemini_model_listing(gw: Gw) -> None:
 
     names = await trio.to_thread.run_sync(listed)
     assert "models/gemini-lorem" in names and "models/sim/lorem" in names
+
+
+# -- A tool-call round trip: every client SDK, every upstream dialect ----------------------
+
+TOOL_PROMPT = "#sim scenario=tool_call tokens=3 tag={tag}\nWhat is the weather in Paris?"
+WEATHER_SCHEMA: Any = {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}
+PARIS = {"city": "Paris"}
+
+
+def _openai_tools(gw: Gw, model: str, tag: str, stream: bool) -> tuple[str, Any, str]:
+    """(tool name, arguments, text after the tool result)."""
+    tools: Any = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather for a city", "parameters": WEATHER_SCHEMA}}]
+    with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0) as client:
+        messages: Any = [{"role": "user", "content": TOOL_PROMPT.format(tag=tag)}]
+        if stream:
+            chunks = list(client.chat.completions.create(model=model, messages=messages,
+                                                         tools=tools, stream=True))
+            calls = [call for c in chunks if c.choices for call in c.choices[0].delta.tool_calls
+                     or ()]
+            finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+            assert finishes[-1] == "tool_calls", finishes
+            call_id, name = calls[0].id, calls[0].function and calls[0].function.name
+            arguments = "".join(c.function.arguments or "" for c in calls if c.function)
+        else:
+            answer = client.chat.completions.create(model=model, messages=messages, tools=tools)
+            assert answer.choices[0].finish_reason == "tool_calls"
+            [call] = answer.choices[0].message.tool_calls or []
+            assert call.type == "function"
+            call_id, name, arguments = call.id, call.function.name, call.function.arguments
+        assert call_id and name
+        messages += [
+            {"role": "assistant", "content": None, "tool_calls": [{
+                "id": call_id, "type": "function",
+                "function": {"name": name, "arguments": arguments}}]},
+            {"role": "tool", "tool_call_id": call_id, "content": "sunny, 21 C"},
+        ]
+        second = client.chat.completions.create(model=model, messages=messages, tools=tools)
+        assert second.choices[0].finish_reason == "stop"
+        return name, json.loads(arguments), second.choices[0].message.content or ""
+
+
+def _anthropic_tools(gw: Gw, model: str, tag: str, stream: bool) -> tuple[str, Any, str]:
+    tools: Any = [{"name": "get_weather", "description": "Weather for a city",
+                   "input_schema": WEATHER_SCHEMA}]
+    with anthropic.Anthropic(base_url=gw.url, api_key=gw.key, max_retries=0) as client:
+        messages: Any = [{"role": "user", "content": TOOL_PROMPT.format(tag=tag)}]
+        first: anthropic.types.Message
+        if stream:
+            with client.messages.stream(model=model, max_tokens=64, messages=messages,
+                                        tools=tools) as events:
+                first = events.get_final_message()
+        else:
+            first = client.messages.create(model=model, max_tokens=64, messages=messages,
+                                           tools=tools)
+        assert first.stop_reason == "tool_use", first
+        [block] = [b for b in first.content if b.type == "tool_use"]
+        assert block.id
+        messages += [
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": block.id, "content": "sunny, 21 C"}]},
+        ]
+        second = client.messages.create(model=model, max_tokens=64, messages=messages,
+                                        tools=tools)
+        assert second.stop_reason == "end_turn"
+        text = "".join(b.text for b in second.content if b.type == "text")
+        return block.name, block.input, text
+
+
+def _genai_tools(gw: Gw, model: str, tag: str, stream: bool) -> tuple[str, Any, str]:
+    from google.genai import types
+
+    client = genai.Client(api_key=gw.key, http_options={"base_url": gw.url})
+    config = types.GenerateContentConfig(
+        tools=[types.Tool(function_declarations=[types.FunctionDeclaration(
+            name="get_weather", description="Weather for a city",
+            parameters_json_schema=WEATHER_SCHEMA)])],
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+    )
+    contents: list[Any] = [
+        types.Content(role="user", parts=[types.Part(text=TOOL_PROMPT.format(tag=tag))])]
+    finish: types.FinishReason | None
+    if stream:
+        chunks = list(client.models.generate_content_stream(model=model, contents=contents,
+                                                            config=config))
+        calls = [call for chunk in chunks for call in chunk.function_calls or ()]
+        candidates = [c for chunk in chunks for c in chunk.candidates or ()]
+        finish = [c.finish_reason for c in candidates if c.finish_reason][-1]
+    else:
+        response = client.models.generate_content(model=model, contents=contents, config=config)
+        calls = response.function_calls or []
+        finish = response.candidates[0].finish_reason if response.candidates else None
+    assert finish == types.FinishReason.STOP
+    [call] = calls
+    assert call.name
+    contents += [
+        types.Content(role="model", parts=[types.Part(function_call=call)]),
+        types.Content(role="user", parts=[types.Part.from_function_response(
+            name=call.name, response={"result": "sunny, 21 C"})]),
+    ]
+    second = client.models.generate_content(model=model, contents=contents, config=config)
+    return call.name, call.args, second.text or ""
+
+
+TOOL_CLIENTS = {"openai": _openai_tools, "anthropic": _anthropic_tools, "genai": _genai_tools}
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+@pytest.mark.parametrize("upstream", list(UPSTREAMS))
+@pytest.mark.parametrize("client", list(TOOL_CLIENTS))
+async def test_tool_call_round_trip_through_every_upstream(
+    gw: Gw, sim: Sim, client: str, upstream: str, stream: bool
+) -> None:
+    """Turn 1 declares get_weather and gets a call to it; turn 2 returns the result in the
+    client's own dialect and gets the text."""
+    tag = f"tool-{client}-{upstream}-{stream}"
+    model = f"{UPSTREAMS[upstream]}/lorem"
+    name, arguments, text = await trio.to_thread.run_sync(
+        TOOL_CLIENTS[client], gw, model, tag, stream
+    )
+    assert (name, arguments) == ("get_weather", PARIS)
+    assert text.split() == WORDS[:3]
+    first, second = sim.records(tag)
+    assert first.dialect == second.dialect == upstream
+    assert first.outcome == second.outcome == "completed"
+    assert (first.stream, second.stream) == (stream, False)

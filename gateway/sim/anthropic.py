@@ -11,6 +11,10 @@ Rules:
   token), a ``content_block_delta``/``text_delta`` per token, then ``content_block_stop``,
   ``message_delta`` (``stop_reason`` ``end_turn`` or ``max_tokens``, the output tokens) and
   ``message_stop``. Hidden usage leaves out both ``usage`` objects.
+- A tool call (``tools`` declared, no ``tool_result`` block yet) is block 0 of type
+  ``tool_use`` (``toolu_...``, empty ``input``), an empty then one ``input_json_delta`` per
+  argument fragment, and ``stop_reason`` ``tool_use``. A user turn of tool results only is
+  no prompt: the directive is read from the last user turn with text.
 - Errors are ``{"type": "error", "error": {"type", "message"}}``; the mid-stream error is an
   ``event: error`` with ``overloaded_error``, Anthropic's usual mid-stream failure (529).
 """
@@ -18,6 +22,8 @@ Rules:
 from __future__ import annotations
 
 import functools
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -59,7 +65,9 @@ _ERRORS: Final[dict[int, tuple[str, str]]] = {
     503: ("api_error", "Service unavailable"),
     529: ("overloaded_error", "Overloaded"),
 }
-_STOP_REASONS: Final[dict[Finish, str]] = {"stop": "end_turn", "length": "max_tokens"}
+_STOP_REASONS: Final[dict[Finish, str]] = {
+    "stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"
+}
 _SSE_HEADERS: Final = (
     ("content-type", "text/event-stream; charset=utf-8"),
     ("cache-control", "no-cache"),
@@ -71,11 +79,16 @@ _TOKEN_OPEN: Final = (
     b'"delta":{"type":"text_delta","text":'
 )
 _TOKEN_CLOSE: Final = b"}}\n\n"
+_INPUT_OPEN: Final = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"input_json_delta","partial_json":'
+)
+_PING: Final = b'event: ping\ndata: {"type": "ping"}\n\n'
 _BLOCK_START: Final = (
     b"event: content_block_start\n"
     b'data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'
     b"\n\n"
-    b'event: ping\ndata: {"type": "ping"}\n\n'
+    + _PING
 )
 _BLOCK_STOP: Final = (
     b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
@@ -138,10 +151,13 @@ class _Events:
             message["usage"] = _usage(self.prompt_tokens, output)
         return message
 
-    def opening(self) -> bytes:
+    def _message_start(self) -> bytes:
         # As Anthropic does, message_start counts one output token before any is sent.
         start = {"type": "message_start", "message": self._message([], None, 1)}
-        return b"event: message_start\ndata: " + dumps(start) + b"\n\n" + _BLOCK_START
+        return b"event: message_start\ndata: " + dumps(start) + b"\n\n"
+
+    def opening(self) -> bytes:
+        return self._message_start() + _BLOCK_START
 
     def token(self, text: str) -> bytes:
         return _TOKEN_OPEN + json_string(text) + _TOKEN_CLOSE
@@ -167,8 +183,40 @@ class _Events:
         content = [{"type": "text", "text": text}]
         return Answer(200, dumps(self._message(content, _STOP_REASONS[finish], usage.completion)))
 
+    @property
+    def _tool_use_id(self) -> str:
+        return "toolu_" + self.message_id.removeprefix("msg_")
+
+    def tool_stream(self, name: str, fragments: Sequence[str], usage: Usage) -> list[bytes]:
+        # As Anthropic streams a call: a tool_use block with an empty input, an empty
+        # input_json_delta, one per fragment, then the usual ends with stop_reason tool_use.
+        block = {"type": "content_block_start", "index": 0, "content_block": {
+            "type": "tool_use", "id": self._tool_use_id, "name": name, "input": {}}}
+        start = (
+            self._message_start() + b"event: content_block_start\ndata: " + dumps(block)
+            + b"\n\n" + _PING + _INPUT_OPEN + b'""' + _TOKEN_CLOSE
+        )
+        pieces = [_INPUT_OPEN + json_string(part) + _TOKEN_CLOSE for part in fragments] or [b""]
+        pieces[0] = start + pieces[0]
+        pieces[-1] += self.closing("tool_calls", usage)
+        return pieces
+
+    def tool_whole(self, name: str, fragments: Sequence[str], usage: Usage) -> Answer:
+        content = [{"type": "tool_use", "id": self._tool_use_id, "name": name,
+                    "input": json.loads("".join(fragments))}]
+        message = self._message(content, _STOP_REASONS["tool_calls"], usage.completion)
+        return Answer(200, dumps(message))
+
     def error(self, status: int, retry_after: int | None = None) -> Answer:
         return error(status, None, retry_after)
+
+
+def _tool_results(message: Mapping[str, Any]) -> bool:
+    """Whether a message carries a tool_result block."""
+    content = message.get("content")
+    return isinstance(content, list) and any(
+        isinstance(block, dict) and block.get("type") == "tool_result" for block in content
+    )
 
 
 def _credential(request: Request) -> str | None:
@@ -198,7 +246,13 @@ def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
     system = data.get("system")
     if not isinstance(system, str | list | None):
         raise BadRequest("system: Input should be a valid string or list of text blocks")
-    users = [m for m in messages if m.get("role") == "user"]
+    tools = data.get("tools")
+    if not isinstance(tools, list | None):
+        raise BadRequest("tools: Input should be a valid list")
+    # A turn that only returns tool results carries no prompt: the directive stays in the
+    # user's message that asked for the call.
+    users = [m for m in messages if m.get("role") == "user"
+             and (text_of(m.get("content")) or not _tool_results(m))]
     prompt = text_of(users[-1].get("content")) if users else ""
     everything = text_of(system) + "".join(text_of(m.get("content")) for m in messages)
     call = Call(
@@ -208,6 +262,9 @@ def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
         prompt=prompt,
         prompt_tokens=prompt_tokens(everything),
         plan=plan_of(prompt, defaults),
+        tools=tuple(t["name"] for t in tools or ()
+                    if isinstance(t, dict) and isinstance(t.get("name"), str)),
+        tool_result=any(_tool_results(m) for m in messages if m.get("role") == "user"),
     )
     return call, functools.partial(_Events.render, model, call.prompt_tokens)
 

@@ -48,8 +48,9 @@ __all__ = [
 ]
 
 DialectName = Literal["openai", "anthropic", "gemini"]
-# Why the tokens stopped, before a dialect names it (stop/end_turn/STOP, length/max_tokens/...).
-Finish = Literal["stop", "length"]
+# Why the tokens stopped, before a dialect names it (stop/end_turn/STOP, length/max_tokens/...,
+# tool_calls/tool_use/STOP).
+Finish = Literal["stop", "length", "tool_calls"]
 Headers = Sequence[tuple[str, str]]
 
 # The body of a 200 that is not JSON: the same broken bytes in every dialect.
@@ -84,6 +85,8 @@ class Call:
     prompt: str  # the last user message: the directive's home and what ``echo`` repeats
     prompt_tokens: int
     plan: Plan
+    tools: tuple[str, ...] = ()  # the names of the declared tools (functions), in order
+    tool_result: bool = False  # the conversation already holds a tool's result
 
 
 @attrs.frozen
@@ -118,7 +121,8 @@ class Rendering(Protocol):
     """How one request's answer looks in its dialect. The play calls these in order:
     ``opening`` (sent with the first token, or with the closing if there is none), ``token``
     per token, then one of ``closing``, ``error_event`` or ``malformed_event``; or, for a
-    request that does not stream, ``whole`` or ``error``."""
+    request that does not stream, ``whole`` or ``error``. A tool call instead of text is
+    ``tool_stream`` or ``tool_whole``."""
 
     @property
     def stream_headers(self) -> Headers: ...
@@ -146,6 +150,16 @@ class Rendering(Protocol):
         ...
 
     def whole(self, text: str, finish: Finish, usage: Usage) -> Answer: ...
+
+    def tool_stream(self, name: str, fragments: Sequence[str], usage: Usage) -> list[bytes]:
+        """A whole stream that calls tool ``name`` with the arguments whose JSON text is the
+        concatenation of ``fragments``: its pieces in the order they are sent (the first
+        carries the opening, the last ends the stream)."""
+        ...
+
+    def tool_whole(self, name: str, fragments: Sequence[str], usage: Usage) -> Answer:
+        """A non-streamed answer that calls tool ``name`` (arguments as in ``tool_stream``)."""
+        ...
 
     def error(self, status: int, retry_after: int | None = None) -> Answer: ...
 

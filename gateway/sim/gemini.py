@@ -14,6 +14,10 @@ Rules:
   count until the last chunk, which adds ``candidatesTokenCount`` beside its
   ``finishReason``, ``STOP`` or ``MAX_TOKENS``). Hidden usage leaves out every
   ``usageMetadata``.
+- A function call (``tools[].functionDeclarations`` declared, no ``functionResponse`` part
+  yet) is one ``functionCall`` part ``{name, args}`` in the last chunk, finish reason
+  ``STOP``: Gemini streams no argument fragments. A turn of function responses only is no
+  prompt: the directive is read from the last user turn with text.
 - Errors are ``{"error": {"code", "message", "status"}}`` with Google's status names; a
   retry delay goes in a ``google.rpc.RetryInfo`` detail, not a Retry-After header. The
   mid-stream error is such an object as a chunk (500 ``INTERNAL``), then the end.
@@ -22,7 +26,8 @@ Rules:
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qs
 
@@ -67,7 +72,10 @@ _ERRORS: Final[dict[int, tuple[str, str]]] = {
     504: ("DEADLINE_EXCEEDED", "Deadline exceeded."),
     529: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
 }
-_FINISH_REASONS: Final[dict[Finish, str]] = {"stop": "STOP", "length": "MAX_TOKENS"}
+# Gemini ends a function call with STOP: it has no finish reason of its own.
+_FINISH_REASONS: Final[dict[Finish, str]] = {
+    "stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"
+}
 _SSE_HEADERS: Final = (
     ("content-type", "text/event-stream"),
     ("transfer-encoding", "chunked"),
@@ -79,7 +87,8 @@ _ARRAY_HEADERS: Final = (
 _JSON_HEADERS: Final = (("content-type", "application/json; charset=UTF-8"),)
 _MIDSTREAM_STATUS: Final = 500
 _MALFORMED: Final = b"{not json"
-_CANDIDATE_OPEN: Final = b'{"candidates":[{"content":{"parts":[{"text":'
+_PARTS_OPEN: Final = b'{"candidates":[{"content":{"parts":['
+_CANDIDATE_OPEN: Final = _PARTS_OPEN + b'{"text":'
 
 
 def _error_body(
@@ -143,10 +152,10 @@ class _Chunks:
     def _end(self) -> bytes:
         return b"" if self.sse else b"]"
 
-    def _last(self, text: bytes, finish: Finish, usage: Usage) -> bytes:
-        """The chunk that ends an answer; ``text`` is a JSON string literal."""
+    def _last(self, part: bytes, finish: Finish, usage: Usage) -> bytes:
+        """The chunk that ends an answer; ``part`` is its one part as a JSON object."""
         chunk = (
-            _CANDIDATE_OPEN + text + b'}],"role":"model"},"finishReason":"'
+            _PARTS_OPEN + part + b'],"role":"model"},"finishReason":"'
             + _FINISH_REASONS[finish].encode() + b'","index":0}]'
         )
         if self.usage:
@@ -165,7 +174,7 @@ class _Chunks:
     def closing(self, finish: Finish, usage: Usage) -> bytes:
         # Like Gemini's own last chunk: an empty text part beside the finish reason and
         # the full usage.
-        return self._frame(self._last(b'""', finish, usage)) + self._end()
+        return self._frame(self._last(b'{"text":""}', finish, usage)) + self._end()
 
     def error_event(self) -> bytes:
         return self._frame(dumps(_error_body(self.midstream_status))) + self._end()
@@ -174,7 +183,21 @@ class _Chunks:
         return self._frame(_MALFORMED)
 
     def whole(self, text: str, finish: Finish, usage: Usage) -> Answer:
-        return Answer(200, self._last(dumps(text), finish, usage), _JSON_HEADERS)
+        return Answer(200, self._last(dumps({"text": text}), finish, usage), _JSON_HEADERS)
+
+    @staticmethod
+    def _function_call(name: str, fragments: Sequence[str]) -> bytes:
+        return dumps({"functionCall": {"name": name, "args": json.loads("".join(fragments))}})
+
+    def tool_stream(self, name: str, fragments: Sequence[str], usage: Usage) -> list[bytes]:
+        # Gemini streams no argument fragments: the whole functionCall comes in one chunk,
+        # beside the finish reason and the full usage.
+        part = self._function_call(name, fragments)
+        return [self._frame(self._last(part, "tool_calls", usage)) + self._end()]
+
+    def tool_whole(self, name: str, fragments: Sequence[str], usage: Usage) -> Answer:
+        part = self._function_call(name, fragments)
+        return Answer(200, self._last(part, "tool_calls", usage), _JSON_HEADERS)
 
     def error(self, status: int, retry_after: int | None = None) -> Answer:
         return error(status, None, retry_after)
@@ -217,6 +240,33 @@ def _config(data: Mapping[str, object]) -> int | None:
     return limit
 
 
+def _declared(data: Mapping[str, object]) -> tuple[str, ...]:
+    """The names of the declared functions (REST takes camelCase and snake_case alike)."""
+    tools = data.get("tools")
+    if tools is None:
+        return ()
+    if not isinstance(tools, list):
+        raise BadRequest("Invalid value at 'tools': expected a list.")
+    names: list[str] = []
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        functions = tool.get("functionDeclarations", tool.get("function_declarations"))
+        if isinstance(functions, list):
+            names += [f["name"] for f in functions
+                      if isinstance(f, dict) and isinstance(f.get("name"), str)]
+    return tuple(names)
+
+
+def _responses(content: Mapping[str, Any]) -> bool:
+    """Whether a content entry carries a function's response."""
+    parts = content.get("parts")
+    return isinstance(parts, list) and any(
+        isinstance(part, dict) and ("functionResponse" in part or "function_response" in part)
+        for part in parts
+    )
+
+
 def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
     model, stream = _method(request.path)
     data = json_object(
@@ -230,7 +280,10 @@ def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
     if not all(isinstance(c, dict) for c in contents):
         raise BadRequest("Invalid value at 'contents': expected objects.")
     max_tokens = _config(data)
-    users = [c for c in contents if c.get("role", "user") == "user"]
+    # A turn that only returns function responses carries no prompt: the directive stays in
+    # the user's message that asked for the call.
+    users = [c for c in contents if c.get("role", "user") == "user"
+             and (text_of(c.get("parts")) or not _responses(c))]
     prompt = text_of(users[-1].get("parts")) if users else ""
     system = data.get("systemInstruction", data.get("system_instruction"))
     system_text = text_of(system.get("parts")) if isinstance(system, dict) else ""
@@ -242,6 +295,8 @@ def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
         prompt=prompt,
         prompt_tokens=prompt_tokens(everything),
         plan=plan_of(prompt, defaults),
+        tools=_declared(data),
+        tool_result=any(_responses(c) for c in contents),
     )
     sse = "sse" in parse_qs(request.query).get("alt", [])
     return call, functools.partial(_Chunks.render, model, sse, call.prompt_tokens)

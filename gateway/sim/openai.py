@@ -5,7 +5,10 @@ Rules:
 - Shapes as OpenAI sends them: the role chunk goes with the first token, the finish chunk
   has an empty delta, a usage chunk (``"choices":[]``) comes only when the request asked
   for ``stream_options.include_usage`` (and then every other chunk says ``"usage":null``),
-  and ``data: [DONE]`` ends a complete stream. Errors are
+  and ``data: [DONE]`` ends a complete stream. A tool call (``tools``, or the deprecated
+  ``functions``, declared; no ``tool`` message yet) is a role chunk naming the
+  ``call_...`` with empty arguments, a chunk per argument fragment and finish reason
+  ``tool_calls``. Errors are
   ``{"error": {"message", "type", "param", "code"}}``; the mid-stream error is a
   ``data: {"error": ...}`` event of a 500 ``server_error``.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 
 import attrs
@@ -54,7 +58,9 @@ _ERRORS: Final[dict[int, tuple[str, str | None, str]]] = {
     503: ("server_error", None, "The engine is currently overloaded, please try again later."),
     529: ("server_error", None, "The server is overloaded, please try again later."),
 }
-_FINISH: Final[dict[Finish, str]] = {"stop": "stop", "length": "length"}
+_FINISH: Final[dict[Finish, str]] = {
+    "stop": "stop", "length": "length", "tool_calls": "tool_calls"
+}
 _SSE_HEADERS: Final = (
     ("content-type", "text/event-stream"),
     ("cache-control", "no-cache"),
@@ -144,20 +150,50 @@ class _Chunks:
         return _MALFORMED_EVENT
 
     def whole(self, text: str, finish: Finish, usage: Usage) -> Answer:
+        return self._whole({"role": "assistant", "content": text}, finish, usage)
+
+    def _whole(self, message: dict[str, Any], finish: Finish, usage: Usage) -> Answer:
         body: dict[str, Any] = {
             "id": self.completion_id,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": _FINISH[finish],
-            }],
+            "choices": [{"index": 0, "message": message, "finish_reason": _FINISH[finish]}],
         }
         if self.usage:
             body["usage"] = _usage(usage)
         return Answer(200, dumps(body))
+
+    @property
+    def _tool_call_id(self) -> str:
+        return "call_" + self.completion_id.removeprefix("chatcmpl-")
+
+    def _tool_delta(self, delta: dict[str, Any]) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": None}
+        return self.head + b'"choices":' + dumps([choice]) + self.tail
+
+    def tool_stream(self, name: str, fragments: Sequence[str], usage: Usage) -> list[bytes]:
+        # As OpenAI streams a call: the role chunk names the call with empty arguments,
+        # then one chunk per argument fragment, then the finish chunk.
+        start = self._tool_delta({
+            "role": "assistant", "content": None, "tool_calls": [{
+                "index": 0, "id": self._tool_call_id, "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }],
+        })
+        pieces = [
+            self._tool_delta({"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
+            for part in fragments
+        ] or [b""]
+        pieces[0] = start + pieces[0]
+        pieces[-1] += self.closing("tool_calls", usage)
+        return pieces
+
+    def tool_whole(self, name: str, fragments: Sequence[str], usage: Usage) -> Answer:
+        call = {"id": self._tool_call_id, "type": "function",
+                "function": {"name": name, "arguments": "".join(fragments)}}
+        message = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
+        return self._whole(message, "tool_calls", usage)
 
     def error(self, status: int, retry_after: int | None = None) -> Answer:
         return error(status, None, retry_after)
@@ -184,6 +220,12 @@ def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
         raise BadRequest("'stream', 'stream_options' or 'max_tokens' has the wrong type.")
     users = [m for m in messages if m.get("role") == "user"]
     prompt = text_of(users[-1].get("content")) if users else ""
+    tools = data.get("tools")
+    functions = data.get("functions")  # the deprecated form of tools
+    if not isinstance(tools, list | None) or not isinstance(functions, list | None):
+        raise BadRequest("'tools' and 'functions' must be lists.")
+    declared = [t.get("function") for t in tools or () if isinstance(t, dict)]
+    declared += functions or []
     given = [limit for limit in limits if isinstance(limit, int)]
     call = Call(
         model=model,
@@ -192,6 +234,9 @@ def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
         prompt=prompt,
         prompt_tokens=prompt_tokens("".join(text_of(m.get("content")) for m in messages)),
         plan=plan_of(prompt, defaults),
+        tools=tuple(f["name"] for f in declared
+                    if isinstance(f, dict) and isinstance(f.get("name"), str)),
+        tool_result=any(m.get("role") in ("tool", "function") for m in messages),
     )
     include_usage = bool(options and options.get("include_usage") is True)
     return call, functools.partial(_Chunks.render, model, include_usage)

@@ -19,6 +19,10 @@ Non-streaming requests play the same scenarios: the answer comes when the stream
 have ended; ``stall``/``cut``/``reset`` send the headers and half the body first; a
 mid-stream error becomes the dialect's error status and ``malformed``/``invalid_json`` a
 200 that is not JSON.
+
+A scenario with ``tool_arguments`` answers a request that declares a tool, and holds no tool
+result yet, with a call to its first tool instead of text: the dialect renders the pieces of
+that stream (argument fragments where the dialect streams them), sent at the token slots.
 """
 
 from __future__ import annotations
@@ -101,7 +105,46 @@ class Exchange:
                 self.rendering.error(self.scenario.status, self.call.plan.retry_after),
                 "error_status",
             )
+        fragments = self._tool_arguments()
+        if fragments is not None:
+            return await (
+                self._play_tool_stream(fragments) if self.call.stream
+                else self._play_tool_whole(fragments)
+            )
         return await (self._play_stream() if self.call.stream else self._play_whole())
+
+    def _tool_arguments(self) -> tuple[str, ...] | None:
+        """The argument fragments of the tool call to make instead of text, if any: the
+        scenario makes one while the request declares a tool and holds no tool result."""
+        fragments, call = self.scenario.tool_arguments, self.call
+        if fragments is None or not call.tools or call.tool_result:
+            return None
+        return fragments
+
+    async def _play_tool_stream(self, fragments: tuple[str, ...]) -> Disposition:
+        """A call to the first declared tool, its pieces due like tokens."""
+        record, rendering = self.record, self.rendering
+        await self._send_head(200, rendering.stream_headers)
+        pieces = rendering.tool_stream(self.call.tools[0], fragments, self._usage(len(fragments)))
+        for i, piece in enumerate(pieces):
+            due = self._slot(i)
+            if due > trio.current_time():
+                await trio.sleep_until(due)
+            if record.first_token_at is None:
+                record.first_token_at = time.monotonic()
+            last = i == len(pieces) - 1
+            if last:
+                record.tokens_sent = len(fragments)
+            await self._send_body(piece, end_with="completed" if last else None)
+        return "keep"
+
+    async def _play_tool_whole(self, fragments: tuple[str, ...]) -> Disposition:
+        await trio.sleep_until(self._slot(max(len(fragments) - 1, 0)))
+        answer = self.rendering.tool_whole(
+            self.call.tools[0], fragments, self._usage(len(fragments))
+        )
+        self.record.tokens_sent = len(fragments)
+        return await self._send_answer(answer, "completed")
 
     async def _play_stream(self) -> Disposition:
         record, call, rendering = self.record, self.call, self.rendering

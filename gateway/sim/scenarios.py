@@ -90,6 +90,10 @@ class Scenario:
     byte_split: bool = False  # write the response one byte per socket send
     first_token_delay: float | None = None  # seconds, when the plan does not set a delay
     retry_after: int | None = None  # seconds, when the plan does not set one
+    # A call to the request's first declared tool, with these argument fragments (their
+    # concatenation is the arguments' JSON), in place of the text: while the request
+    # declares a tool and its conversation holds no tool result yet. Otherwise the text.
+    tool_arguments: tuple[str, ...] | None = None
 
 
 def _table(*rows: Scenario) -> Mapping[str, Scenario]:
@@ -128,6 +132,9 @@ SCENARIOS: Final[Mapping[str, Scenario]] = _table(
              stop_after=0.0, ending="malformed"),
     Scenario("byte_split", "a normal completion written one byte per socket send",
              byte_split=True),
+    Scenario("tool_call", 'a call to the first declared tool with {"city": "Paris"} (streamed in '
+             "two argument fragments), or the text once a tool result is in the conversation",
+             tool_arguments=('{"city": ', '"Paris"}')),
 )
 
 

@@ -864,14 +864,17 @@ def _load(data: str | bytes, what: str) -> dict[str, Any]:
 class StreamParser:
     """Turns the chunks of one upstream ``streamGenerateContent`` answer into events.
 
-    Function calls are numbered across the whole answer. Usage is reported once the answer
-    has finished (Gemini repeats growing counts in every chunk; the last one wins).
+    Function calls are numbered across the whole answer. Their ids are the upstream's own
+    when it sends them, else built from the answer's ``responseId`` and the call's number,
+    so calls of different turns never share an id. Usage is reported once the answer has
+    finished (Gemini repeats growing counts in every chunk; the last one wins).
     """
 
     def __init__(self) -> None:
         self.done = False
         self.usage: Usage | None = None
         self._calls = 0
+        self._response_id = ""
 
     def feed(self, data: str) -> list[StreamEvent]:
         """Events in one upstream chunk (an SSE ``data`` payload)."""
@@ -882,6 +885,9 @@ class StreamParser:
             raise upstream_error(chunk["error"])
         out: list[StreamEvent] = []
         was_done = self.done
+        response_id = chunk.get("responseId")
+        if isinstance(response_id, str) and response_id.isascii() and response_id.isprintable():
+            self._response_id = response_id[:64]
         if chunk.get("usageMetadata") is not None:
             self.usage = _usage(chunk["usageMetadata"])
         candidates = chunk.get("candidates")
@@ -946,7 +952,14 @@ class StreamParser:
                 raise UpstreamProtocolError("upstream functionCall args are too deep") from None
             index = self._calls
             self._calls += 1
-            out.append(ToolCallDelta(index=index, id=f"call_{index}",
+            given = call.get("id")
+            if isinstance(given, str) and given.isascii() and given.isprintable() and given:
+                call_id = given[:64]
+            else:
+                call_id = f"call_{self._response_id}_{index}" if self._response_id else (
+                    f"call_{index}"
+                )
+            out.append(ToolCallDelta(index=index, id=call_id,
                                      name=without_surrogates(call["name"]),
                                      arguments=arguments))
 

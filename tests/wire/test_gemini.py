@@ -1078,9 +1078,10 @@ def test_a_whole_answer_gives_the_same_events_as_a_stream() -> None:
             "finishReason": "STOP", "index": 0}],
         "usageMetadata": USAGE, "modelVersion": "gemini-2.5-flash", "responseId": "abc",
     }).encode()
+    # Call ids come from the answer's responseId: another turn's calls get others.
     assert parse_response(data) == [
         ReasoningDelta("plan"), TextDelta("Hi"),
-        ToolCallDelta(index=0, id="call_0", name="f", arguments='{"a":1}'),
+        ToolCallDelta(index=0, id="call_abc_0", name="f", arguments='{"a":1}'),
         Finish("tool_calls"), UsageReport(Usage(10, 26, 4, 6)),
     ]
 
@@ -1374,7 +1375,7 @@ def test_the_parser_reads_back_what_the_encoder_wrote(
             events.append(ToolCallDelta(index=calls, id=f"up_{calls}", name=name,
                                         arguments=pieces[0]))
             events.extend(ToolCallDelta(index=calls, arguments=p) for p in pieces[1:])
-            expected.append(ToolCallDelta(index=calls, id=f"call_{calls}", name=name,
+            expected.append(ToolCallDelta(index=calls, id=f"call_gen-1_{calls}", name=name,
                                           arguments=text))
             calls += 1
     usage = Usage(prompt_tokens=11, completion_tokens=7, cached_tokens=2, reasoning_tokens=3)
@@ -1445,7 +1446,7 @@ def test_a_rendered_response_parses_back_to_its_events() -> None:
                                usage=Usage(3, 4, 1, 2))
     assert parse_response(rendered) == [
         ReasoningDelta("plan"), TextDelta("Hi"),
-        ToolCallDelta(index=0, id="call_0", name="f", arguments='{"a":1}'),
+        ToolCallDelta(index=0, id="call_g_0", name="f", arguments='{"a":1}'),
         Finish("tool_calls"), UsageReport(Usage(3, 4, 1, 2)),
     ]
 
@@ -1625,3 +1626,18 @@ def test_google_generativeai_streams_the_json_array() -> None:
                                                        ("now", {})]
     assert response.usage_metadata.prompt_token_count == 12
     assert response.usage_metadata.candidates_token_count == 20
+
+
+def test_upstream_call_ids_are_kept_or_unique_per_answer() -> None:
+    def answer(response_id: str, part: dict[str, Any]) -> bytes:
+        return json.dumps({"candidates": [{"content": {"role": "model", "parts": [part]},
+                                           "finishReason": "STOP", "index": 0}],
+                           "responseId": response_id}).encode()
+
+    given = {"functionCall": {"name": "f", "args": {}, "id": "fc-123"}}
+    bare = {"functionCall": {"name": "f", "args": {}}}
+    assert parse_response(answer("r1", given))[0] == ToolCallDelta(
+        index=0, id="fc-123", name="f", arguments="{}")
+    first, second = parse_response(answer("r1", bare))[0], parse_response(answer("r2", bare))[0]
+    assert isinstance(first, ToolCallDelta) and isinstance(second, ToolCallDelta)
+    assert first.id != second.id
