@@ -324,3 +324,12 @@ def test_missing_file_named_by_arouter_config_is_a_config_error(tmp_path: Path) 
 def test_port_above_65535_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"server\.port"):
         load_text(tmp_path, "[server]\nport = 70000\n")
+
+
+def test_the_shipped_example_config_loads() -> None:
+    example = Path(__file__).resolve().parent.parent / "deploy" / "arouter.example.toml"
+    config = load(example, {})
+    assert {"local-vllm", "claude", "google", "sim"} <= set(config.providers)
+    assert config.providers["claude"].dialect == "anthropic"
+    assert config.models["gemini-flash"].provider == "google"
+    assert config.deadlines.client_stall == 60
