@@ -19,6 +19,7 @@ from gateway.asgi import Scope, header_values
 from gateway.canonical import ChatRequest, FinishReason, ToolCall, Usage
 from gateway.errors import AuthenticationError, GatewayError
 from gateway.keys import parse_bearer, parse_key
+from gateway.transcript import estimate_prompt_tokens
 from gateway.wire import anthropic, gemini, openai
 from gateway.wire.encoder import Encoder
 
@@ -106,7 +107,7 @@ ANTHROPIC = ClientDialect(
     credentials=api_key_header(b"x-api-key"),
     parse=lambda body, call: anthropic.parse_request(body),
     encoder=lambda generation_id, request, call: anthropic.StreamEncoder(
-        generation_id, request.model
+        generation_id, request.model, estimate_prompt_tokens(request)
     ),
     render=_anthropic_render,
     error_body=anthropic.error_body,

@@ -402,3 +402,21 @@ async def test_tool_call_round_trip_through_every_upstream(
     assert first.dialect == second.dialect == upstream
     assert first.outcome == second.outcome == "completed"
     assert (first.stream, second.stream) == (stream, False)
+
+
+async def test_anthropic_message_start_reports_the_prompt_size(gw: Gw) -> None:
+    """Anthropic clients read the prompt's size from message_start (an estimate there; the
+    provider's own count arrives in message_delta)."""
+    import httpx
+
+    from gateway.wire import sse
+
+    body = {"model": "fake/lorem", "max_tokens": 20, "stream": True,
+            "messages": [{"role": "user", "content": "#sim tokens=2\n" + "word " * 40}]}
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{gw.url}/v1/messages", json=body,
+                                     headers={"x-api-key": gw.key})
+    events = {e.event: json.loads(e.data) for e in sse.Decoder().feed(response.content)}
+    estimated = events["message_start"]["message"]["usage"]["input_tokens"]
+    reported = events["message_delta"]["usage"]["input_tokens"]
+    assert estimated > 40 and reported > 40

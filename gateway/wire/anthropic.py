@@ -804,9 +804,13 @@ class StreamEncoder:
     keepalive: bytes = b'event: ping\ndata: {"type": "ping"}\n\n'
     splices: str | None = None  # no passthrough yet: every upstream event is re-encoded
 
-    def __init__(self, generation_id: str, model: str) -> None:
+    def __init__(self, generation_id: str, model: str, input_tokens: int = 0) -> None:
         self._generation_id = generation_id
         self._model = model
+        # Anthropic reports the prompt's size in message_start, before any output; the
+        # relay only learns the provider's count at the end (message_delta carries it), so
+        # this is the caller's estimate.
+        self._input_tokens = input_tokens
         self._started = False
         self._open: str | None = None  # the open block's type
         self._index = -1  # the open (or last) block's index
@@ -820,7 +824,7 @@ class StreamEncoder:
         message: dict[str, Any] = {
             "id": self._generation_id, "type": "message", "role": "assistant",
             "model": self._model, "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": {"input_tokens": self._input_tokens, "output_tokens": 0},
         }
         return _sse("message_start", {"type": "message_start", "message": message})
 
