@@ -1,13 +1,14 @@
-"""The Anthropic Messages dialect, both directions, sans-I/O.
+"""The Anthropic Messages dialect, client side, sans-I/O.
 
-Client side: ``parse_request`` turns an untrusted ``POST /v1/messages`` body into a
-``ChatRequest``; ``StreamEncoder`` renders stream events as Anthropic's SSE sequence
-(``message_start``, ``content_block_start``/``_delta``/``_stop`` per block, ``message_delta``,
-``message_stop``); ``render_message`` renders a non-streaming ``Message``; ``error_body``
-renders Anthropic's error body.
+``parse_request`` turns an untrusted ``POST /v1/messages`` body into a ``ChatRequest``;
+``StreamEncoder`` renders stream events as Anthropic's SSE sequence (``message_start``,
+``content_block_start``/``_delta``/``_stop`` per block, ``message_delta``, ``message_stop``);
+``render_message`` renders a non-streaming ``Message``; ``error_body`` renders Anthropic's
+error body.
 
-Upstream side: ``upstream_body`` builds the body sent to an Anthropic upstream;
-``StreamParser`` and ``parse_message`` turn its answers back into canonical events.
+The upstream side (``upstream_body``, ``StreamParser``, ``parse_message``,
+``upstream_error``) lives in ``wire.anthropic_upstream`` and is re-exported here, so the
+whole dialect is importable from this module.
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
@@ -17,15 +18,12 @@ Rules:
 - What the canonical model cannot hold is dropped knowingly: thinking blocks in the
   history, ``cache_control`` and ``citations`` on blocks, a tool result's ``is_error``.
 - Every SSE event we send has an ``event:`` line: the SDKs skip events without one.
-- Upstream bodies are untrusted too: anything malformed raises ``UpstreamProtocolError``,
-  and an upstream error names only a known error type, never the provider's text.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
-from typing import Any, TypeGuard
+from typing import Any
 
 from gateway.canonical import (
     ChatRequest,
@@ -42,19 +40,21 @@ from gateway.canonical import (
     ToolCall,
     ToolCallDelta,
     Usage,
-    UsageReport,
 )
-from gateway.errors import (
-    GatewayError,
-    RequestError,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamStatusError,
-)
-from gateway.wire.jsonbody import without_surrogates
+from gateway.errors import GatewayError, RequestError
+from gateway.wire.anthropic_common import ERROR_TYPES as ERROR_TYPES
+from gateway.wire.anthropic_common import _arguments, _dumps, _is_int
+from gateway.wire.anthropic_upstream import COUNTS as COUNTS
+from gateway.wire.anthropic_upstream import DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS
+from gateway.wire.anthropic_upstream import FINISH_REASONS as FINISH_REASONS
+from gateway.wire.anthropic_upstream import UPSTREAM_ERROR_STATUS as UPSTREAM_ERROR_STATUS
+from gateway.wire.anthropic_upstream import UPSTREAM_ERROR_TYPES as UPSTREAM_ERROR_TYPES
+from gateway.wire.anthropic_upstream import StreamParser as StreamParser
+from gateway.wire.anthropic_upstream import parse_message as parse_message
+from gateway.wire.anthropic_upstream import upstream_body as upstream_body
+from gateway.wire.anthropic_upstream import upstream_error as upstream_error
 from gateway.wire.openai import MAX_TOKENS_LIMIT
 
-DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; other dialects may leave it unset
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 STOP_REASONS: dict[FinishReason, str] = {
     "stop": "end_turn",
@@ -63,53 +63,14 @@ STOP_REASONS: dict[FinishReason, str] = {
     "content_filter": "refusal",
     "error": "end_turn",  # never a clean finish in practice: errors end with an error event
 }
-FINISH_REASONS: dict[str, FinishReason] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
-# Anthropic's error types by HTTP status (docs "HTTP errors"; 502/504/503 as the SDK names
-# them). Another 4xx is an invalid_request_error, another 5xx an api_error.
-ERROR_TYPES: dict[int, str] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "request_too_large",
-    415: "invalid_request_error",
-    429: "rate_limit_error",
-    500: "api_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
-# Error types that may be named to the client: known words, never provider free text.
-UPSTREAM_ERROR_TYPES = frozenset({*ERROR_TYPES.values(), "conflict_error"})
-# In-band errors that mean what these statuses mean, so retry and fallback treat them alike.
-UPSTREAM_ERROR_STATUS = {"overloaded_error": 529, "rate_limit_error": 429}
 
 
 def _fail(message: str, param: str) -> RequestError:
     return RequestError(f"{param}: {message}", param=param)
 
 
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -432,325 +393,6 @@ def parse_request(body: Any) -> ChatRequest:
         dialect="anthropic",
         extra=extra,
     )
-
-
-# ---------------------------------------------------------------------------------------
-# Upstream requests
-
-
-def _part_block(part: Part) -> dict[str, Any]:
-    if isinstance(part, TextPart):
-        return {"type": "text", "text": part.text}
-    if not part.url.startswith("data:"):
-        return {"type": "image", "source": {"type": "url", "url": part.url}}
-    header, comma, data = part.url[5:].partition(",")
-    if not comma or not header.endswith(";base64"):
-        raise RequestError("an image data: URL must be base64-encoded", param="messages")
-    media = header.split(";", 1)[0]
-    return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
-
-
-def _content(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-    """Blocks as Anthropic accepts them: no empty text beside others; one text as a string."""
-    if len(blocks) > 1:
-        blocks = [b for b in blocks if b["type"] != "text" or b["text"]] or blocks[:1]
-    if not blocks:
-        return ""
-    if len(blocks) == 1 and blocks[0]["type"] == "text":
-        text: str = blocks[0]["text"]
-        return text
-    return blocks
-
-
-def _arguments(arguments: str) -> dict[str, Any]:
-    """A tool call's arguments as the object Anthropic requires ({} if they are not one)."""
-    try:
-        value = json.loads(arguments)
-    except (ValueError, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _tool_choice_body(choice: Any) -> dict[str, Any] | None:
-    if choice == "auto":
-        return {"type": "auto"}
-    if choice == "required":
-        return {"type": "any"}
-    if choice == "none":
-        return {"type": "none"}
-    fn = choice.get("function") if isinstance(choice, dict) else None
-    if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-        return {"type": "tool", "name": fn["name"]}
-    return None
-
-
-def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
-    """The body for an Anthropic upstream.
-
-    System messages, wherever they were, become the top-level ``system``. Tool messages
-    become ``tool_result`` blocks of one user message, with the user text that follows
-    them. An assistant message with nothing left to say is left out (Anthropic rejects
-    empty turns). A temperature above Anthropic's 1.0 (OpenAI allows 2) is sent as 1.0.
-    """
-    system: list[dict[str, Any]] = []
-    messages: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] | None = None  # the user turn that tool results open
-    for message in request.messages:
-        blocks = [_part_block(p) for p in message.content]
-        if message.role == "system":
-            system.extend(b for b in blocks if b["type"] == "text")
-        elif message.role == "tool":
-            block = {"type": "tool_result", "tool_use_id": message.tool_call_id or "",
-                     "content": _content(blocks)}
-            if results is None:
-                results = []
-                messages.append({"role": "user", "content": results})
-            results.append(block)
-        elif message.role == "user":
-            if results is not None:
-                results.extend(b for b in blocks if b["type"] != "text" or b["text"])
-                results = None
-            else:
-                messages.append({"role": "user", "content": _content(blocks)})
-        else:
-            results = None
-            blocks = [b for b in blocks if b["type"] != "text" or b["text"]]
-            blocks += [{"type": "tool_use", "id": c.id, "name": c.name,
-                        "input": _arguments(c.arguments)} for c in message.tool_calls]
-            if blocks:
-                messages.append({"role": "assistant", "content": _content(blocks)})
-    body: dict[str, Any] = {
-        "model": model,
-        "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
-        "messages": messages,
-        "stream": request.stream,
-    }
-    if system:
-        body["system"] = system[0]["text"] if len(system) == 1 else system
-    if request.temperature is not None:
-        body["temperature"] = min(request.temperature, 1.0)
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
-    if request.stop:
-        body["stop_sequences"] = list(request.stop)
-    if request.tools:
-        body["tools"] = [
-            {
-                "name": t.name,
-                **({"description": t.description} if t.description is not None else {}),
-                "input_schema": dict(t.parameters) if t.parameters is not None
-                else {"type": "object", "properties": {}},
-                **({"strict": t.strict} if t.strict is not None else {}),
-            }
-            for t in request.tools
-        ]
-    extra = dict(request.extra) if request.dialect == "anthropic" else {}
-    disable = extra.pop("disable_parallel_tool_use", None)
-    choice = _tool_choice_body(request.tool_choice)
-    if choice is not None:
-        if disable is not None and choice["type"] != "none":
-            choice["disable_parallel_tool_use"] = disable
-        body["tool_choice"] = choice
-    if request.user is not None:
-        body["metadata"] = {"user_id": request.user}
-    body.update(extra)
-    return body
-
-
-# ---------------------------------------------------------------------------------------
-# Upstream answers
-
-
-def upstream_error(raw: Any) -> UpstreamError:
-    """An error an upstream sent (the body, or its ``error`` object), provider detail removed.
-
-    The provider's message may echo our credentials or internals; only its type survives.
-    Overload and rate limits keep the status they stand for, so they are retried alike.
-    """
-    if isinstance(raw, dict) and isinstance(raw.get("error"), dict):
-        raw = raw["error"]
-    kind = raw.get("type") if isinstance(raw, dict) else None
-    label = kind if isinstance(kind, str) and kind in UPSTREAM_ERROR_TYPES else "error"
-    message = f"upstream reported an error ({label})"
-    status = UPSTREAM_ERROR_STATUS.get(label)
-    if status is not None:
-        return UpstreamStatusError(message, upstream_status=status)
-    return UpstreamError(message)
-
-
-def _json_object(data: str | bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):
-        raise UpstreamProtocolError(f"upstream sent {what} that is not JSON") from None
-    if not isinstance(value, dict):
-        raise UpstreamProtocolError(f"upstream sent {what} that is not a JSON object")
-    return value
-
-
-def _string(obj: Mapping[str, Any], key: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str):
-        raise UpstreamProtocolError(f"upstream '{key}' is not a string")
-    return without_surrogates(value)
-
-
-COUNTS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
-          "cache_creation_input_tokens")
-
-
-def _count(raw: Any, into: dict[str, int]) -> None:
-    """Merge an upstream usage object into ``into`` (counts are cumulative: latest wins)."""
-    if raw is None:
-        return
-    if not isinstance(raw, dict):
-        raise UpstreamProtocolError("upstream usage is not an object")
-    for key in COUNTS:
-        value = raw.get(key)
-        if _is_int(value) and value >= 0:
-            into[key] = value
-    details = raw.get("output_tokens_details")
-    thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
-    if _is_int(thinking) and thinking >= 0:
-        into["thinking_tokens"] = thinking
-
-
-def _usage(counts: Mapping[str, int]) -> Usage:
-    cached = counts.get("cache_read_input_tokens", 0)
-    return Usage(
-        prompt_tokens=counts.get("input_tokens", 0) + cached
-        + counts.get("cache_creation_input_tokens", 0),
-        completion_tokens=counts.get("output_tokens", 0),
-        cached_tokens=cached,
-        reasoning_tokens=counts.get("thinking_tokens", 0),
-    )
-
-
-def _finish(reason: Any) -> list[StreamEvent]:
-    if reason is None:
-        return []
-    if not isinstance(reason, str):
-        raise UpstreamProtocolError("upstream stop_reason is not a string")
-    return [Finish(FINISH_REASONS.get(reason, "stop"))]
-
-
-class StreamParser:
-    """Turns an upstream Anthropic SSE stream, one event at a time, into canonical events.
-
-    Tool calls are numbered among tool_use blocks only (block index 1 may be tool call 0).
-    Usage from ``message_start`` and ``message_delta`` is reported once, at ``message_delta``.
-    ``done`` turns true at ``message_stop``: a stream that ends before it was truncated.
-    """
-
-    def __init__(self) -> None:
-        self.done = False
-        self._tools: dict[int, int] = {}  # block index -> tool call index
-        self._counts: dict[str, int] = {}
-        self._reported = False
-
-    def feed(self, event: str | None, data: str) -> list[StreamEvent]:
-        obj = _json_object(data, "an event")
-        kind = obj.get("type", event)
-        if kind == "error" or event == "error":
-            raise upstream_error(obj.get("error"))
-        if kind == "message_start":
-            message = obj.get("message")
-            if not isinstance(message, dict):
-                raise UpstreamProtocolError("upstream message_start has no message")
-            _count(message.get("usage"), self._counts)
-            return []
-        if kind == "content_block_start":
-            return self._start(obj)
-        if kind == "content_block_delta":
-            return self._delta(obj)
-        if kind == "message_delta":
-            delta = obj.get("delta")
-            if not isinstance(delta, dict):
-                raise UpstreamProtocolError("upstream message_delta has no delta")
-            out = _finish(delta.get("stop_reason"))
-            _count(obj.get("usage"), self._counts)
-            return out + self._report()
-        if kind == "message_stop":
-            self.done = True
-            return [] if self._reported else self._report()
-        return []  # ping, content_block_stop, and event types Anthropic may add later
-
-    def _report(self) -> list[StreamEvent]:
-        if not self._counts:
-            return []
-        self._reported = True
-        return [UsageReport(_usage(self._counts))]
-
-    def _start(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
-        index, block = obj.get("index"), obj.get("content_block")
-        if not _is_int(index) or not isinstance(block, dict):
-            raise UpstreamProtocolError("upstream content_block_start is malformed")
-        kind = block.get("type")
-        if kind == "tool_use":
-            tool = self._tools[index] = len(self._tools)
-            given = block.get("input")
-            arguments = _dumps(given) if isinstance(given, dict) and given else ""
-            return [ToolCallDelta(tool, _string(block, "id"), _string(block, "name"), arguments)]
-        if kind == "text" and block.get("text"):
-            return [TextDelta(_string(block, "text"))]
-        if kind == "thinking" and block.get("thinking"):
-            return [ReasoningDelta(_string(block, "thinking"))]
-        return []  # an empty text or thinking block, or one the canonical model cannot hold
-
-    def _delta(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
-        index, delta = obj.get("index"), obj.get("delta")
-        if not _is_int(index) or not isinstance(delta, dict):
-            raise UpstreamProtocolError("upstream content_block_delta is malformed")
-        kind = delta.get("type")
-        if kind == "text_delta":
-            text = _string(delta, "text")
-            return [TextDelta(text)] if text else []
-        if kind == "thinking_delta":
-            text = _string(delta, "thinking")
-            return [ReasoningDelta(text)] if text else []
-        if kind == "input_json_delta":
-            tool = self._tools.get(index)
-            if tool is None:
-                raise UpstreamProtocolError("upstream sent tool input for a block that is not "
-                                            "a tool_use")
-            arguments = _string(delta, "partial_json")
-            return [ToolCallDelta(tool, arguments=arguments)] if arguments else []
-        return []  # signature_delta, citations_delta: nothing the canonical model holds
-
-
-def parse_message(body: bytes) -> list[StreamEvent]:
-    """Events equivalent to one non-streaming upstream ``Message`` body."""
-    obj = _json_object(body, "an answer")
-    if obj.get("type") == "error" or obj.get("error") is not None:
-        raise upstream_error(obj.get("error"))
-    content = obj.get("content")
-    if not isinstance(content, list):
-        raise UpstreamProtocolError("upstream answer has no content array")
-    out: list[StreamEvent] = []
-    tools = 0
-    for block in content:
-        if not isinstance(block, dict):
-            raise UpstreamProtocolError("upstream content block is not an object")
-        kind = block.get("type")
-        if kind == "text":
-            text = _string(block, "text")
-            out += [TextDelta(text)] if text else []
-        elif kind == "thinking":
-            text = _string(block, "thinking")
-            out += [ReasoningDelta(text)] if text else []
-        elif kind == "tool_use":
-            given = block.get("input")
-            if not isinstance(given, dict):
-                raise UpstreamProtocolError("upstream tool_use input is not an object")
-            out.append(ToolCallDelta(tools, _string(block, "id"), _string(block, "name"),
-                                     without_surrogates(_dumps(given))))
-            tools += 1
-    out += _finish(obj.get("stop_reason"))
-    counts: dict[str, int] = {}
-    _count(obj.get("usage"), counts)
-    if counts:
-        out.append(UsageReport(_usage(counts)))
-    return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,13 +1,14 @@
-"""The Gemini ``generateContent`` dialect, both directions, sans-I/O.
+"""The Gemini ``generateContent`` dialect, client side, sans-I/O.
 
-Client side: ``parse_request`` turns an untrusted ``GenerateContentRequest`` (the model comes
-from the URL path) into a ``ChatRequest``; ``StreamEncoder`` renders stream events as
-``GenerateContentResponse`` chunks, either as SSE (``?alt=sse``, what the SDKs ask for) or as
-the one JSON array ``streamGenerateContent`` sends otherwise; ``render_response`` renders a
-non-streaming answer; ``error_body`` renders Google's error shape.
+``parse_request`` turns an untrusted ``GenerateContentRequest`` (the model comes from the URL
+path) into a ``ChatRequest``; ``wants_thoughts`` tells whether the client asked to see
+thoughts.
 
-Upstream side: ``upstream_body`` builds the body sent to a Gemini upstream; ``StreamParser``
-and ``parse_response`` turn its answers back into canonical events.
+This module is the dialect's public face: it also re-exports the client answers
+(``StreamEncoder``, ``render_response``, ``error_body``, from ``gateway.wire.gemini_render``)
+and the upstream side (``upstream_body``, ``StreamParser``, ``parse_response``,
+``upstream_error``, from ``gateway.wire.gemini_upstream``). What more than one of them needs
+lives in ``gateway.wire.gemini_common``.
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
@@ -17,20 +18,11 @@ Rules:
   (``cachedContent``, built-in tools such as ``googleSearch``).
 - Gemini function calls carry no ids. The client side numbers them ``call_<n>`` in request
   order and pairs each ``functionResponse`` with the earliest unanswered call of its name.
-- Gemini sends a function call whole, never in fragments, so the encoder holds tool-call
-  deltas until the next other event and then emits each call complete.
-- Keepalives are chunks the SDKs accept: the Python and JS SDKs fail on SSE comments, so the
-  SSE keepalive is an empty text chunk; in the JSON array it is a newline (JSON whitespace).
-- Upstream bodies are untrusted: malformed ones raise ``UpstreamProtocolError``, and upstream
-  error text is never repeated (Gemini errors can echo the API key in a URL).
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import re
-import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,78 +30,33 @@ import attrs
 
 from gateway.canonical import (
     ChatRequest,
-    Finish,
-    FinishReason,
     ImagePart,
     Message,
     Part,
-    ReasoningDelta,
-    StreamEvent,
-    TextDelta,
     TextPart,
     Tool,
     ToolCall,
-    ToolCallDelta,
-    Usage,
-    UsageReport,
 )
-from gateway.errors import (
-    GatewayError,
-    RequestError,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamStatusError,
-)
-from gateway.wire.jsonbody import has_surrogate, without_surrogates
+from gateway.errors import RequestError
+from gateway.wire.gemini_common import GENERATION_EXTRA as GENERATION_EXTRA
+from gateway.wire.gemini_common import STATUS_NAMES as STATUS_NAMES
+from gateway.wire.gemini_common import _dumps, _is_int
+from gateway.wire.gemini_render import FINISH_TO_GEMINI as FINISH_TO_GEMINI
+from gateway.wire.gemini_render import StreamEncoder as StreamEncoder
+from gateway.wire.gemini_render import error_body as error_body
+from gateway.wire.gemini_render import render_response as render_response
+from gateway.wire.gemini_render import usage_json as usage_json
+from gateway.wire.gemini_upstream import FINISH_FROM_GEMINI as FINISH_FROM_GEMINI
+from gateway.wire.gemini_upstream import IMAGE_TYPES as IMAGE_TYPES
+from gateway.wire.gemini_upstream import UPSTREAM_STATUSES as UPSTREAM_STATUSES
+from gateway.wire.gemini_upstream import StreamParser as StreamParser
+from gateway.wire.gemini_upstream import parse_response as parse_response
+from gateway.wire.gemini_upstream import upstream_body as upstream_body
+from gateway.wire.gemini_upstream import upstream_error as upstream_error
 from gateway.wire.openai import MAX_TOKENS_LIMIT
 
 MAX_STOP_SEQUENCES = 5
 MAX_SCHEMA_DEPTH = 64
-
-# google.rpc status names for the HTTP statuses the gateway answers with. The Gemini docs
-# list 400 INVALID_ARGUMENT/FAILED_PRECONDITION, 403, 404, 429, 500, 503 and 504; the rest
-# follow google.rpc.Code's HTTP mapping. 402 (out of credits) is FAILED_PRECONDITION, as
-# Gemini answers a project without billing; 502 (the provider failed us) is UNAVAILABLE, a
-# transient condition the SDKs retry. Other 4xx read INVALID_ARGUMENT, other 5xx INTERNAL.
-STATUS_NAMES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    402: "FAILED_PRECONDITION",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ABORTED",
-    413: "INVALID_ARGUMENT",
-    415: "INVALID_ARGUMENT",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    500: "INTERNAL",
-    501: "UNIMPLEMENTED",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-# The words an upstream error may be labelled with: google.rpc status names, nothing else.
-UPSTREAM_STATUSES = frozenset(STATUS_NAMES.values()) | {
-    "UNKNOWN", "OUT_OF_RANGE", "ALREADY_EXISTS", "DATA_LOSS",
-}
-
-FINISH_TO_GEMINI: dict[FinishReason, str] = {
-    "stop": "STOP",
-    "length": "MAX_TOKENS",
-    "content_filter": "SAFETY",
-    "tool_calls": "STOP",
-    "error": "OTHER",
-}
-FINISH_FROM_GEMINI: dict[str, FinishReason] = {
-    "STOP": "stop",
-    "MAX_TOKENS": "length",
-    "SAFETY": "content_filter",
-    "RECITATION": "content_filter",
-    "BLOCKLIST": "content_filter",
-    "PROHIBITED_CONTENT": "content_filter",
-    "SPII": "content_filter",
-    "IMAGE_SAFETY": "content_filter",
-}
 
 MODES = {0: "MODE_UNSPECIFIED", 1: "AUTO", 2: "ANY", 3: "NONE", 4: "VALIDATED"}
 SCHEMA_TYPES = {1: "string", 2: "number", 3: "integer", 4: "boolean", 5: "array",
@@ -122,28 +69,10 @@ BUILTIN_TOOLS = frozenset({
 UNSUPPORTED_PARTS = frozenset({
     "executableCode", "codeExecutionResult", "videoMetadata", "toolCall", "toolResponse",
 })
-# generationConfig fields without a canonical field: validated, kept in ``extra`` and
-# forwarded only to Gemini upstreams. ``safetySettings`` travels the same way at top level.
-GENERATION_EXTRA = (
-    "topK", "presencePenalty", "frequencyPenalty", "responseMimeType", "responseSchema",
-    "responseJsonSchema", "responseModalities", "responseLogprobs", "logprobs",
-    "thinkingConfig", "mediaResolution",
-)
-IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
-               ".webp": "image/webp", ".gif": "image/gif", ".heic": "image/heic",
-               ".heif": "image/heif"}
 
 
 def _fail(message: str, param: str) -> RequestError:
     return RequestError(message, param=param)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
@@ -179,23 +108,6 @@ def _fields(raw: Any, allowed: frozenset[str], param: str, what: str) -> dict[st
         if value is not None:
             out[name] = value
     return out
-
-
-def _loads_object(text: str) -> dict[str, Any] | None:
-    """``text`` as a JSON object, or None; escaped lone surrogates become U+FFFD."""
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(value, dict):
-        return None
-    if "\\u" in text:
-        dumped = _dumps(value)
-        if has_surrogate(dumped):
-            fixed = json.loads(without_surrogates(dumped))
-            assert isinstance(fixed, dict)
-            return fixed
-    return value
 
 
 # ---------------------------------------------------------------------------------------
@@ -689,452 +601,3 @@ def wants_thoughts(request: ChatRequest) -> bool:
     Gemini sends thought parts only then (the ``thoughts`` flag of ``StreamEncoder``)."""
     thinking = request.extra.get("thinkingConfig") if request.dialect == "gemini" else None
     return isinstance(thinking, Mapping) and thinking.get("includeThoughts") is True
-
-
-# ---------------------------------------------------------------------------------------
-# Upstream requests
-
-
-def _render_image(part: ImagePart) -> dict[str, Any]:
-    if part.url.startswith("data:"):
-        header, _, payload = part.url[5:].partition(",")
-        mime, _, encoding = header.partition(";")
-        if encoding != "base64":
-            payload = base64.b64encode(urllib.parse.unquote_to_bytes(payload)).decode()
-        return {"inlineData": {"mimeType": mime or "application/octet-stream",
-                               "data": payload}}
-    path = urllib.parse.urlsplit(part.url).path.lower()
-    guessed = [m for ext, m in IMAGE_TYPES.items() if path.endswith(ext)]
-    return {"fileData": {"mimeType": guessed[0], "fileUri": part.url} if guessed
-            else {"fileUri": part.url}}
-
-
-def _render_parts(content: tuple[Part, ...]) -> list[dict[str, Any]]:
-    # Empty text parts are dropped: Gemini refuses them in a request.
-    return [
-        {"text": p.text} if isinstance(p, TextPart) else _render_image(p)
-        for p in content
-        if not (isinstance(p, TextPart) and not p.text)
-    ]
-
-
-def _tool_result(text: str) -> dict[str, Any]:
-    """A tool message as a ``functionResponse.response`` object (Gemini takes only objects;
-    other results go under ``output``, the key its docs recommend)."""
-    value = _loads_object(text)
-    return value if value is not None else {"output": text}
-
-
-def _contents(messages: tuple[Message, ...]) -> tuple[list[dict[str, Any]], list[str]]:
-    contents: list[dict[str, Any]] = []
-    system: list[str] = []
-    names: dict[str, str] = {}
-    answers: list[dict[str, Any]] | None = None  # the parts of the open function-response turn
-    for message in messages:
-        if message.role == "system":
-            system.extend(p.text for p in message.content if isinstance(p, TextPart))
-            continue
-        if message.role == "tool":
-            call_id = message.tool_call_id or ""
-            part = {"functionResponse": {"name": names.get(call_id) or message.name or call_id,
-                                         "response": _tool_result(message.text)}}
-            if answers is None:
-                answers = [part]
-                contents.append({"role": "user", "parts": answers})
-            else:
-                answers.append(part)
-            continue
-        parts = _render_parts(message.content)
-        if message.role == "user":
-            if answers is not None:
-                answers.extend(parts)  # one user turn: the responses, then the rest
-            elif parts:
-                contents.append({"role": "user", "parts": parts})
-            answers = None
-            continue
-        answers = None
-        for call in message.tool_calls:
-            names[call.id] = call.name
-            parts.append({"functionCall": {"name": call.name,
-                                           "args": _loads_object(call.arguments) or {}}})
-        if parts:
-            contents.append({"role": "model", "parts": parts})
-    return contents, system
-
-
-def _tool_config(choice: Any) -> dict[str, Any] | None:
-    if choice in ("auto", "none", "required"):
-        mode = {"auto": "AUTO", "none": "NONE", "required": "ANY"}[choice]
-        return {"functionCallingConfig": {"mode": mode}}
-    fn = choice.get("function") if isinstance(choice, dict) else None
-    if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [fn["name"]]}}
-    return None
-
-
-def upstream_body(request: ChatRequest) -> dict[str, Any]:
-    """The ``GenerateContentRequest`` for a Gemini upstream (the model goes in the URL)."""
-    contents, system = _contents(request.messages)
-    body: dict[str, Any] = {"contents": contents}
-    if system:
-        body["systemInstruction"] = {"parts": [{"text": text} for text in system]}
-    config: dict[str, Any] = {}
-    if request.max_tokens is not None:
-        config["maxOutputTokens"] = request.max_tokens
-    if request.temperature is not None:
-        config["temperature"] = request.temperature
-    if request.top_p is not None:
-        config["topP"] = request.top_p
-    if request.stop:
-        config["stopSequences"] = list(request.stop)
-    if request.seed is not None:
-        config["seed"] = request.seed
-    gemini = request.dialect == "gemini"
-    if gemini:
-        config.update((k, request.extra[k]) for k in GENERATION_EXTRA if k in request.extra)
-    if config:
-        body["generationConfig"] = config
-    if request.tools:
-        body["tools"] = [{"functionDeclarations": [
-            {
-                k: v
-                for k, v in (
-                    ("name", t.name),
-                    ("description", t.description),
-                    ("parametersJsonSchema", t.parameters),
-                )
-                if v is not None
-            }
-            for t in request.tools
-        ]}]
-    tool_config = _tool_config(request.tool_choice)
-    if tool_config is not None:
-        body["toolConfig"] = tool_config
-    if gemini and "safetySettings" in request.extra:
-        body["safetySettings"] = request.extra["safetySettings"]
-    return body
-
-
-# ---------------------------------------------------------------------------------------
-# Upstream answers
-
-
-def upstream_error(raw: Any) -> UpstreamError:
-    """An error object a Gemini upstream sent, provider text removed.
-
-    Only the status name survives, if it is one of google.rpc's; an HTTP-like ``code`` makes
-    it an ``UpstreamStatusError`` so that overload reads as overload.
-    """
-    status = raw.get("status") if isinstance(raw, dict) else None
-    label = status if isinstance(status, str) and status in UPSTREAM_STATUSES else "error"
-    message = f"upstream reported an error ({label})"
-    code = raw.get("code") if isinstance(raw, dict) else None
-    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
-        return UpstreamStatusError(message, upstream_status=code)
-    return UpstreamError(message)
-
-
-def _usage(raw: Any) -> Usage:
-    if not isinstance(raw, dict):
-        raise UpstreamProtocolError("upstream usageMetadata is not an object")
-
-    def count(key: str) -> int:
-        value = raw.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-    thoughts = count("thoughtsTokenCount")
-    return Usage(
-        prompt_tokens=count("promptTokenCount"),
-        completion_tokens=count("candidatesTokenCount") + thoughts,
-        cached_tokens=count("cachedContentTokenCount"),
-        reasoning_tokens=thoughts,
-    )
-
-
-def _load(data: str | bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):
-        raise UpstreamProtocolError(f"upstream sent {what} that is not JSON") from None
-    if not isinstance(value, dict):
-        raise UpstreamProtocolError(f"upstream sent {what} that is not a JSON object")
-    return value
-
-
-class StreamParser:
-    """Turns the chunks of one upstream ``streamGenerateContent`` answer into events.
-
-    Function calls are numbered across the whole answer. Their ids are the upstream's own
-    when it sends them, else built from the answer's ``responseId`` and the call's number,
-    so calls of different turns never share an id. Usage is reported once the answer has
-    finished (Gemini repeats growing counts in every chunk; the last one wins).
-    """
-
-    def __init__(self) -> None:
-        self.done = False
-        self.usage: Usage | None = None
-        self._calls = 0
-        self._response_id = ""
-
-    def feed(self, data: str) -> list[StreamEvent]:
-        """Events in one upstream chunk (an SSE ``data`` payload)."""
-        return self._chunk(_load(data, "an event"))
-
-    def _chunk(self, chunk: dict[str, Any]) -> list[StreamEvent]:
-        if chunk.get("error") is not None:
-            raise upstream_error(chunk["error"])
-        out: list[StreamEvent] = []
-        was_done = self.done
-        response_id = chunk.get("responseId")
-        if isinstance(response_id, str) and response_id.isascii() and response_id.isprintable():
-            self._response_id = response_id[:64]
-        if chunk.get("usageMetadata") is not None:
-            self.usage = _usage(chunk["usageMetadata"])
-        candidates = chunk.get("candidates")
-        if candidates is None:
-            candidates = []
-        if not isinstance(candidates, list):
-            raise UpstreamProtocolError("upstream 'candidates' is not an array")
-        reason: FinishReason | None = None
-        for candidate in candidates:
-            if not isinstance(candidate, dict) or not _is_int(candidate.get("index", 0)):
-                raise UpstreamProtocolError("upstream candidate is malformed")
-            if candidate.get("index", 0) == 0:
-                reason = self._candidate(candidate, out) or reason
-        feedback = chunk.get("promptFeedback")
-        if not candidates and isinstance(feedback, dict) and feedback.get("blockReason") not in (
-            None, "BLOCK_REASON_UNSPECIFIED"
-        ):
-            reason = "content_filter"
-        if reason is not None and not self.done:
-            self.done = True
-            out.append(Finish(reason))
-        if self.done and self.usage is not None and (
-            not was_done or chunk.get("usageMetadata") is not None
-        ):
-            out.append(UsageReport(self.usage))
-        return out
-
-    def _candidate(self, candidate: dict[str, Any], out: list[StreamEvent]) -> FinishReason | None:
-        content = candidate.get("content") or {}
-        parts = (content.get("parts") or []) if isinstance(content, dict) else None
-        if not isinstance(parts, list):
-            raise UpstreamProtocolError("upstream content has no parts array")
-        for part in parts:
-            self._part(part, out)
-        reason = candidate.get("finishReason")
-        if reason is None or reason == "FINISH_REASON_UNSPECIFIED":
-            return None
-        if not isinstance(reason, str):
-            raise UpstreamProtocolError("upstream finishReason is not a string")
-        mapped = FINISH_FROM_GEMINI.get(reason, "stop")
-        return "tool_calls" if mapped == "stop" and self._calls else mapped
-
-    def _part(self, part: Any, out: list[StreamEvent]) -> None:
-        if not isinstance(part, dict):
-            raise UpstreamProtocolError("upstream part is not an object")
-        if "text" in part:
-            text = part["text"]
-            if not isinstance(text, str):
-                raise UpstreamProtocolError("upstream text part is not a string")
-            if text:
-                text = without_surrogates(text)
-                out.append(ReasoningDelta(text) if part.get("thought") is True
-                           else TextDelta(text))
-        call = part.get("functionCall")
-        if call is not None:
-            args = (call.get("args") or {}) if isinstance(call, dict) else None
-            if not isinstance(args, dict) or not isinstance(call.get("name"), str):
-                raise UpstreamProtocolError("upstream functionCall is malformed")
-            try:
-                arguments = without_surrogates(_dumps(args))
-            except (ValueError, RecursionError):
-                raise UpstreamProtocolError("upstream functionCall args are too deep") from None
-            index = self._calls
-            self._calls += 1
-            given = call.get("id")
-            if isinstance(given, str) and given.isascii() and given.isprintable() and given:
-                call_id = given[:64]
-            else:
-                call_id = f"call_{self._response_id}_{index}" if self._response_id else (
-                    f"call_{index}"
-                )
-            out.append(ToolCallDelta(index=index, id=call_id,
-                                     name=without_surrogates(call["name"]),
-                                     arguments=arguments))
-
-
-def parse_response(body: bytes) -> list[StreamEvent]:
-    """Events equivalent to one non-streaming upstream ``GenerateContentResponse``."""
-    answer = _load(body, "an answer")
-    if answer.get("error") is None and not answer.get("candidates") and not isinstance(
-        answer.get("promptFeedback"), dict
-    ):
-        raise UpstreamProtocolError("upstream answer has no candidates")
-    return StreamParser()._chunk(answer)
-
-
-# ---------------------------------------------------------------------------------------
-# Client answers
-
-
-def usage_json(usage: Usage) -> dict[str, int]:
-    return {
-        "promptTokenCount": usage.prompt_tokens,
-        "candidatesTokenCount": max(0, usage.completion_tokens - usage.reasoning_tokens),
-        "totalTokenCount": usage.total_tokens,
-        "cachedContentTokenCount": usage.cached_tokens,
-        "thoughtsTokenCount": usage.reasoning_tokens,
-    }
-
-
-def _error_json(error: GatewayError, request_id: str | None = None) -> dict[str, Any]:
-    status = STATUS_NAMES.get(error.status) or (
-        "INVALID_ARGUMENT" if error.status < 500 else "INTERNAL"
-    )
-    inner: dict[str, Any] = {"code": error.status, "message": error.message, "status": status}
-    details = []
-    if error.param is not None:
-        details.append({"@type": "type.googleapis.com/google.rpc.BadRequest",
-                        "fieldViolations": [{"field": error.param,
-                                             "description": error.message}]})
-    if request_id is not None:
-        details.append({"@type": "type.googleapis.com/google.rpc.RequestInfo",
-                        "requestId": request_id})
-    if details:
-        inner["details"] = details
-    return {"error": inner}
-
-
-def error_body(error: GatewayError, request_id: str | None = None) -> bytes:
-    """Google's error body: ``{"error": {"code", "message", "status"}}``, with the blamed
-    field and the request id as the standard ``details`` entries."""
-    return _dumps(_error_json(error, request_id)).encode()
-
-
-def _call_part(name: str, arguments: str) -> dict[str, Any]:
-    return {"functionCall": {"name": name, "args": _loads_object(arguments) or {}}}
-
-
-def _safe_for_js(text: str) -> str:
-    # The JS SDKs match each event with ``/^data: (.*)\n\n/``: ``.`` stops at U+2028/9.
-    if "\u2028" in text or "\u2029" in text:
-        return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    return text
-
-
-@attrs.define
-class _PendingCall:
-    name: str = ""
-    arguments: list[str] = attrs.field(factory=list)
-
-
-class StreamEncoder:
-    """Renders canonical events as ``GenerateContentResponse`` chunks (an ``Encoder``, see
-    ``wire/encoder.py``): SSE events if ``sse``, else the elements of one JSON array.
-
-    ``thoughts=False`` leaves reasoning out, as Gemini does unless the client asked for it
-    (see ``wants_thoughts``); clients of the old SDK would otherwise read it as answer text.
-    """
-
-    splices: str | None = None
-
-    def __init__(self, generation_id: str, model: str, *, sse: bool,
-                 thoughts: bool = True) -> None:
-        self._sse = sse
-        self._thoughts = thoughts
-        self._first = True
-        self._calls: dict[int, _PendingCall] = {}
-        self._open = '{"candidates":[{"content":{"role":"model","parts":['
-        self._meta = f'"modelVersion":{_dumps(model)},"responseId":{_dumps(generation_id)}}}'
-        self._close = ']},"index":0}],' + self._meta
-        empty = self._open + '{"text":""}' + self._close
-        self.keepalive: bytes = f"data: {_safe_for_js(empty)}\n\n".encode() if sse else b"\n"
-
-    def _frame(self, chunk: str) -> bytes:
-        chunk = _safe_for_js(chunk)
-        if self._sse:
-            return f"data: {chunk}\n\n".encode()
-        if self._first:
-            self._first = False
-            return chunk.encode()
-        return f",\r\n{chunk}".encode()
-
-    def _parts(self, parts: str) -> bytes:
-        return self._frame(self._open + parts + self._close)
-
-    def _flush(self) -> bytes:
-        if not self._calls:
-            return b""
-        parts = ",".join(
-            _dumps(_call_part(c.name, "".join(c.arguments)))
-            for _, c in sorted(self._calls.items())
-        )
-        self._calls.clear()
-        return self._parts(parts)
-
-    def start(self) -> bytes:
-        return b"" if self._sse else b"["
-
-    def event(self, event: StreamEvent) -> bytes:
-        if isinstance(event, ToolCallDelta):
-            call = self._calls.setdefault(event.index, _PendingCall())
-            call.name += event.name or ""
-            call.arguments.append(event.arguments)
-            return b""
-        if isinstance(event, UsageReport):
-            return b""  # usage is sent once, at the end, by ``tail``
-        flushed = self._flush()
-        if isinstance(event, TextDelta) and event.text:
-            return flushed + self._parts(f'{{"text":{_dumps(event.text)}}}')
-        if isinstance(event, ReasoningDelta) and event.text and self._thoughts:
-            return flushed + self._parts(f'{{"text":{_dumps(event.text)},"thought":true}}')
-        return flushed  # a Finish (its reason goes out with ``tail``), or nothing to say
-
-    def splice(self, data: str, at: int) -> bytes:
-        raise NotImplementedError("the Gemini dialect relays nothing unparsed")
-
-    def tail(self, usage: Usage, finish: FinishReason | None) -> bytes:
-        """Any held function calls, then the closing chunk: finish reason and usage."""
-        reason = FINISH_TO_GEMINI[finish or "stop"]
-        last = (
-            f'{self._open}{{"text":""}}]}},"finishReason":"{reason}","index":0}}],'
-            f'"usageMetadata":{_dumps(usage_json(usage))},{self._meta}'
-        )
-        return self._flush() + self._frame(last) + (b"" if self._sse else b"]")
-
-    def error(self, error: GatewayError, usage: Usage | None) -> bytes:
-        """The terminal error, in the shape of Google's error body. Function calls still
-        held are dropped: their arguments may be cut short."""
-        self._calls.clear()
-        return self._frame(_dumps(_error_json(error))) + (b"" if self._sse else b"]")
-
-
-def render_response(
-    generation_id: str,
-    model: str,
-    *,
-    text: str,
-    reasoning: str,
-    tool_calls: list[ToolCall],
-    finish: FinishReason,
-    usage: Usage,
-) -> bytes:
-    """A non-streaming ``GenerateContentResponse`` (pass ``reasoning=""`` to leave thoughts
-    out, see ``wants_thoughts``)."""
-    parts: list[dict[str, Any]] = []
-    if reasoning:
-        parts.append({"text": reasoning, "thought": True})
-    if text or not tool_calls:
-        parts.append({"text": text})
-    parts.extend(_call_part(c.name, c.arguments) for c in tool_calls)
-    return _safe_for_js(_dumps({
-        "candidates": [{
-            "content": {"role": "model", "parts": parts},
-            "finishReason": FINISH_TO_GEMINI[finish],
-            "index": 0,
-        }],
-        "usageMetadata": usage_json(usage),
-        "modelVersion": model,
-        "responseId": generation_id,
-    })).encode()

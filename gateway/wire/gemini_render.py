@@ -1,0 +1,204 @@
+"""The Gemini ``generateContent`` dialect, client answers, sans-I/O.
+
+``StreamEncoder`` renders stream events as ``GenerateContentResponse`` chunks, either as SSE
+(``?alt=sse``, what the SDKs ask for) or as the one JSON array ``streamGenerateContent`` sends
+otherwise; ``render_response`` renders a non-streaming answer; ``error_body`` renders Google's
+error shape. Import these from ``gateway.wire.gemini``, which re-exports them.
+
+Rules:
+- Pure: no sockets, no clock, no globals but constant tables.
+- Gemini sends a function call whole, never in fragments, so the encoder holds tool-call
+  deltas until the next other event and then emits each call complete.
+- Keepalives are chunks the SDKs accept: the Python and JS SDKs fail on SSE comments, so the
+  SSE keepalive is an empty text chunk; in the JSON array it is a newline (JSON whitespace).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from gateway.canonical import (
+    FinishReason,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    UsageReport,
+)
+from gateway.errors import GatewayError
+from gateway.wire.gemini_common import STATUS_NAMES, _dumps, _loads_object
+
+FINISH_TO_GEMINI: dict[FinishReason, str] = {
+    "stop": "STOP",
+    "length": "MAX_TOKENS",
+    "content_filter": "SAFETY",
+    "tool_calls": "STOP",
+    "error": "OTHER",
+}
+
+
+
+def usage_json(usage: Usage) -> dict[str, int]:
+    return {
+        "promptTokenCount": usage.prompt_tokens,
+        "candidatesTokenCount": max(0, usage.completion_tokens - usage.reasoning_tokens),
+        "totalTokenCount": usage.total_tokens,
+        "cachedContentTokenCount": usage.cached_tokens,
+        "thoughtsTokenCount": usage.reasoning_tokens,
+    }
+
+
+def _error_json(error: GatewayError, request_id: str | None = None) -> dict[str, Any]:
+    status = STATUS_NAMES.get(error.status) or (
+        "INVALID_ARGUMENT" if error.status < 500 else "INTERNAL"
+    )
+    inner: dict[str, Any] = {"code": error.status, "message": error.message, "status": status}
+    details = []
+    if error.param is not None:
+        details.append({"@type": "type.googleapis.com/google.rpc.BadRequest",
+                        "fieldViolations": [{"field": error.param,
+                                             "description": error.message}]})
+    if request_id is not None:
+        details.append({"@type": "type.googleapis.com/google.rpc.RequestInfo",
+                        "requestId": request_id})
+    if details:
+        inner["details"] = details
+    return {"error": inner}
+
+
+def error_body(error: GatewayError, request_id: str | None = None) -> bytes:
+    """Google's error body: ``{"error": {"code", "message", "status"}}``, with the blamed
+    field and the request id as the standard ``details`` entries."""
+    return _dumps(_error_json(error, request_id)).encode()
+
+
+def _call_part(name: str, arguments: str) -> dict[str, Any]:
+    return {"functionCall": {"name": name, "args": _loads_object(arguments) or {}}}
+
+
+def _safe_for_js(text: str) -> str:
+    # The JS SDKs match each event with ``/^data: (.*)\n\n/``: ``.`` stops at U+2028/9.
+    if "\u2028" in text or "\u2029" in text:
+        return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return text
+
+
+@attrs.define
+class _PendingCall:
+    name: str = ""
+    arguments: list[str] = attrs.field(factory=list)
+
+
+class StreamEncoder:
+    """Renders canonical events as ``GenerateContentResponse`` chunks (an ``Encoder``, see
+    ``wire/encoder.py``): SSE events if ``sse``, else the elements of one JSON array.
+
+    ``thoughts=False`` leaves reasoning out, as Gemini does unless the client asked for it
+    (see ``wants_thoughts``); clients of the old SDK would otherwise read it as answer text.
+    """
+
+    splices: str | None = None
+
+    def __init__(self, generation_id: str, model: str, *, sse: bool,
+                 thoughts: bool = True) -> None:
+        self._sse = sse
+        self._thoughts = thoughts
+        self._first = True
+        self._calls: dict[int, _PendingCall] = {}
+        self._open = '{"candidates":[{"content":{"role":"model","parts":['
+        self._meta = f'"modelVersion":{_dumps(model)},"responseId":{_dumps(generation_id)}}}'
+        self._close = ']},"index":0}],' + self._meta
+        empty = self._open + '{"text":""}' + self._close
+        self.keepalive: bytes = f"data: {_safe_for_js(empty)}\n\n".encode() if sse else b"\n"
+
+    def _frame(self, chunk: str) -> bytes:
+        chunk = _safe_for_js(chunk)
+        if self._sse:
+            return f"data: {chunk}\n\n".encode()
+        if self._first:
+            self._first = False
+            return chunk.encode()
+        return f",\r\n{chunk}".encode()
+
+    def _parts(self, parts: str) -> bytes:
+        return self._frame(self._open + parts + self._close)
+
+    def _flush(self) -> bytes:
+        if not self._calls:
+            return b""
+        parts = ",".join(
+            _dumps(_call_part(c.name, "".join(c.arguments)))
+            for _, c in sorted(self._calls.items())
+        )
+        self._calls.clear()
+        return self._parts(parts)
+
+    def start(self) -> bytes:
+        return b"" if self._sse else b"["
+
+    def event(self, event: StreamEvent) -> bytes:
+        if isinstance(event, ToolCallDelta):
+            call = self._calls.setdefault(event.index, _PendingCall())
+            call.name += event.name or ""
+            call.arguments.append(event.arguments)
+            return b""
+        if isinstance(event, UsageReport):
+            return b""  # usage is sent once, at the end, by ``tail``
+        flushed = self._flush()
+        if isinstance(event, TextDelta) and event.text:
+            return flushed + self._parts(f'{{"text":{_dumps(event.text)}}}')
+        if isinstance(event, ReasoningDelta) and event.text and self._thoughts:
+            return flushed + self._parts(f'{{"text":{_dumps(event.text)},"thought":true}}')
+        return flushed  # a Finish (its reason goes out with ``tail``), or nothing to say
+
+    def splice(self, data: str, at: int) -> bytes:
+        raise NotImplementedError("the Gemini dialect relays nothing unparsed")
+
+    def tail(self, usage: Usage, finish: FinishReason | None) -> bytes:
+        """Any held function calls, then the closing chunk: finish reason and usage."""
+        reason = FINISH_TO_GEMINI[finish or "stop"]
+        last = (
+            f'{self._open}{{"text":""}}]}},"finishReason":"{reason}","index":0}}],'
+            f'"usageMetadata":{_dumps(usage_json(usage))},{self._meta}'
+        )
+        return self._flush() + self._frame(last) + (b"" if self._sse else b"]")
+
+    def error(self, error: GatewayError, usage: Usage | None) -> bytes:
+        """The terminal error, in the shape of Google's error body. Function calls still
+        held are dropped: their arguments may be cut short."""
+        self._calls.clear()
+        return self._frame(_dumps(_error_json(error))) + (b"" if self._sse else b"]")
+
+
+def render_response(
+    generation_id: str,
+    model: str,
+    *,
+    text: str,
+    reasoning: str,
+    tool_calls: list[ToolCall],
+    finish: FinishReason,
+    usage: Usage,
+) -> bytes:
+    """A non-streaming ``GenerateContentResponse`` (pass ``reasoning=""`` to leave thoughts
+    out, see ``wants_thoughts``)."""
+    parts: list[dict[str, Any]] = []
+    if reasoning:
+        parts.append({"text": reasoning, "thought": True})
+    if text or not tool_calls:
+        parts.append({"text": text})
+    parts.extend(_call_part(c.name, c.arguments) for c in tool_calls)
+    return _safe_for_js(_dumps({
+        "candidates": [{
+            "content": {"role": "model", "parts": parts},
+            "finishReason": FINISH_TO_GEMINI[finish],
+            "index": 0,
+        }],
+        "usageMetadata": usage_json(usage),
+        "modelVersion": model,
+        "responseId": generation_id,
+    })).encode()

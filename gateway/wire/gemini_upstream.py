@@ -1,0 +1,349 @@
+"""The Gemini ``generateContent`` dialect, upstream side, sans-I/O.
+
+``upstream_body`` builds the body sent to a Gemini upstream; ``StreamParser`` and
+``parse_response`` turn its answers back into canonical events; ``upstream_error`` turns an
+error object it sent into an ``UpstreamError``. The client side is ``gateway.wire.gemini``,
+which re-exports these names; both share ``gateway.wire.gemini_common``.
+
+Rules:
+- Pure: no sockets, no clock, no globals but constant tables.
+- Gemini function calls carry no ids: the parser uses the upstream's own when it sends them,
+  else builds them from the answer's ``responseId`` and the call's number.
+- Upstream bodies are untrusted: malformed ones raise ``UpstreamProtocolError``, and upstream
+  error text is never repeated (Gemini errors can echo the API key in a URL).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+from typing import Any
+
+from gateway.canonical import (
+    ChatRequest,
+    Finish,
+    FinishReason,
+    ImagePart,
+    Message,
+    Part,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    ToolCallDelta,
+    Usage,
+    UsageReport,
+)
+from gateway.errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError
+from gateway.wire.gemini_common import (
+    GENERATION_EXTRA,
+    STATUS_NAMES,
+    _dumps,
+    _is_int,
+    _loads_object,
+)
+from gateway.wire.jsonbody import without_surrogates
+
+# The words an upstream error may be labelled with: google.rpc status names, nothing else.
+UPSTREAM_STATUSES = frozenset(STATUS_NAMES.values()) | {
+    "UNKNOWN", "OUT_OF_RANGE", "ALREADY_EXISTS", "DATA_LOSS",
+}
+
+FINISH_FROM_GEMINI: dict[str, FinishReason] = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+}
+
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+               ".webp": "image/webp", ".gif": "image/gif", ".heic": "image/heic",
+               ".heif": "image/heif"}
+
+
+# ---------------------------------------------------------------------------------------
+# Upstream requests
+
+
+def _render_image(part: ImagePart) -> dict[str, Any]:
+    if part.url.startswith("data:"):
+        header, _, payload = part.url[5:].partition(",")
+        mime, _, encoding = header.partition(";")
+        if encoding != "base64":
+            payload = base64.b64encode(urllib.parse.unquote_to_bytes(payload)).decode()
+        return {"inlineData": {"mimeType": mime or "application/octet-stream",
+                               "data": payload}}
+    path = urllib.parse.urlsplit(part.url).path.lower()
+    guessed = [m for ext, m in IMAGE_TYPES.items() if path.endswith(ext)]
+    return {"fileData": {"mimeType": guessed[0], "fileUri": part.url} if guessed
+            else {"fileUri": part.url}}
+
+
+def _render_parts(content: tuple[Part, ...]) -> list[dict[str, Any]]:
+    # Empty text parts are dropped: Gemini refuses them in a request.
+    return [
+        {"text": p.text} if isinstance(p, TextPart) else _render_image(p)
+        for p in content
+        if not (isinstance(p, TextPart) and not p.text)
+    ]
+
+
+def _tool_result(text: str) -> dict[str, Any]:
+    """A tool message as a ``functionResponse.response`` object (Gemini takes only objects;
+    other results go under ``output``, the key its docs recommend)."""
+    value = _loads_object(text)
+    return value if value is not None else {"output": text}
+
+
+def _contents(messages: tuple[Message, ...]) -> tuple[list[dict[str, Any]], list[str]]:
+    contents: list[dict[str, Any]] = []
+    system: list[str] = []
+    names: dict[str, str] = {}
+    answers: list[dict[str, Any]] | None = None  # the parts of the open function-response turn
+    for message in messages:
+        if message.role == "system":
+            system.extend(p.text for p in message.content if isinstance(p, TextPart))
+            continue
+        if message.role == "tool":
+            call_id = message.tool_call_id or ""
+            part = {"functionResponse": {"name": names.get(call_id) or message.name or call_id,
+                                         "response": _tool_result(message.text)}}
+            if answers is None:
+                answers = [part]
+                contents.append({"role": "user", "parts": answers})
+            else:
+                answers.append(part)
+            continue
+        parts = _render_parts(message.content)
+        if message.role == "user":
+            if answers is not None:
+                answers.extend(parts)  # one user turn: the responses, then the rest
+            elif parts:
+                contents.append({"role": "user", "parts": parts})
+            answers = None
+            continue
+        answers = None
+        for call in message.tool_calls:
+            names[call.id] = call.name
+            parts.append({"functionCall": {"name": call.name,
+                                           "args": _loads_object(call.arguments) or {}}})
+        if parts:
+            contents.append({"role": "model", "parts": parts})
+    return contents, system
+
+
+def _tool_config(choice: Any) -> dict[str, Any] | None:
+    if choice in ("auto", "none", "required"):
+        mode = {"auto": "AUTO", "none": "NONE", "required": "ANY"}[choice]
+        return {"functionCallingConfig": {"mode": mode}}
+    fn = choice.get("function") if isinstance(choice, dict) else None
+    if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [fn["name"]]}}
+    return None
+
+
+def upstream_body(request: ChatRequest) -> dict[str, Any]:
+    """The ``GenerateContentRequest`` for a Gemini upstream (the model goes in the URL)."""
+    contents, system = _contents(request.messages)
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": text} for text in system]}
+    config: dict[str, Any] = {}
+    if request.max_tokens is not None:
+        config["maxOutputTokens"] = request.max_tokens
+    if request.temperature is not None:
+        config["temperature"] = request.temperature
+    if request.top_p is not None:
+        config["topP"] = request.top_p
+    if request.stop:
+        config["stopSequences"] = list(request.stop)
+    if request.seed is not None:
+        config["seed"] = request.seed
+    gemini = request.dialect == "gemini"
+    if gemini:
+        config.update((k, request.extra[k]) for k in GENERATION_EXTRA if k in request.extra)
+    if config:
+        body["generationConfig"] = config
+    if request.tools:
+        body["tools"] = [{"functionDeclarations": [
+            {
+                k: v
+                for k, v in (
+                    ("name", t.name),
+                    ("description", t.description),
+                    ("parametersJsonSchema", t.parameters),
+                )
+                if v is not None
+            }
+            for t in request.tools
+        ]}]
+    tool_config = _tool_config(request.tool_choice)
+    if tool_config is not None:
+        body["toolConfig"] = tool_config
+    if gemini and "safetySettings" in request.extra:
+        body["safetySettings"] = request.extra["safetySettings"]
+    return body
+
+
+# ---------------------------------------------------------------------------------------
+# Upstream answers
+
+
+def upstream_error(raw: Any) -> UpstreamError:
+    """An error object a Gemini upstream sent, provider text removed.
+
+    Only the status name survives, if it is one of google.rpc's; an HTTP-like ``code`` makes
+    it an ``UpstreamStatusError`` so that overload reads as overload.
+    """
+    status = raw.get("status") if isinstance(raw, dict) else None
+    label = status if isinstance(status, str) and status in UPSTREAM_STATUSES else "error"
+    message = f"upstream reported an error ({label})"
+    code = raw.get("code") if isinstance(raw, dict) else None
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
+        return UpstreamStatusError(message, upstream_status=code)
+    return UpstreamError(message)
+
+
+def _usage(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        raise UpstreamProtocolError("upstream usageMetadata is not an object")
+
+    def count(key: str) -> int:
+        value = raw.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    thoughts = count("thoughtsTokenCount")
+    return Usage(
+        prompt_tokens=count("promptTokenCount"),
+        completion_tokens=count("candidatesTokenCount") + thoughts,
+        cached_tokens=count("cachedContentTokenCount"),
+        reasoning_tokens=thoughts,
+    )
+
+
+def _load(data: str | bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        raise UpstreamProtocolError(f"upstream sent {what} that is not JSON") from None
+    if not isinstance(value, dict):
+        raise UpstreamProtocolError(f"upstream sent {what} that is not a JSON object")
+    return value
+
+
+class StreamParser:
+    """Turns the chunks of one upstream ``streamGenerateContent`` answer into events.
+
+    Function calls are numbered across the whole answer. Their ids are the upstream's own
+    when it sends them, else built from the answer's ``responseId`` and the call's number,
+    so calls of different turns never share an id. Usage is reported once the answer has
+    finished (Gemini repeats growing counts in every chunk; the last one wins).
+    """
+
+    def __init__(self) -> None:
+        self.done = False
+        self.usage: Usage | None = None
+        self._calls = 0
+        self._response_id = ""
+
+    def feed(self, data: str) -> list[StreamEvent]:
+        """Events in one upstream chunk (an SSE ``data`` payload)."""
+        return self._chunk(_load(data, "an event"))
+
+    def _chunk(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+        if chunk.get("error") is not None:
+            raise upstream_error(chunk["error"])
+        out: list[StreamEvent] = []
+        was_done = self.done
+        response_id = chunk.get("responseId")
+        if isinstance(response_id, str) and response_id.isascii() and response_id.isprintable():
+            self._response_id = response_id[:64]
+        if chunk.get("usageMetadata") is not None:
+            self.usage = _usage(chunk["usageMetadata"])
+        candidates = chunk.get("candidates")
+        if candidates is None:
+            candidates = []
+        if not isinstance(candidates, list):
+            raise UpstreamProtocolError("upstream 'candidates' is not an array")
+        reason: FinishReason | None = None
+        for candidate in candidates:
+            if not isinstance(candidate, dict) or not _is_int(candidate.get("index", 0)):
+                raise UpstreamProtocolError("upstream candidate is malformed")
+            if candidate.get("index", 0) == 0:
+                reason = self._candidate(candidate, out) or reason
+        feedback = chunk.get("promptFeedback")
+        if not candidates and isinstance(feedback, dict) and feedback.get("blockReason") not in (
+            None, "BLOCK_REASON_UNSPECIFIED"
+        ):
+            reason = "content_filter"
+        if reason is not None and not self.done:
+            self.done = True
+            out.append(Finish(reason))
+        if self.done and self.usage is not None and (
+            not was_done or chunk.get("usageMetadata") is not None
+        ):
+            out.append(UsageReport(self.usage))
+        return out
+
+    def _candidate(self, candidate: dict[str, Any], out: list[StreamEvent]) -> FinishReason | None:
+        content = candidate.get("content") or {}
+        parts = (content.get("parts") or []) if isinstance(content, dict) else None
+        if not isinstance(parts, list):
+            raise UpstreamProtocolError("upstream content has no parts array")
+        for part in parts:
+            self._part(part, out)
+        reason = candidate.get("finishReason")
+        if reason is None or reason == "FINISH_REASON_UNSPECIFIED":
+            return None
+        if not isinstance(reason, str):
+            raise UpstreamProtocolError("upstream finishReason is not a string")
+        mapped = FINISH_FROM_GEMINI.get(reason, "stop")
+        return "tool_calls" if mapped == "stop" and self._calls else mapped
+
+    def _part(self, part: Any, out: list[StreamEvent]) -> None:
+        if not isinstance(part, dict):
+            raise UpstreamProtocolError("upstream part is not an object")
+        if "text" in part:
+            text = part["text"]
+            if not isinstance(text, str):
+                raise UpstreamProtocolError("upstream text part is not a string")
+            if text:
+                text = without_surrogates(text)
+                out.append(ReasoningDelta(text) if part.get("thought") is True
+                           else TextDelta(text))
+        call = part.get("functionCall")
+        if call is not None:
+            args = (call.get("args") or {}) if isinstance(call, dict) else None
+            if not isinstance(args, dict) or not isinstance(call.get("name"), str):
+                raise UpstreamProtocolError("upstream functionCall is malformed")
+            try:
+                arguments = without_surrogates(_dumps(args))
+            except (ValueError, RecursionError):
+                raise UpstreamProtocolError("upstream functionCall args are too deep") from None
+            index = self._calls
+            self._calls += 1
+            given = call.get("id")
+            if isinstance(given, str) and given.isascii() and given.isprintable() and given:
+                call_id = given[:64]
+            else:
+                call_id = f"call_{self._response_id}_{index}" if self._response_id else (
+                    f"call_{index}"
+                )
+            out.append(ToolCallDelta(index=index, id=call_id,
+                                     name=without_surrogates(call["name"]),
+                                     arguments=arguments))
+
+
+def parse_response(body: bytes) -> list[StreamEvent]:
+    """Events equivalent to one non-streaming upstream ``GenerateContentResponse``."""
+    answer = _load(body, "an answer")
+    if answer.get("error") is None and not answer.get("candidates") and not isinstance(
+        answer.get("promptFeedback"), dict
+    ):
+        raise UpstreamProtocolError("upstream answer has no candidates")
+    return StreamParser()._chunk(answer)
