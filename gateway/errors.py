@@ -23,7 +23,6 @@ error is rendered as the dialect's mid-stream error event instead.
     │   ├── UpstreamProtocolError   502  garbage, truncation, bad JSON
     │   └── UpstreamTimeout         504  a named deadline passed
     ├── NoProviderAvailable         503
-    ├── ShuttingDown                503
     └── InternalError               500  generic body, details only in logs
 
 A client that goes away is not an error of this tree: it is an outcome (``client_abort``).
@@ -141,15 +140,6 @@ class NoProviderAvailable(GatewayError):
     status = 503
     type = "service_unavailable"
     retryable = True
-
-
-class ShuttingDown(GatewayError):
-    status = 503
-    type = "service_unavailable"
-    retryable = True
-
-    def __init__(self, message: str = "the gateway is shutting down") -> None:
-        super().__init__(message)
 
 
 class InternalError(GatewayError):
