@@ -8,6 +8,7 @@ quart-trio app that serves everything else.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -17,6 +18,8 @@ from quart import request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from gateway import admin
+from gateway.accounts import Accounts
 from gateway.asgi import (
     Dispatcher,
     Handler,
@@ -29,10 +32,13 @@ from gateway.asgi import (
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.dialects import ANTHROPIC, GEMINI, OPENAI
-from gateway.errors import GatewayError, InternalError, NotFound
+from gateway.errors import GatewayError, InternalError, NotFound, RequestError
 from gateway.generation import GEMINI_PREFIXES, GeminiGeneration, Generation
+from gateway.instances import beat, new_instance, reconcile
 from gateway.keys import ApiKey, parse_bearer, parse_key, verify
-from gateway.ledger import RecordWriter
+from gateway.ledger import Ledger
+from gateway.limits.base import Limiter
+from gateway.limits.local import LocalLimiter
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
 from gateway.providers.anthropic import AnthropicProvider
@@ -41,12 +47,41 @@ from gateway.providers.gemini import GeminiProvider
 from gateway.providers.http import ClientPool
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.simulator import SimulatorProvider
+from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
 from gateway.wire import gemini as gemini_wire
 from gateway.wire import openai as wire
 
-KEY_CACHE_SECONDS = 5.0  # a revoked key stops working within this (issue 5 invalidates it)
+log = logging.getLogger("arouter.app")
+
+# Key rows (policy, not balance) are cached this long. Revocation still takes effect at
+# once: admission's reservation checks the revoked flag in the store itself.
+KEY_CACHE_SECONDS = 5.0
 KEY_CACHE_SIZE = 10_000
+
+
+def open_store(config: Config) -> Store:
+    """PostgreSQL when a URL is configured, else the embedded SQLite file."""
+    if config.database_url:
+        from gateway.store.postgres import PostgresStore
+
+        return PostgresStore(config.database_url)
+    return SqliteStore(config.database_path)
+
+
+def open_limiter(config: Config, metrics: Metrics) -> Limiter:
+    """Redis-backed limits shared by the fleet when configured (degrading to local ones
+    while Redis is down), else in-process limits."""
+    if not config.accounts.redis_url:
+        return LocalLimiter()
+    from gateway.limits.fallback import FallbackLimiter
+    from gateway.limits.redis import RedisLimiter
+
+    return FallbackLimiter(
+        RedisLimiter(config.accounts.redis_url),
+        LocalLimiter(),
+        on_degraded=lambda degraded: metrics.limiter_degraded.set(int(degraded)),
+    )
 
 
 class Gateway:
@@ -54,12 +89,17 @@ class Gateway:
         self.config = config
         self.catalog = Catalog(config)
         self.metrics = Metrics()
-        self.store = SqliteStore(config.database_path)
-        self.records = RecordWriter(self.store)
+        self.store = open_store(config)
+        self.ledger = Ledger(self.store)
+        self.limiter = open_limiter(config, self.metrics)
+        self.instance = new_instance()
+        self.accounts = Accounts(config, self.ledger, self.limiter, self.metrics,
+                                 self.instance.id)
         self.clients: ClientPool | None = None
         self.providers: dict[str, Provider] = {}
         self.ready = False
         self.nursery: trio.Nursery | None = None  # the lifespan's: long-lived tasks only
+        self._heartbeat = trio.CancelScope()
         self._keys: dict[str, tuple[ApiKey | None, float]] = {}
 
     async def lifespan(self, app: Handler, scope: Scope, receive: Receive, send: Send) -> None:
@@ -71,7 +111,14 @@ class Gateway:
     async def start(self) -> None:
         await self.store.open()
         assert self.nursery is not None, "start() runs inside lifespan()"
-        await self.nursery.start(self.records.run)
+        # Heartbeat before the first reservation (see instances.py), then settle whatever
+        # dead processes left open.
+        accounts = self.config.accounts
+        await self.store.heartbeat(self.instance)
+        settled = await reconcile(self.store, self.instance, accounts.stale_after)
+        self.metrics.reconciled.inc(settled)
+        await self.nursery.start(self.ledger.run)
+        self.nursery.start_soon(self._keep_alive)
         self.clients = ClientPool(self.config.deadlines)
         self.providers = {
             "openai": OpenAIProvider(self.clients),
@@ -81,12 +128,40 @@ class Gateway:
         }
         self.ready = True
 
+    async def _keep_alive(self) -> None:
+        """Heartbeat, settle dead processes' requests, retry our own failed settlements."""
+        accounts = self.config.accounts
+        with self._heartbeat:
+            while True:
+                await trio.sleep(accounts.heartbeat)
+                try:
+                    await beat(self.store, self.instance)
+                    settled = await reconcile(self.store, self.instance, accounts.stale_after)
+                    self.metrics.reconciled.inc(settled)
+                    await self.accounts.retry_unsettled()
+                except GatewayError:
+                    self.metrics.store_errors.labels("heartbeat").inc()
+                    log.exception("heartbeat failed")
+
     async def aclose(self) -> None:
         self.ready = False
         if self.clients is not None:
             await self.clients.aclose()
-        await self.records.aclose()
+        self._heartbeat.cancel()
+        await self.ledger.aclose()
+        try:
+            await self.accounts.retry_unsettled()
+            # Everything this process admitted has settled: it leaves nothing to reconcile.
+            if not await self.store.reservations(self.instance.id):
+                await self.store.forget_instance(self.instance.id)
+        except GatewayError:
+            log.exception("could not retire this instance")
+        await self.limiter.aclose()
         await self.store.aclose()
+
+    def forget_key(self, key_id: str) -> None:
+        """Drop a cached key row (after an admin change on this process)."""
+        self._keys.pop(key_id, None)
 
     async def authenticate(self, key_id: str, key: str) -> ApiKey:
         """The stored key for a presented one (constant-time), else AuthenticationError."""
@@ -147,9 +222,37 @@ def _web_app(gateway: Gateway) -> QuartTrio:
     app.before_serving(gateway.start)
     app.after_serving(gateway.aclose)
 
+    app.register_blueprint(admin.blueprint(gateway))
+
     async def authenticate() -> ApiKey:
+        # Bearer (OpenAI style), or x-api-key (Anthropic style) when there is no bearer.
         raw = [v.encode("latin-1") for v in request.headers.getlist("authorization")]
+        api_key = request.headers.getlist("x-api-key")
+        if not raw and len(api_key) == 1:
+            return await gateway.authenticate(*parse_key(api_key[0]))
         return await gateway.authenticate(*parse_bearer(raw))
+
+    @app.get("/v1/key")
+    async def key_info() -> Any:
+        """The caller's own key: balance, limits and what it holds now."""
+        key = await authenticate()
+        fresh = await gateway.store.find_key(key.id) or key  # the balance is never cached
+        view = admin.key_view(fresh)
+        return dumps({"data": {**view, "usage": await gateway.accounts.usage(fresh)}}), 200, {
+            "content-type": "application/json"
+        }
+
+    @app.get("/v1/generation")
+    async def generation() -> Any:
+        """One ledger row, to the key that owns it (anyone else: 404, not 403)."""
+        key = await authenticate()
+        ids = request.args.getlist("id")
+        if len(ids) != 1:
+            raise RequestError("expected one id query parameter", param="id")
+        row = await gateway.store.record(ids[0])
+        if row is None or row.key_id != key.id:
+            raise NotFound("no such generation (rows appear once the request has settled)")
+        return dumps({"data": row.public()}), 200, {"content-type": "application/json"}
 
     @app.get("/v1/models")
     async def models() -> Any:

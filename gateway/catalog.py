@@ -4,14 +4,18 @@ A name resolves, in order, as a catalog alias from the config (``[models."fast"]
 ``provider/model`` for a configured provider (any model, unless the provider lists its
 ``models``). Anything else is ``ModelNotFound`` (400 "Invalid model specified"). Names are
 only ever looked up, never used to build URLs.
+
+A resolved target carries its price (the alias's, else the provider's for that upstream
+model, else free) and its output cap, which admission uses to size the credit reservation.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.config import Config
+from gateway.config import Config, ProviderConfig
 from gateway.errors import ModelNotFound
+from gateway.pricing import FREE, Price
 from gateway.providers.base import Target
 
 
@@ -23,14 +27,28 @@ class Catalog:
         config = self._config
         route = config.models.get(name)
         if route is not None:
-            return Target(config.providers[route.provider], route.model)
+            provider = config.providers[route.provider]
+            return self._target(provider, route.model, route.price, route.max_output_tokens)
         provider_name, sep, model = name.partition("/")
-        provider = config.providers.get(provider_name)
-        if not sep or provider is None or not model:
+        found = config.providers.get(provider_name)
+        if not sep or found is None or not model:
             raise ModelNotFound()
-        if provider.models and model not in provider.models:
+        if found.models and model not in found.models:
             raise ModelNotFound()
-        return Target(provider, model)
+        return self._target(found, model, None, None)
+
+    def _target(
+        self, provider: ProviderConfig, model: str, price: Price | None, max_out: int | None
+    ) -> Target:
+        # An alias's own price and cap win over its provider's entry for the upstream model.
+        return Target(
+            provider,
+            model,
+            price=price or provider.prices.get(model) or FREE,
+            max_output_tokens=max_out
+            or provider.max_output_tokens
+            or self._config.accounts.max_output_tokens,
+        )
 
     def listing(self, created: int) -> list[dict[str, Any]]:
         """Models a client can name: aliases, then every listed provider model."""

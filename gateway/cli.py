@@ -1,4 +1,4 @@
-"""The ``arouter`` command: ``serve``, ``sim`` and ``keys``.
+"""The ``arouter`` command: ``serve``, ``sim``, ``bench``, ``keys`` and ``db``.
 
 ``serve`` with no arguments runs the embedded default: 127.0.0.1:8080, a SQLite file in the
 data directory, the simulator provider, and any real provider whose API key variable is set.
@@ -8,15 +8,18 @@ On the first start it creates an API key and prints it once; only its hash is st
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
@@ -24,7 +27,10 @@ import trio
 from gateway import config as config_mod
 from gateway import keys, logs
 from gateway.config import Config, ConfigError
-from gateway.store.sqlite import SqliteStore
+from gateway.errors import GatewayError
+from gateway.keys import ApiKey
+from gateway.pricing import MoneyError
+from gateway.store.base import Store
 
 
 def _load_config(args: argparse.Namespace) -> Config:
@@ -41,14 +47,22 @@ def _load_config(args: argparse.Namespace) -> Config:
 
 async def _first_key(config: Config) -> str | None:
     """Create and return a key if the store has none yet."""
-    store = SqliteStore(config.database_path)
-    await store.open()
-    try:
+    async with _opened(config) as store:
         if await store.count_keys():
             return None
         secret, row = keys.generate(name="default", created_at=time.time())
         await store.add_key(row)
         return secret
+
+
+@asynccontextmanager
+async def _opened(config: Config) -> AsyncIterator[Store]:
+    from gateway.app import open_store
+
+    store = open_store(config)
+    await store.open()
+    try:
+        yield store
     finally:
         await store.aclose()
 
@@ -117,15 +131,122 @@ def _banner(config: Config, bound: list[str], first_key: str | None) -> None:
     print("\n".join(lines), flush=True)
 
 
-async def _create_key(config: Config, name: str) -> str:
-    store = SqliteStore(config.database_path)
-    await store.open()
+def _policy_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Key policy options given on the command line, validated like the admin API's."""
+    from gateway.admin import parse_policy
+
+    raw: dict[str, Any] = {}
+    if args.name is not None:
+        raw["name"] = args.name
+    if args.balance is not None:
+        raw["balance_usd"] = None if args.balance == "none" else args.balance
+    for name in ("rpm", "tpm", "max_concurrent"):
+        value = getattr(args, name)
+        if value is not None:
+            raw[name] = None if value == "none" else _int_option(name, value)
+    if args.models is not None:
+        raw["models"] = [m for m in args.models.split(",") if m]
+    if args.expires_in is not None:
+        raw["expires_at"] = (None if args.expires_in == "none"
+                             else time.time() + _duration(args.expires_in))
+    return parse_policy(raw, creating=True)
+
+
+def _int_option(name: str, value: str) -> int:
     try:
-        secret, row = keys.generate(name=name, created_at=time.time())
-        await store.add_key(row)
-        return secret
-    finally:
-        await store.aclose()
+        return int(value)
+    except ValueError:
+        raise UsageError(f"--{name.replace('_', '-')}: expected an integer or 'none'") from None
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit():
+        raise UsageError("--expires-in: expected a duration like 90m, 12h or 30d")
+    return int(number) * units[unit]
+
+
+class UsageError(Exception):
+    pass
+
+
+def _print_key(view: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(view, indent=2))
+        return
+    limits = view["limits"]
+    expires = view["expires_at"]
+    until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires)) if expires else "never"
+    print(f"{view['id']}  {view['name'] or '-'}"
+          f"{'  REVOKED' if view['revoked'] else ''}\n"
+          f"  balance: {view['balance_usd']}\n"
+          f"  rpm: {limits['rpm'] or '-'}  tpm: {limits['tpm'] or '-'}  "
+          f"concurrent: {limits['max_concurrent'] or '-'}\n"
+          f"  models: {', '.join(view['models']) or 'all'}\n"
+          f"  expires: {until}")
+
+
+async def _keys_command(config: Config, args: argparse.Namespace) -> int:
+    from gateway.admin import key_view
+    from gateway.pricing import parse_usd
+
+    command = args.keys_command
+    async with _opened(config) as store:
+        if command == "create":
+            secret, row = keys.generate(created_at=time.time(), **_policy_from_args(args))
+            await store.add_key(row)
+            if args.json:
+                print(json.dumps({"key": secret, **key_view(row)}, indent=2))
+            else:
+                print(secret)
+                print("(shown only this once; only its hash is stored)", file=sys.stderr)
+            return 0
+        if command == "list":
+            found = [key_view(k) for k in await store.list_keys()]
+            if args.json:
+                print(json.dumps(found, indent=2))
+            for view in [] if args.json else found:
+                state = "revoked" if view["revoked"] else "active"
+                print(f"{view['id']}  {state:7}  {view['balance_usd']:>18}  {view['name']}")
+            return 0
+        key: ApiKey | None
+        if command == "show":
+            key = await store.find_key(args.id)
+        elif command == "revoke":
+            key = await store.update_key(args.id, {"revoked": True})
+        elif command == "update":
+            key = await store.update_key(args.id, _policy_from_args(args))
+        else:  # top-up
+            try:
+                key = await store.top_up(args.id, parse_usd(args.amount))
+            except MoneyError as exc:
+                raise UsageError(f"amount: {exc}") from None
+        if key is None:
+            print(f"arouter: no key {args.id!r}", file=sys.stderr)
+            return 1
+        _print_key(key_view(key), args.json)
+        return 0
+
+
+async def _migrate(config: Config) -> tuple[int, int]:
+    from gateway.app import open_store
+
+    return await open_store(config).migrate()  # without open(), which would migrate first
+
+
+def _add_policy_options(parser: argparse.ArgumentParser, *, name_default: str | None) -> None:
+    parser.add_argument("--name", default=name_default)
+    parser.add_argument("--balance", metavar="USD",
+                        help="credit balance in dollars (exact, e.g. 5 or 0.25); 'none' for "
+                             "no balance limit")
+    parser.add_argument("--rpm", help="requests per minute ('none': no limit)")
+    parser.add_argument("--tpm", help="tokens per minute ('none': no limit)")
+    parser.add_argument("--max-concurrent", dest="max_concurrent",
+                        help="open requests at once ('none': no limit)")
+    parser.add_argument("--models", help="comma-separated model allowlist (empty: all)")
+    parser.add_argument("--expires-in", dest="expires_in",
+                        help="expiry from now: 90m, 12h, 30d ('none': never)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,11 +273,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     add_bench_arguments(bench)
 
-    keys_cmd = sub.add_parser("keys", help="manage API keys")
+    keys_cmd = sub.add_parser("keys", help="manage API keys (the store in the config)")
     keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it once")
-    create.add_argument("--name", default="")
-    create.add_argument("--data-dir")
+    _add_policy_options(create, name_default="")
+    listing = keys_sub.add_parser("list", help="every key, its state and balance")
+    show = keys_sub.add_parser("show", help="one key's policy and balance")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key (new requests refused at once)")
+    update = keys_sub.add_parser("update", help="change a key's policy")
+    _add_policy_options(update, name_default=None)
+    top_up = keys_sub.add_parser("top-up", help="add dollars to a key's balance")
+    for command in (show, revoke, update, top_up):
+        command.add_argument("id", help="the key's public id (12 hex characters)")
+    top_up.add_argument("amount", help="dollars, exact (e.g. 10 or 2.50; negative to deduct)")
+    for command in (create, listing, show, revoke, update, top_up):
+        command.add_argument("--data-dir")
+        command.add_argument("--json", action="store_true", help="print JSON")
+
+    db_cmd = sub.add_parser("db", help="the store's schema")
+    db_sub = db_cmd.add_subparsers(dest="db_command", required=True)
+    migrate = db_sub.add_parser("migrate", help="apply pending schema migrations")
+    migrate.add_argument("--data-dir")
 
     # `arouter sim ...` hands its arguments to the fake upstream's own parser.
     args, rest = parser.parse_known_args(argv)
@@ -180,8 +317,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_from_args(args)
         elif args.command == "keys":
-            print(trio.run(_create_key, _load_config(args), args.name))
-    except ConfigError as exc:
+            return trio.run(_keys_command, _load_config(args), args)
+        elif args.command == "db":
+            before, after = trio.run(_migrate, _load_config(args))
+            print(f"schema version {before} -> {after}" if after != before
+                  else f"schema version {after}: up to date")
+    except (ConfigError, UsageError, GatewayError) as exc:
         print(f"arouter: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,6 +20,8 @@ from typing import Any
 
 import attrs
 
+from gateway.pricing import MoneyError, Price, parse_usd
+
 DIALECTS = ("openai", "anthropic", "gemini", "sim")
 
 
@@ -53,6 +55,9 @@ class ProviderConfig:
     models: tuple[str, ...] = ()
     # Client request headers forwarded to this provider, by lowercase name (allowlist).
     forward_headers: tuple[str, ...] = ()
+    # Prices of this provider's upstream models, for ``provider/model`` names.
+    prices: Mapping[str, Price] = attrs.field(factory=dict)
+    max_output_tokens: int | None = None  # the provider's output cap (reservations)
 
     @property
     def api_key(self) -> str | None:
@@ -66,6 +71,25 @@ class ModelRoute:
     name: str
     provider: str
     model: str
+    price: Price | None = None  # None: the provider's price for ``model``, if any
+    max_output_tokens: int | None = None
+
+
+@attrs.frozen
+class Accounts:
+    """Credits, limits and crash reconciliation (``accounts.py``)."""
+
+    # Reserved output when a request sets no max_tokens and its model names no cap.
+    max_output_tokens: int = 4096
+    heartbeat: float = 5.0  # seconds between this process's liveness writes
+    stale_after: float = 30.0  # an instance silent this long is dead: settle its reservations
+    # Redis for limits shared by a fleet (secret-bearing: from the environment by default).
+    redis_url: str | None = None
+    admin_token_env: str = "AROUTER_ADMIN_TOKEN"
+
+    @property
+    def admin_token(self) -> str | None:
+        return os.environ.get(self.admin_token_env) or None
 
 
 @attrs.frozen
@@ -82,6 +106,9 @@ class Config:
     port: int = 8080
     data_dir: Path = attrs.field(factory=lambda: default_data_dir())
     database: str | None = None  # SQLite path; default <data_dir>/arouter.db
+    # postgresql://... for a fleet (else the SQLite file above); from AROUTER_DATABASE_URL.
+    database_url: str | None = None
+    accounts: Accounts = Accounts()
     max_body_bytes: int = 16 * 1024 * 1024
     deadlines: Deadlines = Deadlines()
     sim: SimConfig = SimConfig()
@@ -158,7 +185,11 @@ def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     models = {}
     for name, table in reader.table("models", closed=False).items_tables():
         route = ModelRoute(
-            name=name, provider=table.string("provider"), model=table.string("model")
+            name=name,
+            provider=table.string("provider"),
+            model=table.string("model"),
+            price=_price(table, "price") if "price" in table.raw else None,
+            max_output_tokens=table.opt_int("max_output_tokens"),
         )
         if route.provider not in providers:
             raise ConfigError(f"models.{name}.provider: unknown provider {route.provider!r}")
@@ -171,12 +202,18 @@ def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         }
     )
     sim = reader.table("sim")
+    accounts = _accounts(reader.table("accounts"), environ)
+    database_url = reader.table("store").opt_str("url") or environ.get("AROUTER_DATABASE_URL")
+    if database_url and not database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("store.url: expected a postgresql:// URL")
     data_dir = server.opt_str("data_dir")
     kwargs: dict[str, Any] = {"data_dir": Path(data_dir) if data_dir else default_data_dir(environ)}
     config = Config(
         host=server.opt_str("host") or "127.0.0.1",
         port=server.integer("port", 8080, high=65535),
         database=server.opt_str("database"),
+        database_url=database_url or None,
+        accounts=accounts,
         max_body_bytes=server.integer("max_body_bytes", 16 * 1024 * 1024),
         deadlines=deadlines,
         sim=SimConfig(
@@ -205,6 +242,52 @@ def _provider(name: str, table: _Reader) -> ProviderConfig:
         api_key_env=table.opt_str("api_key_env"),
         models=tuple(table.str_list("models")),
         forward_headers=tuple(name.lower() for name in table.str_list("forward_headers")),
+        prices=_prices(table.table("prices", closed=False)),
+        max_output_tokens=table.opt_int("max_output_tokens"),
+    )
+
+
+def _prices(table: _Reader) -> dict[str, Price]:
+    return {model: _price(table, model) for model in list(table.raw)}
+
+
+PRICE_KINDS = ("prompt", "completion", "cached_prompt", "reasoning")
+
+
+def _price(parent: _Reader, key: str) -> Price:
+    """``{prompt = 0.15, completion = 0.6}``: dollars per million tokens, read exactly."""
+    table = parent.table(key)
+    rates: dict[str, int | None] = {}
+    for kind in PRICE_KINDS:
+        value = table._get(kind)
+        if value is None:
+            rates[kind] = None
+            continue
+        try:
+            rates[kind] = parse_usd(value)
+        except MoneyError as exc:
+            raise ConfigError(f"{table.where}{kind}: {exc}") from None
+        if rates[kind] < 0:  # type: ignore[operator]
+            raise ConfigError(f"{table.where}{kind}: a price cannot be negative")
+    return Price(
+        prompt=rates["prompt"] or 0,
+        completion=rates["completion"] or 0,
+        cached_prompt=rates["cached_prompt"],
+        reasoning=rates["reasoning"],
+    )
+
+
+def _accounts(table: _Reader, environ: Mapping[str, str]) -> Accounts:
+    default = Accounts()
+    redis_url = table.opt_str("redis_url") or environ.get("AROUTER_REDIS_URL") or None
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("accounts.redis_url: expected a redis://, rediss:// or unix:// URL")
+    return Accounts(
+        max_output_tokens=table.integer("max_output_tokens", default.max_output_tokens) or 1,
+        heartbeat=table.positive("heartbeat", default.heartbeat),
+        stale_after=table.positive("stale_after", default.stale_after),
+        redis_url=redis_url,
+        admin_token_env=table.string("admin_token_env", default.admin_token_env),
     )
 
 
@@ -273,6 +356,9 @@ class _Reader:
             limit = f" up to {high}" if high is not None else ""
             raise ConfigError(f"{self._name(key)}: expected a non-negative integer{limit}")
         return value
+
+    def opt_int(self, key: str) -> int | None:
+        return None if self.raw.get(key) is None else self.integer(key, 0)
 
     def positive(self, key: str, default: float) -> float:
         value = self._get(key)

@@ -15,6 +15,7 @@ error is rendered as the dialect's mid-stream error event instead.
     ├── NotFound                    404  no such route
     ├── MethodNotAllowed            405
     ├── AuthenticationError         401  uniform body, never echoes the key
+    ├── PermissionDenied            403  the key may not do this (model allowlist, admin)
     ├── InsufficientCredits         402
     ├── RateLimited                 429  carries retry_after
     ├── UpstreamError               502  the provider failed us
@@ -30,6 +31,8 @@ A client that goes away is not an error of this tree: it is an outcome (``client
 
 from __future__ import annotations
 
+from gateway.redact import redact
+
 
 class GatewayError(Exception):
     status: int = 500
@@ -37,9 +40,10 @@ class GatewayError(Exception):
     retryable: bool = False
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
+        message = redact(message)  # a client's key may be what the message echoes
         super().__init__(message)
         self.message = message
-        self.param = param
+        self.param = None if param is None else redact(param)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
@@ -79,6 +83,11 @@ class AuthenticationError(GatewayError):
 
     def __init__(self, message: str = "Invalid API key") -> None:
         super().__init__(message)
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
 
 
 class InsufficientCredits(GatewayError):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from gateway import relay
+from gateway.accounts import Admission
 from gateway.asgi import (
     ClientGone,
     Receive,
@@ -30,7 +31,6 @@ from gateway.asgi import (
 )
 from gateway.dialects import Answer, Call, ClientDialect
 from gateway.errors import GatewayError, NotFound
-from gateway.keys import ApiKey
 from gateway.records import RequestRecord
 from gateway.wire import jsonbody
 
@@ -64,6 +64,9 @@ class Generation:
             body = await read_body(scope, receive, gateway.config.max_body_bytes)
             request = dialect.parse(jsonbody.parse(body), call)
             target = gateway.catalog.resolve(request.model)
+            # From here on the request holds credits and a rate-limit slot until it settles.
+            admission = await gateway.accounts.admit(key, request, target, generation_id,
+                                                     time.time())
         except ClientGone:
             gateway.metrics.cancellations.labels("upload").inc()
             return
@@ -129,20 +132,23 @@ class Generation:
             if exchange.committed_at is not None:
                 http_status = 200  # even if the relay was cancelled after the status line
             with trio.move_on_after(gateway.config.deadlines.settle, shield=True) as settling:
-                await self.settle(exchange, key, http_status)
+                await self.settle(exchange, admission, http_status)
             if settling.cancelled_caught:
                 log.error("record not written: settle deadline passed",
                           extra={"generation_id": generation_id})
 
-    async def settle(self, exchange: relay.Exchange, key: ApiKey, http_status: int) -> None:
+    async def settle(
+        self, exchange: relay.Exchange, admission: Admission, http_status: int
+    ) -> None:
         usage = exchange.usage
         now = trio.current_time()
         record = RequestRecord(
             generation_id=exchange.generation_id,
-            key_id=key.id,
+            key_id=admission.key.id,
             model=exchange.request.model,
             deployment=exchange.target.label,
             client_dialect=exchange.request.dialect,
+            upstream_dialect=exchange.target.provider.dialect,
             stream=exchange.request.stream,
             status=exchange.outcome,
             http_status=http_status,
@@ -151,6 +157,7 @@ class Generation:
             cached_tokens=usage.cached_tokens,
             reasoning_tokens=usage.reasoning_tokens,
             usage_estimated=usage.estimated,
+            cost=0,  # priced by accounts.settle
             error_type=exchange.failure.type if exchange.failure is not None else None,
             ttft_ms=None
             if exchange.first_event_at is None
@@ -160,15 +167,18 @@ class Generation:
             created_at=time.time(),
         )
         metrics = self.gateway.metrics
+        started = trio.current_time()
+        try:
+            record = await self.gateway.accounts.settle(admission, record)
+            metrics.settle.observe(trio.current_time() - started)
+        except GatewayError:
+            # Kept by accounts and retried with every heartbeat, and at shutdown.
+            metrics.store_errors.labels("settle").inc()
+            record = admission.charge(record)
+            log.exception("could not settle", extra={"generation_id": record.generation_id})
         metrics.observe(record, self.route, exchange.propagation)
         if exchange.cancel_phase is not None:
             metrics.cancellations.labels(exchange.cancel_phase).inc()
-        started = trio.current_time()
-        try:
-            await self.gateway.records.add(record)
-            metrics.settle.observe(trio.current_time() - started)
-        except GatewayError:
-            log.exception("could not settle", extra={"generation_id": record.generation_id})
         log.info(
             "generation settled",
             extra={
@@ -180,6 +190,7 @@ class Generation:
                 "http_status": record.http_status,
                 "prompt_tokens": record.prompt_tokens,
                 "completion_tokens": record.completion_tokens,
+                "cost": record.cost,
                 "ttft_ms": None if record.ttft_ms is None else round(record.ttft_ms, 2),
                 "duration_ms": round(record.duration_ms, 2),
                 "error_type": record.error_type,

@@ -15,6 +15,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
+from typing import Any
 
 import attrs
 
@@ -27,18 +29,40 @@ _DUMMY_HASH = hashlib.sha256(b"arouter: no such key").hexdigest()
 
 @attrs.frozen
 class ApiKey:
+    """A stored key and its policy. ``None`` limits mean "no limit"."""
+
     id: str
     hash: str  # sha256 hex of the whole key
     name: str = ""
     created_at: float = 0.0
     revoked: bool = False
+    expires_at: float | None = None  # unix time
+    balance: int | None = None  # micro-units (pricing.py); None: not metered by balance
+    rpm: int | None = None  # requests per minute
+    tpm: int | None = None  # tokens per minute (prompt + completion)
+    max_concurrent: int | None = None  # open requests at once
+    models: tuple[str, ...] = ()  # public model names this key may use; empty: all
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def allows(self, model: str) -> bool:
+        return not self.models or model in self.models
 
 
-def generate(name: str = "", created_at: float = 0.0) -> tuple[str, ApiKey]:
+# The policy fields an operator may change after creation (CLI and admin API).
+POLICY_FIELDS = ("name", "expires_at", "balance", "rpm", "tpm", "max_concurrent", "models")
+
+
+def generate(name: str = "", created_at: float = 0.0, **policy: Any) -> tuple[str, ApiKey]:
     """A new key: the secret string (shown once) and the row to store."""
+    unknown = set(policy) - set(POLICY_FIELDS)
+    if unknown:
+        raise TypeError(f"not a key policy field: {sorted(unknown)}")
     key_id = secrets.token_hex(6)
     key = f"{PREFIX}{key_id}_{secrets.token_hex(24)}"
-    return key, ApiKey(id=key_id, hash=hash_key(key), name=name, created_at=created_at)
+    row = ApiKey(id=key_id, hash=hash_key(key), name=name, created_at=created_at, **policy)
+    return key, row
 
 
 def hash_key(key: str) -> str:
@@ -66,6 +90,6 @@ def parse_key(token: str) -> tuple[str, str]:
 def verify(key: str, row: ApiKey | None) -> ApiKey:
     """Constant-time check of a presented key against its stored row (or its absence)."""
     ok = hmac.compare_digest(hash_key(key), row.hash if row is not None else _DUMMY_HASH)
-    if row is None or not ok or row.revoked:
+    if row is None or not ok or row.revoked or row.expired(time.time()):
         raise AuthenticationError()
     return row

@@ -11,22 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from typing import Any
 
-_SECRET = re.compile(
-    r"(lr_live_[0-9a-f]{12}_)[0-9a-f]+|\b(sk-(?:ant-)?)[A-Za-z0-9_\-]{8,}|\b(AIza)[0-9A-Za-z_\-]{8,}"
-    r"|(Bearer\s+)\S+",
-    re.IGNORECASE,
-)
+from gateway.redact import redact
+
 # Attributes every LogRecord has; anything else came in through ``extra``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-
-
-def redact(text: str) -> str:
-    return _SECRET.sub(lambda m: next(g for g in m.groups() if g is not None) + "[redacted]",
-                       text)
 
 
 class JsonFormatter(logging.Formatter):

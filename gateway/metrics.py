@@ -78,6 +78,29 @@ class Metrics:
             "arouter_settle_seconds", "Request end to its record committed (group commit).",
             buckets=(*_PROPAGATION[3:], 1, 2.5, 5), registry=registry,
         )
+        self.cost = Counter(
+            "arouter_cost_micro_usd", "Cost charged, in micro-dollars, by model.",
+            ["model"], registry=registry,
+        )
+        self.overruns = Counter(
+            "arouter_reservation_overruns",
+            "Settlements whose real cost exceeded the credits reserved at admission.",
+            registry=registry,
+        )
+        self.reconciled = Counter(
+            "arouter_reservations_reconciled",
+            "Reservations of dead gateway processes settled as interrupted.",
+            registry=registry,
+        )
+        self.limiter_degraded = Gauge(
+            "arouter_limiter_degraded",
+            "1 while the shared (Redis) rate limiter is unreachable and limits are local.",
+            registry=registry, multiprocess_mode="max",
+        )
+        self.store_errors = Counter(
+            "arouter_store_errors", "Store failures by operation.", ["operation"],
+            registry=registry,
+        )
         self.rejections = Counter(
             "arouter_rejections", "Requests refused before any upstream call, by status.",
             ["route", "status"], registry=registry,
@@ -107,6 +130,7 @@ class Metrics:
         model = self._bounded(record.model)
         self.tokens.labels(model, "prompt").inc(record.prompt_tokens)
         self.tokens.labels(model, "completion").inc(record.completion_tokens)
+        self.cost.labels(model).inc(record.cost)
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -1,12 +1,20 @@
-"""The record each accepted generation request leaves behind (the ledger row, pre-billing).
+"""The usage ledger's row: exactly one per accepted generation request.
 
-Exactly one per accepted request, whatever happened: written by the relay's shielded,
-deadline-bounded settle step after the request's nursery has closed.
+Written by the request's shielded, deadline-bounded settle step after its nursery has
+closed, in the same transaction that closes its credit reservation; or, if the process died
+first, by the next start's reconciliation (status ``interrupted``, usage estimated).
 """
 
 from __future__ import annotations
 
 import attrs
+
+# ok             the upstream finished and the client got all of it
+# partial        the upstream failed after the commit point (terminal error event sent)
+# upstream_error the upstream failed before the commit point (HTTP error sent)
+# client_abort   the client went away; usage counts what was relayed
+# interrupted    the gateway process died with the request open (settled at next start)
+STATUSES = ("ok", "partial", "upstream_error", "client_abort", "interrupted")
 
 
 @attrs.frozen
@@ -16,16 +24,24 @@ class RequestRecord:
     model: str  # as the client asked
     deployment: str  # provider/upstream-model actually used
     client_dialect: str
+    upstream_dialect: str
     stream: bool
-    status: str  # ok | partial | upstream_error | client_abort
+    status: str  # one of STATUSES
     http_status: int
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
     reasoning_tokens: int
     usage_estimated: bool
+    cost: int  # micro-units (pricing.py)
     error_type: str | None
     ttft_ms: float | None
     duration_ms: float
     cancelled: bool
     created_at: float  # unix time
+
+    def public(self) -> dict[str, object]:
+        """The row as ``GET /v1/generation`` shows it to the key that owns it."""
+        row = attrs.asdict(self)
+        row["id"] = row.pop("generation_id")
+        return row

@@ -19,12 +19,16 @@ import trio
 
 from gateway import keys
 from gateway.config import Config, Deadlines, ModelRoute, ProviderConfig, SimConfig
+from gateway.keys import ApiKey
+from gateway.pricing import Price
 from gateway.server import Running, running
 from gateway.sim.scenarios import Plan
 from gateway.sim.server import Record, SimServer
 from gateway.store.sqlite import SqliteStore
 
 FAKE_PROVIDER_KEY = "sk-fake-upstream-CANARY-0123456789"
+# fake/lorem's price: 1 micro-dollar per prompt token, 2 per completion token.
+TEST_PRICE = Price(prompt=1_000_000, completion=2_000_000)
 
 
 @attrs.frozen
@@ -92,6 +96,7 @@ def make_config(data_dir: Path, sim_url: str | None, **deadlines: float) -> Conf
             dialect="openai",
             base_url=f"{sim_url}/v1",
             api_key_env="AROUTER_TEST_FAKE_KEY",
+            prices={"lorem": TEST_PRICE},
         )
         models["fast"] = ModelRoute(name="fast", provider="fake", model="lorem")
         # The same fake upstream, spoken to in its two other dialects.
@@ -132,6 +137,13 @@ async def add_key(config: Config, name: str = "test") -> str:
     finally:
         await store.aclose()
     return secret
+
+
+async def new_key(gw: Gw, **policy: Any) -> tuple[str, ApiKey]:
+    """A key with ``policy`` (balance, rpm, ...), added to a running gateway's store."""
+    secret, row = keys.generate(name="policy", created_at=time.time(), **policy)
+    await gw.running.gateway.store.add_key(row)
+    return secret, row
 
 
 GatewayFactory = Callable[..., Any]

@@ -10,80 +10,18 @@ import json
 import os
 import re
 import signal
-import socket
-import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import attrs
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.processes import ROOT, ARouter, serve
+from tests.processes import env as _env
+from tests.processes import free_port as _free_port
+
 README = (ROOT / "README.md").read_text()
-ARouter = [sys.executable, "-m", "gateway"]
-
-
-@attrs.frozen
-class Served:
-    url: str
-    key: str | None
-    banner: str
-    process: trio.Process
-
-
-def _env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env["AROUTER_DATA_DIR"] = str(data_dir)
-    env.pop("AROUTER_CONFIG", None)
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@asynccontextmanager
-async def serve(
-    data_dir: Path, log: Path | None = None, *options: str
-) -> AsyncIterator[Served]:
-    # A real file descriptor for the child; opened once, closed in the finally below.
-    log_file = open(log or os.devnull, "ab")  # noqa: SIM115, ASYNC230
-    process = await trio.lowlevel.open_process(
-        [*ARouter, "serve", *(options or ("--port", "0"))],
-        stdout=subprocess.PIPE,
-        stderr=log_file,
-        env=_env(data_dir),
-        cwd=ROOT,
-    )
-    try:
-        assert process.stdout is not None
-        banner = b""
-        with trio.fail_after(30):
-            while b"try: curl" not in banner:
-                chunk = await process.stdout.receive_some(4096)
-                assert chunk, f"arouter serve exited early: {banner!r}"
-                banner += chunk
-        text = banner.decode()
-        url = re.search(r"listening on (http://\S+)", text)
-        key = re.search(r"^\s+(lr_live_[0-9a-f]{12}_[0-9a-f]{48})$", text, re.M)
-        assert url is not None
-        yield Served(url.group(1), key.group(1) if key else None, text, process)
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            with trio.move_on_after(10):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        log_file.close()
 
 
 def _snippet(language: str, start: str) -> str:
@@ -202,3 +140,54 @@ async def test_workers_serve_from_one_port_and_stop_cleanly(tmp_path: Path) -> N
         with trio.fail_after(20):
             await served.process.wait()
         assert served.process.returncode == 0
+
+
+async def _arouter(tmp_path: Path, *args: str, check: bool = True) -> tuple[int, str, str]:
+    result = await trio.run_process([*ARouter, *args], capture_stdout=True,
+                                    capture_stderr=True, check=check, env=_env(tmp_path),
+                                    cwd=ROOT)
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def test_keys_commands_manage_policy_and_balance(tmp_path: Path) -> None:
+    _, out, err = await _arouter(
+        tmp_path, "keys", "create", "--name", "team-a", "--balance", "2.5", "--rpm", "60",
+        "--max-concurrent", "3", "--models", "fast,sim/echo", "--expires-in", "30d", "--json")
+    created = json.loads(out)
+    key_id, secret = created["id"], created["key"]
+    assert re.fullmatch(r"lr_live_[0-9a-f]{12}_[0-9a-f]{48}", secret)
+    assert created["balance"] == 2_500_000 and created["balance_usd"] == "$2.500000"
+    assert created["limits"] == {"rpm": 60, "tpm": None, "max_concurrent": 3}
+    assert created["models"] == ["fast", "sim/echo"] and created["expires_at"] > 0
+
+    _, out, _ = await _arouter(tmp_path, "keys", "top-up", key_id, "0.000001", "--json")
+    assert json.loads(out)["balance"] == 2_500_001
+    _, out, _ = await _arouter(tmp_path, "keys", "update", key_id, "--rpm", "none",
+                               "--tpm", "1000", "--json")
+    assert json.loads(out)["limits"] == {"rpm": None, "tpm": 1000, "max_concurrent": 3}
+    _, out, _ = await _arouter(tmp_path, "keys", "revoke", key_id)
+    assert "REVOKED" in out and secret not in out
+    _, out, _ = await _arouter(tmp_path, "keys", "list")
+    assert key_id in out and "revoked" in out and "$2.500001" in out
+
+    code, _, err = await _arouter(tmp_path, "keys", "top-up", key_id, "0.0000001", check=False)
+    assert code == 2 and "micro-dollar" in err
+    code, _, err = await _arouter(tmp_path, "keys", "show", "000000000000", check=False)
+    assert code == 1 and "no key" in err
+    code, _, err = await _arouter(tmp_path, "keys", "create", "--rpm", "many", check=False)
+    assert code == 2 and "--rpm" in err
+
+
+async def test_db_migrate_upgrades_an_old_schema_once(tmp_path: Path) -> None:
+    import sqlite3
+
+    from gateway.store.sqlite import MIGRATIONS
+
+    # A database as the first release left it: schema version 1.
+    db = sqlite3.connect(tmp_path / "arouter.db")
+    db.executescript(f"BEGIN; {MIGRATIONS[0]}; PRAGMA user_version=1; COMMIT;")
+    db.close()
+    _, out, _ = await _arouter(tmp_path, "db", "migrate")
+    assert out == f"schema version 1 -> {len(MIGRATIONS)}\n"
+    _, out, _ = await _arouter(tmp_path, "db", "migrate")
+    assert out == f"schema version {len(MIGRATIONS)}: up to date\n"

@@ -333,3 +333,37 @@ def test_the_shipped_example_config_loads() -> None:
     assert config.providers["claude"].dialect == "anthropic"
     assert config.models["gemini-flash"].provider == "google"
     assert config.deadlines.client_stall == 60
+
+
+def test_prices_and_accounts_are_read_exactly(tmp_path: Path) -> None:
+    from gateway.pricing import Price
+
+    path = tmp_path / "a.toml"
+    path.write_text(
+        '[providers.p]\nbase_url = "https://example.invalid/v1"\nmax_output_tokens = 64\n'
+        '[providers.p.prices."m"]\nprompt = 0.15\ncompletion = "0.6"\n'
+        '[models.fast]\nprovider = "p"\nmodel = "m"\nprice = { prompt = 1, completion = 2 }\n'
+        '[accounts]\nheartbeat = 0.5\nredis_url = "unix:///tmp/r.sock"\n'
+        '[store]\nurl = "postgresql://db/arouter"\n'
+    )
+    config = load(path, {})
+    assert config.providers["p"].prices == {"m": Price(prompt=150_000, completion=600_000)}
+    assert config.providers["p"].max_output_tokens == 64
+    assert config.models["fast"].price == Price(prompt=1_000_000, completion=2_000_000)
+    assert config.accounts.heartbeat == 0.5
+    assert config.accounts.redis_url == "unix:///tmp/r.sock"
+    assert config.database_url == "postgresql://db/arouter"
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ('[models.f]\nprovider="sim"\nmodel="x"\nprice={prompt=0.0000001}\n', "models.f.price.prompt"),
+    ('[models.f]\nprovider="sim"\nmodel="x"\nprice={prompt=-1}\n', "models.f.price.prompt"),
+    ('[models.f]\nprovider="sim"\nmodel="x"\nprice={input=1}\n', "models.f.price.input"),
+    ('[store]\nurl="mysql://x"\n', "store.url"),
+    ('[accounts]\nredis_url="http://x"\n', "accounts.redis_url"),
+])
+def test_bad_prices_and_urls_are_named(tmp_path: Path, text: str, named: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load(path, {})

@@ -20,6 +20,7 @@ import attrs
 
 from gateway.canonical import ChatRequest, StreamEvent
 from gateway.config import ProviderConfig
+from gateway.pricing import FREE, Price
 
 
 @attrs.frozen
@@ -28,6 +29,8 @@ class Target:
 
     provider: ProviderConfig
     model: str
+    price: Price = FREE
+    max_output_tokens: int = 4096  # the most output a request may produce (reservations)
 
     @property
     def label(self) -> str:

@@ -1,30 +1,51 @@
 """The embedded store: one SQLite file in WAL mode, driven from one worker thread at a time.
 
+Implements ``store.base.Store`` (read its semantics there).
+
 Rules:
 - SQLite calls are blocking, so each runs in ``trio.to_thread.run_sync`` under a capacity
-  limiter of one: a single writer, and no lock is ever held across an ``await``.
-- Every statement is parameterised (FAULTS.md S2).
-- Schema changes are numbered migrations applied in order at open (``PRAGMA user_version``).
+  limiter of one: a single writer per process, and no lock is ever held across an
+  ``await``. Each call is one explicit ``BEGIN IMMEDIATE`` transaction, so several processes
+  on one file (``arouter serve --workers N``) serialise on SQLite's own write lock.
+- Every statement is parameterised (FAULTS.md S2); column names come only from the attrs
+  field tuples in ``base.py``.
+- Schema changes are numbered migrations applied in order (``PRAGMA user_version``), at
+  open and by ``arouter db migrate``.
 - ``sqlite3`` errors become ``StoreUnavailable`` here and nowhere else.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 import trio
 
-from gateway.errors import GatewayError
 from gateway.keys import ApiKey
 from gateway.records import RequestRecord
+from gateway.store.base import (
+    INSTANCE_FIELDS,
+    KEY_FIELDS,
+    RECORD_FIELDS,
+    RESERVATION_FIELDS,
+    Instance,
+    NotMetered,
+    Reservation,
+    Settlement,
+    StoreUnavailable,
+    check_changes,
+    check_where,
+    models_from_text,
+    models_to_text,
+)
 
 T = TypeVar("T")
 
 MIGRATIONS: tuple[str, ...] = (
+    # 1: keys and request records (issue 2)
     """
     CREATE TABLE api_keys (
         id TEXT PRIMARY KEY,
@@ -55,15 +76,51 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX requests_key ON requests (key_id, created_at);
     """,
+    # 2: key policy, credits, reservations and live instances (issue 5)
+    """
+    ALTER TABLE api_keys ADD COLUMN expires_at REAL;
+    ALTER TABLE api_keys ADD COLUMN balance INTEGER;
+    ALTER TABLE api_keys ADD COLUMN rpm INTEGER;
+    ALTER TABLE api_keys ADD COLUMN tpm INTEGER;
+    ALTER TABLE api_keys ADD COLUMN max_concurrent INTEGER;
+    ALTER TABLE api_keys ADD COLUMN models TEXT NOT NULL DEFAULT '';
+    ALTER TABLE requests ADD COLUMN upstream_dialect TEXT NOT NULL DEFAULT '';
+    ALTER TABLE requests ADD COLUMN cost INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE reservations (
+        generation_id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        instance TEXT NOT NULL,
+        model TEXT NOT NULL,
+        deployment TEXT NOT NULL,
+        client_dialect TEXT NOT NULL,
+        upstream_dialect TEXT NOT NULL,
+        stream INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        prompt_cost INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX reservations_instance ON reservations (instance);
+    CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL
+    );
+    """,
 )
 
-_RECORD_FIELDS = [f.name for f in attrs.fields(RequestRecord)]
+_BOOL_KEY = ("revoked",)
+_BOOL_RECORD = ("stream", "usage_estimated", "cancelled")
 
 
-class StoreUnavailable(GatewayError):
-    status = 503
-    type = "service_unavailable"
-    retryable = True
+def _columns(fields: Sequence[str]) -> str:
+    return ", ".join(fields)
+
+
+def _marks(fields: Sequence[str]) -> str:
+    return ", ".join("?" * len(fields))
 
 
 class SqliteStore:
@@ -81,8 +138,10 @@ class SqliteStore:
             # One explicit transaction per call: the connection is in autocommit mode, where
             # executemany would otherwise commit row by row (measured: 300 us CPU per lone
             # insert, 66 us per row of 20 autocommitted, see the group commit in ledger.py).
+            # IMMEDIATE takes the write lock up front, so two processes cannot both read a
+            # balance and then both write it.
             try:
-                db.execute("BEGIN")
+                db.execute("BEGIN IMMEDIATE")
                 try:
                     result = fn(db)
                 except BaseException:
@@ -95,20 +154,44 @@ class SqliteStore:
 
         return await trio.to_thread.run_sync(call, limiter=self._limiter)
 
-    async def open(self) -> None:
-        def connect() -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
+        try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.execute("PRAGMA synchronous=NORMAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+            return db
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"cannot open the store: {type(exc).__name__}") from None
+
+    async def open(self) -> None:
+        def connect() -> sqlite3.Connection:
+            db = self._connect()
+            try:
+                _migrate(db)
+            except sqlite3.Error as exc:
+                db.close()
+                raise StoreUnavailable(f"cannot migrate the store: {type(exc).__name__}") from None
             return db
 
         self._db = await trio.to_thread.run_sync(connect, limiter=self._limiter)
+
+    async def migrate(self) -> tuple[int, int]:
+        """Apply pending migrations (also before ``open``, as ``arouter db migrate`` does)."""
+
+        def migrate() -> tuple[int, int]:
+            db = self._db or self._connect()
+            try:
+                return _migrate(db)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot migrate the store: {type(exc).__name__}") from None
+            finally:
+                if db is not self._db:
+                    db.close()
+
+        return await trio.to_thread.run_sync(migrate, limiter=self._limiter)
 
     async def aclose(self) -> None:
         db, self._db = self._db, None
@@ -121,47 +204,183 @@ class SqliteStore:
         return await self._run(lambda db: db.execute("SELECT count(*) FROM api_keys").fetchone()[0])
 
     async def add_key(self, key: ApiKey) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "INSERT INTO api_keys (id, hash, name, created_at, revoked) VALUES (?,?,?,?,?)",
-                (key.id, key.hash, key.name, key.created_at, int(key.revoked)),
-            )
-        )
+        row = _key_row(key)
+        await self._run(lambda db: db.execute(
+            f"INSERT INTO api_keys ({_columns(KEY_FIELDS)}) VALUES ({_marks(KEY_FIELDS)})", row
+        ))
 
     async def find_key(self, key_id: str) -> ApiKey | None:
-        def find(db: sqlite3.Connection) -> ApiKey | None:
-            row = db.execute(
-                "SELECT id, hash, name, created_at, revoked FROM api_keys WHERE id = ?", (key_id,)
-            ).fetchone()
-            return None if row is None else ApiKey(row[0], row[1], row[2], row[3], bool(row[4]))
+        return await self._run(lambda db: _find_key(db, key_id))
 
-        return await self._run(find)
+    async def list_keys(self) -> list[ApiKey]:
+        def list_all(db: sqlite3.Connection) -> list[ApiKey]:
+            sql = f"SELECT {_columns(KEY_FIELDS)} FROM api_keys ORDER BY created_at, id"
+            return [_key(row) for row in db.execute(sql)]
 
-    # -- request records -------------------------------------------------------------------
+        return await self._run(list_all)
 
-    async def add_records(self, records: list[RequestRecord]) -> None:
-        """Insert a batch in one transaction (one thread hop for the whole batch)."""
-        rows = [attrs.astuple(record, recurse=False) for record in records]
-        sql = (
-            f"INSERT INTO requests ({', '.join(_RECORD_FIELDS)}) "
-            f"VALUES ({', '.join('?' * len(_RECORD_FIELDS))})"
-        )
-        await self._run(lambda db: db.executemany(sql, rows))
+    async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
+        check_changes(changes)
+        values = {k: _key_value(k, v) for k, v in changes.items()}
+
+        def update(db: sqlite3.Connection) -> ApiKey | None:
+            if values:
+                sets = ", ".join(f"{name} = ?" for name in values)
+                db.execute(f"UPDATE api_keys SET {sets} WHERE id = ?", (*values.values(), key_id))
+            return _find_key(db, key_id)
+
+        return await self._run(update)
+
+    async def top_up(self, key_id: str, amount: int) -> ApiKey | None:
+        def top_up(db: sqlite3.Connection) -> ApiKey | None:
+            key = _find_key(db, key_id)
+            if key is None:
+                return None
+            if key.balance is None:
+                raise NotMetered("this key has no balance limit; set one first")
+            db.execute("UPDATE api_keys SET balance = max(0, balance + ?) WHERE id = ?",
+                       (amount, key_id))
+            return _find_key(db, key_id)
+
+        return await self._run(top_up)
+
+    # -- credits and the ledger -------------------------------------------------------------
+
+    async def reserve(self, batch: Sequence[Reservation]) -> list[bool]:
+        rows = [attrs.astuple(r, recurse=False) for r in batch]
+        insert = (f"INSERT INTO reservations ({_columns(RESERVATION_FIELDS)}) "
+                  f"VALUES ({_marks(RESERVATION_FIELDS)})")
+
+        def reserve(db: sqlite3.Connection) -> list[bool]:
+            admitted = []
+            for item, row in zip(batch, rows, strict=True):
+                found = db.execute(
+                    "SELECT balance FROM api_keys WHERE id = ? AND revoked = 0", (item.key_id,)
+                ).fetchone()
+                ok = found is not None and (
+                    found[0] is None
+                    or db.execute(
+                        "UPDATE api_keys SET balance = balance - ? WHERE id = ? AND balance >= ?",
+                        (item.amount, item.key_id, item.amount),
+                    ).rowcount == 1
+                )
+                if ok:
+                    db.execute(insert, row)
+                admitted.append(ok)
+            return admitted
+
+        return await self._run(reserve)
+
+    async def settle(self, batch: Sequence[Settlement]) -> None:
+        insert = (f"INSERT INTO requests ({_columns(RECORD_FIELDS)}) "
+                  f"VALUES ({_marks(RECORD_FIELDS)}) ON CONFLICT (generation_id) DO NOTHING")
+
+        def settle(db: sqlite3.Connection) -> None:
+            for item in batch:
+                record = item.record
+                held = db.execute(
+                    "DELETE FROM reservations WHERE generation_id = ? RETURNING amount",
+                    (record.generation_id,),
+                ).fetchall()
+                if db.execute(insert, attrs.astuple(record, recurse=False)).rowcount != 1:
+                    continue  # settled before: the first settlement stands
+                back = (held[0][0] if held else 0) - record.cost
+                db.execute(
+                    "UPDATE api_keys SET balance = max(0, balance + ?) "
+                    "WHERE id = ? AND balance IS NOT NULL",
+                    (back, record.key_id),
+                )
+
+        await self._run(settle)
+
+    async def reservations(self, instance: str | None = None) -> list[Reservation]:
+        sql = f"SELECT {_columns(RESERVATION_FIELDS)} FROM reservations"
+        args: tuple[Any, ...] = ()
+        if instance is not None:
+            sql, args = sql + " WHERE instance = ?", (instance,)
+        rows = await self._run(lambda db: db.execute(sql, args).fetchall())
+        return [_reservation(row) for row in rows]
+
+    async def record(self, generation_id: str) -> RequestRecord | None:
+        found = await self.records(generation_id=generation_id)
+        return found[0] if found else None
 
     async def records(self, **where: Any) -> list[RequestRecord]:
-        unknown = set(where) - set(_RECORD_FIELDS)
-        if unknown:
-            raise ValueError(f"no such record field: {sorted(unknown)}")
+        check_where(where)
         clauses = " AND ".join(f"{name} = ?" for name in where)
-        sql = f"SELECT {', '.join(_RECORD_FIELDS)} FROM requests"
+        sql = f"SELECT {_columns(RECORD_FIELDS)} FROM requests"
         if clauses:
             sql += f" WHERE {clauses}"
         rows = await self._run(lambda db: db.execute(sql, tuple(where.values())).fetchall())
         return [_record(row) for row in rows]
 
+    # -- instances --------------------------------------------------------------------------
+
+    async def heartbeat(self, instance: Instance) -> None:
+        row = attrs.astuple(instance)
+        await self._run(lambda db: db.execute(
+            f"INSERT INTO instances ({_columns(INSTANCE_FIELDS)}) VALUES "
+            f"({_marks(INSTANCE_FIELDS)}) ON CONFLICT (id) DO UPDATE SET "
+            "heartbeat_at = excluded.heartbeat_at", row))
+
+    async def instances(self) -> list[Instance]:
+        sql = f"SELECT {_columns(INSTANCE_FIELDS)} FROM instances"
+        rows = await self._run(lambda db: db.execute(sql).fetchall())
+        return [Instance(*row) for row in rows]
+
+    async def forget_instance(self, instance_id: str) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM instances WHERE id = ?", (instance_id,)))
+
+
+def _migrate(db: sqlite3.Connection) -> tuple[int, int]:
+    db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it done
+    try:
+        before = db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[before:], start=before + 1):
+            for statement in filter(str.strip, script.split(";")):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={number}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return before, max(before, len(MIGRATIONS))
+
+
+def _find_key(db: sqlite3.Connection, key_id: str) -> ApiKey | None:
+    row = db.execute(
+        f"SELECT {_columns(KEY_FIELDS)} FROM api_keys WHERE id = ?", (key_id,)
+    ).fetchone()
+    return None if row is None else _key(row)
+
+
+def _key_value(name: str, value: Any) -> Any:
+    if name == "models":
+        return models_to_text(value)
+    if name in _BOOL_KEY:
+        return int(value)
+    return value
+
+
+def _key_row(key: ApiKey) -> tuple[Any, ...]:
+    return tuple(_key_value(name, getattr(key, name)) for name in KEY_FIELDS)
+
+
+def _key(row: tuple[Any, ...]) -> ApiKey:
+    values = dict(zip(KEY_FIELDS, row, strict=True))
+    values["revoked"] = bool(values["revoked"])
+    values["models"] = models_from_text(values["models"])
+    return ApiKey(**values)
+
 
 def _record(row: tuple[Any, ...]) -> RequestRecord:
-    values = dict(zip(_RECORD_FIELDS, row, strict=True))
-    for flag in ("stream", "usage_estimated", "cancelled"):
+    values = dict(zip(RECORD_FIELDS, row, strict=True))
+    for flag in _BOOL_RECORD:
         values[flag] = bool(values[flag])
     return RequestRecord(**values)
+
+
+def _reservation(row: tuple[Any, ...]) -> Reservation:
+    values = dict(zip(RESERVATION_FIELDS, row, strict=True))
+    values["stream"] = bool(values["stream"])
+    return Reservation(**values)

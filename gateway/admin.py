@@ -1,0 +1,207 @@
+"""Key management: the admin HTTP API, and the policy parsing the CLI shares with it.
+
+Routes (JSON; ``Authorization: Bearer <admin token>``, never a user key):
+
+    GET    /admin/keys                   every key's policy and balance
+    POST   /admin/keys                   create; the answer holds the secret, once
+    GET    /admin/keys/{id}              one key, with its current limiter usage
+    PATCH  /admin/keys/{id}              change policy fields
+    POST   /admin/keys/{id}/revoke
+    POST   /admin/keys/{id}/top-up       {"amount": micro-units} or {"amount_usd": "5.00"}
+    GET    /admin/generations/{id}       any ledger row
+
+Rules:
+- The admin token comes from the environment (``AROUTER_ADMIN_TOKEN`` by default), never
+  from the config file. Without one the admin API answers 403 "disabled". A wrong token,
+  a user key, or none at all get the uniform 401 of ``keys.py``; comparison is constant-time.
+- Bodies are strict JSON (``wire/jsonbody``); an unknown field is a 400 naming it.
+- A key's view never holds its hash; its secret appears only in the creation answer.
+- A change made here drops this process's cached copy of the key; other processes see it
+  within ``KEY_CACHE_SECONDS``, and revocation everywhere at once (see ``accounts.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from quart import Blueprint, request
+
+from gateway import keys
+from gateway.asgi import dumps
+from gateway.errors import AuthenticationError, NotFound, PermissionDenied, RequestError
+from gateway.keys import ApiKey
+from gateway.pricing import MoneyError, format_usd, parse_usd
+from gateway.wire import jsonbody
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+_INT_FIELDS = ("rpm", "tpm", "max_concurrent")
+
+
+def parse_policy(raw: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
+    """Validated key policy fields from a JSON object (admin API) or CLI options.
+
+    ``balance`` is micro-units (int) and ``balance_usd`` a decimal string; ``null`` clears
+    a limit. ``creating`` allows nothing more, it only documents the caller.
+    """
+    del creating
+    policy: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "name":
+            if not isinstance(value, str) or len(value) > 200:
+                raise RequestError("name: expected a string of at most 200 characters",
+                                   param=name)
+            policy["name"] = value
+        elif name in _INT_FIELDS or name == "balance":
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 0
+                or value > 2**62
+            ):
+                raise RequestError(f"{name}: expected a non-negative integer or null",
+                                   param=name)
+            policy[name] = value
+        elif name == "balance_usd":
+            try:
+                policy["balance"] = None if value is None else parse_usd(_text(value, name))
+            except MoneyError as exc:
+                raise RequestError(f"balance_usd: {exc}", param=name) from None
+            if policy["balance"] is not None and policy["balance"] < 0:
+                raise RequestError("balance_usd: cannot be negative", param=name)
+        elif name == "models":
+            if not isinstance(value, list) or not all(
+                isinstance(m, str) and m and "\n" not in m for m in value
+            ):
+                raise RequestError("models: expected a list of model names", param=name)
+            policy["models"] = tuple(value)
+        elif name == "expires_at":
+            if value is not None and (
+                not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
+            ):
+                raise RequestError("expires_at: expected a unix time or null", param=name)
+            policy["expires_at"] = None if value is None else float(value)
+        else:
+            raise RequestError(f"unknown field {name!r}", param=name)
+    return policy
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str | int):
+        raise RequestError(f"{name}: expected a decimal string", param=name)
+    return str(value)
+
+
+def key_view(key: ApiKey) -> dict[str, Any]:
+    """A key as operators and its owner see it: policy and balance, never the hash."""
+    return {
+        "id": key.id,
+        "name": key.name,
+        "created_at": key.created_at,
+        "revoked": key.revoked,
+        "expires_at": key.expires_at,
+        "balance": key.balance,
+        "balance_usd": format_usd(key.balance),
+        "limits": {"rpm": key.rpm, "tpm": key.tpm, "max_concurrent": key.max_concurrent},
+        "models": list(key.models),
+    }
+
+
+def _same(presented: str, expected: str) -> bool:
+    # Digests first, so the comparison's time depends on neither length.
+    return hmac.compare_digest(
+        hashlib.sha256(presented.encode()).digest(), hashlib.sha256(expected.encode()).digest()
+    )
+
+
+def blueprint(gateway: Gateway) -> Blueprint:
+    admin = Blueprint("admin", __name__, url_prefix="/admin")
+
+    @admin.before_request
+    async def require_admin() -> None:
+        expected = gateway.config.accounts.admin_token
+        if expected is None:
+            raise PermissionDenied(
+                "the admin API is disabled: set "
+                f"{gateway.config.accounts.admin_token_env} to enable it"
+            )
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not _same(token, expected):
+            raise AuthenticationError("Invalid admin token")
+
+    async def body() -> dict[str, Any]:
+        data = await request.get_data(as_text=False)
+        raw = jsonbody.parse(data if isinstance(data, bytes) else data.encode())
+        if not isinstance(raw, dict):
+            raise RequestError("expected a JSON object")
+        return raw
+
+    async def found(key_id: str) -> ApiKey:
+        key = await gateway.store.find_key(key_id)
+        if key is None:
+            raise NotFound(f"no key {key_id!r}")
+        return key
+
+    def answer(value: Any, status: int = 200) -> Any:
+        return dumps(value), status, {"content-type": "application/json"}
+
+    def changed(key_id: str, key: ApiKey | None) -> Any:
+        """The answer to a change of ``key_id``; this process forgets its cached copy."""
+        if key is None:
+            raise NotFound(f"no key {key_id!r}")
+        gateway.forget_key(key_id)
+        return answer(key_view(key))
+
+    @admin.get("/keys")
+    async def list_keys() -> Any:
+        return answer({"data": [key_view(k) for k in await gateway.store.list_keys()]})
+
+    @admin.post("/keys")
+    async def create_key() -> Any:
+        policy = parse_policy(await body(), creating=True)
+        secret, row = keys.generate(created_at=time.time(), **policy)
+        await gateway.store.add_key(row)
+        return answer({"key": secret, **key_view(row)}, 201)
+
+    @admin.get("/keys/<key_id>")
+    async def show_key(key_id: str) -> Any:
+        key = await found(key_id)
+        usage = await gateway.accounts.usage(key)
+        return answer({**key_view(key), "usage": usage})
+
+    @admin.patch("/keys/<key_id>")
+    async def update_key(key_id: str) -> Any:
+        changes = parse_policy(await body(), creating=False)
+        return changed(key_id, await gateway.store.update_key(key_id, changes))
+
+    @admin.post("/keys/<key_id>/revoke")
+    async def revoke_key(key_id: str) -> Any:
+        return changed(key_id, await gateway.store.update_key(key_id, {"revoked": True}))
+
+    @admin.post("/keys/<key_id>/top-up")
+    async def top_up(key_id: str) -> Any:
+        raw = await body()
+        if set(raw) - {"amount", "amount_usd"} or len(raw) != 1:
+            raise RequestError("expected exactly one of amount (micro-units) or amount_usd")
+        if "amount" in raw:
+            amount = raw["amount"]
+            if not isinstance(amount, int) or isinstance(amount, bool):
+                raise RequestError("amount: expected an integer of micro-units", param="amount")
+        else:
+            try:
+                amount = parse_usd(_text(raw["amount_usd"], "amount_usd"))
+            except MoneyError as exc:
+                raise RequestError(f"amount_usd: {exc}", param="amount_usd") from None
+        return changed(key_id, await gateway.store.top_up(key_id, amount))
+
+    @admin.get("/generations/<generation_id>")
+    async def generation(generation_id: str) -> Any:
+        row = await gateway.store.record(generation_id)
+        if row is None:
+            raise NotFound(f"no generation {generation_id!r}")
+        return answer({"data": row.public()})
+
+    return admin

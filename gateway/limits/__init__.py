@@ -1,0 +1,1 @@
+"""Rate limits: the contract (base.py), in-process and Redis-backed limiters."""

@@ -1,0 +1,73 @@
+"""The rate-limit contract: requests per minute, tokens per minute, concurrent requests.
+
+Every limiter (``local.py`` in-process, ``redis.py`` shared by a fleet) keeps these semantics,
+checked by one contract suite (``tests/limits/test_contract.py``):
+
+- **rpm** is a token bucket of capacity ``rpm`` refilled at ``rpm / 60`` per second; each
+  admitted request takes one.
+- **tpm** is a token bucket of capacity ``tpm`` refilled at ``tpm / 60`` per second. A request
+  is admitted while the bucket holds at least one token; admission takes the request's
+  prompt estimate, and ``release`` takes (or returns) the difference to the real total, so
+  the bucket may go into debt and later requests wait until it refills.
+- **concurrent** counts held slots; a slot is held from ``acquire`` to ``release``. A slot
+  whose holder vanished without releasing (a process killed) expires after ``slot_ttl``.
+- ``acquire`` is all-or-nothing: if any limit refuses, nothing is taken, and ``RateLimited``
+  says which limit and carries ``retry_after`` seconds (0 for the concurrency limit: retry
+  when a stream ends, reported as 1 s).
+- ``release`` is idempotent per generation id and never raises for a slot that is gone.
+- A limiter that cannot reach its backend raises ``LimiterUnavailable``; ``FallbackLimiter``
+  turns that into local limiting, says so in the log and metrics, and returns to the shared
+  backend when it answers again.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+from gateway.errors import GatewayError
+
+WINDOW = 60.0  # seconds: the "minute" of rpm and tpm
+
+
+class LimiterUnavailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    retryable = True
+
+
+@attrs.frozen
+class Limits:
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrent: int | None = None
+
+    @property
+    def none(self) -> bool:
+        return self.rpm is None and self.tpm is None and self.concurrent is None
+
+
+@attrs.frozen
+class Usage:
+    """What a key holds right now, for ``GET /v1/key`` and the contract tests."""
+
+    concurrent: int
+    rpm_left: float | None  # tokens in the rpm bucket
+    tpm_left: float | None  # tokens in the tpm bucket (negative: in debt)
+
+
+class Limiter(Protocol):
+    async def acquire(
+        self, key_id: str, limits: Limits, generation_id: str, tokens: int, slot_ttl: float
+    ) -> None:
+        """Admit one request or raise ``RateLimited`` (or ``LimiterUnavailable``)."""
+
+    async def release(
+        self, key_id: str, limits: Limits, generation_id: str, extra_tokens: int
+    ) -> None:
+        """Free the slot and charge ``extra_tokens`` (real total - estimate) to tpm."""
+
+    async def usage(self, key_id: str, limits: Limits) -> Usage: ...
+
+    async def aclose(self) -> None: ...

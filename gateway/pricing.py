@@ -1,0 +1,97 @@
+"""Money: integer micro-units (1 = one millionth of a US dollar), never floats.
+
+Rules:
+- Balances, reservations and costs are ``int`` micro-units everywhere: in the store, the
+  ledger, the API and the CLI's arithmetic. Decimal strings ("5", "0.25", "$12.50") are only
+  a way of writing them, parsed exactly with ``Decimal``.
+- A price is micro-units per **million** tokens (so $0.15 / M tokens is 150_000), which keeps
+  cheap models' prices integral. A request's cost is the sum over its token kinds, divided
+  by a million once and rounded **up**: the gateway never undercharges by rounding.
+- Token kinds follow the canonical ``Usage``: ``prompt_tokens`` includes the cached ones and
+  ``completion_tokens`` includes the reasoning ones, each priced at its own rate.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+import attrs
+
+from gateway.canonical import Usage
+
+MICRO = 1_000_000
+PER_TOKENS = 1_000_000
+
+
+class MoneyError(ValueError):
+    pass
+
+
+@attrs.frozen
+class Price:
+    """Micro-units per million tokens of each kind; ``None`` rates fall back as documented."""
+
+    prompt: int = 0
+    completion: int = 0
+    cached_prompt: int | None = None  # default: the prompt rate
+    reasoning: int | None = None  # default: the completion rate
+
+    @property
+    def free(self) -> bool:
+        return not (self.prompt or self.completion or self.cached_prompt or self.reasoning)
+
+
+FREE = Price()
+
+
+def cost(usage: Usage, price: Price) -> int:
+    """What ``usage`` costs at ``price``, in micro-units, rounded up."""
+    cached = min(usage.cached_tokens, usage.prompt_tokens)
+    reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
+    cached_rate = price.prompt if price.cached_prompt is None else price.cached_prompt
+    reasoning_rate = price.completion if price.reasoning is None else price.reasoning
+    scaled = (
+        (usage.prompt_tokens - cached) * price.prompt
+        + cached * cached_rate
+        + (usage.completion_tokens - reasoning) * price.completion
+        + reasoning * reasoning_rate
+    )
+    return -(-scaled // PER_TOKENS)
+
+
+def reservation(prompt_tokens: int, completion_tokens: int, price: Price) -> int:
+    """The most a request may cost: every prompt token uncached, every output token at the
+    dearer of the completion and reasoning rates."""
+    out_rate = max(price.completion, price.reasoning or 0)
+    return -(-(prompt_tokens * price.prompt + completion_tokens * out_rate) // PER_TOKENS)
+
+
+def parse_usd(text: str | int | float) -> int:
+    """Exact micro-units from a dollar amount: ``"12.5"``, ``"$0.000001"``, ``3``.
+
+    Floats are accepted only because TOML has no decimal type; they are read through their
+    shortest repr (``0.15`` is exactly 150_000), never through binary arithmetic.
+    """
+    if isinstance(text, bool):
+        raise MoneyError("expected an amount in dollars")
+    raw = repr(text) if isinstance(text, float) else str(text)
+    raw = raw.strip().removeprefix("$").replace("_", "")
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise MoneyError(f"not an amount in dollars: {raw!r}") from None
+    if not value.is_finite():
+        raise MoneyError("expected a finite amount")
+    micro = value * MICRO
+    if micro != micro.to_integral_value():
+        raise MoneyError(f"{raw}: more precision than a micro-dollar")
+    return int(micro)
+
+
+def format_usd(micro: int | None) -> str:
+    """``1_250_000`` -> ``"$1.250000"``; ``None`` (no balance limit) -> ``"unlimited"``."""
+    if micro is None:
+        return "unlimited"
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), MICRO)
+    return f"{sign}${whole}.{frac:06d}"

@@ -1,0 +1,158 @@
+"""The store contract: keys, credit reservations, the usage ledger, and live instances.
+
+Every backend (``sqlite.py`` embedded, ``postgres.py`` for fleets) implements ``Store`` with
+the same semantics, checked by one contract suite (``tests/store/test_contract.py``).
+
+Semantics every backend keeps:
+- **Credits never go negative through admission.** ``reserve`` takes a batch; for each item,
+  in one transaction, a metered key's balance drops by ``amount`` only if it covers it
+  (a single conditional ``UPDATE``, so concurrent reservations from any number of processes
+  cannot overspend), and the reservation row is written. Unmetered keys (``balance`` NULL)
+  always succeed and still get a reservation row, so a crash can be reconciled.
+- **Exactly one ledger row per accepted request.** ``settle`` takes a batch; for each item,
+  in one transaction: delete the reservation, insert the ledger row unless one exists for
+  that generation id, and, only if the row was inserted, return ``reserved - cost`` to the
+  balance. The balance is floored at zero if the real cost overran the reservation.
+  A second settle of the same generation therefore changes nothing.
+- **Reservations belong to an instance** (one gateway process). Instances heartbeat; the
+  reservations of a dead instance are settled by whoever reconciles (``accounts.reconcile``).
+- Foreign driver errors become ``StoreUnavailable`` inside the backend, nowhere else.
+- Blocking drivers run in worker threads under a bounded limiter; no lock or transaction is
+  held across an ``await``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from gateway.errors import GatewayError
+from gateway.keys import ApiKey
+from gateway.records import RequestRecord
+
+
+class StoreUnavailable(GatewayError):
+    """The store cannot be reached or failed: credits fail closed, with a fast 503."""
+
+    status = 503
+    type = "service_unavailable"
+    retryable = True
+
+
+class NotMetered(GatewayError):
+    """A top-up of a key that has no balance limit."""
+
+    status = 409
+    type = "invalid_request_error"
+
+
+@attrs.frozen
+class Reservation:
+    """Credits held for one admitted request until it settles."""
+
+    generation_id: str
+    key_id: str
+    amount: int  # micro-units held (0 for an unmetered key)
+    instance: str  # the gateway process that admitted it
+    model: str
+    deployment: str
+    client_dialect: str
+    upstream_dialect: str
+    stream: bool
+    prompt_tokens: int  # the admission estimate
+    prompt_cost: int  # what the estimated prompt costs: charged if the process dies
+    created_at: float  # unix time
+
+
+@attrs.frozen
+class Settlement:
+    record: RequestRecord  # carries the generation id and the real cost
+
+
+@attrs.frozen
+class Instance:
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    async def aclose(self) -> None: ...
+
+    async def migrate(self) -> tuple[int, int]:
+        """Apply pending migrations; (version before, version after)."""
+
+    # keys
+    async def count_keys(self) -> int: ...
+
+    async def add_key(self, key: ApiKey) -> None: ...
+
+    async def find_key(self, key_id: str) -> ApiKey | None: ...
+
+    async def list_keys(self) -> list[ApiKey]: ...
+
+    async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
+        """Set policy fields (``keys.POLICY_FIELDS`` and ``revoked``); None if no such key."""
+
+    async def top_up(self, key_id: str, amount: int) -> ApiKey | None:
+        """Add ``amount`` (may be negative, floored at 0) to a metered key's balance.
+        ``NotMetered`` for a key without a balance; None if no such key."""
+
+    # credits and the ledger
+    async def reserve(self, batch: Sequence[Reservation]) -> list[bool]:
+        """One transaction; ``[admitted?]`` in batch order."""
+
+    async def settle(self, batch: Sequence[Settlement]) -> None:
+        """One transaction; idempotent per generation id."""
+
+    async def reservations(self, instance: str | None = None) -> list[Reservation]: ...
+
+    async def record(self, generation_id: str) -> RequestRecord | None: ...
+
+    async def records(self, **where: Any) -> list[RequestRecord]: ...
+
+    # instances
+    async def heartbeat(self, instance: Instance) -> None:
+        """Insert or refresh this instance's row (``heartbeat_at``)."""
+
+    async def instances(self) -> list[Instance]: ...
+
+    async def forget_instance(self, instance_id: str) -> None: ...
+
+
+# Columns shared by the backends' schemas and row mapping.
+KEY_FIELDS = tuple(f.name for f in attrs.fields(ApiKey))
+RECORD_FIELDS = tuple(f.name for f in attrs.fields(RequestRecord))
+RESERVATION_FIELDS = tuple(f.name for f in attrs.fields(Reservation))
+INSTANCE_FIELDS = tuple(f.name for f in attrs.fields(Instance))
+KEY_UPDATABLE = frozenset(
+    {"name", "expires_at", "balance", "rpm", "tpm", "max_concurrent", "models", "revoked"}
+)
+
+
+def check_where(where: Mapping[str, Any]) -> None:
+    unknown = set(where) - set(RECORD_FIELDS)
+    if unknown:
+        raise ValueError(f"no such record field: {sorted(unknown)}")
+
+
+def check_changes(changes: Mapping[str, Any]) -> None:
+    unknown = set(changes) - KEY_UPDATABLE
+    if unknown:
+        raise ValueError(f"not an updatable key field: {sorted(unknown)}")
+
+
+def models_to_text(models: Sequence[str]) -> str:
+    """The allowlist as one column: newline-separated (names never contain newlines)."""
+    return "\n".join(models)
+
+
+def models_from_text(text: str | None) -> tuple[str, ...]:
+    return tuple(text.split("\n")) if text else ()

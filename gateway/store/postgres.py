@@ -1,0 +1,532 @@
+"""The fleet store: PostgreSQL, shared by every gateway process, driven from worker threads.
+
+Implements ``store.base.Store`` (read its semantics there).
+
+Rules:
+- psycopg 3's synchronous driver runs in ``trio.to_thread.run_sync`` under a capacity limiter
+  of ``pool_size``, each thread borrowing one connection from a small pool of idle ones. One
+  store call is one thread hop is one transaction (``with conn.transaction()``): nothing is
+  held across an ``await``, and a cancelled caller waits for its (bounded) thread to finish,
+  so a connection is never abandoned mid-transaction.
+- Every wait is bounded: ``connect_timeout`` for connecting, a server-side
+  ``statement_timeout`` for each statement (lock waits included), and TCP keepalives plus
+  ``tcp_user_timeout`` for a server that vanishes without closing the socket.
+- A connection that failed at the connection level (``OperationalError``, or left broken or
+  mid-transaction) is closed, never returned to the pool.
+- Credits: a metered key's reservation is one conditional ``UPDATE ... WHERE balance >= %s``.
+  Under READ COMMITTED, a writer that waited for another's row lock re-evaluates that
+  ``WHERE`` against the committed row, so any number of processes cannot overspend.
+- Batches touch ``api_keys`` rows in key-id order, so two processes cannot lock them in
+  opposite orders; a deadlock or serialisation failure that happens anyway (40P01, 40001)
+  retries the whole transaction a few times. Results still come back in batch order.
+- Every statement is parameterised (FAULTS.md S2); column names come only from the attrs
+  field tuples in ``base.py`` and are quoted as identifiers.
+- Schema changes are numbered migrations applied in order, each batch in one transaction
+  under a transaction-level advisory lock, so processes starting together do not race.
+- ``psycopg`` errors become ``StoreUnavailable`` here and nowhere else, with a message that
+  names the error class and SQLSTATE only (never the URL, its password or a row's values).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import attrs
+import psycopg
+import trio
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+from psycopg.rows import TupleRow
+
+from gateway.keys import ApiKey
+from gateway.records import RequestRecord
+from gateway.store.base import (
+    INSTANCE_FIELDS,
+    KEY_FIELDS,
+    RECORD_FIELDS,
+    RESERVATION_FIELDS,
+    Instance,
+    NotMetered,
+    Reservation,
+    Settlement,
+    StoreUnavailable,
+    check_changes,
+    check_where,
+    models_from_text,
+    models_to_text,
+)
+
+T = TypeVar("T")
+Conn = psycopg.Connection[TupleRow]
+
+CONNECT_TIMEOUT = 5  # seconds (libpq takes whole seconds)
+STATEMENT_TIMEOUT_MS = 10_000
+# A peer that stops answering mid-statement (host gone, cable cut) would block recv() forever
+# without these; statement_timeout is enforced by the server, which is the part that is gone.
+TCP_PARAMS = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}
+RETRY_ATTEMPTS = 5  # transactions tried on deadlock / serialisation failure
+RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+# pg_advisory_xact_lock key for migrations: "arouter" in ASCII, so it reads in pg_locks.
+MIGRATION_LOCK = 0x61_726F_7574_6572
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: keys with their policy, the ledger, credit reservations and live instances.
+    # Money is BIGINT micro-units (pricing.py); times are unix seconds as DOUBLE PRECISION.
+    (
+        """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            hash TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            created_at DOUBLE PRECISION NOT NULL,
+            revoked BOOLEAN NOT NULL DEFAULT FALSE,
+            expires_at DOUBLE PRECISION,
+            balance BIGINT,
+            rpm INTEGER,
+            tpm INTEGER,
+            max_concurrent INTEGER,
+            models TEXT NOT NULL DEFAULT ''
+        )
+        """,
+        """
+        CREATE TABLE requests (
+            generation_id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            deployment TEXT NOT NULL,
+            client_dialect TEXT NOT NULL,
+            upstream_dialect TEXT NOT NULL,
+            stream BOOLEAN NOT NULL,
+            status TEXT NOT NULL,
+            http_status INTEGER NOT NULL,
+            prompt_tokens BIGINT NOT NULL,
+            completion_tokens BIGINT NOT NULL,
+            cached_tokens BIGINT NOT NULL,
+            reasoning_tokens BIGINT NOT NULL,
+            usage_estimated BOOLEAN NOT NULL,
+            cost BIGINT NOT NULL,
+            error_type TEXT,
+            ttft_ms DOUBLE PRECISION,
+            duration_ms DOUBLE PRECISION NOT NULL,
+            cancelled BOOLEAN NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX requests_key ON requests (key_id, created_at)",
+        """
+        CREATE TABLE reservations (
+            generation_id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            amount BIGINT NOT NULL,
+            instance TEXT NOT NULL,
+            model TEXT NOT NULL,
+            deployment TEXT NOT NULL,
+            client_dialect TEXT NOT NULL,
+            upstream_dialect TEXT NOT NULL,
+            stream BOOLEAN NOT NULL,
+            prompt_tokens BIGINT NOT NULL,
+            prompt_cost BIGINT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX reservations_instance ON reservations (instance)",
+        """
+        CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            heartbeat_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+    ),
+)
+
+
+def _columns(fields: Sequence[str]) -> sql.Composable:
+    return sql.SQL(", ").join(map(sql.Identifier, fields))
+
+
+def _marks(fields: Sequence[str]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Placeholder() * len(fields))
+
+
+def _select(fields: Sequence[str], table: str) -> sql.Composed:
+    return sql.SQL("SELECT {} FROM {}").format(_columns(fields), sql.Identifier(table))
+
+
+def _insert(fields: Sequence[str], table: str) -> sql.Composed:
+    return sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+        sql.Identifier(table), _columns(fields), _marks(fields)
+    )
+
+
+SELECT_KEY = _select(KEY_FIELDS, "api_keys") + sql.SQL(" WHERE id = %s")
+LIST_KEYS = _select(KEY_FIELDS, "api_keys") + sql.SQL(" ORDER BY created_at, id")
+INSERT_KEY = _insert(KEY_FIELDS, "api_keys")
+INSERT_RESERVATION = _insert(RESERVATION_FIELDS, "reservations")
+SELECT_RESERVATIONS = _select(RESERVATION_FIELDS, "reservations")
+INSERT_RECORD = _insert(RECORD_FIELDS, "requests") + sql.SQL(
+    " ON CONFLICT (generation_id) DO NOTHING RETURNING 1"
+)
+SELECT_RECORDS = _select(RECORD_FIELDS, "requests")
+UPSERT_INSTANCE = _insert(INSTANCE_FIELDS, "instances") + sql.SQL(
+    " ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at"
+)
+LIST_INSTANCES = _select(INSTANCE_FIELDS, "instances") + sql.SQL(" ORDER BY started_at, id")
+
+
+class PostgresStore:
+    def __init__(self, url: str, pool_size: int = 8) -> None:
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self._url = url
+        self._limiter = trio.CapacityLimiter(pool_size)
+        # Idle connections; at most pool_size exist at once because only that many threads
+        # (one connection each) run under the limiter. A plain lock: threads touch it.
+        self._idle: list[Conn] = []
+        self._lock = threading.Lock()
+        self._open = False
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore open={self._open}>"  # never the URL: it may carry a password
+
+    # -- connections and transactions ------------------------------------------------------
+
+    def _connect(self) -> Conn:
+        params: dict[str, Any] = conninfo_to_dict(self._url)
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        params.setdefault("application_name", "arouter")
+        for name, value in TCP_PARAMS.items():  # libpq ignores them on a unix socket
+            params.setdefault(name, value)
+        # Autocommit: transactions are only the explicit ``conn.transaction()`` blocks, so a
+        # pooled connection never sits idle inside one.
+        conn = psycopg.connect(**params, autocommit=True)
+        try:
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, false)", (str(STATEMENT_TIMEOUT_MS),)
+            )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _acquire(self) -> Conn:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+    def _release(self, conn: Conn, reusable: bool) -> None:
+        reusable = (
+            reusable
+            and not conn.broken
+            and conn.info.transaction_status == TransactionStatus.IDLE
+        )
+        if reusable:
+            with self._lock:
+                if self._open:
+                    self._idle.append(conn)
+                    return
+        conn.close()
+
+    def _drop_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        _close_all(idle)
+
+    async def _run(self, fn: Callable[[Conn], T], *, need_open: bool = True) -> T:
+        if need_open and not self._open:
+            raise StoreUnavailable("the store is not open")
+
+        def call() -> T:
+            try:
+                return self._call(fn)
+            except psycopg.Error as exc:
+                message = _describe(exc)
+            # Raised outside the handler: not even __context__ keeps the driver's exception
+            # (its text, its frames holding the connection).
+            raise StoreUnavailable(message)
+
+        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    def _call(self, fn: Callable[[Conn], T]) -> T:
+        conn = self._acquire()
+        reusable = False
+        try:
+            result = _transaction(conn, fn)
+            reusable = True
+            return result
+        except psycopg.OperationalError:
+            # The connection itself may be unusable: do not pool it. If it is broken, the
+            # server probably restarted or failed over and the idle ones are as dead: drop
+            # them too, rather than fail one call with each.
+            if conn.broken:
+                self._drop_idle()
+            raise
+        except BaseException:
+            # A statement-level failure (or NotMetered, ValueError) rolled back cleanly;
+            # _release still checks the connection's state.
+            reusable = True
+            raise
+        finally:
+            self._release(conn, reusable)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._open:
+            return
+        self._open = True
+        try:
+            await self.migrate()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._open = False
+            idle, self._idle = self._idle, []
+        # Connections still borrowed by running threads are closed as they come back. Shielded:
+        # these are already out of the pool, and a cancelled close would leak them (closing
+        # is quick: a terminate message and a socket close).
+        if idle:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_close_all, idle)
+
+    async def migrate(self) -> tuple[int, int]:
+        # Allowed before open() too (``arouter db migrate``): the connection is then closed
+        # on return instead of pooled.
+        return await self._run(_migrate, need_open=False)
+
+    # -- keys -------------------------------------------------------------------------------
+
+    async def count_keys(self) -> int:
+        def count(conn: Conn) -> int:
+            row = conn.execute("SELECT count(*) FROM api_keys").fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._run(count)
+
+    async def add_key(self, key: ApiKey) -> None:
+        row = _key_row(key)
+        await self._run(lambda conn: conn.execute(INSERT_KEY, row))
+
+    async def find_key(self, key_id: str) -> ApiKey | None:
+        return await self._run(lambda conn: _find_key(conn, key_id))
+
+    async def list_keys(self) -> list[ApiKey]:
+        rows = await self._run(lambda conn: conn.execute(LIST_KEYS).fetchall())
+        return [_key(row) for row in rows]
+
+    async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
+        check_changes(changes)
+        values = {name: _key_value(name, value) for name, value in changes.items()}
+        update = sql.SQL("UPDATE api_keys SET {} WHERE id = %s").format(
+            sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(name)) for name in values)
+        )
+
+        def apply(conn: Conn) -> ApiKey | None:
+            if values:  # no changes: just the current row
+                conn.execute(update, (*values.values(), key_id))
+            return _find_key(conn, key_id)
+
+        return await self._run(apply)
+
+    async def top_up(self, key_id: str, amount: int) -> ApiKey | None:
+        def top_up(conn: Conn) -> ApiKey | None:
+            # Locks the row, so the check and the update see the same balance.
+            key = _find_key(conn, key_id, lock=True)
+            if key is None:
+                return None
+            if key.balance is None:
+                raise NotMetered("this key has no balance limit; set one first")
+            conn.execute(
+                "UPDATE api_keys SET balance = GREATEST(balance + %s, 0) WHERE id = %s",
+                (amount, key_id),
+            )
+            return _find_key(conn, key_id)
+
+        return await self._run(top_up)
+
+    # -- credits and the ledger -------------------------------------------------------------
+
+    async def reserve(self, batch: Sequence[Reservation]) -> list[bool]:
+        if not batch:
+            return []
+        order = sorted(range(len(batch)), key=lambda i: (batch[i].key_id, i))
+        rows = [attrs.astuple(item, recurse=False) for item in batch]
+
+        def reserve(conn: Conn) -> list[bool]:
+            admitted = [False] * len(batch)
+            for i in order:
+                item = batch[i]
+                # The atomic check-and-take for a metered key: NULL >= amount is not true,
+                # so an unmetered key falls through to the lookup below.
+                taken = conn.execute(
+                    "UPDATE api_keys SET balance = balance - %s "
+                    "WHERE id = %s AND balance >= %s AND NOT revoked RETURNING 1",
+                    (item.amount, item.key_id, item.amount),
+                ).fetchone()
+                if taken is None:
+                    unmetered = conn.execute(
+                        "SELECT 1 FROM api_keys WHERE id = %s AND balance IS NULL AND NOT revoked",
+                        (item.key_id,),
+                    ).fetchone()
+                    if unmetered is None:
+                        continue  # missing, revoked, or short of credits
+                conn.execute(INSERT_RESERVATION, rows[i])
+                admitted[i] = True
+            return admitted
+
+        return await self._run(reserve)
+
+    async def settle(self, batch: Sequence[Settlement]) -> None:
+        if not batch:
+            return
+        records = sorted(
+            (item.record for item in batch), key=lambda r: (r.key_id, r.generation_id)
+        )
+        rows = [attrs.astuple(record, recurse=False) for record in records]
+
+        def settle(conn: Conn) -> None:
+            for record, row in zip(records, rows, strict=True):
+                held = conn.execute(
+                    "DELETE FROM reservations WHERE generation_id = %s RETURNING amount",
+                    (record.generation_id,),
+                ).fetchone()
+                if conn.execute(INSERT_RECORD, row).fetchone() is None:
+                    continue  # settled before: the first settlement stands
+                back = (held[0] if held else 0) - record.cost
+                if back:
+                    conn.execute(
+                        "UPDATE api_keys SET balance = GREATEST(balance + %s, 0) "
+                        "WHERE id = %s AND balance IS NOT NULL",
+                        (back, record.key_id),
+                    )
+
+        await self._run(settle)
+
+    async def reservations(self, instance: str | None = None) -> list[Reservation]:
+        query: sql.Composable = SELECT_RESERVATIONS
+        args: tuple[Any, ...] = ()
+        if instance is not None:
+            query, args = query + sql.SQL(" WHERE instance = %s"), (instance,)
+        query = query + sql.SQL(" ORDER BY created_at, generation_id")
+        rows = await self._run(lambda conn: conn.execute(query, args).fetchall())
+        return [Reservation(*row) for row in rows]
+
+    async def record(self, generation_id: str) -> RequestRecord | None:
+        found = await self.records(generation_id=generation_id)
+        return found[0] if found else None
+
+    async def records(self, **where: Any) -> list[RequestRecord]:
+        check_where(where)
+        clauses: list[sql.Composable] = []
+        args: list[Any] = []
+        for name, value in where.items():
+            # Python equality: None matches NULL (``= NULL`` would match nothing).
+            if value is None:
+                clauses.append(sql.SQL("{} IS NULL").format(sql.Identifier(name)))
+            else:
+                clauses.append(sql.SQL("{} = %s").format(sql.Identifier(name)))
+                args.append(value)
+        query: sql.Composable = SELECT_RECORDS
+        if clauses:
+            query = query + sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses)
+        query = query + sql.SQL(" ORDER BY created_at, generation_id")
+        rows = await self._run(lambda conn: conn.execute(query, args).fetchall())
+        return [RequestRecord(*row) for row in rows]
+
+    # -- instances --------------------------------------------------------------------------
+
+    async def heartbeat(self, instance: Instance) -> None:
+        row = attrs.astuple(instance)
+        await self._run(lambda conn: conn.execute(UPSERT_INSTANCE, row))
+
+    async def instances(self) -> list[Instance]:
+        rows = await self._run(lambda conn: conn.execute(LIST_INSTANCES).fetchall())
+        return [Instance(*row) for row in rows]
+
+    async def forget_instance(self, instance_id: str) -> None:
+        await self._run(
+            lambda conn: conn.execute("DELETE FROM instances WHERE id = %s", (instance_id,))
+        )
+
+
+def _transaction(conn: Conn, fn: Callable[[Conn], T]) -> T:
+    """``fn`` in one transaction, retried whole if the server chose it as a deadlock victim
+    or could not serialise it (the other side has committed or rolled back by then)."""
+    for attempt in range(1, RETRY_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                return fn(conn)
+        except RETRYABLE:
+            if attempt == RETRY_ATTEMPTS:
+                raise
+            # Jittered backoff so the two victims of one deadlock do not collide again.
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def _migrate(conn: Conn) -> tuple[int, int]:
+    # Held until this transaction ends: a second process blocks here, then sees the tables.
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY,"
+        " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    before = int(row[0]) if row else 0
+    for number, statements in enumerate(MIGRATIONS[before:], start=before + 1):
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+    # A newer gateway may already have migrated further: leave its schema alone.
+    return before, max(before, len(MIGRATIONS))
+
+
+def _describe(exc: psycopg.Error) -> str:
+    # The class and SQLSTATE say what went wrong; the driver's text can quote the host, a
+    # row's values or (for some connection errors) parts of the conninfo.
+    code = getattr(exc, "sqlstate", None)
+    return f"store error: {type(exc).__name__}" + (f" ({code})" if code else "")
+
+
+def _close_all(conns: list[Conn]) -> None:
+    for conn in conns:
+        conn.close()
+
+
+def _find_key(conn: Conn, key_id: str, lock: bool = False) -> ApiKey | None:
+    query = SELECT_KEY + sql.SQL(" FOR UPDATE") if lock else SELECT_KEY
+    row = conn.execute(query, (key_id,)).fetchone()
+    return None if row is None else _key(row)
+
+
+def _key_value(name: str, value: Any) -> Any:
+    return models_to_text(value) if name == "models" else value
+
+
+def _key_row(key: ApiKey) -> tuple[Any, ...]:
+    return tuple(_key_value(name, getattr(key, name)) for name in KEY_FIELDS)
+
+
+def _key(row: tuple[Any, ...]) -> ApiKey:
+    values = dict(zip(KEY_FIELDS, row, strict=True))
+    values["models"] = models_from_text(values["models"])
+    return ApiKey(**values)
