@@ -10,8 +10,10 @@ import json
 import random
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -20,7 +22,10 @@ from gateway.canonical import ChatRequest, Message, TextPart
 from gateway.limits.base import Limits
 from gateway.transcript import estimate_prompt_tokens
 from gateway.wire import sse
-from tests.conftest import GatewayFactory, Gw, Sim, new_key
+from gateway.config import Accounts
+from gateway.server import running
+from tests.conftest import FAKE_PROVIDER_KEY, GatewayFactory, Gw, Sim, make_config, new_key
+from tests.redis_server import redis_server
 
 MAX_TOKENS = 10
 
@@ -362,3 +367,25 @@ async def test_a_store_that_is_down_fails_closed_with_a_fast_503(gw: Gw, sim: Si
     assert response.status_code == 503
     assert response.json()["error"]["type"] == "service_unavailable"
     assert not sim.records("down")
+
+
+async def test_limits_are_shared_through_redis_and_degrade_to_local_when_it_dies(
+    tmp_path: Path, sim: Sim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AROUTER_TEST_FAKE_KEY", FAKE_PROVIDER_KEY)
+    with redis_server() as redis:
+        config = make_config(tmp_path, sim.url)
+        config = attrs.evolve(config, accounts=Accounts(redis_url=redis.url))
+        async with running(config) as run:
+            gw = Gw(run, "")
+            secret, _ = await new_key(gw, rpm=2)
+            assert [(await post(gw, secret, body(f"r{i}"))).status_code
+                    for i in range(3)] == [200, 200, 429]
+            assert redis.command(b"DBSIZE") not in (b":0\r\n", b"")  # the buckets are in Redis
+            redis.stop()
+            # Redis is gone: requests are still limited, by this process alone, and said so.
+            statuses = [(await post(gw, secret, body(f"d{i}"))).status_code for i in range(3)]
+            assert statuses == [200, 200, 429]
+            async with httpx.AsyncClient(timeout=10) as client:
+                metrics = (await client.get(f"{gw.url}/metrics")).text
+            assert "arouter_limiter_degraded 1.0" in metrics
