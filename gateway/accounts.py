@@ -34,7 +34,8 @@ from typing import Any
 import attrs
 import trio
 
-from gateway.canonical import ChatRequest
+from gateway.canonical import ChatRequest, Usage
+from gateway.catalog import Route
 from gateway.config import Config
 from gateway.errors import AuthenticationError, GatewayError, InsufficientCredits, PermissionDenied
 from gateway.keys import ApiKey
@@ -56,19 +57,17 @@ class Admission:
 
     generation_id: str
     key: ApiKey
-    target: Target
+    route: Route
     limits: Limits
     prompt_tokens: int  # the estimate charged to tpm at admission
     output_cap: int
     reserved: int  # micro-units held in the store
 
-    def charge(self, record: RequestRecord) -> RequestRecord:
-        """``record`` with its cost at this target's prices."""
-        from gateway.canonical import Usage
-
+    def charge(self, record: RequestRecord, target: Target) -> RequestRecord:
+        """``record`` with its cost at the prices of the deployment that served it."""
         usage = Usage(record.prompt_tokens, record.completion_tokens, record.cached_tokens,
                       record.reasoning_tokens)
-        return attrs.evolve(record, cost=cost(usage, self.target.price))
+        return attrs.evolve(record, cost=cost(usage, target.price))
 
 
 class Accounts:
@@ -90,16 +89,20 @@ class Accounts:
         return deadlines.total + deadlines.settle + 60.0
 
     async def admit(
-        self, key: ApiKey, request: ChatRequest, target: Target, generation_id: str,
+        self, key: ApiKey, request: ChatRequest, route: Route, generation_id: str,
         created_at: float,
     ) -> Admission:
-        if not key.allows(request.model):
-            raise PermissionDenied(f"this key may not use the model {request.model!r}")
+        for model in (request.model, *request.routing.fallbacks):
+            if not key.allows(model):
+                raise PermissionDenied(f"this key may not use the model {model!r}")
         prompt = estimate_prompt_tokens(request)
-        output_cap = request.max_tokens or target.max_output_tokens
-        reserved = 0 if key.balance is None else reservation(prompt, output_cap, target.price)
+        output_cap = request.max_tokens or route.max_output_tokens
+        # Whichever deployment serves it, the reservation covers it: the dearest one's price.
+        reserved = 0 if key.balance is None else max(
+            reservation(prompt, output_cap, t.price) for t in route.targets)
+        target = route.targets[0]
         limits = Limits(rpm=key.rpm, tpm=key.tpm, concurrent=key.max_concurrent)
-        admission = Admission(generation_id, key, target, limits, prompt, output_cap, reserved)
+        admission = Admission(generation_id, key, route, limits, prompt, output_cap, reserved)
         if not limits.none:
             await self.limiter.acquire(key.id, limits, generation_id, prompt, self.slot_ttl())
         admitted = False
@@ -116,7 +119,7 @@ class Accounts:
                     upstream_dialect=target.provider.dialect,
                     stream=request.stream,
                     prompt_tokens=prompt,
-                    prompt_cost=reservation(prompt, 0, target.price),
+                    prompt_cost=max(reservation(prompt, 0, t.price) for t in route.targets),
                     created_at=created_at,
                 ))
             if not admitted:
@@ -145,9 +148,12 @@ class Accounts:
             f"the balance is {format_usd(row.balance)}"
         )
 
-    async def settle(self, admission: Admission, record: RequestRecord) -> RequestRecord:
-        """Release the limiter and settle the ledger row; returns the row as charged."""
-        record = admission.charge(record)
+    async def settle(
+        self, admission: Admission, record: RequestRecord, target: Target
+    ) -> RequestRecord:
+        """Release the limiter and settle the ledger row (priced at ``target``, the
+        deployment that served it); returns the row as charged."""
+        record = admission.charge(record, target)
         if record.cost > admission.reserved and admission.key.balance is not None:
             self.metrics.overruns.inc()
             log.warning("cost overran the reservation",

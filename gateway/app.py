@@ -9,6 +9,7 @@ quart-trio app that serves everything else.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -32,8 +33,9 @@ from gateway.asgi import (
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.dialects import ANTHROPIC, GEMINI, OPENAI
-from gateway.errors import GatewayError, InternalError, NotFound, RequestError
+from gateway.errors import GatewayError, InternalError, NotFound, RequestError, ShuttingDown
 from gateway.generation import GEMINI_PREFIXES, GeminiGeneration, Generation
+from gateway.health import STATE_VALUES, Health
 from gateway.instances import beat, new_instance, reconcile
 from gateway.keys import ApiKey, parse_bearer, parse_key, verify
 from gateway.ledger import Ledger
@@ -47,6 +49,8 @@ from gateway.providers.gemini import GeminiProvider
 from gateway.providers.http import ClientPool
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.simulator import SimulatorProvider
+from gateway.relay import Exchange
+from gateway.routing import Attempt, Router
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
 from gateway.wire import gemini as gemini_wire
@@ -97,6 +101,16 @@ class Gateway:
                                  self.instance.id)
         self.clients: ClientPool | None = None
         self.providers: dict[str, Provider] = {}
+        routing = config.routing
+        self.health = Health(routing.failure_threshold, routing.cooldown, trio.current_time,
+                             on_change=self._circuit_changed)
+        self.router = Router(routing, self.health, self.providers,
+                             on_attempt=self._attempted)
+        self.open_exchanges: set[Exchange] = set()  # requests between admission and settle
+        self.draining = False
+        self.drained = trio.Event()  # set once draining and no request is open
+        self._drain_deadline = trio.CancelScope()
+        self._none_open = trio.Event()
         self.ready = False
         self.nursery: trio.Nursery | None = None  # the lifespan's: long-lived tasks only
         self._heartbeat = trio.CancelScope()
@@ -120,12 +134,13 @@ class Gateway:
         await self.nursery.start(self.ledger.run)
         self.nursery.start_soon(self._keep_alive)
         self.clients = ClientPool(self.config.deadlines)
-        self.providers = {
+        # Filled in place: the router holds this very mapping.
+        self.providers.update({
             "openai": OpenAIProvider(self.clients),
             "anthropic": AnthropicProvider(self.clients),
             "gemini": GeminiProvider(self.clients),
             "sim": SimulatorProvider(self.config.sim),
-        }
+        })
         self.ready = True
 
     async def _keep_alive(self) -> None:
@@ -145,6 +160,9 @@ class Gateway:
 
     async def aclose(self) -> None:
         self.ready = False
+        # Requests still settling finish first (each is bounded by its own settle deadline).
+        with trio.move_on_after(self.config.deadlines.settle + 1.0):
+            await self._none_open_wait()
         if self.clients is not None:
             await self.clients.aclose()
         self._heartbeat.cancel()
@@ -158,6 +176,59 @@ class Gateway:
             log.exception("could not retire this instance")
         await self.limiter.aclose()
         await self.store.aclose()
+
+    # -- routing --------------------------------------------------------------------------
+
+    def _circuit_changed(self, label: str, state: str) -> None:
+        self.metrics.circuit.labels(self.metrics.bounded(label)).set(STATE_VALUES[state])
+        log.warning("deployment circuit %s", state, extra={"deployment": label,
+                                                           "state": state})
+
+    def _attempted(self, attempt: Attempt) -> None:
+        self.metrics.attempts.labels(self.metrics.bounded(attempt.target.label),
+                                     attempt.outcome).inc()
+
+    # -- drain ------------------------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        """SIGTERM/SIGINT: refuse new requests, let open ones run until the drain deadline,
+        then end each with a terminal error event. Returns at once."""
+        if self.draining:
+            return
+        self.draining = True
+        self.ready = False
+        log.warning("draining", extra={"open_requests": len(self.open_exchanges),
+                                       "deadline_seconds": self.config.deadlines.drain})
+        assert self.nursery is not None
+        self.nursery.start_soon(self._drain)
+
+    def drain_now(self) -> None:
+        """A second signal: end every open request now (each still gets its terminal event
+        and settles)."""
+        self.begin_drain()
+        self._drain_deadline.deadline = -math.inf
+
+    def track(self, exchange: Exchange) -> None:
+        self.open_exchanges.add(exchange)
+
+    def untrack(self, exchange: Exchange) -> None:
+        self.open_exchanges.discard(exchange)
+        if not self.open_exchanges:
+            self._none_open.set()
+
+    async def _none_open_wait(self) -> None:
+        while self.open_exchanges:
+            self._none_open = trio.Event()
+            await self._none_open.wait()
+
+    async def _drain(self) -> None:
+        with self._drain_deadline:
+            self._drain_deadline.deadline = trio.current_time() + self.config.deadlines.drain
+            await self._none_open_wait()
+        for exchange in list(self.open_exchanges):
+            exchange.stop(ShuttingDown("the gateway is shutting down"))
+        await self._none_open_wait()
+        self.drained.set()
 
     def forget_key(self, key_id: str) -> None:
         """Drop a cached key row (after an admin change on this process)."""

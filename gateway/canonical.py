@@ -65,6 +65,19 @@ class Tool:
 
 
 @attrs.frozen
+class RoutingPrefs:
+    """A client's own say in routing (OpenRouter's ``models`` and ``provider`` fields):
+    fallback models after the first, and which providers to prefer or avoid. Only names
+    the catalog knows are honoured; the gateway's configuration stays in charge."""
+
+    fallbacks: tuple[str, ...] = ()  # further public model names, in order
+    order: tuple[str, ...] = ()  # provider names to try first, in this order
+    allow_fallbacks: bool = True  # False: only providers named in ``order``
+    only: tuple[str, ...] = ()  # if set, no other provider
+    ignore: tuple[str, ...] = ()  # never these providers
+
+
+@attrs.frozen
 class ChatRequest:
     """A generation request as the gateway understands it, whatever the client spoke."""
 
@@ -81,6 +94,7 @@ class ChatRequest:
     seed: int | None = None
     dialect: str = "openai"
     extra: Mapping[str, Any] = attrs.field(factory=dict)
+    routing: RoutingPrefs = RoutingPrefs()
 
     @property
     def prompt_text(self) -> str:

@@ -1,46 +1,89 @@
-"""The model catalog: which public model names exist and who serves them.
+"""The model catalog: which public model names exist and which deployments serve them.
 
-A name resolves, in order, as a catalog alias from the config (``[models."fast"]``), or as
-``provider/model`` for a configured provider (any model, unless the provider lists its
-``models``). Anything else is ``ModelNotFound`` (400 "Invalid model specified"). Names are
-only ever looked up, never used to build URLs.
+A name resolves, in order, as a catalog alias from the config (``[models."fast"]``, one or
+more deployments), or as ``provider/model`` for a configured provider (any model, unless
+the provider lists its ``models``). Anything else is ``ModelNotFound`` (400 "Invalid model
+specified"). Names are only ever looked up, never used to build URLs.
 
-A resolved target carries its price (the alias's, else the provider's for that upstream
-model, else free) and its output cap, which admission uses to size the credit reservation.
+A ``Route`` is every deployment that may serve a request, in the client's order of models
+(``model``, then its ``models`` fallbacks), filtered by its provider preferences. The
+router (``routing.py``) picks among them by priority, weight and health. Each target
+carries its price (the alias's, else the provider's for that upstream model, else free)
+and its output cap, which admission uses to size the credit reservation.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.config import Config, ProviderConfig
-from gateway.errors import ModelNotFound
+import attrs
+
+from gateway.canonical import RoutingPrefs
+from gateway.config import Config, Deployment, ProviderConfig
+from gateway.errors import ModelNotFound, NoProviderAvailable
 from gateway.pricing import FREE, Price
 from gateway.providers.base import Target
+
+
+@attrs.frozen
+class Route:
+    model: str  # the public name the client asked for
+    targets: tuple[Target, ...]  # every candidate deployment, by preference
+    hedge_after: float | None = None
+
+    @property
+    def max_output_tokens(self) -> int:
+        return max(t.max_output_tokens for t in self.targets)
 
 
 class Catalog:
     def __init__(self, config: Config) -> None:
         self._config = config
 
-    def resolve(self, name: str) -> Target:
+    def resolve(self, name: str, prefs: RoutingPrefs | None = None) -> Route:
+        """The route for ``name`` and the client's fallbacks; ModelNotFound if ``name`` (or
+        a fallback) is unknown, NoProviderAvailable if the preferences exclude them all."""
+        prefs = prefs or RoutingPrefs()
+        targets: list[Target] = []
+        hedge_after = None
+        for n, model in enumerate((name, *prefs.fallbacks)):
+            found, hedge = self._targets(model)
+            if n == 0:
+                hedge_after = hedge
+            targets += [t for t in found if t not in targets]
+        allowed = [t for t in targets if _allowed(t.provider.name, prefs)]
+        if prefs.order:
+            rank = {provider: i for i, provider in enumerate(prefs.order)}
+            # Stable: preferred providers first in the client's order, the rest as they were.
+            allowed.sort(key=lambda t: rank.get(t.provider.name, len(rank)))
+        if not allowed:
+            raise NoProviderAvailable("no deployment of this model matches the provider "
+                                      "preferences")
+        return Route(name, tuple(allowed), hedge_after or self._config.routing.hedge_after)
+
+    def _targets(self, name: str) -> tuple[list[Target], float | None]:
         config = self._config
         route = config.models.get(name)
         if route is not None:
-            provider = config.providers[route.provider]
-            return self._target(provider, route.model, route.price, route.max_output_tokens)
+            return [
+                self._target(config.providers[d.provider], d, route.price,
+                             route.max_output_tokens)
+                for d in route.all_deployments
+            ], route.hedge_after
         provider_name, sep, model = name.partition("/")
         found = config.providers.get(provider_name)
         if not sep or found is None or not model:
             raise ModelNotFound()
         if found.models and model not in found.models:
             raise ModelNotFound()
-        return self._target(found, model, None, None)
+        return [self._target(found, Deployment(provider_name, model), None, None)], None
 
     def _target(
-        self, provider: ProviderConfig, model: str, price: Price | None, max_out: int | None
+        self, provider: ProviderConfig, deployment: Deployment, price: Price | None,
+        max_out: int | None,
     ) -> Target:
         # An alias's own price and cap win over its provider's entry for the upstream model.
+        model = deployment.model
         return Target(
             provider,
             model,
@@ -48,6 +91,8 @@ class Catalog:
             max_output_tokens=max_out
             or provider.max_output_tokens
             or self._config.accounts.max_output_tokens,
+            weight=deployment.weight,
+            priority=deployment.priority,
         )
 
     def listing(self, created: int) -> list[dict[str, Any]]:
@@ -59,3 +104,9 @@ class Catalog:
             {"id": name, "object": "model", "created": created, "owned_by": owner}
             for name, owner in owners.items()
         ]
+
+
+def _allowed(provider: str, prefs: RoutingPrefs) -> bool:
+    if provider in prefs.ignore or (prefs.only and provider not in prefs.only):
+        return False
+    return prefs.allow_fallbacks or not prefs.order or provider in prefs.order

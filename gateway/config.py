@@ -40,6 +40,8 @@ class Deadlines:
     commit_grace: float = 2.0  # hold the status line this long waiting for a first event
     keepalive: float = 15.0  # SSE comment after this much client-side silence
     settle: float = 5.0  # shielded bookkeeping after the request ends
+    # On SIGTERM/SIGINT open requests may run this long; then each gets a terminal error.
+    drain: float = 120.0
     # A client that accepts no bytes for this long is dropped (TCP_USER_TIMEOUT): hypercorn
     # shields its socket writes, so nothing above the kernel could end such a send.
     client_stall: float = 60.0
@@ -65,14 +67,51 @@ class ProviderConfig:
 
 
 @attrs.frozen
+class Deployment:
+    """One way to serve a public model: a provider's upstream model, with its weight among
+    deployments of the same priority (lower priorities are tried first)."""
+
+    provider: str
+    model: str
+    weight: float = 1.0
+    priority: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+@attrs.frozen
 class ModelRoute:
-    """A catalog entry: a public model name served by a provider's upstream model."""
+    """A catalog entry: a public model name served by one or more deployments."""
 
     name: str
-    provider: str
+    provider: str  # the first deployment's (the whole route when there is only one)
     model: str
     price: Price | None = None  # None: the provider's price for ``model``, if any
     max_output_tokens: int | None = None
+    deployments: tuple[Deployment, ...] = ()  # empty: just provider/model
+    # Start the next deployment if the first token has not come after this many seconds.
+    hedge_after: float | None = None
+
+    @property
+    def all_deployments(self) -> tuple[Deployment, ...]:
+        return self.deployments or (Deployment(self.provider, self.model),)
+
+
+STRATEGIES = ("weighted", "least_busy")
+
+
+@attrs.frozen
+class Routing:
+    """Retries, fallbacks, hedging and circuit breaking (``routing.py``, ``health.py``)."""
+
+    max_attempts: int = 3  # upstream calls per request, across deployments and retries
+    backoff: float = 0.25  # seconds before retrying a deployment already tried, doubling
+    strategy: str = "weighted"  # among healthy deployments of one priority
+    failure_threshold: int = 5  # consecutive failures that open a deployment's circuit
+    cooldown: float = 30.0  # seconds an open circuit waits before a half-open probe
+    hedge_after: float | None = None  # default for routes that do not set their own
 
 
 @attrs.frozen
@@ -109,6 +148,7 @@ class Config:
     # postgresql://... for a fleet (else the SQLite file above); from AROUTER_DATABASE_URL.
     database_url: str | None = None
     accounts: Accounts = Accounts()
+    routing: Routing = Routing()
     max_body_bytes: int = 16 * 1024 * 1024
     deadlines: Deadlines = Deadlines()
     sim: SimConfig = SimConfig()
@@ -184,16 +224,7 @@ def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         providers[name] = _provider(name, table)
     models = {}
     for name, table in reader.table("models", closed=False).items_tables():
-        route = ModelRoute(
-            name=name,
-            provider=table.string("provider"),
-            model=table.string("model"),
-            price=_price(table, "price") if "price" in table.raw else None,
-            max_output_tokens=table.opt_int("max_output_tokens"),
-        )
-        if route.provider not in providers:
-            raise ConfigError(f"models.{name}.provider: unknown provider {route.provider!r}")
-        models[name] = route
+        models[name] = _route(name, table, providers)
     timeouts = reader.table("timeouts")
     deadlines = Deadlines(
         **{
@@ -202,6 +233,7 @@ def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         }
     )
     sim = reader.table("sim")
+    routing = _routing(reader.table("routing"))
     accounts = _accounts(reader.table("accounts"), environ)
     database_url = reader.table("store").opt_str("url") or environ.get("AROUTER_DATABASE_URL")
     if database_url and not database_url.startswith(("postgresql://", "postgres://")):
@@ -214,6 +246,7 @@ def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         database=server.opt_str("database"),
         database_url=database_url or None,
         accounts=accounts,
+        routing=routing,
         max_body_bytes=server.integer("max_body_bytes", 16 * 1024 * 1024),
         deadlines=deadlines,
         sim=SimConfig(
@@ -244,6 +277,50 @@ def _provider(name: str, table: _Reader) -> ProviderConfig:
         forward_headers=tuple(name.lower() for name in table.str_list("forward_headers")),
         prices=_prices(table.table("prices", closed=False)),
         max_output_tokens=table.opt_int("max_output_tokens"),
+    )
+
+
+def _route(name: str, table: _Reader, providers: Mapping[str, ProviderConfig]) -> ModelRoute:
+    deployments = []
+    for n, entry in enumerate(table.table_list("deployments")):
+        deployments.append(Deployment(
+            provider=entry.string("provider"),
+            model=entry.string("model"),
+            weight=entry.positive("weight", 1.0),
+            priority=entry.integer("priority", 0),
+        ))
+        if deployments[-1].provider not in providers:
+            raise ConfigError(f"models.{name}.deployments[{n}].provider: unknown provider "
+                              f"{deployments[-1].provider!r}")
+    if deployments and ("provider" in table.raw or "model" in table.raw):
+        raise ConfigError(f"models.{name}: give either provider and model, or deployments")
+    first = deployments[0] if deployments else None
+    route = ModelRoute(
+        name=name,
+        provider=first.provider if first else table.string("provider"),
+        model=first.model if first else table.string("model"),
+        price=_price(table, "price") if "price" in table.raw else None,
+        max_output_tokens=table.opt_int("max_output_tokens"),
+        deployments=tuple(deployments),
+        hedge_after=table.positive("hedge_after", 0.0) or None,
+    )
+    if route.provider not in providers:
+        raise ConfigError(f"models.{name}.provider: unknown provider {route.provider!r}")
+    return route
+
+
+def _routing(table: _Reader) -> Routing:
+    default = Routing()
+    strategy = table.string("strategy", default.strategy)
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"routing.strategy: expected one of {STRATEGIES}")
+    return Routing(
+        max_attempts=max(1, table.integer("max_attempts", default.max_attempts)),
+        backoff=table.positive("backoff", default.backoff),
+        strategy=strategy,
+        failure_threshold=max(1, table.integer("failure_threshold", default.failure_threshold)),
+        cooldown=table.positive("cooldown", default.cooldown),
+        hedge_after=table.positive("hedge_after", 0.0) or None,
     )
 
 
@@ -356,6 +433,17 @@ class _Reader:
             limit = f" up to {high}" if high is not None else ""
             raise ConfigError(f"{self._name(key)}: expected a non-negative integer{limit}")
         return value
+
+    def table_list(self, key: str) -> list[_Reader]:
+        """An array of tables (``[[models.x.deployments]]`` or an inline list)."""
+        value = self._get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise ConfigError(f"{self._name(key)}: expected a list of tables")
+        children = [_Reader(v, f"{self._name(key)}[{n}].") for n, v in enumerate(value)]
+        self.children.extend(children)
+        return children
 
     def opt_int(self, key: str) -> int | None:
         return None if self.raw.get(key) is None else self.integer(key, 0)

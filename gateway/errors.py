@@ -22,8 +22,10 @@ error is rendered as the dialect's mid-stream error event instead.
     │   ├── UpstreamConnectError    502  connect refused / reset / TLS
     │   ├── UpstreamStatusError     502  non-2xx before the first byte (429/503 kept)
     │   ├── UpstreamProtocolError   502  garbage, truncation, bad JSON
-    │   └── UpstreamTimeout         504  a named deadline passed
-    ├── NoProviderAvailable         503
+    │   ├── UpstreamTimeout         504  a named deadline passed
+    │   └── OutputLimitExceeded     502  more output than the request's cap
+    ├── NoProviderAvailable         503  every deployment failed or is cooling down
+    ├── ShuttingDown                503  draining on SIGTERM
     └── InternalError               500  generic body, details only in logs
 
 A client that goes away is not an error of this tree: it is an outcome (``client_abort``).
@@ -145,7 +147,29 @@ class UpstreamTimeout(UpstreamError):
         self.deadline = deadline
 
 
+class OutputLimitExceeded(UpstreamError):
+    """The upstream kept producing past the request's output cap (it ignored max_tokens)."""
+
+    type = "output_limit"
+    retryable = False
+
+    def __init__(self, message: str = "the upstream exceeded the output token cap") -> None:
+        super().__init__(message)
+
+
 class NoProviderAvailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ShuttingDown(GatewayError):
+    """The gateway is draining: no new requests; open ones end at the drain deadline."""
+
     status = 503
     type = "service_unavailable"
     retryable = True

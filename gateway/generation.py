@@ -30,7 +30,7 @@ from gateway.asgi import (
     send_json,
 )
 from gateway.dialects import Answer, Call, ClientDialect
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError, NotFound, ShuttingDown
 from gateway.records import RequestRecord
 from gateway.wire import jsonbody
 
@@ -63,9 +63,11 @@ class Generation:
             key = await gateway.authenticate(*dialect.credentials(scope, call))
             body = await read_body(scope, receive, gateway.config.max_body_bytes)
             request = dialect.parse(jsonbody.parse(body), call)
-            target = gateway.catalog.resolve(request.model)
+            route = gateway.catalog.resolve(request.model, request.routing)
+            if gateway.draining:
+                raise ShuttingDown("the gateway is shutting down; retry on another instance")
             # From here on the request holds credits and a rate-limit slot until it settles.
-            admission = await gateway.accounts.admit(key, request, target, generation_id,
+            admission = await gateway.accounts.admit(key, request, route, generation_id,
                                                      time.time())
         except ClientGone:
             gateway.metrics.cancellations.labels("upload").inc()
@@ -75,21 +77,20 @@ class Generation:
             await send_error(send, exc, dialect.error_body, generation_id)
             return
 
-        provider = gateway.providers[target.provider.dialect]
-        forwarded = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in scope["headers"]
-            if name.decode("latin-1") in target.provider.forward_headers
-        }
         exchange = relay.Exchange(
             generation_id=generation_id,
             request=request,
-            target=target,
+            target=route.targets[0],
             deadlines=gateway.config.deadlines,
             encoder=dialect.encoder(generation_id, request, call)
             if request.stream
             else None,
+            # An upstream that ignores max_tokens is stopped at half as much again (output
+            # is counted in characters here, four to a token, as the estimates are).
+            output_cap=admission.output_cap * 6 + 256,
         )
+        upstream = partial(gateway.router.run, exchange, route, scope["headers"])
+        gateway.track(exchange)
         reply_error = partial(send_error, send, render=dialect.error_body,
                               generation_id=generation_id)
         http_status = 499  # nginx's "client closed request", until something is sent
@@ -97,9 +98,7 @@ class Generation:
             if request.stream:
                 gateway.metrics.open_streams.inc()
                 try:
-                    await relay.relay_stream(
-                        exchange, provider, forwarded, receive, send, reply_error
-                    )
+                    await relay.relay_stream(exchange, upstream, receive, send, reply_error)
                 finally:
                     gateway.metrics.open_streams.dec()
                 if exchange.committed_at is not None:
@@ -107,7 +106,7 @@ class Generation:
                 elif exchange.failure is not None and not exchange.aborted:
                     http_status = exchange.failure.status
             else:
-                await relay.relay_unary(exchange, provider, forwarded, receive)
+                await relay.relay_unary(exchange, upstream, receive)
                 if not exchange.aborted:
                     if exchange.failure is not None:
                         http_status = exchange.failure.status
@@ -131,8 +130,12 @@ class Generation:
         finally:
             if exchange.committed_at is not None:
                 http_status = 200  # even if the relay was cancelled after the status line
-            with trio.move_on_after(gateway.config.deadlines.settle, shield=True) as settling:
-                await self.settle(exchange, admission, http_status)
+            try:
+                with trio.move_on_after(gateway.config.deadlines.settle,
+                                        shield=True) as settling:
+                    await self.settle(exchange, admission, http_status)
+            finally:
+                gateway.untrack(exchange)  # shutdown waits for this before closing the ledger
             if settling.cancelled_caught:
                 log.error("record not written: settle deadline passed",
                           extra={"generation_id": generation_id})
@@ -165,16 +168,17 @@ class Generation:
             duration_ms=(now - exchange.started) * 1000,
             cancelled=exchange.aborted,
             created_at=time.time(),
+            attempts=";".join(f"{a.target.label}={a.outcome}" for a in exchange.attempts),
         )
         metrics = self.gateway.metrics
         started = trio.current_time()
         try:
-            record = await self.gateway.accounts.settle(admission, record)
+            record = await self.gateway.accounts.settle(admission, record, exchange.target)
             metrics.settle.observe(trio.current_time() - started)
         except GatewayError:
             # Kept by accounts and retried with every heartbeat, and at shutdown.
             metrics.store_errors.labels("settle").inc()
-            record = admission.charge(record)
+            record = admission.charge(record, exchange.target)
             log.exception("could not settle", extra={"generation_id": record.generation_id})
         metrics.observe(record, self.route, exchange.propagation)
         if exchange.cancel_phase is not None:

@@ -101,12 +101,22 @@ class Metrics:
             "arouter_store_errors", "Store failures by operation.", ["operation"],
             registry=registry,
         )
+        self.attempts = Counter(
+            "arouter_upstream_attempts",
+            "Upstream calls by deployment and outcome (ok, hedge_lost, cancelled, error type).",
+            ["deployment", "outcome"], registry=registry,
+        )
+        self.circuit = Gauge(
+            "arouter_deployment_circuit",
+            "Each deployment's circuit: 0 closed, 1 open, 2 half-open (per process).",
+            ["deployment"], registry=registry, multiprocess_mode="max",
+        )
         self.rejections = Counter(
             "arouter_rejections", "Requests refused before any upstream call, by status.",
             ["route", "status"], registry=registry,
         )
 
-    def _bounded(self, value: str) -> str:
+    def bounded(self, value: str) -> str:
         # Model names under a permissive provider come from clients: cap the label set.
         if value in self._seen or len(self._seen) < MAX_MODEL_LABELS:
             self._seen.add(value)
@@ -122,12 +132,12 @@ class Metrics:
         self.duration.labels(route, "true" if record.stream else "false").observe(
             record.duration_ms / 1000
         )
-        deployment = self._bounded(record.deployment)
+        deployment = self.bounded(record.deployment)
         if record.error_type is not None and record.status in ("partial", "upstream_error"):
             self.upstream_errors.labels(deployment, record.error_type).inc()
         if propagation is not None:
             self.cancel_propagation.observe(propagation)
-        model = self._bounded(record.model)
+        model = self.bounded(record.model)
         self.tokens.labels(model, "prompt").inc(record.prompt_tokens)
         self.tokens.labels(model, "completion").inc(record.completion_tokens)
         self.cost.labels(model).inc(record.cost)

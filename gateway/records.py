@@ -39,6 +39,9 @@ class RequestRecord:
     duration_ms: float
     cancelled: bool
     created_at: float  # unix time
+    # Every upstream call, in order: "provider/model=outcome;..." (ok, hedge_lost, an error
+    # type); the last one, or the winner, is ``deployment``.
+    attempts: str = ""
 
     def public(self) -> dict[str, object]:
         """The row as ``GET /v1/generation`` shows it to the key that owns it."""

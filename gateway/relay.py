@@ -2,8 +2,9 @@
 
 A streamed request runs as siblings in one nursery owned by the ASGI handler:
 
-    reader    opens the upstream call (inside the nursery, never before), feeds events to
-              the ``Exchange`` and appends the stream's tail (usage + [DONE], or the error)
+    reader    runs the upstream call (the router's attempts, ``routing.py``, all inside the
+              nursery), feeds events to the ``Exchange`` and appends the stream's tail
+              (usage + [DONE], or the error)
     ticker    an SSE comment after ``keepalive`` seconds of client-side silence
     watcher   waits on ASGI ``receive()`` for ``http.disconnect`` and cancels the nursery
     (writer)  the handler's own body: decides the commit point, then drains the outbox
@@ -20,14 +21,17 @@ Rules:
 - Never catch ``trio.Cancelled`` except to re-raise; never yield inside a cancel scope.
 - The hand-over from reader to writer never checkpoints (``Exchange.emit`` is sync), so a
   block of upstream bytes becomes one write; the outbox is bounded (backpressure).
-- Deadlines: ``first_token`` then ``idle`` (moved on every event, not on bytes, so a slow
-  drip cannot defeat it) and ``total``, all on one cancel scope around the upstream call.
+- Deadlines: ``total`` and, from the first event, ``idle`` (moved on every event, not on
+  bytes, so a slow drip cannot defeat it) on one cancel scope around the upstream call;
+  ``first_token`` per attempt (``routing.py``), since a retry gets its own.
+- ``stop(error)`` ends a request from outside (the drain, an output cap) with that error as
+  its terminal event.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -35,8 +39,8 @@ import trio
 
 from gateway.canonical import ChatRequest, StreamEvent, Usage
 from gateway.config import Deadlines
-from gateway.errors import GatewayError, InternalError, UpstreamTimeout
-from gateway.providers.base import Provider, Target
+from gateway.errors import GatewayError, InternalError, OutputLimitExceeded, UpstreamTimeout
+from gateway.providers.base import Target
 from gateway.transcript import Transcript
 from gateway.wire.encoder import Encoder
 
@@ -74,13 +78,15 @@ class Exchange:
     last_write: float = 0.0
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     _moved_at: float = -1e9  # when the idle deadline was last moved
+    stopped: GatewayError | None = None  # why ``stop`` ended the request
+    output_cap: int | None = None  # characters of output relayed before ``stop``
 
     passthrough: str | None = None
-    abort_upstream: Callable[[], None] | None = None
+    attempts: list[Any] = attrs.field(factory=list)  # routing.Attempt, in launch order
+    winner: Any = None  # the attempt whose answer this is
 
     def __attrs_post_init__(self) -> None:
-        first = self.deadlines.first_token if self.request.stream else self.deadlines.total
-        self.scope.deadline = self.started + min(first, self.deadlines.total)
+        self.scope.deadline = self.started + self.deadlines.total
         if self.encoder is not None:
             self.outbox += self.encoder.start()
             self.passthrough = self.encoder.splices
@@ -104,6 +110,8 @@ class Exchange:
     def emit(self, event: StreamEvent) -> None:
         self._heard()
         self.transcript.add(event)
+        if self.output_cap is not None and self.transcript.chars > self.output_cap:
+            self.stop(OutputLimitExceeded())
         if self.encoder is not None:
             data = self.encoder.event(event)
             if data:
@@ -119,8 +127,16 @@ class Exchange:
         self.outbox += self.encoder.splice(data, at)
         self.wake.set()
 
-    def abort_with(self, abort: Callable[[], None]) -> None:
-        self.abort_upstream = abort
+    def abort_all(self) -> None:
+        """Close every running attempt's upstream connection at once (sync)."""
+        for attempt in self.attempts:
+            attempt.abort()
+
+    def stop(self, error: GatewayError) -> None:
+        """End the upstream call now; ``error`` becomes the request's terminal event."""
+        if self.stopped is None and self.ended_at is None:
+            self.stopped = error
+            self.scope.cancel()
 
     async def writable(self) -> None:
         # Deliberately no checkpoint on the fast path: the read loop already checkpoints
@@ -193,19 +209,22 @@ class Exchange:
         return "partial" if self.committed_at is not None else "upstream_error"
 
 
-async def read_upstream(exchange: Exchange, provider: Provider, headers: dict[str, str]) -> None:
-    """The reader task: run the provider under the deadlines, then queue the tail."""
+Upstream = Callable[[], Awaitable[None]]
+
+
+async def read_upstream(exchange: Exchange, upstream: Upstream) -> None:
+    """The reader task: run the upstream call under the deadlines, then queue the tail."""
     try:
         try:
             with exchange.scope:
-                await provider.run(exchange.request, exchange.target, exchange, headers)
+                await upstream()
         finally:
             # Also on cancellation: when the client left, this is when the upstream closed
             # (unless the watcher closed it first and noted the time itself).
             if exchange.upstream_closed_at is None:
                 exchange.upstream_closed_at = trio.current_time()
         if exchange.scope.cancelled_caught:
-            exchange.failure = exchange._deadline_failure()
+            exchange.failure = exchange.stopped or exchange._deadline_failure()
     except GatewayError as exc:
         exchange.failure = exc
     except Exception:
@@ -229,10 +248,10 @@ async def watch_disconnect(
         message = await receive()
         if message["type"] == "http.disconnect":
             exchange.client_gone_at = trio.current_time()
-            if exchange.abort_upstream is not None and exchange.upstream_closed_at is None:
-                # Close the upstream socket now rather than when the cancellation reaches
+            if exchange.attempts and exchange.upstream_closed_at is None:
+                # Close the upstream sockets now rather than when the cancellation reaches
                 # the reader: on a saturated loop that is a whole scheduler pass sooner.
-                exchange.abort_upstream()
+                exchange.abort_all()
                 exchange.upstream_closed_at = trio.current_time()
             cancel_scope.cancel()
             return
@@ -285,8 +304,7 @@ async def _drain(exchange: Exchange, send: ASGISend) -> None:
 
 async def relay_stream(
     exchange: Exchange,
-    provider: Provider,
-    headers: dict[str, str],
+    upstream: Upstream,
     receive: ASGIReceive,
     send: ASGISend,
     send_error: Any,
@@ -298,7 +316,7 @@ async def relay_stream(
     with trio.move_on_after(deadlines.total + deadlines.settle):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_disconnect, exchange, receive, nursery.cancel_scope)
-            nursery.start_soon(read_upstream, exchange, provider, headers)
+            nursery.start_soon(read_upstream, exchange, upstream)
             with trio.move_on_after(deadlines.commit_grace):
                 await exchange.ready.wait()
             if exchange.failure is not None and exchange.transcript.events == 0:
@@ -318,14 +336,9 @@ async def relay_stream(
             nursery.cancel_scope.cancel()
 
 
-async def relay_unary(
-    exchange: Exchange,
-    provider: Provider,
-    headers: dict[str, str],
-    receive: ASGIReceive,
-) -> None:
+async def relay_unary(exchange: Exchange, upstream: Upstream, receive: ASGIReceive) -> None:
     """Run a non-streamed request to its end; the caller renders the answer or the error."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_disconnect, exchange, receive, nursery.cancel_scope)
-        await read_upstream(exchange, provider, headers)
+        await read_upstream(exchange, upstream)
         nursery.cancel_scope.cancel()

@@ -27,12 +27,12 @@ OPENAI_ENV = {"OPENAI_API_KEY": "sk-test"}
 
 
 def test_sim_models_resolve_by_default() -> None:
-    assert catalog().resolve("sim/echo") == Target(SIM_PROVIDER, "echo")
-    assert catalog().resolve("sim/lorem").label == "sim/lorem"
+    assert catalog().resolve("sim/echo").targets[0] == Target(SIM_PROVIDER, "echo")
+    assert catalog().resolve("sim/lorem").targets[0].label == "sim/lorem"
 
 
 def test_provider_without_a_model_list_serves_any_model() -> None:
-    target = catalog(environ=OPENAI_ENV).resolve("openai/gpt-4.1-mini")
+    target = catalog(environ=OPENAI_ENV).resolve("openai/gpt-4.1-mini").targets[0]
     assert target.provider.name == "openai"
     assert target.model == "gpt-4.1-mini"
 
@@ -40,7 +40,7 @@ def test_provider_without_a_model_list_serves_any_model() -> None:
 def test_model_part_may_itself_contain_slashes_and_dots() -> None:
     target = catalog(environ={"OPENROUTER_API_KEY": "k"}).resolve(
         "openrouter/meta-llama/llama-3.1-8b-instruct:free"
-    )
+    ).targets[0]
     assert (target.provider.name, target.model) == (
         "openrouter", "meta-llama/llama-3.1-8b-instruct:free"
     )
@@ -48,7 +48,7 @@ def test_model_part_may_itself_contain_slashes_and_dots() -> None:
 
 def test_listed_models_are_the_only_ones_a_provider_serves() -> None:
     cat = catalog(providers={"local": LOCAL})
-    assert cat.resolve("local/qwen/qwen3").model == "qwen/qwen3"
+    assert cat.resolve("local/qwen/qwen3").targets[0].model == "qwen/qwen3"
     with pytest.raises(ModelNotFound):
         cat.resolve("local/gpt-4o")
 
@@ -58,7 +58,7 @@ def test_alias_resolves_to_its_provider_and_upstream_model() -> None:
         providers={"local": LOCAL},
         models={"fast": {"provider": "local", "model": "llama-3.1-8b"}},
     )
-    target = cat.resolve("fast")
+    target = cat.resolve("fast").targets[0]
     assert target.provider.name == "local"
     assert target.provider.base_url == "http://127.0.0.1:8000/v1"
     assert target.model == "llama-3.1-8b"
@@ -76,15 +76,16 @@ def test_alias_with_dots_and_slashes_wins_over_provider_form() -> None:
         OPENAI_ENV,
     )
     cat = Catalog(config)
-    assert cat.resolve("openai/gpt-4.1") == Target(config.providers["local"], "qwen/qwen3")
-    assert cat.resolve("openai/gpt-4.1-mini").provider.name == "openai"
-    assert cat.resolve("team.v2/fast-1.5") == Target(SIM_PROVIDER, "echo")
+    local = config.providers["local"]
+    assert cat.resolve("openai/gpt-4.1").targets[0] == Target(local, "qwen/qwen3")
+    assert cat.resolve("openai/gpt-4.1-mini").targets[0].provider.name == "openai"
+    assert cat.resolve("team.v2/fast-1.5").targets[0] == Target(SIM_PROVIDER, "echo")
 
 
 def test_alias_may_name_a_model_outside_the_providers_list() -> None:
     cat = catalog(providers={"local": LOCAL},
                   models={"big": {"provider": "local", "model": "unlisted-70b"}})
-    assert cat.resolve("big").model == "unlisted-70b"
+    assert cat.resolve("big").targets[0].model == "unlisted-70b"
 
 
 @pytest.mark.parametrize(
@@ -143,4 +144,4 @@ def test_every_listed_name_resolves() -> None:
         models={"a/b.c": {"provider": "off", "model": "echo"}},
     )
     for entry in cat.listing(created=0):
-        assert isinstance(cat.resolve(entry["id"]).provider, ProviderConfig)
+        assert isinstance(cat.resolve(entry["id"]).targets[0].provider, ProviderConfig)

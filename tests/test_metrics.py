@@ -43,7 +43,8 @@ async def test_counters_move_with_requests_aborts_and_errors(
             assert ok.status_code == 200
             bad = await client.post(url, json={"model": "nope"}, headers=gw.headers)
             assert bad.status_code == 400
-            failed = await client.post(url, json=_body("#sim scenario=status_500\nhi"),
+            # Not streamed: a stream would commit (200) during the retries' backoff.
+            failed = await client.post(url, json=_body("#sim scenario=status_500\nhi", False),
                                        headers=gw.headers)
             assert failed.status_code == 502
             cut = await client.post(url, json=_body("#sim scenario=cut tokens=6\nhi"),
@@ -82,7 +83,9 @@ async def test_counters_move_with_requests_aborts_and_errors(
     assert _get(after, "arouter_time_to_first_token_seconds_count",
                 route="chat_completions") == 3
     assert _get(after, "arouter_request_duration_seconds_count", route="chat_completions",
-                stream="true") == 4
+                stream="true") == 3
+    assert _get(after, "arouter_request_duration_seconds_count", route="chat_completions",
+                stream="false") == 1
 
 
 async def test_health_and_readiness(gw: Gw) -> None:

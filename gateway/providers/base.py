@@ -31,6 +31,8 @@ class Target:
     model: str
     price: Price = FREE
     max_output_tokens: int = 4096  # the most output a request may produce (reservations)
+    weight: float = 1.0  # among targets of the same priority (routing.py)
+    priority: int = 0  # lower first
 
     @property
     def label(self) -> str:
@@ -38,9 +40,10 @@ class Target:
 
 
 class Sink(Protocol):
-    # The client's dialect when its encoder can relay an upstream chunk of that same
-    # dialect by splicing (``emit_spliced``), else None.
-    passthrough: str | None
+    @property
+    def passthrough(self) -> str | None:
+        """The client's dialect when its encoder can relay an upstream chunk of that same
+        dialect by splicing (``emit_spliced``), else None."""
 
     def emit(self, event: StreamEvent) -> None:
         """Take one event; never blocks, never checkpoints."""

@@ -152,6 +152,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 2: which deployments a request tried, and how each attempt ended (issue 6).
+    ("ALTER TABLE requests ADD COLUMN attempts TEXT NOT NULL DEFAULT ''",),
 )
 
 

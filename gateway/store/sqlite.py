@@ -109,6 +109,8 @@ MIGRATIONS: tuple[str, ...] = (
         heartbeat_at REAL NOT NULL
     );
     """,
+    # 3: which deployments a request tried, and how each attempt ended (issue 6)
+    "ALTER TABLE requests ADD COLUMN attempts TEXT NOT NULL DEFAULT ''",
 )
 
 _BOOL_KEY = ("revoked",)

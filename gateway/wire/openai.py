@@ -11,8 +11,9 @@ Upstream side: ``upstream_body`` builds the body sent to an OpenAI-compatible pr
 Rules:
 - Pure: no sockets, no clock (callers pass ``created``), no globals but constant tables.
 - Every field of a client body is validated here; an unknown field is a 400 naming it, as
-  OpenAI itself answers. Routing fields (``api_base``, ``base_url``, ``api_key``,
-  ``extra_headers``, ...) are therefore never honoured (FAULTS.md S6).
+  OpenAI itself answers. Endpoint fields (``api_base``, ``base_url``, ``api_key``,
+  ``extra_headers``, ...) are therefore never honoured (FAULTS.md S6); the routing
+  preferences ``models`` and ``provider`` only choose among names the catalog knows.
 - Upstream bodies are untrusted too: anything malformed raises ``UpstreamProtocolError``.
 - Chunks are rendered from pre-built byte prefixes; only the varying text is JSON-encoded.
 """
@@ -31,6 +32,7 @@ from gateway.canonical import (
     Message,
     Part,
     ReasoningDelta,
+    RoutingPrefs,
     StreamEvent,
     TextDelta,
     TextPart,
@@ -244,7 +246,37 @@ PASSTHROUGH: dict[str, Callable[[Any], bool]] = {
 HANDLED = {
     "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
     "temperature", "top_p", "n", "stop", "tools", "tool_choice", "user", "seed",
+    "models", "provider",  # routing preferences, as OpenRouter takes them
 }
+MAX_FALLBACKS = 8
+PROVIDER_PREFS = {"order", "allow_fallbacks", "only", "ignore"}
+
+
+def _names(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_FALLBACKS or not all(
+        isinstance(v, str) and 0 < len(v) <= 256 for v in value
+    ):
+        raise _fail(f"'{key}' must be a list of at most {MAX_FALLBACKS} names", key)
+    return tuple(value)
+
+
+def _routing(body: dict[str, Any]) -> RoutingPrefs:
+    """``models`` (fallbacks after ``model``) and ``provider`` {order, allow_fallbacks, only,
+    ignore}. Names are only looked up in the catalog, never used to build anything."""
+    models = body.get("models")
+    fallbacks = () if models is None else _names(models, "models")
+    prefs = body.get("provider")
+    if prefs is None:
+        return RoutingPrefs(fallbacks=fallbacks)
+    if not isinstance(prefs, dict) or set(prefs) - PROVIDER_PREFS:
+        raise _fail(f"'provider' must be an object with keys {sorted(PROVIDER_PREFS)}",
+                    "provider")
+    allow = prefs.get("allow_fallbacks", True)
+    if not isinstance(allow, bool):
+        raise _fail("'provider.allow_fallbacks' must be true or false", "provider")
+    lists = {k: _names(prefs[k], f"provider.{k}") if prefs.get(k) is not None else ()
+             for k in ("order", "only", "ignore")}
+    return RoutingPrefs(fallbacks=fallbacks, allow_fallbacks=allow, **lists)
 
 
 def parse_request(body: Any) -> ChatRequest:
@@ -307,6 +339,7 @@ def parse_request(body: Any) -> ChatRequest:
         seed=seed,
         dialect="openai",
         extra=extra,
+        routing=_routing(body),
     )
 
 

@@ -1,0 +1,295 @@
+"""Routing: which deployment serves a request, retried and hedged until its first token.
+
+``Router.run`` is the relay's upstream call (the reader task of ``relay.py``). Each upstream
+call is an ``Attempt``, a child task of the router inside the request's nursery, so the
+client leaving, a deadline or the drain cancels every attempt at once.
+
+Before the first token nothing has reached the client but keepalive comments, so a failed
+attempt is retried invisibly: on another deployment if one is available, else on the same
+one after a backoff, up to ``max_attempts`` calls. What may be retried:
+
+    connect errors, 408/429/5xx/529, first-token timeouts, protocol garbage   retry or fall back
+    the provider refusing our credentials (401/403)                        fall back only
+    the request itself refused (4xx that blames it), internal errors        no retry
+
+**Hedging**: if the first token has not come ``hedge_after`` seconds into an attempt, the
+next deployment starts alongside it. The first attempt to produce an event wins (``emit``
+is synchronous, so exactly one can); every other attempt is cancelled on the spot and its
+upstream connection closed. After the first token there is no silent switch: a failure is
+the stream's terminal error event, and the ledger names the deployment that failed.
+
+The order of candidates: the route's order (the client's ``models`` and ``provider``
+preferences), then by priority, then weighted-random or least-busy among deployments whose
+circuit (``health.py``) lets a call through; untried deployments before tried ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from gateway.catalog import Route
+from gateway.config import Routing
+from gateway.errors import (
+    GatewayError,
+    InternalError,
+    NoProviderAvailable,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from gateway.health import Health
+from gateway.providers.base import Provider, Target
+
+if TYPE_CHECKING:
+    from gateway.canonical import StreamEvent
+    from gateway.relay import Exchange
+
+log = logging.getLogger("arouter.routing")
+
+
+
+@attrs.define(eq=False)
+class Attempt:
+    """One upstream call of a request: the provider's ``Sink`` until it wins or loses."""
+
+    exchange: Exchange
+    target: Target
+    started: float
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    first: trio.CancelScope = attrs.field(factory=trio.CancelScope)  # first-token deadline
+    ended_at: float | None = None
+    outcome: str = "running"  # ok | hedge_lost | cancelled | an error type
+    error: GatewayError | None = None
+    _abort: Callable[[], None] | None = None
+
+    # -- Sink -----------------------------------------------------------------------------
+
+    @property
+    def passthrough(self) -> str | None:
+        return self.exchange.passthrough
+
+    def claim(self) -> bool:
+        """Become the answer, if no other attempt did first. Losers are cancelled now."""
+        exchange = self.exchange
+        winner = exchange.winner
+        if winner is self:
+            return True
+        if winner is not None:
+            return False
+        exchange.winner = self
+        exchange.target = self.target
+        self.first.deadline = math.inf
+        for other in exchange.attempts:
+            if other is not self and other.ended_at is None:
+                other.lose()
+        return True
+
+    def emit(self, event: StreamEvent) -> None:
+        if self.claim():
+            self.exchange.emit(event)
+
+    def emit_spliced(self, data: str, at: int, chars: int) -> None:
+        if self.claim():
+            self.exchange.emit_spliced(data, at, chars)
+
+    async def writable(self) -> None:
+        await self.exchange.writable()
+
+    def abort_with(self, abort: Callable[[], None]) -> None:
+        self._abort = abort
+
+    # -- control --------------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Close this attempt's upstream connection at once (sync; before cancellation)."""
+        if self._abort is not None and self.ended_at is None:
+            self._abort()
+
+    def lose(self) -> None:
+        self.outcome = "hedge_lost"
+        self.abort()
+        self.scope.cancel()
+
+
+def _counts_against(error: GatewayError) -> bool:
+    """Does this failure say something about the deployment's health?"""
+    return isinstance(error, UpstreamError)
+
+
+def _may_fall_back(error: GatewayError) -> bool:
+    """May another deployment be tried after this failure? (The request was fine.)"""
+    return isinstance(error, UpstreamError)
+
+
+class Router:
+    def __init__(
+        self, policy: Routing, health: Health, providers: Mapping[str, Provider],
+        on_attempt: Callable[[Attempt], None] = lambda attempt: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy
+        self.health = health
+        self.providers = providers
+        self._on_attempt = on_attempt
+        self._rng = rng or random.Random()
+
+    def pick(
+        self, route: Route, tried: Mapping[str, int], excluded: set[str]
+    ) -> Target | None:
+        """The next deployment to call, or None if none may be called now."""
+        pool = [t for t in route.targets
+                if t.label not in excluded and self.health.available(t.label)]
+        fresh = [t for t in pool if not tried.get(t.label)]
+        pool = fresh or pool
+        if not pool:
+            return None
+        top = min(t.priority for t in pool)
+        pool = [t for t in pool if t.priority == top]
+        if len(pool) == 1:
+            return pool[0]
+        if self.policy.strategy == "least_busy":
+            return min(pool, key=lambda t: (self.health.in_flight(t.label), -t.weight))
+        return self._rng.choices(pool, weights=[t.weight for t in pool])[0]
+
+    async def run(
+        self, exchange: Exchange, route: Route, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Call deployments until one answers; raise the last failure if none did.
+        ``headers`` are the client's, of which each provider gets its allowlist."""
+        policy = self.policy
+        deadlines = exchange.deadlines
+        send, receive = trio.open_memory_channel[Attempt](math.inf)
+        tried: dict[str, int] = {}
+        excluded: set[str] = set()  # refused us for good (credentials) or ran now
+        failures: list[Attempt] = []
+        running: list[Attempt] = []
+        hedge_due = False
+        async with trio.open_nursery() as nursery:
+            while exchange.winner is None:
+                launched = len(exchange.attempts)
+                if launched < policy.max_attempts and (not running or hedge_due):
+                    busy = {a.target.label for a in running}
+                    target = self.pick(route, tried, excluded | busy)
+                    if target is not None:
+                        retries = tried.get(target.label, 0)
+                        if retries and not running:
+                            await trio.sleep(policy.backoff * 2 ** (retries - 1))
+                        attempt = self._launch(nursery, exchange, target, headers, send,
+                                               deadlines.first_token)
+                        tried[target.label] = retries + 1
+                        running.append(attempt)
+                hedge_due = False
+                if not running:
+                    break
+                more = len(exchange.attempts) < policy.max_attempts
+                hedge = route.hedge_after if more and len(route.targets) > 1 else None
+                with trio.move_on_after(hedge if hedge is not None else math.inf) as waited:
+                    ended = await receive.receive()
+                if waited.cancelled_caught:
+                    hedge_due = True  # the running attempts go on; one more joins them
+                    continue
+                running.remove(ended)
+                if ended is exchange.winner:
+                    break
+                if ended.error is not None:
+                    failures.append(ended)
+                    if not _may_fall_back(ended.error):
+                        break
+                    if not ended.error.retryable:
+                        excluded.add(ended.target.label)
+            # Leaving the nursery waits for the winner's whole answer (or the last hedges).
+        winner = exchange.winner
+        if winner is None:
+            if failures:
+                exchange.target = failures[-1].target  # the ledger names who failed last
+            raise self._failure(route, failures)
+        if winner.error is not None:
+            raise winner.error  # after the first token: the stream's terminal error
+
+    def _launch(
+        self, nursery: trio.Nursery, exchange: Exchange, target: Target,
+        headers: list[tuple[bytes, bytes]], send: trio.MemorySendChannel[Attempt],
+        first_token: float,
+    ) -> Attempt:
+        attempt = Attempt(exchange, target, trio.current_time())
+        attempt.first.deadline = attempt.started + first_token
+        exchange.attempts.append(attempt)
+        self.health.started(target.label)
+        nursery.start_soon(self._attempt, attempt, headers, send)
+        return attempt
+
+    async def _attempt(
+        self, attempt: Attempt, headers: list[tuple[bytes, bytes]],
+        send: trio.MemorySendChannel[Attempt],
+    ) -> None:
+        exchange = attempt.exchange
+        target = attempt.target
+        provider = self.providers[target.provider.dialect]
+        allowed = target.provider.forward_headers
+        forwarded = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in headers
+            if allowed and name.decode("latin-1") in allowed
+        }
+        try:
+            with attempt.scope:
+                with attempt.first:
+                    await provider.run(exchange.request, target, attempt, forwarded)
+                if attempt.first.cancelled_caught:
+                    raise UpstreamTimeout("the upstream sent no first token in time",
+                                          deadline="first_token")
+                attempt.claim()  # an answer with no events at all is still the answer
+            if attempt.outcome == "running":
+                attempt.outcome = "ok"
+        except GatewayError as exc:
+            attempt.error, attempt.outcome = exc, exc.type
+        except Exception:
+            log.exception("provider failed", extra={"generation_id": exchange.generation_id})
+            attempt.error = InternalError()
+            attempt.outcome = attempt.error.type
+        finally:
+            attempt.ended_at = trio.current_time()
+            if attempt.outcome == "running":
+                attempt.outcome = "cancelled"  # the request ended around it
+            self._judge(attempt)
+            self._on_attempt(attempt)
+            send.send_nowait(attempt)
+
+    def _judge(self, attempt: Attempt) -> None:
+        label, error = attempt.target.label, attempt.error
+        exchange = attempt.exchange
+        if error is None and attempt.outcome == "ok":
+            self.health.succeeded(label)
+        elif attempt.outcome == "hedge_lost" or exchange.client_gone_at is not None or (
+            exchange.stopped is not None
+        ):
+            # Closed under it by us (the client left, a hedge won, the drain): its errors
+            # say nothing about the deployment.
+            if attempt.outcome != "hedge_lost":
+                attempt.outcome = "cancelled"
+            self.health.ended(label)
+        elif error is not None and _counts_against(error):
+            retry_after = getattr(error, "retry_after", None)
+            is_429 = isinstance(error, UpstreamStatusError) and error.upstream_status == 429
+            self.health.failed(label, error.type, retry_after if is_429 else None)
+        else:
+            self.health.ended(label)
+
+    def _failure(self, route: Route, failures: list[Attempt]) -> GatewayError:
+        if failures:
+            error = failures[-1].error
+            assert error is not None
+            return error
+        waits = [s["open_for_seconds"] for s in self.health.snapshot()
+                 if s["deployment"] in {t.label for t in route.targets}
+                 and isinstance(s["open_for_seconds"], float)]
+        return NoProviderAvailable(
+            "no available providers: every deployment of this model is cooling down after "
+            "failures", retry_after=min(waits) if waits else None)
