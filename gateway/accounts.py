@@ -79,9 +79,6 @@ class Accounts:
         self.limiter = limiter
         self.metrics = metrics
         self.instance = instance
-        # Settlements the store refused (it was down): retried with every heartbeat and at
-        # shutdown; if the process dies first, reconciliation settles them as interrupted.
-        self.unsettled: list[Settlement] = []
 
     def slot_ttl(self) -> float:
         # A slot outlives any request this process could still be running.
@@ -98,8 +95,9 @@ class Accounts:
         prompt = estimate_prompt_tokens(request)
         output_cap = request.max_tokens or route.max_output_tokens
         # Whichever deployment serves it, the reservation covers it: the dearest one's price.
-        reserved = 0 if key.balance is None else max(
-            reservation(prompt, output_cap, t.price) for t in route.targets)
+        # Sized even for a key cached as unmetered: the store's own balance column decides
+        # whether it is held (and records 0 if not), so a balance set a moment ago counts.
+        reserved = max(reservation(prompt, output_cap, t.price) for t in route.targets)
         target = route.targets[0]
         limits = Limits(rpm=key.rpm, tpm=key.tpm, concurrent=key.max_concurrent)
         admission = Admission(generation_id, key, route, limits, prompt, output_cap, reserved)
@@ -159,26 +157,15 @@ class Accounts:
             log.warning("cost overran the reservation",
                         extra={"generation_id": record.generation_id, "cost": record.cost,
                                "reserved": admission.reserved})
-        if not admission.limits.none:
-            used = record.prompt_tokens + record.completion_tokens
-            await self._release(admission, used - admission.prompt_tokens)
-        settlement = Settlement(record)
         try:
-            await self.ledger.settle(settlement)
-        except GatewayError:
-            self.unsettled.append(settlement)
-            raise
+            # Money first: a slow limiter must not hold the ledger row back. A batch that
+            # fails stays with the ledger for a retry (Ledger.unsettled).
+            await self.ledger.settle(Settlement(record))
+        finally:
+            if not admission.limits.none:
+                used = record.prompt_tokens + record.completion_tokens
+                await self._release(admission, used - admission.prompt_tokens)
         return record
-
-    async def retry_unsettled(self) -> None:
-        if self.unsettled:
-            batch, self.unsettled = self.unsettled, []
-            try:
-                await self.ledger.store.settle(batch)
-            except GatewayError:
-                self.unsettled = batch + self.unsettled
-                raise
-            log.info("settled requests the store had refused", extra={"count": len(batch)})
 
     async def _release(self, admission: Admission, extra_tokens: int) -> None:
         try:

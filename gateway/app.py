@@ -114,6 +114,8 @@ class Gateway:
         self.ready = False
         self.nursery: trio.Nursery | None = None  # the lifespan's: long-lived tasks only
         self._heartbeat = trio.CancelScope()
+        self._kept_alive = trio.Event()  # set when the heartbeat task has stopped
+        self._keeping_alive = False
         self._keys: dict[str, tuple[ApiKey | None, float]] = {}
 
     async def lifespan(self, app: Handler, scope: Scope, receive: Receive, send: Send) -> None:
@@ -133,6 +135,7 @@ class Gateway:
         self.metrics.reconciled.inc(settled)
         await self.nursery.start(self.ledger.run)
         self.nursery.start_soon(self._keep_alive)
+        self._keeping_alive = True
         self.clients = ClientPool(self.config.deadlines)
         # Filled in place: the router holds this very mapping.
         self.providers.update({
@@ -144,19 +147,38 @@ class Gateway:
         self.ready = True
 
     async def _keep_alive(self) -> None:
-        """Heartbeat, settle dead processes' requests, retry our own failed settlements."""
+        """Two loops: the heartbeat alone (a slow reconciliation must not make this process
+        look dead), and the upkeep: settle dead processes' requests, retry our own failed
+        settlements."""
         accounts = self.config.accounts
-        with self._heartbeat:
+
+        async def heartbeat() -> None:
             while True:
                 await trio.sleep(accounts.heartbeat)
                 try:
                     await beat(self.store, self.instance)
-                    settled = await reconcile(self.store, self.instance, accounts.stale_after)
-                    self.metrics.reconciled.inc(settled)
-                    await self.accounts.retry_unsettled()
                 except GatewayError:
                     self.metrics.store_errors.labels("heartbeat").inc()
                     log.exception("heartbeat failed")
+
+        async def upkeep() -> None:
+            while True:
+                await trio.sleep(accounts.heartbeat)
+                try:
+                    settled = await reconcile(self.store, self.instance, accounts.stale_after)
+                    self.metrics.reconciled.inc(settled)
+                    await self.ledger.retry_unsettled()
+                except GatewayError:
+                    self.metrics.store_errors.labels("upkeep").inc()
+                    log.exception("reconciliation failed")
+
+        try:
+            with self._heartbeat:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(heartbeat)
+                    nursery.start_soon(upkeep)
+        finally:
+            self._kept_alive.set()
 
     async def aclose(self) -> None:
         self.ready = False
@@ -166,9 +188,11 @@ class Gateway:
         if self.clients is not None:
             await self.clients.aclose()
         self._heartbeat.cancel()
+        if self._keeping_alive:  # start() got as far as starting it
+            await self._kept_alive.wait()  # no store call of its may run after this
         await self.ledger.aclose()
         try:
-            await self.accounts.retry_unsettled()
+            await self.ledger.retry_unsettled()
             # Everything this process admitted has settled: it leaves nothing to reconcile.
             if not await self.store.reservations(self.instance.id):
                 await self.store.forget_instance(self.instance.id)

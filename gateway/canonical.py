@@ -108,12 +108,21 @@ class ChatRequest:
         return ""
 
 
+MAX_COUNT = 10**9  # tokens: more than any request can hold, far below what a column overflows
+
+
+def _count(value: int) -> int:
+    # Usage comes from upstreams, which are untrusted: a count is clamped, never trusted to
+    # fit a ledger column or a balance.
+    return min(max(int(value), 0), MAX_COUNT)
+
+
 @attrs.frozen
 class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
+    prompt_tokens: int = attrs.field(default=0, converter=_count)
+    completion_tokens: int = attrs.field(default=0, converter=_count)
+    cached_tokens: int = attrs.field(default=0, converter=_count)
+    reasoning_tokens: int = attrs.field(default=0, converter=_count)
     estimated: bool = False  # True when counted by the gateway, not reported by the provider
 
     @property

@@ -29,9 +29,19 @@ from gateway.store.base import Instance, Reservation, Settlement, Store
 log = logging.getLogger("arouter.instances")
 
 
+def host_identity() -> str:
+    """This host, as PIDs see it: the hostname plus the PID namespace, since containers that
+    share a hostname (host networking) do not share PIDs."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}/pidns:{namespace}"
+
+
 def new_instance() -> Instance:
     now = time.time()
-    return Instance(id=secrets.token_hex(8), host=socket.gethostname(), pid=os.getpid(),
+    return Instance(id=secrets.token_hex(8), host=host_identity(), pid=os.getpid(),
                     started_at=now, heartbeat_at=now)
 
 

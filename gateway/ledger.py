@@ -10,11 +10,15 @@ Rules:
 - A waiter that is cancelled does not take its item back: the item stays in its batch and
   is written anyway. Admission therefore waits for its reservation shielded (it must know
   whether credits are held), and a settle that runs out of time is still written.
-- A failed batch fails every waiter on it, with the store's own error.
+- A failed batch fails every waiter on it, with the store's own error, and is handed to
+  ``on_failure`` (settlements: to be retried) whether or not anyone still waits for it.
+- The writer never dies of a bad batch: any error becomes that batch's ``StoreUnavailable``.
+  When it stops, every item still pending fails at once rather than waiting forever.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -22,7 +26,9 @@ import attrs
 import trio
 
 from gateway.errors import GatewayError
-from gateway.store.base import Reservation, Settlement, Store
+from gateway.store.base import Reservation, Settlement, Store, StoreUnavailable
+
+log = logging.getLogger("arouter.ledger")
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -38,8 +44,13 @@ class _Ticket:
 class GroupCommit(Generic[Item, Result]):
     """Batches items for ``apply`` (one transaction per batch); results in item order."""
 
-    def __init__(self, apply: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]]) -> None:
+    def __init__(
+        self,
+        apply: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]],
+        on_failure: Callable[[list[Item]], None] = lambda items: None,
+    ) -> None:
         self._apply = apply
+        self._on_failure = on_failure
         self._pending: list[tuple[Item, _Ticket]] = []
         self._wake = trio.Event()
         self._closing = False
@@ -48,7 +59,7 @@ class GroupCommit(Generic[Item, Result]):
     async def submit(self, item: Item) -> Result:
         """Return ``item``'s result once its batch is committed, or raise the batch's error."""
         if self._finished.is_set() or self._closing:
-            raise GatewayError("the ledger is closed")
+            raise StoreUnavailable("the ledger is closed")
         ticket = _Ticket()
         self._pending.append((item, ticket))
         self._wake.set()
@@ -70,18 +81,34 @@ class GroupCommit(Generic[Item, Result]):
                     await trio.lowlevel.checkpoint()
                     continue
                 batch, self._pending = self._pending, []
+                error: GatewayError | None = None
                 try:
                     results = await self._apply([item for item, _ in batch])
                     for (_, ticket), result in zip(batch, results, strict=True):
                         ticket.result = result
                 except GatewayError as exc:
-                    for _, ticket in batch:
-                        ticket.error = exc
+                    error = exc
+                except Exception as exc:  # a bug or a bad value: fail the batch, not the writer
+                    log.exception("a ledger batch failed")
+                    error = StoreUnavailable(f"ledger batch failed: {type(exc).__name__}")
+                except BaseException:
+                    error = StoreUnavailable("the ledger writer was cancelled")
+                    raise
                 finally:
+                    if error is not None:
+                        for _, ticket in batch:
+                            ticket.error = error
+                        self._on_failure([item for item, _ in batch])
                     for _, ticket in batch:
                         ticket.done.set()
         finally:
             self._finished.set()
+            stranded, self._pending = self._pending, []
+            for _, ticket in stranded:
+                ticket.error = StoreUnavailable("the ledger is closed")
+                ticket.done.set()
+            if stranded:
+                self._on_failure([item for item, _ in stranded])
 
     async def aclose(self) -> None:
         """Flush what is pending and stop the writer."""
@@ -91,12 +118,17 @@ class GroupCommit(Generic[Item, Result]):
 
 
 class Ledger:
-    """The store's reservations and settlements, each group-committed by its own task."""
+    """The store's reservations and settlements, each group-committed by its own task.
+
+    Settlements whose batch failed wait in ``unsettled`` for ``retry_unsettled`` (every
+    heartbeat, and at shutdown); settling is idempotent, so a retry is always safe."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.unsettled: list[Settlement] = []
         self._reserve: GroupCommit[Reservation, bool] = GroupCommit(store.reserve)
-        self._settle: GroupCommit[Settlement, None] = GroupCommit(self._settle_batch)
+        self._settle: GroupCommit[Settlement, None] = GroupCommit(
+            self._settle_batch, on_failure=self.unsettled.extend)
 
     async def _settle_batch(self, batch: Sequence[Settlement]) -> list[None]:
         await self.store.settle(batch)
@@ -118,3 +150,26 @@ class Ledger:
         # Admissions stop first; settlements flush last, so every admitted request settles.
         await self._reserve.aclose()
         await self._settle.aclose()
+
+    async def retry_unsettled(self) -> int:
+        """Settle what failed before: the whole list at once, else item by item, so one
+        bad item cannot hold back the rest. Returns how many were settled."""
+        batch = list(self.unsettled)
+        if not batch:
+            return 0
+        try:
+            await self.store.settle(batch)
+            done = batch
+        except GatewayError:
+            done = []
+            for item in batch:
+                try:
+                    await self.store.settle([item])
+                    done.append(item)
+                except GatewayError:
+                    pass
+        # Removed only once written: a cancellation above loses nothing.
+        self.unsettled[:] = [item for item in self.unsettled if item not in done]
+        if done:
+            log.info("settled requests the store had refused", extra={"count": len(done)})
+        return len(done)

@@ -52,6 +52,10 @@ class FallbackLimiter:
         # Generations admitted by the local limiter -> when their receipt may be forgotten.
         # Anything not listed was admitted by the primary (the common case costs nothing).
         self._local_admitted: dict[str, float] = {}
+        # Primary slots that may be held though nobody will release them there: an acquire
+        # whose reply timed out (the script may have run), or a release that failed. They
+        # are released when the primary answers again, or expire there on their own.
+        self._owed: dict[str, tuple[str, Limits, float]] = {}
         self._next_sweep = 0.0
 
     async def acquire(
@@ -67,6 +71,7 @@ class FallbackLimiter:
                 await self._primary.acquire(key_id, limits, generation_id, tokens, slot_ttl)
             except LimiterUnavailable as exc:
                 self._failed(exc)
+                self._owed[generation_id] = (key_id, limits, self._clock() + slot_ttl)
             else:
                 self._recovered()
                 return
@@ -84,10 +89,14 @@ class FallbackLimiter:
         with trio.CancelScope(shield=True):
             if self._local_admitted.pop(generation_id, None) is not None:
                 await self._local.release(key_id, limits, generation_id, extra_tokens)
-                return
+                if generation_id not in self._owed or self.degraded:
+                    return
+                self._owed.pop(generation_id)  # the primary may hold it too: free it there
             try:
                 await self._primary.release(key_id, limits, generation_id, extra_tokens)
+                await self._settle_owed()
             except LimiterUnavailable as exc:
+                self._owed[generation_id] = (key_id, limits, self._clock() + 3600.0)
                 # The same evidence as a failed acquire; when the backend dies under a full
                 # house, every stream in flight fails its release, and one warning (the
                 # transition's) says all there is to say.
@@ -96,6 +105,18 @@ class FallbackLimiter:
                           exc.message)
             except Exception:
                 log.exception("rate limit release for %s failed", generation_id)
+
+    async def _settle_owed(self, at_most: int = 16) -> None:
+        """Release a few owed primary slots (idempotent there); the rest wait their turn."""
+        now = self._clock()
+        for generation_id in list(self._owed)[:at_most]:
+            key_id, limits, expires = self._owed.pop(generation_id)
+            if expires > now:
+                try:
+                    await self._primary.release(key_id, limits, generation_id, 0)
+                except LimiterUnavailable:
+                    self._owed[generation_id] = (key_id, limits, expires)
+                    raise
 
     async def usage(self, key_id: str, limits: Limits) -> Usage:
         if self._primary_due():

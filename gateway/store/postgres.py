@@ -383,6 +383,7 @@ class PostgresStore:
                     "WHERE id = %s AND balance >= %s AND NOT revoked RETURNING 1",
                     (item.amount, item.key_id, item.amount),
                 ).fetchone()
+                row = rows[i]
                 if taken is None:
                     unmetered = conn.execute(
                         "SELECT 1 FROM api_keys WHERE id = %s AND balance IS NULL AND NOT revoked",
@@ -390,7 +391,8 @@ class PostgresStore:
                     ).fetchone()
                     if unmetered is None:
                         continue  # missing, revoked, or short of credits
-                conn.execute(INSERT_RESERVATION, rows[i])
+                    row = attrs.astuple(attrs.evolve(item, amount=0), recurse=False)  # none held
+                conn.execute(INSERT_RESERVATION, row)
                 admitted[i] = True
             return admitted
 

@@ -151,12 +151,17 @@ class SqliteStore:
                     raise
                 db.execute("COMMIT")
                 return result
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, ValueError, OverflowError, TypeError) as exc:
+                # Also a value SQLite cannot hold (an integer past 2**63): this boundary
+                # maps everything the driver raises.
                 raise StoreUnavailable(f"store error: {type(exc).__name__}") from None
 
         return await trio.to_thread.run_sync(call, limiter=self._limiter)
 
     def _connect(self) -> sqlite3.Connection:
+        if sqlite3.sqlite_version_info < (3, 35):  # DELETE ... RETURNING settles the ledger
+            raise StoreUnavailable(
+                f"SQLite 3.35 or newer is required, not {sqlite3.sqlite_version}")
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -267,6 +272,8 @@ class SqliteStore:
                     ).rowcount == 1
                 )
                 if ok:
+                    if found[0] is None:  # unmetered: nothing is held, whatever was asked
+                        row = attrs.astuple(attrs.evolve(item, amount=0), recurse=False)
                     db.execute(insert, row)
                 admitted.append(ok)
             return admitted
