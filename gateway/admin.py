@@ -9,6 +9,7 @@ Routes (JSON; ``Authorization: Bearer <admin token>``, never a user key):
     POST   /admin/keys/{id}/revoke
     POST   /admin/keys/{id}/top-up       {"amount": micro-units} or {"amount_usd": "5.00"}
     GET    /admin/generations/{id}       any ledger row
+    GET    /admin/health                 deployments' circuits, drain state
 
 Rules:
 - The admin token comes from the environment (``AROUTER_ADMIN_TOKEN`` by default), never
@@ -196,6 +197,16 @@ def blueprint(gateway: Gateway) -> Blueprint:
             except MoneyError as exc:
                 raise RequestError(f"amount_usd: {exc}", param="amount_usd") from None
         return changed(key_id, await gateway.store.top_up(key_id, amount))
+
+    @admin.get("/health")
+    async def health() -> Any:
+        """Each deployment's circuit as this process sees it, and the drain state."""
+        return answer({
+            "deployments": gateway.health.snapshot(),
+            "ready": gateway.ready,
+            "draining": gateway.draining,
+            "open_requests": len(gateway.open_exchanges),
+        })
 
     @admin.get("/generations/<generation_id>")
     async def generation(generation_id: str) -> Any:

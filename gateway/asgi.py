@@ -15,6 +15,8 @@ import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import trio
+
 from gateway.errors import (
     BodyTooLarge,
     GatewayError,
@@ -59,6 +61,7 @@ class Dispatcher:
             await self._lifespan(self._fallback, scope, receive, send)
             return
         if scope["type"] == "http":
+            send = _closing_shielded(send)
             handler = self._routes.get((scope["method"], scope["path"]))
             if handler is not None:
                 await handler(scope, receive, send)
@@ -73,6 +76,26 @@ class Dispatcher:
                 await send_json(send, 405, _error_json(error), [(b"allow", allowed.encode())])
                 return
         await self._fallback(scope, receive, send)
+
+
+def _closing_shielded(send: Send) -> Send:
+    """``send`` with the last body message shielded from the caller's cancellation.
+
+    Hypercorn closes (or recycles) the connection inside the call that sends a response's
+    last bytes, and in doing so tells the app ``http.disconnect``. Apps that cancel their
+    own task group on that message (our relay's watcher, quart-trio) would cancel the very
+    call doing the closing: the socket then stays open until the client gives up, and a
+    ``Connection: close`` client never sees the end. Hypercorn shields its own socket
+    writes already; this only lets the close that follows them finish too."""
+
+    async def shielded(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            with trio.CancelScope(shield=True):
+                await send(message)
+        else:
+            await send(message)
+
+    return shielded
 
 
 def _error_json(error: GatewayError) -> bytes:

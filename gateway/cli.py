@@ -17,7 +17,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +72,26 @@ async def _serve(config: Config) -> None:
 
     first_key = await _first_key(config)
     app = create_app(config)
+    stop = trio.Event()
 
-    async def until_signal() -> None:
+    async def on_signals() -> None:
+        # The first SIGTERM/SIGINT drains: no new requests, open ones run until the drain
+        # deadline. A second one ends them now; each still gets its terminal event and its
+        # ledger row before the process exits 0.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
-                return
+                if stop.is_set():
+                    app.gateway.drain_now()
+                else:
+                    stop.set()
+
+    async def serve_until_stopped(task_status: trio.TaskStatus[list[str]]) -> None:
+        await serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+        nursery.cancel_scope.cancel()  # served and settled: stop listening for signals
 
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(partial(serve, app, config, shutdown_trigger=until_signal))
+        nursery.start_soon(on_signals)
+        bound = await nursery.start(serve_until_stopped)
         _banner(config, bound, first_key)
 
 

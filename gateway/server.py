@@ -47,8 +47,11 @@ def hypercorn_config(config: Config) -> hypercorn.config.Config:
     hconfig = _Config()
     hconfig.bind = [f"{config.host}:{config.port}"]
     hconfig.user_timeout_ms = int(config.deadlines.client_stall * 1000)
-    # Streams are ended by the gateway's own deadlines, never by the server's timers.
-    hconfig.graceful_timeout = config.deadlines.settle
+    # Streams are ended by the gateway's own deadlines, never by the server's timers: on
+    # shutdown the gateway drains (``Gateway.begin_drain``) and ends what is left at the
+    # drain deadline with a terminal event, then settles; hypercorn only cancels after that.
+    deadlines = config.deadlines
+    hconfig.graceful_timeout = deadlines.drain + deadlines.settle + 2.0
     hconfig.accesslog = None
     # Hypercorn's default listen backlog is 100: a burst of connections beyond it waits for
     # SYN retransmits (1 s, 3 s, ...). The kernel caps this at net.core.somaxconn.
@@ -68,7 +71,9 @@ async def serve(
 
     async def stopping() -> None:
         await shutdown_trigger()
-        app.gateway.ready = False  # readiness flips the moment shutdown begins
+        # Readiness flips and new requests are refused the moment shutdown begins; open
+        # ones may run until the drain deadline.
+        app.gateway.begin_drain()
 
     await hypercorn.trio.serve(
         app,  # type: ignore[arg-type]  # hypercorn's ASGI typing is narrower than the protocol

@@ -121,7 +121,8 @@ def make_config(data_dir: Path, sim_url: str | None, **deadlines: float) -> Conf
         host="127.0.0.1",
         port=0,
         data_dir=data_dir,
-        deadlines=attrs.evolve(Deadlines(), **deadlines),
+        # A short drain: a test that ends with a stream open does not wait two minutes.
+        deadlines=attrs.evolve(Deadlines(), **{"drain": 1.0, **deadlines}),
         sim=SimConfig(tokens=10, tokens_per_second=500.0),
         providers=providers,
         models=models,

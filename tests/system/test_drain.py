@@ -1,0 +1,154 @@
+"""SIGTERM on a real ``arouter serve`` with 200 streams open (FAULTS.md E6, E7).
+
+Half the streams finish within the drain deadline; the other half are still running at it
+and must each end with the dialect's terminal error event, never a clean end and never a
+cut. Every one settles in the ledger, the listener stops accepting at once, and the process
+exits 0 within the deadline. A second signal ends the wait early but never skips a settle.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import trio
+
+from gateway import keys
+from gateway.store.sqlite import SqliteStore
+from tests.conftest import Sim
+from tests.processes import serve
+from tests.system.test_accounts_processes import ENV, write_config
+
+STREAMS = 200
+ENDED: dict[str, float] = {}  # tag -> when its stream ended (time.monotonic)
+DRAIN = 3.0
+
+
+def dechunk(raw: bytes) -> tuple[int, bytes]:
+    """(status, body) of a whole HTTP/1.1 response with a chunked body."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" not in head.lower():
+        return status, rest
+    body = b""
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        body, rest = body + rest[:size], rest[size + 2:]
+    return status, body
+
+
+async def stream(url: str, secret: str, tag: str, directive: str, started: trio.Semaphore,
+                 into: dict[str, tuple[int, bytes]]) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    payload = json.dumps({
+        "model": "fake/lorem", "stream": True, "max_tokens": 100_000,
+        "messages": [{"role": "user", "content": f"#sim tag={tag} {directive}\nhi"}],
+    }).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+            f"Authorization: Bearer {secret}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode()
+    sock = await trio.open_tcp_stream(host, int(port))
+    raw = b""
+    async with sock:
+        await sock.send_all(head + payload)
+        signalled = False
+        while chunk := await sock.receive_some(65536):
+            raw += chunk
+            if not signalled and b"data: " in raw:
+                signalled = True
+                started.release()
+    into[tag] = dechunk(raw)
+    ENDED[tag] = time.monotonic()
+
+
+async def run_drain(tmp_path: Path, sim: Sim, second_signal_after: float | None) -> None:
+    data = tmp_path / "data"
+    config = write_config(tmp_path / "arouter.toml", sim)
+    config.write_text(config.read_text() + f"[timeouts]\ndrain = {DRAIN}\n")
+    store = SqliteStore(data / "arouter.db")
+    await store.open()
+    secret, row = keys.generate(name="drain", created_at=time.time())
+    await store.add_key(row)
+    await store.aclose()
+    results: dict[str, tuple[int, bytes]] = {}
+    started = trio.Semaphore(0)
+    async with serve(data, None, config=config, extra_env=ENV) as served:
+        host, port = served.url.removeprefix("http://").split(":")
+        async with trio.open_nursery() as nursery:
+            for n in range(STREAMS):
+                # Even: done in about a second. Odd: still running at the drain deadline.
+                directive = ("tokens=20 interval_ms=50" if n % 2 == 0
+                             else "tokens=100000 interval_ms=20")
+                nursery.start_soon(stream, served.url, secret, f"s{n}", directive, started,
+                                   results)
+            with trio.fail_after(20):
+                for _ in range(STREAMS):
+                    await started.acquire()
+            signalled_at = time.monotonic()
+            served.process.send_signal(signal.SIGTERM)
+            # The listener stops accepting within a second.
+            with trio.fail_after(2):
+                while True:
+                    try:
+                        probe = await trio.open_tcp_stream(host, int(port))
+                    except OSError:
+                        break
+                    await probe.aclose()
+                    await trio.sleep(0.05)
+            if second_signal_after is not None:
+                await trio.sleep(second_signal_after)
+                served.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(DRAIN + 15):
+                code = await served.process.wait()
+            took = time.monotonic() - signalled_at
+    assert code == 0
+    long_ended = [ENDED[f"s{n}"] - signalled_at for n in range(1, STREAMS, 2)]
+    if second_signal_after is None:
+        # The open streams ran until the drain deadline, not a moment less.
+        assert min(long_ended) >= DRAIN - 0.1
+    limit = DRAIN + 5 if second_signal_after is None else second_signal_after + 3
+    assert took < limit, f"exit took {took:.1f} s"
+
+    assert len(results) == STREAMS
+    for tag, (status, body) in results.items():
+        n = int(tag[1:])
+        assert status == 200
+        events = [line for line in body.split(b"\n") if line.startswith(b"data: ")]
+        if n % 2 == 0 and second_signal_after is None:
+            assert events[-1] == b"data: [DONE]", (tag, body[-300:])
+            assert b'"finish_reason":"error"' not in body
+        elif n % 2 == 1:
+            # Cut by the drain: the terminal error event, with the usage so far, no [DONE].
+            assert b"data: [DONE]" not in body, tag
+            last = json.loads(events[-1][6:])
+            assert last["choices"][0]["finish_reason"] == "error"
+            assert "shutting down" in last["error"]["message"]
+
+    await store.open()
+    try:
+        rows = await store.records(key_id=row.id)
+        assert len(rows) == STREAMS
+        assert await store.reservations() == []
+        by_tag = {r.status for r in rows}
+        assert "partial" in by_tag
+        if second_signal_after is None:
+            assert sum(r.status == "ok" for r in rows) == STREAMS // 2
+    finally:
+        await store.aclose()
+    for n in range(STREAMS):
+        await sim.wait_record(f"s{n}", lambda r: r.ended_at is not None)
+
+
+async def test_sigterm_drains_two_hundred_open_streams(tmp_path: Path, sim: Sim) -> None:
+    await run_drain(tmp_path, sim, second_signal_after=None)
+
+
+async def test_a_second_signal_ends_the_drain_at_once_and_still_settles(
+    tmp_path: Path, sim: Sim
+) -> None:
+    await run_drain(tmp_path, sim, second_signal_after=0.3)
