@@ -46,16 +46,20 @@ class Catalog:
         prefs = prefs or RoutingPrefs()
         targets: list[Target] = []
         hedge_after = None
+        rank = {provider: i for i, provider in enumerate(prefs.order)}
         for n, model in enumerate((name, *prefs.fallbacks)):
             found, hedge = self._targets(model)
             if n == 0:
                 hedge_after = hedge
-            targets += [t for t in found if t not in targets]
-        allowed = [t for t in targets if _allowed(t.provider.name, prefs)]
-        if prefs.order:
-            rank = {provider: i for i, provider in enumerate(prefs.order)}
-            # Stable: preferred providers first in the client's order, the rest as they were.
-            allowed.sort(key=lambda t: rank.get(t.provider.name, len(rank)))
+            for t in found:
+                # The router tries lower priorities first: the client's provider order
+                # first, then its models in order, then each model's own priorities.
+                order = rank.get(t.provider.name, len(rank))
+                t = attrs.evolve(t, priority=order * 1_000_000 + n * 1_000 + t.priority)
+                if all(t.label != seen.label for seen in targets):
+                    targets.append(t)
+        allowed = sorted((t for t in targets if _allowed(t.provider.name, prefs)),
+                         key=lambda t: t.priority)
         if not allowed:
             raise NoProviderAvailable("no deployment of this model matches the provider "
                                       "preferences")

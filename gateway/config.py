@@ -287,7 +287,7 @@ def _route(name: str, table: _Reader, providers: Mapping[str, ProviderConfig]) -
             provider=entry.string("provider"),
             model=entry.string("model"),
             weight=entry.positive("weight", 1.0),
-            priority=entry.integer("priority", 0),
+            priority=entry.integer("priority", 0, high=999),
         ))
         if deployments[-1].provider not in providers:
             raise ConfigError(f"models.{name}.deployments[{n}].provider: unknown provider "

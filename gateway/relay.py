@@ -156,7 +156,7 @@ class Exchange:
     def usage(self) -> Usage:
         return self.transcript.usage(self.request)
 
-    def _deadline_failure(self) -> GatewayError:
+    def deadline_failure(self) -> GatewayError:
         now = trio.current_time()
         if now >= self.started + self.deadlines.total:
             return UpstreamTimeout("the request exceeded its total deadline", deadline="total")
@@ -224,7 +224,7 @@ async def read_upstream(exchange: Exchange, upstream: Upstream) -> None:
             if exchange.upstream_closed_at is None:
                 exchange.upstream_closed_at = trio.current_time()
         if exchange.scope.cancelled_caught:
-            exchange.failure = exchange.stopped or exchange._deadline_failure()
+            exchange.failure = exchange.stopped or exchange.deadline_failure()
     except GatewayError as exc:
         exchange.failure = exc
     except Exception:

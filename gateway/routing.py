@@ -249,15 +249,25 @@ class Router:
             if attempt.outcome == "running":
                 attempt.outcome = "ok"
         except GatewayError as exc:
-            attempt.error, attempt.outcome = exc, exc.type
+            if attempt.outcome != "hedge_lost":  # else: its socket was closed by the winner
+                attempt.error, attempt.outcome = exc, exc.type
         except Exception:
             log.exception("provider failed", extra={"generation_id": exchange.generation_id})
             attempt.error = InternalError()
             attempt.outcome = attempt.error.type
         finally:
-            attempt.ended_at = trio.current_time()
-            if attempt.outcome == "running":
-                attempt.outcome = "cancelled"  # the request ended around it
+            attempt.ended_at = now = trio.current_time()
+            if exchange.client_gone_at is not None and attempt.outcome not in ("ok",
+                                                                               "hedge_lost"):
+                attempt.outcome = "cancelled"  # the client left: whatever broke, we broke it
+            elif attempt.outcome == "running":  # the request ended around it
+                if exchange.stopped is not None:
+                    attempt.outcome = exchange.stopped.type  # the drain, the output cap
+                elif now >= exchange.scope.deadline:
+                    attempt.error = exchange.deadline_failure()  # idle or total
+                    attempt.outcome = attempt.error.type
+                else:
+                    attempt.outcome = "cancelled"
             self._judge(attempt)
             self._on_attempt(attempt)
             send.send_nowait(attempt)
@@ -272,8 +282,6 @@ class Router:
         ):
             # Closed under it by us (the client left, a hedge won, the drain): its errors
             # say nothing about the deployment.
-            if attempt.outcome != "hedge_lost":
-                attempt.outcome = "cancelled"
             self.health.ended(label)
         elif error is not None and _counts_against(error):
             retry_after = getattr(error, "retry_after", None)

@@ -18,7 +18,14 @@ import pytest
 import trio
 
 from gateway import keys
-from gateway.config import Config, Deadlines, ModelRoute, ProviderConfig, SimConfig
+from gateway.config import (
+    Config,
+    Deadlines,
+    ModelRoute,
+    ProviderConfig,
+    Routing,
+    SimConfig,
+)
 from gateway.keys import ApiKey
 from gateway.pricing import Price
 from gateway.server import Running, running
@@ -154,13 +161,22 @@ GatewayFactory = Callable[..., Any]
 def start_gateway(
     tmp_path: Path, sim: Sim, monkeypatch: pytest.MonkeyPatch
 ) -> GatewayFactory:
-    """``async with start_gateway(commit_grace=0.1) as gw:`` — a gateway in front of ``sim``."""
+    """``async with start_gateway(commit_grace=0.1) as gw:`` — a gateway in front of ``sim``;
+    ``routing``, extra ``models`` and ``providers`` change the config too."""
     monkeypatch.setenv("AROUTER_TEST_FAKE_KEY", FAKE_PROVIDER_KEY)
     counter = iter(range(1000))
 
     @asynccontextmanager
-    async def start(**deadlines: float) -> AsyncIterator[Gw]:
+    async def start(routing: Routing | None = None, models: dict[str, ModelRoute] | None = None,
+                    providers: dict[str, ProviderConfig] | None = None,
+                    **deadlines: float) -> AsyncIterator[Gw]:
         config = make_config(tmp_path / f"gw{next(counter)}", sim.url, **deadlines)
+        config = attrs.evolve(
+            config,
+            routing=routing or config.routing,
+            models={**config.models, **(models or {})},
+            providers={**config.providers, **(providers or {})},
+        )
         key = await add_key(config)
         async with running(config) as run:
             yield Gw(run, key)

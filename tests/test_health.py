@@ -1,0 +1,90 @@
+"""The circuit breaker and the router's choice of deployment, as pure state on a clock."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from gateway.catalog import Route
+from gateway.config import SIM_PROVIDER, Routing
+from gateway.health import CLOSED, HALF_OPEN, OPEN, Health
+from gateway.providers.base import Target
+from gateway.routing import Router
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def health(threshold: int = 3, cooldown: float = 10.0) -> tuple[Health, Clock, list[str]]:
+    clock, changes = Clock(), []
+    return Health(threshold, cooldown, clock, lambda label, state: changes.append(state)), \
+        clock, changes
+
+
+def fail(h: Health, label: str = "a", retry_after: float | None = None) -> None:
+    h.started(label)
+    h.failed(label, "upstream_error", retry_after)
+
+
+def test_consecutive_failures_open_then_a_half_open_probe_closes() -> None:
+    h, clock, changes = health()
+    fail(h)
+    fail(h)
+    h.started("a")
+    h.succeeded("a")  # a success in between resets the count
+    fail(h)
+    fail(h)
+    assert h.state("a") == CLOSED and h.available("a")
+    fail(h)
+    assert h.state("a") == OPEN and not h.available("a")
+    clock.now += 10
+    assert h.state("a") == HALF_OPEN and h.available("a")
+    h.started("a")  # the probe
+    assert not h.available("a")  # one at a time
+    h.succeeded("a")
+    assert h.state("a") == CLOSED and changes == [OPEN, CLOSED]
+
+
+def test_a_failed_probe_opens_again_and_retry_after_wins_over_the_cooldown() -> None:
+    h, clock, _ = health(threshold=5)
+    fail(h, retry_after=30.0)  # one 429 is enough
+    assert h.state("a") == OPEN
+    clock.now += 29
+    assert h.state("a") == OPEN
+    clock.now += 1
+    h.started("a")
+    h.failed("a", "timeout")
+    assert h.state("a") == OPEN  # the probe failed
+    clock.now += 10
+    h.started("a")
+    h.ended("a")  # a cancelled probe frees its slot without a verdict
+    assert h.available("a")
+    [snapshot] = h.snapshot()
+    assert snapshot["in_flight"] == 0 and snapshot["failures"] == 2
+
+
+def target(name: str, weight: float = 1.0, priority: int = 0) -> Target:
+    return Target(SIM_PROVIDER, name, weight=weight, priority=priority)
+
+
+def test_the_router_picks_by_priority_weight_health_and_busyness() -> None:
+    h, _, _ = health(threshold=1)
+    a, b, c = target("a", weight=3), target("b", weight=1), target("c", priority=1)
+    route = Route("m", (a, b, c))
+    router = Router(Routing(), h, {}, rng=random.Random(7))
+    picks = Counter(router.pick(route, {}, set()).model for _ in range(4000))  # type: ignore
+    assert set(picks) == {"a", "b"} and 2.6 < picks["a"] / picks["b"] < 3.4
+    assert router.pick(route, {"sim/a": 1}, set()) == b  # untried first
+    fail(h, "sim/a")
+    fail(h, "sim/b")
+    assert router.pick(route, {}, set()) == c  # both open: the next priority
+    assert router.pick(route, {}, {"sim/c"}) is None
+
+    busy = Router(Routing(strategy="least_busy"), health()[0], {})
+    busy.health.started("sim/a")
+    assert busy.pick(Route("m", (a, b)), {}, set()) == b
