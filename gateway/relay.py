@@ -124,6 +124,8 @@ class Exchange:
         self._heard()
         self.transcript.events += 1
         self.transcript.chars += chars
+        if self.output_cap is not None and self.transcript.chars > self.output_cap:
+            self.stop(OutputLimitExceeded())
         self.outbox += self.encoder.splice(data, at)
         self.wake.set()
 
