@@ -96,9 +96,8 @@ async def _serve(config: Config) -> None:
 
 
 def _serve_workers(config: Config, workers: int, config_path: str | None) -> int:
-    """Hypercorn's own multi-process mode: the parent binds, N spawned workers serve."""
-    import hypercorn.run
-
+    """N worker processes on one listening socket (``workers.py``)."""
+    from gateway import workers as workers_mod
     from gateway.server import hypercorn_config
 
     first_key = trio.run(_first_key, config)
@@ -110,14 +109,14 @@ def _serve_workers(config: Config, workers: int, config_path: str | None) -> int
     if config_path:
         os.environ["AROUTER_CONFIG"] = str(Path(config_path).resolve())
     hconfig = hypercorn_config(config)
-    hconfig.workers = workers
     hconfig.worker_class = "trio"
     hconfig.application_path = "gateway.app:from_environment()"
-    # Each worker drains on its own; the parent waits for them (issue: graceful drain).
-    _banner(config, [f"http://{config.host}:{config.port}"], first_key)
-    print(f"workers: {workers}", flush=True)
+    def bound() -> None:
+        _banner(config, [f"http://{config.host}:{config.port}"], first_key)
+        print(f"workers: {workers}", flush=True)
+
     try:
-        return hypercorn.run.run(hconfig)
+        return workers_mod.run(hconfig, workers, on_bound=bound)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -272,8 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--data-dir")
-    serve.add_argument("--workers", type=int, default=1,
-                       help="worker processes (hypercorn multi-process mode); 1 = in-process")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="worker processes on one socket (default: [server] workers); "
+                            "1 = in-process")
 
     sim = sub.add_parser("sim", help="run the fake upstream (OpenAI dialect)", add_help=False)
     sim.add_argument("sim_args", nargs=argparse.REMAINDER,
@@ -315,10 +315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             os.environ["AROUTER_LOG_LEVEL"] = args.log_level
             os.environ["AROUTER_LOG_FORMAT"] = args.log_format
-            if args.workers > 1:
-                return _serve_workers(_load_config(args), args.workers, args.config)
+            config = _load_config(args)
+            workers = args.workers or config.workers
+            if workers > 1:
+                return _serve_workers(config, workers, args.config)
             else:
-                trio.run(_serve, _load_config(args))
+                trio.run(_serve, config)
         elif args.command == "sim":
             from gateway.sim.server import main as sim_main
 

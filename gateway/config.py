@@ -12,6 +12,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -150,6 +151,12 @@ class Config:
     accounts: Accounts = Accounts()
     routing: Routing = Routing()
     max_body_bytes: int = 16 * 1024 * 1024
+    workers: int = 1  # processes for ``arouter serve`` (``--workers`` overrides)
+    # Idle client keep-alive connections are closed after this; keep nginx's upstream
+    # ``keepalive_timeout`` below it, so nginx never reuses a connection being closed.
+    keep_alive_timeout: float = 75.0
+    # Hypercorn's own wait on shutdown; None: drain + settle + 2 s, so it never cuts first.
+    graceful_timeout: float | None = None
     deadlines: Deadlines = Deadlines()
     sim: SimConfig = SimConfig()
     providers: Mapping[str, ProviderConfig] = attrs.field(factory=dict)
@@ -248,6 +255,9 @@ def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         accounts=accounts,
         routing=routing,
         max_body_bytes=server.integer("max_body_bytes", 16 * 1024 * 1024),
+        workers=_workers(server),
+        keep_alive_timeout=server.positive("keep_alive_timeout", 75.0),
+        graceful_timeout=_graceful(server, deadlines),
         deadlines=deadlines,
         sim=SimConfig(
             tokens=sim.integer("tokens", SimConfig().tokens),
@@ -278,6 +288,29 @@ def _provider(name: str, table: _Reader) -> ProviderConfig:
         prices=_prices(table.table("prices", closed=False)),
         max_output_tokens=table.opt_int("max_output_tokens"),
     )
+
+
+def _workers(server: _Reader) -> int:
+    """``workers = 4``, or ``workers_per_core = 1.5`` of the CPUs this process may use."""
+    per_core = server.raw.get("workers_per_core")
+    if per_core is not None:
+        if "workers" in server.raw:
+            raise ConfigError("server: give workers or workers_per_core, not both")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+        return max(1, math.ceil(server.positive("workers_per_core", 1.0) * cores))
+    return max(1, server.integer("workers", 1, high=256))
+
+
+def _graceful(server: _Reader, deadlines: Deadlines) -> float | None:
+    value = server.raw.get("graceful_timeout")
+    if value is None:
+        return None
+    graceful = server.positive("graceful_timeout", 1.0)
+    if graceful < deadlines.drain + deadlines.settle:
+        raise ConfigError("server.graceful_timeout: must be at least timeouts.drain + "
+                          "timeouts.settle, or hypercorn would cut streams before the drain")
+    return graceful
 
 
 def _route(name: str, table: _Reader, providers: Mapping[str, ProviderConfig]) -> ModelRoute:

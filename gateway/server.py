@@ -51,7 +51,9 @@ def hypercorn_config(config: Config) -> hypercorn.config.Config:
     # shutdown the gateway drains (``Gateway.begin_drain``) and ends what is left at the
     # drain deadline with a terminal event, then settles; hypercorn only cancels after that.
     deadlines = config.deadlines
-    hconfig.graceful_timeout = deadlines.drain + deadlines.settle + 2.0
+    hconfig.graceful_timeout = config.graceful_timeout or (
+        deadlines.drain + deadlines.settle + 2.0)
+    hconfig.keep_alive_timeout = config.keep_alive_timeout
     hconfig.accesslog = None
     # Hypercorn's default listen backlog is 100: a burst of connections beyond it waits for
     # SYN retransmits (1 s, 3 s, ...). The kernel caps this at net.core.somaxconn.

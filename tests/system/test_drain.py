@@ -18,7 +18,7 @@ import trio
 from gateway import keys
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import Sim
-from tests.processes import serve
+from tests.processes import free_port, serve
 from tests.system.test_accounts_processes import ENV, write_config
 
 STREAMS = 200
@@ -66,7 +66,8 @@ async def stream(url: str, secret: str, tag: str, directive: str, started: trio.
     ENDED[tag] = time.monotonic()
 
 
-async def run_drain(tmp_path: Path, sim: Sim, second_signal_after: float | None) -> None:
+async def run_drain(tmp_path: Path, sim: Sim, second_signal_after: float | None,
+                    workers: int = 1, streams: int = STREAMS) -> None:
     data = tmp_path / "data"
     config = write_config(tmp_path / "arouter.toml", sim)
     config.write_text(config.read_text() + f"[timeouts]\ndrain = {DRAIN}\n")
@@ -77,17 +78,18 @@ async def run_drain(tmp_path: Path, sim: Sim, second_signal_after: float | None)
     await store.aclose()
     results: dict[str, tuple[int, bytes]] = {}
     started = trio.Semaphore(0)
-    async with serve(data, None, config=config, extra_env=ENV) as served:
+    options = ("--port", str(free_port()), "--workers", str(workers)) if workers > 1 else ()
+    async with serve(data, None, *options, config=config, extra_env=ENV) as served:
         host, port = served.url.removeprefix("http://").split(":")
         async with trio.open_nursery() as nursery:
-            for n in range(STREAMS):
+            for n in range(streams):
                 # Even: done in about a second. Odd: still running at the drain deadline.
                 directive = ("tokens=20 interval_ms=50" if n % 2 == 0
                              else "tokens=100000 interval_ms=20")
                 nursery.start_soon(stream, served.url, secret, f"s{n}", directive, started,
                                    results)
             with trio.fail_after(20):
-                for _ in range(STREAMS):
+                for _ in range(streams):
                     await started.acquire()
             signalled_at = time.monotonic()
             served.process.send_signal(signal.SIGTERM)
@@ -107,14 +109,14 @@ async def run_drain(tmp_path: Path, sim: Sim, second_signal_after: float | None)
                 code = await served.process.wait()
             took = time.monotonic() - signalled_at
     assert code == 0
-    long_ended = [ENDED[f"s{n}"] - signalled_at for n in range(1, STREAMS, 2)]
+    long_ended = [ENDED[f"s{n}"] - signalled_at for n in range(1, streams, 2)]
     if second_signal_after is None:
         # The open streams ran until the drain deadline, not a moment less.
         assert min(long_ended) >= DRAIN - 0.1
     limit = DRAIN + 5 if second_signal_after is None else second_signal_after + 3
     assert took < limit, f"exit took {took:.1f} s"
 
-    assert len(results) == STREAMS
+    assert len(results) == streams
     for tag, (status, body) in results.items():
         n = int(tag[1:])
         assert status == 200
@@ -132,15 +134,15 @@ async def run_drain(tmp_path: Path, sim: Sim, second_signal_after: float | None)
     await store.open()
     try:
         rows = await store.records(key_id=row.id)
-        assert len(rows) == STREAMS
+        assert len(rows) == streams
         assert await store.reservations() == []
         by_tag = {r.status for r in rows}
         assert "partial" in by_tag
         if second_signal_after is None:
-            assert sum(r.status == "ok" for r in rows) == STREAMS // 2
+            assert sum(r.status == "ok" for r in rows) == streams // 2
     finally:
         await store.aclose()
-    for n in range(STREAMS):
+    for n in range(streams):
         await sim.wait_record(f"s{n}", lambda r: r.ended_at is not None)
 
 
@@ -152,3 +154,8 @@ async def test_a_second_signal_ends_the_drain_at_once_and_still_settles(
     tmp_path: Path, sim: Sim
 ) -> None:
     await run_drain(tmp_path, sim, second_signal_after=0.3)
+
+
+async def test_workers_drain_too(tmp_path: Path, sim: Sim) -> None:
+    """``--workers 2``: the parent forwards the drain to its workers (``workers.py``)."""
+    await run_drain(tmp_path, sim, second_signal_after=None, workers=2, streams=40)
