@@ -1,4 +1,4 @@
-"""The ``arouter`` command: ``serve``, ``sim``, ``bench``, ``keys`` and ``db``.
+"""The ``arouter`` command: ``serve``, ``sim``, ``bench``, ``keys``, ``db`` and ``doctor``.
 
 ``serve`` with no arguments runs the embedded default: 127.0.0.1:8080, a SQLite file in the
 data directory, the simulator provider, and any real provider whose API key variable is set.
@@ -301,6 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.add_argument("--data-dir")
         command.add_argument("--json", action="store_true", help="print JSON")
 
+    doctor = sub.add_parser("doctor", help="check a running deployment (through nginx)")
+    from gateway.doctor import add_arguments as add_doctor_arguments
+
+    add_doctor_arguments(doctor)
+
     db_cmd = sub.add_parser("db", help="the store's schema")
     db_sub = db_cmd.add_subparsers(dest="db_command", required=True)
     migrate = db_sub.add_parser("migrate", help="apply pending schema migrations")
@@ -331,6 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_from_args(args)
         elif args.command == "keys":
             return trio.run(_keys_command, _load_config(args), args)
+        elif args.command == "doctor":
+            from gateway.doctor import run_from_args as doctor_main
+
+            return doctor_main(args)
         elif args.command == "db":
             before, after = trio.run(_migrate, _load_config(args))
             print(f"schema version {before} -> {after}" if after != before
