@@ -66,11 +66,11 @@ async def _opened(config: Config) -> AsyncIterator[Store]:
         await store.aclose()
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config, first: bool = True) -> None:
     from gateway.app import create_app
     from gateway.server import serve
 
-    first_key = await _first_key(config)
+    first_key = await _first_key(config) if first else None
     app = create_app(config)
     stop = trio.Event()
 
@@ -95,12 +95,14 @@ async def _serve(config: Config) -> None:
         _banner(config, bound, first_key)
 
 
-def _serve_workers(config: Config, workers: int, config_path: str | None) -> int:
+def _serve_workers(
+    config: Config, workers: int, config_path: str | None, first: bool = True
+) -> int:
     """N worker processes on one listening socket (``workers.py``)."""
     from gateway import workers as workers_mod
     from gateway.server import hypercorn_config
 
-    first_key = trio.run(_first_key, config)
+    first_key = trio.run(_first_key, config) if first else None
     # The workers rebuild the config from the environment (see app.from_environment), and
     # share their metrics through files (see metrics.py).
     os.environ["AROUTER_DATA_DIR"] = str(config.data_dir)
@@ -274,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=None,
                        help="worker processes on one socket (default: [server] workers); "
                             "1 = in-process")
+    serve.add_argument("--no-first-key", dest="first_key", action="store_false",
+                       help="do not create (and print) a key when the store has none: for "
+                            "fleets, where keys are made with `arouter keys create`")
 
     sim = sub.add_parser("sim", help="run the fake upstream (OpenAI dialect)", add_help=False)
     sim.add_argument("sim_args", nargs=argparse.REMAINDER,
@@ -323,9 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = _load_config(args)
             workers = args.workers or config.workers
             if workers > 1:
-                return _serve_workers(config, workers, args.config)
+                return _serve_workers(config, workers, args.config, args.first_key)
             else:
-                trio.run(_serve, config)
+                trio.run(_serve, config, args.first_key)
         elif args.command == "sim":
             from gateway.sim.server import main as sim_main
 
