@@ -177,3 +177,21 @@ async def test_two_processes_on_postgres_and_redis_share_credits_and_limits(
         assert await store.reservations() == []
     finally:
         await store.aclose()
+    # Canaries: no key, nor any part of its secret, in any column of any table.
+    dump = await trio.to_thread.run_sync(dump_database, postgres_db)
+    assert poor_key.id in dump  # the public id is there: the dump is real
+    for secret in (poor, limited, FAKE_PROVIDER_KEY):
+        assert secret.split("_")[-1] not in dump
+
+
+def dump_database(url: str) -> str:
+    """Every row of every table of the public schema, as JSON text."""
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        return "\n".join(
+            str(row[0]) for table in tables
+            for row in conn.execute(f'SELECT row_to_json(t)::text FROM "{table}" t')
+        )
