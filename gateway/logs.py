@@ -31,10 +31,21 @@ class JsonFormatter(logging.Formatter):
         }
         for name, value in vars(record).items():
             if name not in _STANDARD and not name.startswith("_"):
-                entry[name] = redact(value) if isinstance(value, str) else value
+                entry[name] = _scrub(value)
         if record.exc_info:
             entry["exc"] = redact(self.formatException(record.exc_info))
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return json.dumps(entry, default=lambda o: redact(str(o)), ensure_ascii=False)
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with every string in it redacted, however deeply nested."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_scrub(v) for v in value]
+    return value
 
 
 class TextFormatter(logging.Formatter):

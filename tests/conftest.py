@@ -7,6 +7,8 @@ same composition ``arouter serve`` uses.
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,6 +29,7 @@ from gateway.config import (
     SimConfig,
 )
 from gateway.keys import ApiKey
+from gateway.logs import JsonFormatter, TextFormatter
 from gateway.pricing import Price
 from gateway.server import Running, running
 from gateway.sim.scenarios import Plan
@@ -188,3 +191,40 @@ def start_gateway(
 async def gw(start_gateway: GatewayFactory) -> AsyncIterator[Gw]:
     async with start_gateway() as gateway:
         yield gateway
+
+
+# -- canaries ---------------------------------------------------------------------------------
+# The whole suite runs with canary keys: the fake upstream's key says CANARY, and every
+# client key is a real lr_live_ key. Whatever any in-process gateway logs, at any level, is
+# formatted as the log file would hold it and searched for them; one hit fails the session.
+# (Subprocess gateways are searched by tests/system/test_secrets.py.)
+
+_CANARIES = re.compile(r"CANARY|lr_live_[0-9a-f]{12}_[0-9a-f]{48}")
+
+
+class _CanaryWatch(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.leaks: list[str] = []
+        self._formats = (JsonFormatter(), TextFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for formatter in self._formats:
+            line = formatter.format(record)
+            if _CANARIES.search(line):
+                self.leaks.append(line[:400])
+
+
+_watch = _CanaryWatch()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    logging.getLogger().addHandler(_watch)
+    logging.getLogger("arouter").setLevel(logging.DEBUG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    logging.getLogger().removeHandler(_watch)
+    if _watch.leaks:
+        print("\nkey canaries found in log lines:\n  " + "\n  ".join(_watch.leaks[:20]))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
