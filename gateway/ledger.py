@@ -118,7 +118,9 @@ class GroupCommit(Generic[Item, Result]):
 
 
 class Ledger:
-    """The store's reservations and settlements, each group-committed by its own task.
+    """The store's reservations and settlements, group-committed together: one writer
+    task, one transaction per scheduler pass whatever the mix (settlements first, so the
+    credits they return are there for the reservations in the same pass).
 
     Settlements whose batch failed wait in ``unsettled`` for ``retry_unsettled`` (every
     heartbeat, and at shutdown); settling is idempotent, so a retry is always safe."""
@@ -126,30 +128,30 @@ class Ledger:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.unsettled: list[Settlement] = []
-        self._reserve: GroupCommit[Reservation, bool] = GroupCommit(store.reserve)
-        self._settle: GroupCommit[Settlement, None] = GroupCommit(
-            self._settle_batch, on_failure=self.unsettled.extend)
+        self._commit: GroupCommit[Reservation | Settlement, bool | None] = GroupCommit(
+            self._apply, on_failure=self._failed)
 
-    async def _settle_batch(self, batch: Sequence[Settlement]) -> list[None]:
-        await self.store.settle(batch)
-        return [None] * len(batch)
+    async def _apply(self, batch: Sequence[Reservation | Settlement]) -> list[bool | None]:
+        reservations = [item for item in batch if isinstance(item, Reservation)]
+        settlements = [item for item in batch if isinstance(item, Settlement)]
+        admitted = iter(await self.store.commit(reservations, settlements))
+        return [next(admitted) if isinstance(item, Reservation) else None for item in batch]
+
+    def _failed(self, items: list[Reservation | Settlement]) -> None:
+        self.unsettled.extend(item for item in items if isinstance(item, Settlement))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self._reserve.run)
-            await nursery.start(self._settle.run)
-            task_status.started()
+        await self._commit.run(task_status=task_status)
 
     async def reserve(self, reservation: Reservation) -> bool:
-        return await self._reserve.submit(reservation)
+        return bool(await self._commit.submit(reservation))
 
     async def settle(self, settlement: Settlement) -> None:
-        await self._settle.submit(settlement)
+        await self._commit.submit(settlement)
 
     async def aclose(self) -> None:
-        # Admissions stop first; settlements flush last, so every admitted request settles.
-        await self._reserve.aclose()
-        await self._settle.aclose()
+        """Flush everything pending (admissions after this are refused: 503)."""
+        await self._commit.aclose()
 
     async def retry_unsettled(self) -> int:
         """Settle what failed before: the whole list at once, else item by item, so one

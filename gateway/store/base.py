@@ -112,6 +112,12 @@ class Store(Protocol):
     async def settle(self, batch: Sequence[Settlement]) -> None:
         """One transaction; idempotent per generation id."""
 
+    async def commit(
+        self, reservations: Sequence[Reservation], settlements: Sequence[Settlement]
+    ) -> list[bool]:
+        """Both in one transaction, settlements first (the ledger's group commit);
+        ``[admitted?]`` for the reservations, in order."""
+
     async def reservations(self, instance: str | None = None) -> list[Reservation]: ...
 
     async def record(self, generation_id: str) -> RequestRecord | None: ...

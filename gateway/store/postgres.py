@@ -367,62 +367,22 @@ class PostgresStore:
     # -- credits and the ledger -------------------------------------------------------------
 
     async def reserve(self, batch: Sequence[Reservation]) -> list[bool]:
-        if not batch:
-            return []
-        order = sorted(range(len(batch)), key=lambda i: (batch[i].key_id, i))
-        rows = [attrs.astuple(item, recurse=False) for item in batch]
-
-        def reserve(conn: Conn) -> list[bool]:
-            admitted = [False] * len(batch)
-            for i in order:
-                item = batch[i]
-                # The atomic check-and-take for a metered key: NULL >= amount is not true,
-                # so an unmetered key falls through to the lookup below.
-                taken = conn.execute(
-                    "UPDATE api_keys SET balance = balance - %s "
-                    "WHERE id = %s AND balance >= %s AND NOT revoked RETURNING 1",
-                    (item.amount, item.key_id, item.amount),
-                ).fetchone()
-                row = rows[i]
-                if taken is None:
-                    unmetered = conn.execute(
-                        "SELECT 1 FROM api_keys WHERE id = %s AND balance IS NULL AND NOT revoked",
-                        (item.key_id,),
-                    ).fetchone()
-                    if unmetered is None:
-                        continue  # missing, revoked, or short of credits
-                    row = attrs.astuple(attrs.evolve(item, amount=0), recurse=False)  # none held
-                conn.execute(INSERT_RESERVATION, row)
-                admitted[i] = True
-            return admitted
-
-        return await self._run(reserve)
+        return await self.commit(batch, ())
 
     async def settle(self, batch: Sequence[Settlement]) -> None:
-        if not batch:
-            return
-        records = sorted(
-            (item.record for item in batch), key=lambda r: (r.key_id, r.generation_id)
-        )
-        rows = [attrs.astuple(record, recurse=False) for record in records]
+        await self.commit((), batch)
 
-        def settle(conn: Conn) -> None:
-            for record, row in zip(records, rows, strict=True):
-                held = conn.execute(
-                    "DELETE FROM reservations WHERE generation_id = %s RETURNING amount",
-                    (record.generation_id,),
-                ).fetchone()
-                if conn.execute(INSERT_RECORD, row).fetchone() is None:
-                    continue  # settled before: the first settlement stands
-                back = (held[0] if held else 0) - record.cost
-                if back:
-                    conn.execute(
-                        "UPDATE api_keys SET balance = GREATEST(balance + %s, 0) "
-                        "WHERE id = %s AND balance IS NOT NULL",
-                        (back, record.key_id),
-                    )
+    async def commit(
+        self, reservations: Sequence[Reservation], settlements: Sequence[Settlement]
+    ) -> list[bool]:
+        if not reservations and not settlements:
+            return []
+        # Settlements first: credits they return are there for the reservations after them.
+        def commit(conn: Conn) -> list[bool]:
+            _settle_in(conn, settlements)
+            return _reserve_in(conn, reservations)
 
-        await self._run(settle)
+        return await self._run(commit)
 
     async def reservations(self, instance: str | None = None) -> list[Reservation]:
         query: sql.Composable = SELECT_RESERVATIONS
@@ -502,6 +462,50 @@ def _migrate(conn: Conn) -> tuple[int, int]:
         conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
     # A newer gateway may already have migrated further: leave its schema alone.
     return before, max(before, len(MIGRATIONS))
+
+
+def _reserve_in(conn: Conn, batch: Sequence[Reservation]) -> list[bool]:
+    """Reserve each item (keys locked in key order: no deadlock between processes)."""
+    admitted = [False] * len(batch)
+    for i in sorted(range(len(batch)), key=lambda i: (batch[i].key_id, i)):
+        item = batch[i]
+        # The atomic check-and-take for a metered key: NULL >= amount is not true, so an
+        # unmetered key falls through to the lookup below.
+        taken = conn.execute(
+            "UPDATE api_keys SET balance = balance - %s "
+            "WHERE id = %s AND balance >= %s AND NOT revoked RETURNING 1",
+            (item.amount, item.key_id, item.amount),
+        ).fetchone()
+        if taken is None:
+            unmetered = conn.execute(
+                "SELECT 1 FROM api_keys WHERE id = %s AND balance IS NULL AND NOT revoked",
+                (item.key_id,),
+            ).fetchone()
+            if unmetered is None:
+                continue  # missing, revoked, or short of credits
+            item = attrs.evolve(item, amount=0)  # unmetered: nothing is held
+        conn.execute(INSERT_RESERVATION, attrs.astuple(item, recurse=False))
+        admitted[i] = True
+    return admitted
+
+
+def _settle_in(conn: Conn, batch: Sequence[Settlement]) -> None:
+    """Settle each item, idempotently (keys locked in key order)."""
+    for record in sorted((item.record for item in batch),
+                         key=lambda r: (r.key_id, r.generation_id)):
+        held = conn.execute(
+            "DELETE FROM reservations WHERE generation_id = %s RETURNING amount",
+            (record.generation_id,),
+        ).fetchone()
+        if conn.execute(INSERT_RECORD, attrs.astuple(record, recurse=False)).fetchone() is None:
+            continue  # settled before: the first settlement stands
+        back = (held[0] if held else 0) - record.cost
+        if back:
+            conn.execute(
+                "UPDATE api_keys SET balance = GREATEST(balance + %s, 0) "
+                "WHERE id = %s AND balance IS NOT NULL",
+                (back, record.key_id),
+            )
 
 
 def _describe(exc: psycopg.Error) -> str:

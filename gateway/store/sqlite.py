@@ -254,53 +254,20 @@ class SqliteStore:
     # -- credits and the ledger -------------------------------------------------------------
 
     async def reserve(self, batch: Sequence[Reservation]) -> list[bool]:
-        rows = [attrs.astuple(r, recurse=False) for r in batch]
-        insert = (f"INSERT INTO reservations ({_columns(RESERVATION_FIELDS)}) "
-                  f"VALUES ({_marks(RESERVATION_FIELDS)})")
-
-        def reserve(db: sqlite3.Connection) -> list[bool]:
-            admitted = []
-            for item, row in zip(batch, rows, strict=True):
-                found = db.execute(
-                    "SELECT balance FROM api_keys WHERE id = ? AND revoked = 0", (item.key_id,)
-                ).fetchone()
-                ok = found is not None and (
-                    found[0] is None
-                    or db.execute(
-                        "UPDATE api_keys SET balance = balance - ? WHERE id = ? AND balance >= ?",
-                        (item.amount, item.key_id, item.amount),
-                    ).rowcount == 1
-                )
-                if ok:
-                    if found[0] is None:  # unmetered: nothing is held, whatever was asked
-                        row = attrs.astuple(attrs.evolve(item, amount=0), recurse=False)
-                    db.execute(insert, row)
-                admitted.append(ok)
-            return admitted
-
-        return await self._run(reserve)
+        return await self.commit(batch, ())
 
     async def settle(self, batch: Sequence[Settlement]) -> None:
-        insert = (f"INSERT INTO requests ({_columns(RECORD_FIELDS)}) "
-                  f"VALUES ({_marks(RECORD_FIELDS)}) ON CONFLICT (generation_id) DO NOTHING")
+        await self.commit((), batch)
 
-        def settle(db: sqlite3.Connection) -> None:
-            for item in batch:
-                record = item.record
-                held = db.execute(
-                    "DELETE FROM reservations WHERE generation_id = ? RETURNING amount",
-                    (record.generation_id,),
-                ).fetchall()
-                if db.execute(insert, attrs.astuple(record, recurse=False)).rowcount != 1:
-                    continue  # settled before: the first settlement stands
-                back = (held[0][0] if held else 0) - record.cost
-                db.execute(
-                    "UPDATE api_keys SET balance = max(0, balance + ?) "
-                    "WHERE id = ? AND balance IS NOT NULL",
-                    (back, record.key_id),
-                )
+    async def commit(
+        self, reservations: Sequence[Reservation], settlements: Sequence[Settlement]
+    ) -> list[bool]:
+        # Settlements first: credits they return are there for the reservations after them.
+        def commit(db: sqlite3.Connection) -> list[bool]:
+            _settle_in(db, settlements)
+            return _reserve_in(db, reservations)
 
-        await self._run(settle)
+        return await self._run(commit)
 
     async def reservations(self, instance: str | None = None) -> list[Reservation]:
         sql = f"SELECT {_columns(RESERVATION_FIELDS)} FROM reservations"
@@ -339,6 +306,50 @@ class SqliteStore:
 
     async def forget_instance(self, instance_id: str) -> None:
         await self._run(lambda db: db.execute("DELETE FROM instances WHERE id = ?", (instance_id,)))
+
+
+_INSERT_RESERVATION = (f"INSERT INTO reservations ({_columns(RESERVATION_FIELDS)}) "
+                       f"VALUES ({_marks(RESERVATION_FIELDS)})")
+_INSERT_RECORD = (f"INSERT INTO requests ({_columns(RECORD_FIELDS)}) "
+                  f"VALUES ({_marks(RECORD_FIELDS)}) ON CONFLICT (generation_id) DO NOTHING")
+
+
+def _reserve_in(db: sqlite3.Connection, batch: Sequence[Reservation]) -> list[bool]:
+    admitted = []
+    for item in batch:
+        found = db.execute(
+            "SELECT balance FROM api_keys WHERE id = ? AND revoked = 0", (item.key_id,)
+        ).fetchone()
+        ok = found is not None and (
+            found[0] is None
+            or db.execute(
+                "UPDATE api_keys SET balance = balance - ? WHERE id = ? AND balance >= ?",
+                (item.amount, item.key_id, item.amount),
+            ).rowcount == 1
+        )
+        if ok:
+            if found[0] is None:  # unmetered: nothing is held, whatever was asked
+                item = attrs.evolve(item, amount=0)
+            db.execute(_INSERT_RESERVATION, attrs.astuple(item, recurse=False))
+        admitted.append(ok)
+    return admitted
+
+
+def _settle_in(db: sqlite3.Connection, batch: Sequence[Settlement]) -> None:
+    for settlement in batch:
+        record = settlement.record
+        held = db.execute(
+            "DELETE FROM reservations WHERE generation_id = ? RETURNING amount",
+            (record.generation_id,),
+        ).fetchall()
+        if db.execute(_INSERT_RECORD, attrs.astuple(record, recurse=False)).rowcount != 1:
+            continue  # settled before: the first settlement stands
+        back = (held[0][0] if held else 0) - record.cost
+        db.execute(
+            "UPDATE api_keys SET balance = max(0, balance + ?) "
+            "WHERE id = ? AND balance IS NOT NULL",
+            (back, record.key_id),
+        )
 
 
 def _migrate(db: sqlite3.Connection) -> tuple[int, int]:

@@ -308,3 +308,14 @@ async def test_a_closed_store_is_unavailable(new_store: StoreFactory) -> None:
     closed = new_store()
     with pytest.raises(StoreUnavailable):
         await closed.find_key("000000000000")
+
+
+async def test_one_commit_settles_first_then_reserves(store: Store) -> None:
+    key = await make_key(store, balance=100)
+    assert await store.reserve([reservation(key, 100, "g1")]) == [True]
+    # The credits g1 returns (90) are there for g2 in the same transaction.
+    admitted = await store.commit([reservation(key, 80, "g2"), reservation(key, 80, "g3")],
+                                  [Settlement(record(key, "g1", cost=10))])
+    assert admitted == [True, False]
+    assert await balance(store, key) == 10
+    assert [r.generation_id for r in await store.reservations()] == ["g2"]
