@@ -36,13 +36,14 @@ from gateway.dialects import ANTHROPIC, GEMINI, OPENAI
 from gateway.errors import GatewayError, InternalError, NotFound, RequestError, ShuttingDown
 from gateway.generation import GEMINI_PREFIXES, GeminiGeneration, Generation
 from gateway.health import STATE_VALUES, Health
-from gateway.instances import beat, new_instance, reconcile
+from gateway.instances import beat, is_dead, new_instance, reconcile
 from gateway.keys import ApiKey, parse_bearer, parse_key, verify
 from gateway.ledger import Ledger
 from gateway.limits.base import Limiter
 from gateway.limits.local import LocalLimiter
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
+from gateway.outbox import Outbox
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider
 from gateway.providers.gemini import GeminiProvider
@@ -94,9 +95,9 @@ class Gateway:
         self.catalog = Catalog(config)
         self.metrics = Metrics()
         self.store = open_store(config)
-        self.ledger = Ledger(self.store)
         self.limiter = open_limiter(config, self.metrics)
         self.instance = new_instance()
+        self.ledger = Ledger(self.store, Outbox(config.data_dir / "outbox", self.instance.id))
         self.accounts = Accounts(config, self.ledger, self.limiter, self.metrics,
                                  self.instance.id)
         self.clients: ClientPool | None = None
@@ -132,6 +133,14 @@ class Gateway:
         # dead processes left open.
         accounts = self.config.accounts
         await self.store.heartbeat(self.instance)
+        # Real usage first: rows a dead process could not settle wait in its outbox file;
+        # only what is still open after that is settled as interrupted.
+        now = time.time()
+        live = {i.id for i in await self.store.instances()
+                if not is_dead(i, self.instance, now, accounts.stale_after)}
+        replayed = await self.ledger.replay_outboxes(live)
+        if replayed:
+            log.warning("settled rows left in outbox files", extra={"count": replayed})
         settled = await reconcile(self.store, self.instance, accounts.stale_after)
         self.metrics.reconciled.inc(settled)
         await self.nursery.start(self.ledger.run)

@@ -26,6 +26,7 @@ import attrs
 import trio
 
 from gateway.errors import GatewayError
+from gateway.outbox import Outbox
 from gateway.store.base import Reservation, Settlement, Store, StoreUnavailable
 
 log = logging.getLogger("arouter.ledger")
@@ -47,7 +48,7 @@ class GroupCommit(Generic[Item, Result]):
     def __init__(
         self,
         apply: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]],
-        on_failure: Callable[[list[Item]], None] = lambda items: None,
+        on_failure: Callable[[list[Item]], Awaitable[None]] | None = None,
     ) -> None:
         self._apply = apply
         self._on_failure = on_failure
@@ -98,7 +99,7 @@ class GroupCommit(Generic[Item, Result]):
                     if error is not None:
                         for _, ticket in batch:
                             ticket.error = error
-                        self._on_failure([item for item, _ in batch])
+                        await self._failed([item for item, _ in batch])
                     for _, ticket in batch:
                         ticket.done.set()
         finally:
@@ -108,7 +109,14 @@ class GroupCommit(Generic[Item, Result]):
                 ticket.error = StoreUnavailable("the ledger is closed")
                 ticket.done.set()
             if stranded:
-                self._on_failure([item for item, _ in stranded])
+                await self._failed([item for item, _ in stranded])
+
+    async def _failed(self, items: list[Item]) -> None:
+        if self._on_failure is not None:
+            # Shielded: this runs on the way out of a cancelled writer too, and what it
+            # keeps (the outbox) is what makes the failure recoverable.
+            with trio.CancelScope(shield=True):
+                await self._on_failure(items)
 
     async def aclose(self) -> None:
         """Flush what is pending and stop the writer."""
@@ -125,8 +133,9 @@ class Ledger:
     Settlements whose batch failed wait in ``unsettled`` for ``retry_unsettled`` (every
     heartbeat, and at shutdown); settling is idempotent, so a retry is always safe."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, outbox: Outbox | None = None) -> None:
         self.store = store
+        self.outbox = outbox
         self.unsettled: list[Settlement] = []
         self._commit: GroupCommit[Reservation | Settlement, bool | None] = GroupCommit(
             self._apply, on_failure=self._failed)
@@ -137,8 +146,14 @@ class Ledger:
         admitted = iter(await self.store.commit(reservations, settlements))
         return [next(admitted) if isinstance(item, Reservation) else None for item in batch]
 
-    def _failed(self, items: list[Reservation | Settlement]) -> None:
-        self.unsettled.extend(item for item in items if isinstance(item, Settlement))
+    async def _failed(self, items: list[Reservation | Settlement]) -> None:
+        settlements = [item for item in items if isinstance(item, Settlement)]
+        self.unsettled.extend(settlements)
+        if self.outbox is not None and settlements:
+            try:
+                await self.outbox.append(settlements)
+            except OSError:
+                log.exception("could not write the settlement outbox")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._commit.run(task_status=task_status)
@@ -174,4 +189,28 @@ class Ledger:
         self.unsettled[:] = [item for item in self.unsettled if item not in done]
         if done:
             log.info("settled requests the store had refused", extra={"count": len(done)})
+            if self.outbox is not None:
+                await self.outbox.keep_only(list(self.unsettled))
         return len(done)
+
+    async def replay_outboxes(self, live: set[str]) -> int:
+        """Settle every row in every outbox file (at start, before reconciliation); remove
+        the files of instances not in ``live`` once all their rows are in. Returns how many
+        rows were settled."""
+        if self.outbox is None:
+            return 0
+        settled = 0
+        for path, rows in (await self.outbox.files()).items():
+            if path == self.outbox.path:
+                self.unsettled.extend(r for r in rows if r not in self.unsettled)
+                continue
+            try:
+                await self.store.settle(rows)
+            except GatewayError:
+                log.warning("an outbox replay failed; it is retried later",
+                            extra={"file": str(path)})
+                continue
+            settled += len(rows)
+            if path.stem not in live:
+                await self.outbox.remove(path)
+        return settled + await self.retry_unsettled()

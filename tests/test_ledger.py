@@ -26,7 +26,10 @@ async def test_a_batch_that_raises_anything_fails_its_waiters_and_the_writer_goe
             raise OverflowError("a value no column holds")
         return [n * 2 for n in batch]
 
-    commit: GroupCommit[int, int] = GroupCommit(apply, on_failure=failed.append)
+    async def note(items: list[int]) -> None:
+        failed.append(items)
+
+    commit: GroupCommit[int, int] = GroupCommit(apply, on_failure=note)
     await nursery.start(commit.run)
     with pytest.raises(StoreUnavailable):
         await commit.submit(13)
@@ -44,7 +47,10 @@ async def test_items_pending_when_the_writer_stops_fail_at_once() -> None:
         await trio.sleep_forever()
         raise AssertionError
 
-    commit: GroupCommit[int, int] = GroupCommit(apply, on_failure=failed.append)
+    async def note(items: list[int]) -> None:
+        failed.append(items)
+
+    commit: GroupCommit[int, int] = GroupCommit(apply, on_failure=note)
     outcomes: list[str] = []
 
     async def wait(n: int) -> None:

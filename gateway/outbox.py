@@ -1,0 +1,89 @@
+"""The settlement outbox: ledger rows the store refused, kept on disk until it takes them.
+
+When a settlement batch fails (the database is down, locked past its timeout), its rows go
+to a file of this process (``<data_dir>/outbox/<instance>.jsonl``, one JSON object per row,
+flushed and fsynced) as well as to the in-memory retry list. The upkeep retries them; a row
+leaves the file once the store has it. A process that dies with rows in its file leaves them
+for the next start on that host, which replays every outbox file *before* reconciling dead
+instances, so the real usage wins over an ``interrupted`` estimate (settling is idempotent:
+the first settlement of a generation stands, and a replay of one already written changes
+nothing).
+
+Rules: blocking file I/O runs in a worker thread; a process only ever rewrites or removes
+its own file, except files of instances the store no longer lists (dead and reconciled).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import attrs
+import trio
+
+from gateway.records import RequestRecord
+from gateway.store.base import Settlement
+
+log = logging.getLogger("arouter.outbox")
+
+
+class Outbox:
+    def __init__(self, folder: Path, instance: str) -> None:
+        self.folder = folder
+        self.path = folder / f"{instance}.jsonl"
+
+    async def append(self, settlements: Iterable[Settlement]) -> None:
+        lines = "".join(json.dumps(attrs.asdict(s.record)) + "\n" for s in settlements)
+        if lines:
+            await trio.to_thread.run_sync(self._append, lines)
+
+    def _append(self, lines: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as file:
+            file.write(lines)
+            file.flush()
+            os.fsync(file.fileno())
+
+    async def keep_only(self, settlements: list[Settlement]) -> None:
+        """Rewrite this process's file to hold exactly ``settlements`` (atomically)."""
+        await trio.to_thread.run_sync(self._rewrite, self.path, settlements)
+
+    @staticmethod
+    def _rewrite(path: Path, settlements: list[Settlement]) -> None:
+        if not settlements:
+            path.unlink(missing_ok=True)
+            return
+        temporary = path.with_suffix(".tmp")
+        with temporary.open("w", encoding="utf-8") as file:
+            for settlement in settlements:
+                file.write(json.dumps(attrs.asdict(settlement.record)) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        temporary.replace(path)
+
+    async def files(self) -> dict[Path, list[Settlement]]:
+        """Every outbox file in the folder (any instance's) and the rows it holds."""
+        return await trio.to_thread.run_sync(self._read_all)
+
+    def _read_all(self) -> dict[Path, list[Settlement]]:
+        found: dict[Path, list[Settlement]] = {}
+        if not self.folder.is_dir():
+            return found
+        for path in sorted(self.folder.glob("*.jsonl")):
+            rows = []
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                try:
+                    rows.append(Settlement(RequestRecord(**json.loads(line))))
+                except (ValueError, TypeError):
+                    # A torn last line (the process died mid-write) or a damaged file: the
+                    # reservation behind it is reconciled as interrupted instead.
+                    log.warning("skipped an unreadable outbox line",
+                                extra={"file": str(path), "line": number})
+            found[path] = rows
+        return found
+
+    async def remove(self, path: Path) -> None:
+        await trio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))

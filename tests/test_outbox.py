@@ -1,0 +1,64 @@
+"""The settlement outbox: rows the store refused survive on disk until it takes them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+import trio
+
+from gateway.outbox import Outbox
+from gateway.server import running
+from gateway.store.base import Settlement
+from tests.conftest import FAKE_PROVIDER_KEY, Sim, add_key, make_config
+from tests.store.test_contract import record
+
+
+async def test_rows_round_trip_and_a_torn_line_is_skipped(tmp_path: Path) -> None:
+    key = attrs.make_class("K", ["id"])("0123456789ab")
+    outbox = Outbox(tmp_path / "outbox", "me")
+    rows = [Settlement(record(key, f"g{n}", cost=n)) for n in range(3)]  # type: ignore[arg-type]
+    await outbox.append(rows[:2])
+    await outbox.append(rows[2:])
+    with (tmp_path / "outbox" / "me.jsonl").open("a") as file:
+        file.write('{"generation_id": "torn')  # the process died mid-write
+    [(path, found)] = (await outbox.files()).items()
+    assert found == rows
+    await outbox.keep_only(rows[1:2])
+    assert (await outbox.files())[path] == rows[1:2]
+    await outbox.keep_only([])
+    assert await outbox.files() == {}
+
+
+async def test_a_settlement_the_store_refused_is_replayed_with_its_real_usage(
+    tmp_path: Path, sim: Sim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AROUTER_TEST_FAKE_KEY", FAKE_PROVIDER_KEY)
+    config = make_config(tmp_path, sim.url, drain=1.0)
+    secret = await add_key(config)
+    body = {"model": "fake/lorem", "stream": True, "messages": [
+        {"role": "user", "content": "#sim tag=ob tokens=20 interval_ms=20\nhi"}]}
+    async with running(config) as run:
+        async with httpx.AsyncClient(timeout=30) as client, client.stream(
+            "POST", f"{run.url}/v1/chat/completions", json=body,
+            headers={"authorization": f"Bearer {secret}"},
+        ) as response:
+            closed = False
+            async for _ in response.aiter_lines():
+                if not closed:
+                    closed = True
+                    await run.gateway.store.aclose()  # the database goes away mid-stream
+        with trio.fail_after(10):
+            while not run.gateway.ledger.unsettled:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        [file] = list((tmp_path / "outbox").glob("*.jsonl"))
+        [line] = file.read_text().splitlines()
+        assert json.loads(line)["status"] == "ok"
+    # The process is gone with the row only in its outbox; the next start replays it.
+    async with running(config) as again:
+        [row] = await again.gateway.store.records()
+        assert (row.status, row.usage_estimated, row.completion_tokens) == ("ok", False, 20)
+        assert await again.gateway.store.reservations() == []
