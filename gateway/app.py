@@ -111,7 +111,7 @@ class Gateway:
         self.draining = False
         self.drained = trio.Event()  # set once draining and no request is open
         self._drain_deadline = trio.CancelScope()
-        self._none_open = trio.Event()
+        self._none_open_waiters: list[trio.Event] = []
         self.ready = False
         self.nursery: trio.Nursery | None = None  # the lifespan's: long-lived tasks only
         self._heartbeat = trio.CancelScope()
@@ -249,8 +249,12 @@ class Gateway:
             async for signum in signals:
                 if signum == signal.SIGUSR2:
                     self.drain_now()
-                else:
-                    self.begin_drain()
+                    continue
+                if signum != signal.SIGUSR1 and not self.draining:
+                    # Signalled directly, not by the supervisor: tell it (SIGUSR1: drain,
+                    # never escalate), so every worker stops accepting and all exit.
+                    os.kill(os.getppid(), signal.SIGUSR1)
+                self.begin_drain()
 
     def drain_now(self) -> None:
         """A second signal: end every open request now (each still gets its terminal event
@@ -264,12 +268,15 @@ class Gateway:
     def untrack(self, exchange: Exchange) -> None:
         self.open_exchanges.discard(exchange)
         if not self.open_exchanges:
-            self._none_open.set()
+            waiters, self._none_open_waiters = self._none_open_waiters, []
+            for waiter in waiters:
+                waiter.set()
 
     async def _none_open_wait(self) -> None:
         while self.open_exchanges:
-            self._none_open = trio.Event()
-            await self._none_open.wait()
+            waiter = trio.Event()  # one per waiter: several may wait at once
+            self._none_open_waiters.append(waiter)
+            await waiter.wait()
 
     async def _drain(self) -> None:
         with self._drain_deadline:

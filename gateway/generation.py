@@ -91,6 +91,11 @@ class Generation:
         )
         upstream = partial(gateway.router.run, exchange, route, scope["headers"])
         gateway.track(exchange)
+        if gateway.draining:
+            # The drain began while this request was being admitted: it has a reservation,
+            # so it settles like any other, but it ends before it starts (a 503).
+            exchange.stop(ShuttingDown("the gateway is shutting down; retry on another "
+                                       "instance"))
         reply_error = partial(send_error, send, render=dialect.error_body,
                               generation_id=generation_id)
         http_status = 499  # nginx's "client closed request", until something is sent

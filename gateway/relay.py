@@ -138,6 +138,7 @@ class Exchange:
         """End the upstream call now; ``error`` becomes the request's terminal event."""
         if self.stopped is None and self.ended_at is None:
             self.stopped = error
+            self.abort_all()  # the sockets close now, ahead of the cancellation
             self.scope.cancel()
 
     async def writable(self) -> None:

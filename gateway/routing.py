@@ -177,10 +177,14 @@ class Router:
                 if launched < policy.max_attempts and (not running or hedge_due):
                     busy = {a.target.label for a in running}
                     target = self.pick(route, tried, excluded | busy)
+                    if target is not None and tried.get(target.label) and not running:
+                        # Only deployments already tried are left: back off, then choose
+                        # again, since a circuit may have opened meanwhile. Choosing and
+                        # launching must not be split by a checkpoint.
+                        await trio.sleep(policy.backoff * 2 ** (tried[target.label] - 1))
+                        target = self.pick(route, tried, excluded)
                     if target is not None:
                         retries = tried.get(target.label, 0)
-                        if retries and not running:
-                            await trio.sleep(policy.backoff * 2 ** (retries - 1))
                         attempt = self._launch(nursery, exchange, target, headers, send,
                                                deadlines.first_token)
                         tried[target.label] = retries + 1
@@ -254,7 +258,8 @@ class Router:
         except Exception:
             log.exception("provider failed", extra={"generation_id": exchange.generation_id})
             attempt.error = InternalError()
-            attempt.outcome = attempt.error.type
+            if attempt.outcome != "hedge_lost":
+                attempt.outcome = attempt.error.type
         finally:
             attempt.ended_at = now = trio.current_time()
             if exchange.client_gone_at is not None and attempt.outcome not in ("ok",
@@ -283,7 +288,9 @@ class Router:
             # Closed under it by us (the client left, a hedge won, the drain): its errors
             # say nothing about the deployment.
             self.health.ended(label)
-        elif error is not None and _counts_against(error):
+        elif error is not None and _counts_against(error) and not (
+            isinstance(error, UpstreamTimeout) and error.deadline == "total"
+        ):  # a request too long for its total deadline says nothing about the deployment
             retry_after = getattr(error, "retry_after", None)
             is_429 = isinstance(error, UpstreamStatusError) and error.upstream_status == 429
             self.health.failed(label, error.type, retry_after if is_429 else None)

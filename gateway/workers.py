@@ -11,6 +11,7 @@ cut whatever is open at the graceful timeout, with no terminal event and no drai
     second                  SIGUSR2 to each worker: end open streams now (each still gets
                             its terminal event and ledger row)
     a worker dies           the others drain and stop, as hypercorn does
+    SIGUSR1 from a worker   it was signalled directly: drain them all (never escalates)
 
 Workers ignore SIGINT, SIGUSR1 and SIGUSR2 from birth (dispositions set to ignore survive
 ``exec``) until their lifespan listens for them, so a signal during start-up cannot kill one.
@@ -56,7 +57,7 @@ def run(hconfig: Any, workers: int, on_bound: Callable[[], None] = lambda: None)
     try:
         for process in processes:
             process.start()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, DRAIN):
             signal.signal(signum, lambda signum, frame: received.append(signum))
         stage = 0  # 0 serving, 1 draining, 2 ending now
         while any(p.is_alive() for p in processes):
@@ -64,8 +65,14 @@ def run(hconfig: Any, workers: int, on_bound: Callable[[], None] = lambda: None)
                 [p.sentinel for p in processes if p.is_alive()], timeout=0.2)
             wanted = stage
             if received:
-                wanted = min(2, stage + len(received))
-                received.clear()
+                count = len(received)
+                taken = received[:count]
+                del received[:count]  # a signal arriving meanwhile stays for the next turn
+                # SIGUSR1 comes from a worker that was signalled directly: drain, but never
+                # escalate (with systemd's control-group kill every process gets SIGTERM,
+                # and each worker reports it).
+                escalations = sum(1 for signum in taken if signum != DRAIN)
+                wanted = min(2, max(stage + escalations, 1))
             elif stage == 0 and any(p.exitcode is not None for p in processes):
                 log.error("a worker exited; stopping the others")
                 wanted = 1
@@ -81,8 +88,17 @@ def run(hconfig: Any, workers: int, on_bound: Callable[[], None] = lambda: None)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        # Normally every worker has exited by now. If this loop failed instead, stop the
+        # ones that run: drain, a bounded wait, then SIGKILL; none outlives its supervisor.
+        shutdown.set()
+        _tell(processes, DRAIN)
         for process in processes:
-            process.join(timeout=5)
+            if process.pid is not None:
+                process.join(timeout=hconfig.graceful_timeout + 5)
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
         _close(sockets)
     codes = [p.exitcode for p in processes]
     if any(code != 0 for code in codes):

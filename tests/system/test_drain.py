@@ -9,10 +9,13 @@ exits 0 within the deadline. A second signal ends the wait early but never skips
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import trio
 
 from gateway import keys
@@ -159,3 +162,73 @@ async def test_a_second_signal_ends_the_drain_at_once_and_still_settles(
 async def test_workers_drain_too(tmp_path: Path, sim: Sim) -> None:
     """``--workers 2``: the parent forwards the drain to its workers (``workers.py``)."""
     await run_drain(tmp_path, sim, second_signal_after=None, workers=2, streams=40)
+
+
+async def test_a_request_admitted_as_the_drain_begins_is_refused_and_settles(
+    start_gateway: Any, sim: Sim
+) -> None:
+    async with start_gateway(drain=5.0) as gw:
+        gateway = gw.running.gateway
+        admit = gateway.accounts.admit
+        admitting = trio.Event()
+
+        async def slow_admit(*args: Any) -> Any:
+            admitting.set()
+            await trio.sleep(0.3)  # the store is slow: the drain begins meanwhile
+            return await admit(*args)
+
+        gateway.accounts.admit = slow_admit  # type: ignore[method-assign]
+        async with trio.open_nursery() as nursery:
+            responses: list[Any] = []
+
+            async def post() -> None:
+                async with httpx.AsyncClient(timeout=30) as client:
+                    responses.append(await client.post(
+                        f"{gw.url}/v1/chat/completions", headers=gw.headers,
+                        json={"model": "fake/lorem", "stream": True, "messages": [
+                            {"role": "user", "content": "#sim tag=late tokens=500\nhi"}]}))
+
+            nursery.start_soon(post)
+            await admitting.wait()
+            gateway.begin_drain()
+        [response] = responses
+        assert response.status_code == 503
+        assert "shutting down" in response.json()["error"]["message"]
+        [row] = await gw.wait_records(1)
+        assert (row.status, row.http_status) == ("upstream_error", 503)
+        assert await gateway.store.reservations() == []
+        assert not sim.records("late")  # the upstream was never called
+
+
+async def test_a_worker_signalled_directly_brings_the_whole_server_down(
+    tmp_path: Path, sim: Sim
+) -> None:
+    config = write_config(tmp_path / "arouter.toml", sim)
+    port = free_port()
+    async with serve(tmp_path / "data", None, "--port", str(port), "--workers", "2",
+                     config=config, extra_env=ENV) as served:
+        with trio.fail_after(30):  # the spawned workers import and start
+            while True:
+                pid = served.process.pid
+                children = trio.Path(f"/proc/{pid}/task/{pid}/children")
+                workers = []
+                for child in (await children.read_text()).split():
+                    # Workers, not multiprocessing's resource tracker.
+                    cmdline = await trio.Path(f"/proc/{child}/cmdline").read_bytes()
+                    if b"spawn_main" in cmdline:
+                        workers.append(int(child))
+                ready = False
+                try:
+                    async with httpx.AsyncClient(timeout=2) as client:
+                        ready = (await client.get(f"http://127.0.0.1:{port}/readyz")
+                                 ).status_code == 200
+                except httpx.HTTPError:
+                    pass
+                if len(workers) >= 2 and ready:
+                    break
+                await trio.sleep(0.2)
+        await trio.sleep(1.0)  # both workers' lifespans listen for signals by now
+        os.kill(workers[0], signal.SIGTERM)  # one of our own children, by its PID
+        with trio.fail_after(20):
+            code = await served.process.wait()
+    assert code == 0
