@@ -99,7 +99,7 @@ class Accounts:
         # whether it is held (and records 0 if not), so a balance set a moment ago counts.
         reserved = max(reservation(prompt, output_cap, t.price) for t in route.targets)
         target = route.targets[0]
-        limits = Limits(rpm=key.rpm, tpm=key.tpm, concurrent=key.max_concurrent)
+        limits = _limits(key)
         admission = Admission(generation_id, key, route, limits, prompt, output_cap, reserved)
         if not limits.none:
             await self.limiter.acquire(key.id, limits, generation_id, prompt, self.slot_ttl())
@@ -131,7 +131,7 @@ class Accounts:
 
     async def usage(self, key: ApiKey) -> dict[str, Any]:
         """What the key holds right now in the limiter (for ``GET /v1/key`` and admin)."""
-        limits = Limits(rpm=key.rpm, tpm=key.tpm, concurrent=key.max_concurrent)
+        limits = _limits(key)
         held = await self.limiter.usage(key.id, limits)
         return {"concurrent": held.concurrent, "rpm_left": held.rpm_left,
                 "tpm_left": held.tpm_left}
@@ -175,3 +175,7 @@ class Accounts:
             # A slot the limiter cannot free expires on its own (slot_ttl).
             log.exception("could not release a rate-limit slot",
                           extra={"generation_id": admission.generation_id})
+
+
+def _limits(key: ApiKey) -> Limits:
+    return Limits(rpm=key.rpm, tpm=key.tpm, concurrent=key.max_concurrent)

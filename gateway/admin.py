@@ -44,13 +44,12 @@ if TYPE_CHECKING:
 _INT_FIELDS = ("rpm", "tpm", "max_concurrent")
 
 
-def parse_policy(raw: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
+def parse_policy(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Validated key policy fields from a JSON object (admin API) or CLI options.
 
     ``balance`` is micro-units (int) and ``balance_usd`` a decimal string; ``null`` clears
-    a limit. ``creating`` allows nothing more, it only documents the caller.
+    a limit.
     """
-    del creating
     policy: dict[str, Any] = {}
     for name, value in raw.items():
         if name == "name":
@@ -162,7 +161,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
 
     @admin.post("/keys")
     async def create_key() -> Any:
-        policy = parse_policy(await body(), creating=True)
+        policy = parse_policy(await body())
         secret, row = keys.generate(created_at=time.time(), **policy)
         await gateway.store.add_key(row)
         return answer({"key": secret, **key_view(row)}, 201)
@@ -175,7 +174,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
 
     @admin.patch("/keys/<key_id>")
     async def update_key(key_id: str) -> Any:
-        changes = parse_policy(await body(), creating=False)
+        changes = parse_policy(await body())
         return changed(key_id, await gateway.store.update_key(key_id, changes))
 
     @admin.post("/keys/<key_id>/revoke")

@@ -24,6 +24,7 @@ from gateway.errors import (
     RequestError,
     UnsupportedMediaType,
 )
+from gateway.wire import openai as openai_wire
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -73,7 +74,8 @@ class Dispatcher:
             if scope["path"] in self._paths:
                 allowed = ", ".join(m for m, p in self._routes if p == scope["path"])
                 error = MethodNotAllowed(f"use {allowed}")
-                await send_json(send, 405, _error_json(error), [(b"allow", allowed.encode())])
+                await send_json(send, 405, openai_wire.error_body(error),
+                                [(b"allow", allowed.encode())])
                 return
         await self._fallback(scope, receive, send)
 
@@ -96,10 +98,6 @@ def _closing_shielded(send: Send) -> Send:
             await send(message)
 
     return shielded
-
-
-def _error_json(error: GatewayError) -> bytes:
-    return dumps({"error": {"code": error.status, "message": error.message, "type": error.type}})
 
 
 def header_values(scope: Scope, name: bytes) -> list[bytes]:

@@ -161,7 +161,7 @@ def _policy_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.expires_in is not None:
         raw["expires_at"] = (None if args.expires_in == "none"
                              else time.time() + _duration(args.expires_in))
-    return parse_policy(raw, creating=True)
+    return parse_policy(raw)
 
 
 def _int_option(name: str, value: str) -> int:

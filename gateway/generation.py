@@ -66,6 +66,17 @@ class Generation:
             route = gateway.catalog.resolve(request.model, request.routing)
             if gateway.draining:
                 raise ShuttingDown("the gateway is shutting down; retry on another instance")
+            # Built before admission: nothing that could fail may stand between holding
+            # credits and the try/finally that settles them.
+            exchange = relay.Exchange(
+                generation_id=generation_id,
+                request=request,
+                target=route.targets[0],
+                deadlines=gateway.config.deadlines,
+                encoder=dialect.encoder(generation_id, request, call)
+                if request.stream
+                else None,
+            )
             # From here on the request holds credits and a rate-limit slot until it settles.
             admission = await gateway.accounts.admit(key, request, route, generation_id,
                                                      time.time())
@@ -77,29 +88,20 @@ class Generation:
             await send_error(send, exc, dialect.error_body, generation_id)
             return
 
-        exchange = relay.Exchange(
-            generation_id=generation_id,
-            request=request,
-            target=route.targets[0],
-            deadlines=gateway.config.deadlines,
-            encoder=dialect.encoder(generation_id, request, call)
-            if request.stream
-            else None,
-            # An upstream that ignores max_tokens is stopped at half as much again (output
-            # is counted in characters here, four to a token, as the estimates are).
-            output_cap=admission.output_cap * 6 + 256,
-        )
+        # An upstream that ignores max_tokens is stopped at half as much again (output is
+        # counted in characters here, four to a token, as the estimates are).
+        exchange.output_cap = admission.output_cap * 6 + 256
         upstream = partial(gateway.router.run, exchange, route, scope["headers"])
-        gateway.track(exchange)
-        if gateway.draining:
-            # The drain began while this request was being admitted: it has a reservation,
-            # so it settles like any other, but it ends before it starts (a 503).
-            exchange.stop(ShuttingDown("the gateway is shutting down; retry on another "
-                                       "instance"))
         reply_error = partial(send_error, send, render=dialect.error_body,
                               generation_id=generation_id)
         http_status = 499  # nginx's "client closed request", until something is sent
         try:
+            gateway.track(exchange)
+            if gateway.draining:
+                # The drain began while this request was being admitted: it holds a
+                # reservation, so it settles like any other, but ends before it starts.
+                exchange.stop(ShuttingDown("the gateway is shutting down; retry on another "
+                                           "instance"))
             if request.stream:
                 gateway.metrics.open_streams.inc()
                 try:
@@ -181,7 +183,8 @@ class Generation:
             record = await self.gateway.accounts.settle(admission, record, exchange.target)
             metrics.settle.observe(trio.current_time() - started)
         except GatewayError:
-            # Kept by accounts and retried with every heartbeat, and at shutdown.
+            # The ledger keeps it (retried with every upkeep and at shutdown; on disk in
+            # the outbox), or reconciliation settles its reservation.
             metrics.store_errors.labels("settle").inc()
             record = admission.charge(record, exchange.target)
             log.exception("could not settle", extra={"generation_id": record.generation_id})

@@ -60,6 +60,7 @@ class GroupCommit(Generic[Item, Result]):
     async def submit(self, item: Item) -> Result:
         """Return ``item``'s result once its batch is committed, or raise the batch's error."""
         if self._finished.is_set() or self._closing:
+            await self._failed([item])  # kept (settlements: the outbox), not dropped
             raise StoreUnavailable("the ledger is closed")
         ticket = _Ticket()
         self._pending.append((item, ticket))
@@ -190,7 +191,10 @@ class Ledger:
         if done:
             log.info("settled requests the store had refused", extra={"count": len(done)})
             if self.outbox is not None:
-                await self.outbox.keep_only(list(self.unsettled))
+                try:
+                    await self.outbox.keep_only(list(self.unsettled))
+                except OSError:  # the rows are in the store; the file is only stale
+                    log.exception("could not rewrite the settlement outbox")
         return len(done)
 
     async def replay_outboxes(self, live: set[str]) -> int:

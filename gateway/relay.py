@@ -81,7 +81,6 @@ class Exchange:
     stopped: GatewayError | None = None  # why ``stop`` ended the request
     output_cap: int | None = None  # characters of output relayed before ``stop``
 
-    passthrough: str | None = None
     attempts: list[Any] = attrs.field(factory=list)  # routing.Attempt, in launch order
     winner: Any = None  # the attempt whose answer this is
 
@@ -89,7 +88,6 @@ class Exchange:
         self.scope.deadline = self.started + self.deadlines.total
         if self.encoder is not None:
             self.outbox += self.encoder.start()
-            self.passthrough = self.encoder.splices
 
     # -- Sink -----------------------------------------------------------------------------
 
@@ -107,11 +105,19 @@ class Exchange:
                 self.started + self.deadlines.total, now + self.deadlines.idle
             )
 
+    @property
+    def passthrough(self) -> str | None:
+        """The client's dialect if its encoder can splice that dialect's upstream chunks."""
+        return self.encoder.splices if self.encoder is not None else None
+
+    def _check_cap(self) -> None:
+        if self.output_cap is not None and self.transcript.chars > self.output_cap:
+            self.stop(OutputLimitExceeded())
+
     def emit(self, event: StreamEvent) -> None:
         self._heard()
         self.transcript.add(event)
-        if self.output_cap is not None and self.transcript.chars > self.output_cap:
-            self.stop(OutputLimitExceeded())
+        self._check_cap()
         if self.encoder is not None:
             data = self.encoder.event(event)
             if data:
@@ -124,8 +130,7 @@ class Exchange:
         self._heard()
         self.transcript.events += 1
         self.transcript.chars += chars
-        if self.output_cap is not None and self.transcript.chars > self.output_cap:
-            self.stop(OutputLimitExceeded())
+        self._check_cap()
         self.outbox += self.encoder.splice(data, at)
         self.wake.set()
 

@@ -118,13 +118,9 @@ class Attempt:
         self.scope.cancel()
 
 
-def _counts_against(error: GatewayError) -> bool:
-    """Does this failure say something about the deployment's health?"""
-    return isinstance(error, UpstreamError)
-
-
-def _may_fall_back(error: GatewayError) -> bool:
-    """May another deployment be tried after this failure? (The request was fine.)"""
+def _upstream_failed(error: GatewayError) -> bool:
+    """The deployment failed us (the request itself was fine): it counts against the
+    deployment's health, and another deployment may be tried."""
     return isinstance(error, UpstreamError)
 
 
@@ -204,7 +200,7 @@ class Router:
                     break
                 if ended.error is not None:
                     failures.append(ended)
-                    if not _may_fall_back(ended.error):
+                    if not _upstream_failed(ended.error):
                         break
                     if not ended.error.retryable:
                         excluded.add(ended.target.label)
@@ -288,7 +284,7 @@ class Router:
             # Closed under it by us (the client left, a hedge won, the drain): its errors
             # say nothing about the deployment.
             self.health.ended(label)
-        elif error is not None and _counts_against(error) and not (
+        elif error is not None and _upstream_failed(error) and not (
             isinstance(error, UpstreamTimeout) and error.deadline == "total"
         ):  # a request too long for its total deadline says nothing about the deployment
             retry_after = getattr(error, "retry_after", None)

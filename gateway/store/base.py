@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import attrs
 
 from gateway.errors import GatewayError
-from gateway.keys import ApiKey
+from gateway.keys import POLICY_FIELDS, ApiKey
 from gateway.records import RequestRecord
 
 
@@ -138,9 +138,7 @@ KEY_FIELDS = tuple(f.name for f in attrs.fields(ApiKey))
 RECORD_FIELDS = tuple(f.name for f in attrs.fields(RequestRecord))
 RESERVATION_FIELDS = tuple(f.name for f in attrs.fields(Reservation))
 INSTANCE_FIELDS = tuple(f.name for f in attrs.fields(Instance))
-KEY_UPDATABLE = frozenset(
-    {"name", "expires_at", "balance", "rpm", "tpm", "max_concurrent", "models", "revoked"}
-)
+KEY_UPDATABLE = frozenset(POLICY_FIELDS) | {"revoked"}
 
 
 def check_where(where: Mapping[str, Any]) -> None:

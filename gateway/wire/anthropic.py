@@ -43,7 +43,7 @@ from gateway.canonical import (
 )
 from gateway.errors import GatewayError, RequestError
 from gateway.wire.anthropic_common import ERROR_TYPES as ERROR_TYPES
-from gateway.wire.anthropic_common import _arguments, _dumps, _is_int
+from gateway.wire.anthropic_common import _arguments
 from gateway.wire.anthropic_upstream import COUNTS as COUNTS
 from gateway.wire.anthropic_upstream import DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS
 from gateway.wire.anthropic_upstream import FINISH_REASONS as FINISH_REASONS
@@ -53,6 +53,7 @@ from gateway.wire.anthropic_upstream import StreamParser as StreamParser
 from gateway.wire.anthropic_upstream import parse_message as parse_message
 from gateway.wire.anthropic_upstream import upstream_body as upstream_body
 from gateway.wire.anthropic_upstream import upstream_error as upstream_error
+from gateway.wire.jsonbody import compact, is_int
 from gateway.wire.openai import MAX_TOKENS_LIMIT
 
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
@@ -181,7 +182,7 @@ def _assistant_message(content: Any, param: str) -> Message:
                     and isinstance(args, dict)):
                 raise _fail("a tool_use block needs string 'id' and 'name' and an object "
                             "'input'", at)
-            calls.append(ToolCall(call_id, name, _dumps(args)))
+            calls.append(ToolCall(call_id, name, compact(args)))
         elif kind not in ("thinking", "redacted_thinking"):
             # Thinking blocks are dropped: the canonical history has no place for them.
             raise _fail(f"unsupported block type {kind!r} in an assistant message", at)
@@ -312,14 +313,14 @@ def _thinking(value: Any) -> bool:
         return False
     kind, budget = value.get("type"), value.get("budget_tokens")
     if kind == "enabled":
-        return _is_int(budget) and 1 <= budget <= MAX_TOKENS_LIMIT
+        return is_int(budget) and 1 <= budget <= MAX_TOKENS_LIMIT
     return kind in ("disabled", "adaptive", "between_tools")
 
 
 # Anthropic parameters the gateway does not interpret but forwards to Anthropic upstreams.
 # Each is type-checked; anything not listed here or handled above is rejected.
 PASSTHROUGH: dict[str, Callable[[Any], bool]] = {
-    "top_k": lambda v: _is_int(v) and v >= 0,
+    "top_k": lambda v: is_int(v) and v >= 0,
     "thinking": _thinking,
     "service_tier": lambda v: v in ("auto", "standard_only"),
     "output_config": lambda v: isinstance(v, dict),
@@ -362,7 +363,7 @@ def parse_request(body: Any) -> ChatRequest:
     if max_tokens is None:
         raise _fail("Field required (the Anthropic Messages API needs it; OpenAI-style "
                     "bodies belong on /v1/chat/completions)", "max_tokens")
-    if not _is_int(max_tokens) or not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+    if not is_int(max_tokens) or not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
         raise _fail(f"must be an integer between 1 and {MAX_TOKENS_LIMIT}", "max_tokens")
     messages = _messages(body.get("messages"))
     system = _system(body.get("system"))
@@ -421,7 +422,7 @@ def error_type(error: GatewayError) -> str:
 
 
 def _sse(name: str, payload: Any) -> bytes:
-    return f"event: {name}\ndata: {_dumps(payload)}\n\n".encode()
+    return f"event: {name}\ndata: {compact(payload)}\n\n".encode()
 
 
 def _tool_id(generation_id: str, index: int) -> str:
@@ -488,7 +489,7 @@ class StreamEncoder:
     def _delta(self, index: int, kind: str, key: str, text: str) -> bytes:
         return (
             f'event: content_block_delta\ndata: {{"type":"content_block_delta","index":{index},'
-            f'"delta":{{"type":"{kind}","{key}":{_dumps(text)}}}}}\n\n'
+            f'"delta":{{"type":"{kind}","{key}":{compact(text)}}}}}\n\n'
         ).encode()
 
     def event(self, event: StreamEvent) -> bytes:
@@ -553,7 +554,7 @@ def render_message(
          "input": _arguments(c.arguments)}
         for i, c in enumerate(tool_calls)
     ]
-    return _dumps({
+    return compact({
         "id": generation_id, "type": "message", "role": "assistant", "model": model,
         "content": content, "stop_reason": STOP_REASONS[finish], "stop_sequence": None,
         "usage": usage_json(usage),
@@ -567,4 +568,4 @@ def error_body(error: GatewayError, request_id: str | None = None) -> bytes:
     }
     if request_id is not None:
         body["request_id"] = request_id
-    return _dumps(body).encode()
+    return compact(body).encode()

@@ -12,7 +12,7 @@ Rules:
 from __future__ import annotations
 
 import json
-from typing import Any, TypeGuard
+from typing import Any
 
 # Anthropic's error types by HTTP status (docs "HTTP errors"; 502/504/503 as the SDK names
 # them). Another 4xx is an invalid_request_error, another 5xx an api_error.
@@ -32,14 +32,6 @@ ERROR_TYPES: dict[int, str] = {
     504: "timeout_error",
     529: "overloaded_error",
 }
-
-
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _arguments(arguments: str) -> dict[str, Any]:

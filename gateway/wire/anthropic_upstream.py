@@ -15,7 +15,6 @@ Rules:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,8 +37,8 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from gateway.wire.anthropic_common import ERROR_TYPES, _arguments, _dumps, _is_int
-from gateway.wire.jsonbody import without_surrogates
+from gateway.wire.anthropic_common import ERROR_TYPES, _arguments
+from gateway.wire.jsonbody import compact, is_int, upstream_object, without_surrogates
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; other dialects may leave it unset
 FINISH_REASONS: dict[str, FinishReason] = {
@@ -192,16 +191,6 @@ def upstream_error(raw: Any) -> UpstreamError:
     return UpstreamError(message)
 
 
-def _json_object(data: str | bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):
-        raise UpstreamProtocolError(f"upstream sent {what} that is not JSON") from None
-    if not isinstance(value, dict):
-        raise UpstreamProtocolError(f"upstream sent {what} that is not a JSON object")
-    return value
-
-
 def _string(obj: Mapping[str, Any], key: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str):
@@ -221,11 +210,11 @@ def _count(raw: Any, into: dict[str, int]) -> None:
         raise UpstreamProtocolError("upstream usage is not an object")
     for key in COUNTS:
         value = raw.get(key)
-        if _is_int(value) and value >= 0:
+        if is_int(value) and value >= 0:
             into[key] = value
     details = raw.get("output_tokens_details")
     thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
-    if _is_int(thinking) and thinking >= 0:
+    if is_int(thinking) and thinking >= 0:
         into["thinking_tokens"] = thinking
 
 
@@ -263,7 +252,7 @@ class StreamParser:
         self._reported = False
 
     def feed(self, event: str | None, data: str) -> list[StreamEvent]:
-        obj = _json_object(data, "an event")
+        obj = upstream_object(data, "an event")
         kind = obj.get("type", event)
         if kind == "error" or event == "error":
             raise upstream_error(obj.get("error"))
@@ -297,13 +286,13 @@ class StreamParser:
 
     def _start(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
         index, block = obj.get("index"), obj.get("content_block")
-        if not _is_int(index) or not isinstance(block, dict):
+        if not is_int(index) or not isinstance(block, dict):
             raise UpstreamProtocolError("upstream content_block_start is malformed")
         kind = block.get("type")
         if kind == "tool_use":
             tool = self._tools[index] = len(self._tools)
             given = block.get("input")
-            arguments = _dumps(given) if isinstance(given, dict) and given else ""
+            arguments = compact(given) if isinstance(given, dict) and given else ""
             return [ToolCallDelta(tool, _string(block, "id"), _string(block, "name"), arguments)]
         if kind == "text" and block.get("text"):
             return [TextDelta(_string(block, "text"))]
@@ -313,7 +302,7 @@ class StreamParser:
 
     def _delta(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
         index, delta = obj.get("index"), obj.get("delta")
-        if not _is_int(index) or not isinstance(delta, dict):
+        if not is_int(index) or not isinstance(delta, dict):
             raise UpstreamProtocolError("upstream content_block_delta is malformed")
         kind = delta.get("type")
         if kind == "text_delta":
@@ -334,7 +323,7 @@ class StreamParser:
 
 def parse_message(body: bytes) -> list[StreamEvent]:
     """Events equivalent to one non-streaming upstream ``Message`` body."""
-    obj = _json_object(body, "an answer")
+    obj = upstream_object(body, "an answer")
     if obj.get("type") == "error" or obj.get("error") is not None:
         raise upstream_error(obj.get("error"))
     content = obj.get("content")
@@ -357,7 +346,7 @@ def parse_message(body: bytes) -> list[StreamEvent]:
             if not isinstance(given, dict):
                 raise UpstreamProtocolError("upstream tool_use input is not an object")
             out.append(ToolCallDelta(tools, _string(block, "id"), _string(block, "name"),
-                                     without_surrogates(_dumps(given))))
+                                     without_surrogates(compact(given))))
             tools += 1
     out += _finish(obj.get("stop_reason"))
     counts: dict[str, int] = {}

@@ -1,9 +1,9 @@
 """What the relay needs from a client dialect to stream an answer: an ``Encoder``.
 
-Each client dialect (``wire/openai.py``; Anthropic and Gemini next) renders the canonical
-stream events into its own wire bytes. The relay never looks inside them: it only orders
-the calls (``start``, ``event`` per event, then ``tail`` or ``error`` exactly once) and puts
-``keepalive`` between whole events during silence.
+Each client dialect (``wire/openai.py``, ``wire/anthropic.py``, ``wire/gemini_render.py``)
+renders the canonical stream events into its own wire bytes. The relay never looks inside
+them: it only orders the calls (``start``, ``event`` per event, then ``tail`` or ``error``
+exactly once) and puts ``keepalive`` between whole events during silence.
 
 Rules: pure (no I/O, no clock); every method returns whole events, never a fragment, so the
 relay may interleave keepalives anywhere between two calls.

@@ -40,7 +40,6 @@ from gateway.canonical import (
 from gateway.errors import RequestError
 from gateway.wire.gemini_common import GENERATION_EXTRA as GENERATION_EXTRA
 from gateway.wire.gemini_common import STATUS_NAMES as STATUS_NAMES
-from gateway.wire.gemini_common import _dumps, _is_int
 from gateway.wire.gemini_render import FINISH_TO_GEMINI as FINISH_TO_GEMINI
 from gateway.wire.gemini_render import StreamEncoder as StreamEncoder
 from gateway.wire.gemini_render import error_body as error_body
@@ -53,6 +52,7 @@ from gateway.wire.gemini_upstream import StreamParser as StreamParser
 from gateway.wire.gemini_upstream import parse_response as parse_response
 from gateway.wire.gemini_upstream import upstream_body as upstream_body
 from gateway.wire.gemini_upstream import upstream_error as upstream_error
+from gateway.wire.jsonbody import compact, is_int
 from gateway.wire.openai import MAX_TOKENS_LIMIT
 
 MAX_STOP_SEQUENCES = 5
@@ -186,7 +186,7 @@ def _file_data(raw: Any, param: str) -> ImagePart:
 
 def _json_text(value: Any, param: str) -> str:
     try:
-        return _dumps(value)
+        return compact(value)
     except (ValueError, RecursionError):
         raise _fail("value nested too deeply", param) from None
 
@@ -326,7 +326,7 @@ def _number(config: Mapping[str, Any], key: str, low: float, high: float) -> flo
 
 
 def _schema_type(value: Any, param: str) -> Any:
-    if _is_int(value) and value in SCHEMA_TYPES:
+    if is_int(value) and value in SCHEMA_TYPES:
         return SCHEMA_TYPES[value]
     if isinstance(value, str):
         return value.lower()
@@ -347,7 +347,7 @@ def _json_schema(raw: Any, param: str, depth: int = 0) -> dict[str, Any]:
     for key, value in raw.items():
         name = {"ref": "$ref", "defs": "$defs"}.get(key) or _camel(key)
         if name == "type":
-            if value != "TYPE_UNSPECIFIED" and not (_is_int(value) and value == 0):
+            if value != "TYPE_UNSPECIFIED" and not (is_int(value) and value == 0):
                 out["type"] = _schema_type(value, param)
         elif name == "nullable":
             nullable = value is True
@@ -420,7 +420,7 @@ def _tool_choice(raw: Any, tools: tuple[Tool, ...]) -> tuple[Any, tuple[Tool, ..
                       frozenset({"mode", "allowedFunctionNames"}), param,
                       "'functionCallingConfig'")
     mode = calling.get("mode", "MODE_UNSPECIFIED")
-    mode = MODES.get(mode) if _is_int(mode) else mode
+    mode = MODES.get(mode) if is_int(mode) else mode
     if mode not in MODES.values():
         raise _fail("'mode' must be AUTO, ANY, NONE or VALIDATED", f"{param}.mode")
     names = calling.get("allowedFunctionNames", [])
@@ -451,7 +451,7 @@ def _thinking(raw: Any) -> dict[str, Any]:
     config = _fields(raw, fields, param, "'thinkingConfig'")
     if not isinstance(config.get("includeThoughts", False), bool):
         raise _fail("'includeThoughts' must be a boolean", f"{param}.includeThoughts")
-    if not _is_int(config.get("thinkingBudget", 0)):
+    if not is_int(config.get("thinkingBudget", 0)):
         raise _fail("'thinkingBudget' must be an integer", f"{param}.thinkingBudget")
     if not isinstance(config.get("thinkingLevel", ""), str):
         raise _fail("'thinkingLevel' must be a string", f"{param}.thinkingLevel")
@@ -473,7 +473,7 @@ GENERATION_CHECKS: dict[str, Callable[[Any], bool]] = {
     "responseJsonSchema": lambda v: isinstance(v, dict | bool),
     "responseModalities": _text_only,
     "responseLogprobs": lambda v: isinstance(v, bool),
-    "logprobs": lambda v: _is_int(v) and 0 <= v <= 20,
+    "logprobs": lambda v: is_int(v) and 0 <= v <= 20,
     "mediaResolution": lambda v: isinstance(v, str),
 }
 GENERATION_FIELDS = frozenset(GENERATION_EXTRA) | {
@@ -495,10 +495,10 @@ def _generation(raw: Any) -> _Generation:
     param = "generationConfig"
     config = _fields(raw, GENERATION_FIELDS, param, "'generationConfig'")
     count = config.get("candidateCount", 1)
-    if not (_is_int(count) and count == 1):
+    if not (is_int(count) and count == 1):
         raise _fail("only candidateCount=1 is supported", f"{param}.candidateCount")
     max_tokens = config.get("maxOutputTokens")
-    if max_tokens is not None and not (_is_int(max_tokens)
+    if max_tokens is not None and not (is_int(max_tokens)
                                        and 1 <= max_tokens <= MAX_TOKENS_LIMIT):
         raise _fail(f"'maxOutputTokens' must be an integer between 1 and {MAX_TOKENS_LIMIT}",
                     f"{param}.maxOutputTokens")
@@ -508,7 +508,7 @@ def _generation(raw: Any) -> _Generation:
         raise _fail(f"'stopSequences' must be an array of at most {MAX_STOP_SEQUENCES} strings",
                     f"{param}.stopSequences")
     seed = config.get("seed")
-    if seed is not None and not _is_int(seed):
+    if seed is not None and not is_int(seed):
         raise _fail("'seed' must be an integer", f"{param}.seed")
     extra: dict[str, Any] = {}
     for key, check in GENERATION_CHECKS.items():

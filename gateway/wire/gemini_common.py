@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.wire.jsonbody import has_surrogate, without_surrogates
+from gateway.wire.jsonbody import compact, has_surrogate, without_surrogates
 
 # google.rpc status names for the HTTP statuses the gateway answers with. The Gemini docs
 # list 400 INVALID_ARGUMENT/FAILED_PRECONDITION, 403, 404, 429, 500, 503 and 504; the rest
@@ -47,14 +47,6 @@ GENERATION_EXTRA = (
 )
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _loads_object(text: str) -> dict[str, Any] | None:
     """``text`` as a JSON object, or None; escaped lone surrogates become U+FFFD."""
     try:
@@ -64,7 +56,7 @@ def _loads_object(text: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         return None
     if "\\u" in text:
-        dumped = _dumps(value)
+        dumped = compact(value)
         if has_surrogate(dumped):
             fixed = json.loads(without_surrogates(dumped))
             assert isinstance(fixed, dict)

@@ -30,7 +30,8 @@ from gateway.canonical import (
     UsageReport,
 )
 from gateway.errors import GatewayError
-from gateway.wire.gemini_common import STATUS_NAMES, _dumps, _loads_object
+from gateway.wire.gemini_common import STATUS_NAMES, _loads_object
+from gateway.wire.jsonbody import compact
 
 FINISH_TO_GEMINI: dict[FinishReason, str] = {
     "stop": "STOP",
@@ -73,7 +74,7 @@ def _error_json(error: GatewayError, request_id: str | None = None) -> dict[str,
 def error_body(error: GatewayError, request_id: str | None = None) -> bytes:
     """Google's error body: ``{"error": {"code", "message", "status"}}``, with the blamed
     field and the request id as the standard ``details`` entries."""
-    return _dumps(_error_json(error, request_id)).encode()
+    return compact(_error_json(error, request_id)).encode()
 
 
 def _call_part(name: str, arguments: str) -> dict[str, Any]:
@@ -110,7 +111,7 @@ class StreamEncoder:
         self._first = True
         self._calls: dict[int, _PendingCall] = {}
         self._open = '{"candidates":[{"content":{"role":"model","parts":['
-        self._meta = f'"modelVersion":{_dumps(model)},"responseId":{_dumps(generation_id)}}}'
+        self._meta = f'"modelVersion":{compact(model)},"responseId":{compact(generation_id)}}}'
         self._close = ']},"index":0}],' + self._meta
         empty = self._open + '{"text":""}' + self._close
         self.keepalive: bytes = f"data: {_safe_for_js(empty)}\n\n".encode() if sse else b"\n"
@@ -131,7 +132,7 @@ class StreamEncoder:
         if not self._calls:
             return b""
         parts = ",".join(
-            _dumps(_call_part(c.name, "".join(c.arguments)))
+            compact(_call_part(c.name, "".join(c.arguments)))
             for _, c in sorted(self._calls.items())
         )
         self._calls.clear()
@@ -150,9 +151,9 @@ class StreamEncoder:
             return b""  # usage is sent once, at the end, by ``tail``
         flushed = self._flush()
         if isinstance(event, TextDelta) and event.text:
-            return flushed + self._parts(f'{{"text":{_dumps(event.text)}}}')
+            return flushed + self._parts(f'{{"text":{compact(event.text)}}}')
         if isinstance(event, ReasoningDelta) and event.text and self._thoughts:
-            return flushed + self._parts(f'{{"text":{_dumps(event.text)},"thought":true}}')
+            return flushed + self._parts(f'{{"text":{compact(event.text)},"thought":true}}')
         return flushed  # a Finish (its reason goes out with ``tail``), or nothing to say
 
     def splice(self, data: str, at: int) -> bytes:
@@ -163,7 +164,7 @@ class StreamEncoder:
         reason = FINISH_TO_GEMINI[finish or "stop"]
         last = (
             f'{self._open}{{"text":""}}]}},"finishReason":"{reason}","index":0}}],'
-            f'"usageMetadata":{_dumps(usage_json(usage))},{self._meta}'
+            f'"usageMetadata":{compact(usage_json(usage))},{self._meta}'
         )
         return self._flush() + self._frame(last) + (b"" if self._sse else b"]")
 
@@ -171,7 +172,7 @@ class StreamEncoder:
         """The terminal error, in the shape of Google's error body. Function calls still
         held are dropped: their arguments may be cut short."""
         self._calls.clear()
-        return self._frame(_dumps(_error_json(error))) + (b"" if self._sse else b"]")
+        return self._frame(compact(_error_json(error))) + (b"" if self._sse else b"]")
 
 
 def render_response(
@@ -192,7 +193,7 @@ def render_response(
     if text or not tool_calls:
         parts.append({"text": text})
     parts.extend(_call_part(c.name, c.arguments) for c in tool_calls)
-    return _safe_for_js(_dumps({
+    return _safe_for_js(compact({
         "candidates": [{
             "content": {"role": "model", "parts": parts},
             "finishReason": FINISH_TO_GEMINI[finish],

@@ -16,7 +16,6 @@ Rules:
 from __future__ import annotations
 
 import base64
-import json
 import urllib.parse
 from typing import Any
 
@@ -39,11 +38,9 @@ from gateway.errors import UpstreamError, UpstreamProtocolError, UpstreamStatusE
 from gateway.wire.gemini_common import (
     GENERATION_EXTRA,
     STATUS_NAMES,
-    _dumps,
-    _is_int,
     _loads_object,
 )
-from gateway.wire.jsonbody import without_surrogates
+from gateway.wire.jsonbody import compact, is_int, upstream_object, without_surrogates
 
 # The words an upstream error may be labelled with: google.rpc status names, nothing else.
 UPSTREAM_STATUSES = frozenset(STATUS_NAMES.values()) | {
@@ -226,16 +223,6 @@ def _usage(raw: Any) -> Usage:
     )
 
 
-def _load(data: str | bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):
-        raise UpstreamProtocolError(f"upstream sent {what} that is not JSON") from None
-    if not isinstance(value, dict):
-        raise UpstreamProtocolError(f"upstream sent {what} that is not a JSON object")
-    return value
-
-
 class StreamParser:
     """Turns the chunks of one upstream ``streamGenerateContent`` answer into events.
 
@@ -247,13 +234,20 @@ class StreamParser:
 
     def __init__(self) -> None:
         self.done = False
-        self.usage: Usage | None = None
+        # The latest usageMetadata as sent: parsed only when it is reported (at the end),
+        # not on every chunk that repeats it.
+        self._usage: Any = None
         self._calls = 0
         self._response_id = ""
 
+    @property
+    def usage(self) -> Usage | None:
+        """The usage the upstream reported last, if any."""
+        return None if self._usage is None else _usage(self._usage)
+
     def feed(self, data: str) -> list[StreamEvent]:
         """Events in one upstream chunk (an SSE ``data`` payload)."""
-        return self._chunk(_load(data, "an event"))
+        return self._chunk(upstream_object(data, "an event"))
 
     def _chunk(self, chunk: dict[str, Any]) -> list[StreamEvent]:
         if chunk.get("error") is not None:
@@ -264,7 +258,9 @@ class StreamParser:
         if isinstance(response_id, str) and response_id.isascii() and response_id.isprintable():
             self._response_id = response_id[:64]
         if chunk.get("usageMetadata") is not None:
-            self.usage = _usage(chunk["usageMetadata"])
+            if not isinstance(chunk["usageMetadata"], dict):
+                raise UpstreamProtocolError("upstream usageMetadata is not an object")
+            self._usage = chunk["usageMetadata"]
         candidates = chunk.get("candidates")
         if candidates is None:
             candidates = []
@@ -272,7 +268,7 @@ class StreamParser:
             raise UpstreamProtocolError("upstream 'candidates' is not an array")
         reason: FinishReason | None = None
         for candidate in candidates:
-            if not isinstance(candidate, dict) or not _is_int(candidate.get("index", 0)):
+            if not isinstance(candidate, dict) or not is_int(candidate.get("index", 0)):
                 raise UpstreamProtocolError("upstream candidate is malformed")
             if candidate.get("index", 0) == 0:
                 reason = self._candidate(candidate, out) or reason
@@ -284,10 +280,10 @@ class StreamParser:
         if reason is not None and not self.done:
             self.done = True
             out.append(Finish(reason))
-        if self.done and self.usage is not None and (
+        if self.done and self._usage is not None and (
             not was_done or chunk.get("usageMetadata") is not None
         ):
-            out.append(UsageReport(self.usage))
+            out.append(UsageReport(_usage(self._usage)))
         return out
 
     def _candidate(self, candidate: dict[str, Any], out: list[StreamEvent]) -> FinishReason | None:
@@ -322,7 +318,7 @@ class StreamParser:
             if not isinstance(args, dict) or not isinstance(call.get("name"), str):
                 raise UpstreamProtocolError("upstream functionCall is malformed")
             try:
-                arguments = without_surrogates(_dumps(args))
+                arguments = without_surrogates(compact(args))
             except (ValueError, RecursionError):
                 raise UpstreamProtocolError("upstream functionCall args are too deep") from None
             index = self._calls
@@ -341,7 +337,7 @@ class StreamParser:
 
 def parse_response(body: bytes) -> list[StreamEvent]:
     """Events equivalent to one non-streaming upstream ``GenerateContentResponse``."""
-    answer = _load(body, "an answer")
+    answer = upstream_object(body, "an answer")
     if answer.get("error") is None and not answer.get("candidates") and not isinstance(
         answer.get("promptFeedback"), dict
     ):

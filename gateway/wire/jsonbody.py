@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
-from gateway.errors import RequestError
+from gateway.errors import RequestError, UpstreamProtocolError
 
 MAX_INT_DIGITS = 40
 
@@ -119,3 +119,28 @@ def has_surrogate(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+# -- small helpers every wire module uses ---------------------------------------------------
+
+
+def is_int(value: Any) -> TypeGuard[int]:
+    """A JSON integer (``bool`` is an ``int`` to Python, never to JSON)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def compact(value: Any) -> str:
+    """JSON as the wire modules write it: no spaces, UTF-8 kept as is."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def upstream_object(data: str | bytes, what: str) -> dict[str, Any]:
+    """A JSON object an upstream sent (``what``: "an event", "a body", ...), or
+    ``UpstreamProtocolError``: upstream bytes are untrusted too."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        raise UpstreamProtocolError(f"upstream sent {what} that is not JSON") from None
+    if not isinstance(value, dict):
+        raise UpstreamProtocolError(f"upstream sent {what} that is not a JSON object")
+    return value

@@ -20,7 +20,6 @@ Rules:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -43,7 +42,7 @@ from gateway.canonical import (
     UsageReport,
 )
 from gateway.errors import GatewayError, RequestError, UpstreamError, UpstreamProtocolError
-from gateway.wire.jsonbody import without_surrogates
+from gateway.wire.jsonbody import compact, is_int, upstream_object, without_surrogates
 from gateway.wire.sse import KEEPALIVE
 
 MAX_TOKENS_LIMIT = 1_000_000  # above any model's output window; per-model caps come later
@@ -64,10 +63,6 @@ def _fail(message: str, param: str) -> RequestError:
 
 # ---------------------------------------------------------------------------------------
 # Client requests
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
@@ -230,7 +225,7 @@ PASSTHROUGH: dict[str, Callable[[Any], bool]] = {
     "presence_penalty": lambda v: _is_number(v) and -2 <= v <= 2,
     "logit_bias": lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
     "logprobs": _is(bool),
-    "top_logprobs": lambda v: _is_int(v) and 0 <= v <= 20,
+    "top_logprobs": lambda v: is_int(v) and 0 <= v <= 20,
     "response_format": _is(dict),
     "parallel_tool_calls": _is(bool),
     "reasoning_effort": _is(str),
@@ -306,14 +301,14 @@ def parse_request(body: Any) -> ChatRequest:
         value = body.get(key)
         if value is None:
             continue
-        if not _is_int(value) or not 1 <= value <= MAX_TOKENS_LIMIT:
+        if not is_int(value) or not 1 <= value <= MAX_TOKENS_LIMIT:
             raise _fail(f"'{key}' must be an integer between 1 and {MAX_TOKENS_LIMIT}", key)
         max_tokens = value if max_tokens is None else min(max_tokens, value)
     n = body.get("n")
-    if n is not None and not (_is_int(n) and n == 1):
+    if n is not None and not (is_int(n) and n == 1):
         raise _fail("only n=1 is supported", "n")
     seed = body.get("seed")
-    if seed is not None and not _is_int(seed):
+    if seed is not None and not is_int(seed):
         raise _fail("'seed' must be an integer", "seed")
     extra: dict[str, Any] = {}
     if body.get("max_completion_tokens") is not None:
@@ -467,7 +462,7 @@ def _delta_events(choice: Mapping[str, Any], out: list[StreamEvent]) -> None:
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
             for call in calls:
-                if not isinstance(call, dict) or not _is_int(call.get("index", 0)):
+                if not isinstance(call, dict) or not is_int(call.get("index", 0)):
                     raise UpstreamProtocolError("upstream tool call delta is malformed")
                 fn = call.get("function")
                 fn = fn if isinstance(fn, dict) else {}
@@ -523,12 +518,7 @@ def delta_chars(data: str) -> int:
 
 def parse_chunk(data: str) -> list[StreamEvent]:
     """Events in one upstream ``data:`` payload (not ``[DONE]``)."""
-    try:
-        chunk = json.loads(data)
-    except (ValueError, RecursionError):
-        raise UpstreamProtocolError("upstream sent an event that is not JSON") from None
-    if not isinstance(chunk, dict):
-        raise UpstreamProtocolError("upstream sent an event that is not a JSON object")
+    chunk = upstream_object(data, "an event")
     if chunk.get("error") is not None:
         raise upstream_error(chunk["error"])
     out: list[StreamEvent] = []
@@ -547,12 +537,7 @@ def parse_chunk(data: str) -> list[StreamEvent]:
 
 def parse_completion(body: bytes) -> list[StreamEvent]:
     """Events equivalent to one non-streaming upstream ``chat.completion`` body."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):
-        raise UpstreamProtocolError("upstream answered with a body that is not JSON") from None
-    if not isinstance(obj, dict):
-        raise UpstreamProtocolError("upstream answered with a body that is not an object")
+    obj = upstream_object(body, "a body")
     if obj.get("error") is not None:
         raise upstream_error(obj["error"])
     choices = obj.get("choices")
@@ -590,10 +575,6 @@ def usage_json(usage: Usage) -> dict[str, Any]:
     }
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 class StreamEncoder:
     """Renders canonical events as the spec's ``chat.completion.chunk`` SSE events
     (an ``Encoder``, see ``wire/encoder.py``)."""
@@ -604,8 +585,8 @@ class StreamEncoder:
 
     def __init__(self, generation_id: str, model: str, created: int) -> None:
         self._head = (
-            f'data: {{"id":{_dumps(generation_id)},"object":"chat.completion.chunk",'
-            f'"created":{created},"model":{_dumps(model)},'
+            f'data: {{"id":{compact(generation_id)},"object":"chat.completion.chunk",'
+            f'"created":{created},"model":{compact(model)},'
         )
         self._choice = self._head + '"choices":[{"index":0,"delta":'
 
@@ -617,9 +598,9 @@ class StreamEncoder:
 
     def event(self, event: StreamEvent) -> bytes:
         if isinstance(event, TextDelta):
-            return self._delta(f'{{"content":{_dumps(event.text)}}}')
+            return self._delta(f'{{"content":{compact(event.text)}}}')
         if isinstance(event, ReasoningDelta):
-            return self._delta(f'{{"reasoning_content":{_dumps(event.text)}}}')
+            return self._delta(f'{{"reasoning_content":{compact(event.text)}}}')
         if isinstance(event, ToolCallDelta):
             call: dict[str, Any] = {"index": event.index}
             if event.id is not None:
@@ -629,7 +610,7 @@ class StreamEncoder:
             if event.name is not None:
                 fn["name"] = event.name
             call["function"] = fn
-            return self._delta(_dumps({"tool_calls": [call]}))
+            return self._delta(compact({"tool_calls": [call]}))
         if isinstance(event, Finish):
             return self._delta("{}", f'"{event.reason}"')
         return b""  # usage is sent once, at the end, by ``usage``
@@ -645,12 +626,12 @@ class StreamEncoder:
         return closing + self.usage(usage) + self.DONE
 
     def usage(self, usage: Usage) -> bytes:
-        return f'{self._head}"choices":[],"usage":{_dumps(usage_json(usage))}}}\n\n'.encode()
+        return f'{self._head}"choices":[],"usage":{compact(usage_json(usage))}}}\n\n'.encode()
 
     def error(self, error: GatewayError, usage: Usage | None) -> bytes:
         """The spec's mid-stream error event: the stream's terminal event."""
-        body = _dumps({"code": error.type, "message": error.message})
-        tail = f',"usage":{_dumps(usage_json(usage))}' if usage is not None else ""
+        body = compact({"code": error.type, "message": error.message})
+        tail = f',"usage":{compact(usage_json(usage))}' if usage is not None else ""
         return (
             f'{self._head}"error":{body},"choices":[{{"index":0,"delta":{{"content":""}},'
             f'"finish_reason":"error"}}]{tail}}}\n\n'
@@ -677,7 +658,7 @@ def render_completion(
             for c in tool_calls
         ]
     message.setdefault("refusal", None)
-    return _dumps(
+    return compact(
         {
             "id": generation_id,
             "object": "chat.completion",
@@ -698,4 +679,4 @@ def error_body(error: GatewayError, request_id: str | None = None) -> bytes:
         inner["param"] = error.param
     if request_id is not None:
         inner["request_id"] = request_id
-    return _dumps({"error": inner}).encode()
+    return compact({"error": inner}).encode()
