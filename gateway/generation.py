@@ -152,13 +152,15 @@ class Generation:
     ) -> None:
         usage = exchange.usage
         now = trio.current_time()
+        # A request that never called a deployment (none available, the drain) names none.
+        called = bool(exchange.attempts)
         record = RequestRecord(
             generation_id=exchange.generation_id,
             key_id=admission.key.id,
             model=exchange.request.model,
-            deployment=exchange.target.label,
+            deployment=exchange.target.label if called else "",
             client_dialect=exchange.request.dialect,
-            upstream_dialect=exchange.target.provider.dialect,
+            upstream_dialect=exchange.target.provider.dialect if called else "",
             stream=exchange.request.stream,
             status=exchange.outcome,
             http_status=http_status,

@@ -132,7 +132,7 @@ class Metrics:
         self.duration.labels(route, "true" if record.stream else "false").observe(
             record.duration_ms / 1000
         )
-        deployment = self.bounded(record.deployment)
+        deployment = self.bounded(record.deployment or "none")  # no call was made
         if record.error_type is not None and record.status in ("partial", "upstream_error"):
             self.upstream_errors.labels(deployment, record.error_type).inc()
         if propagation is not None:

@@ -171,6 +171,10 @@ class Router:
             while exchange.winner is None:
                 launched = len(exchange.attempts)
                 if launched < policy.max_attempts and (not running or hedge_due):
+                    # A request ended before its next call (the drain, the client gone, a
+                    # deadline) makes no call: ``attempts`` lists only calls really made.
+                    # (No checkpoint unless cancelled: choosing and launching stay together.)
+                    await trio.lowlevel.checkpoint_if_cancelled()
                     busy = {a.target.label for a in running}
                     target = self.pick(route, tried, excluded | busy)
                     if target is not None and tried.get(target.label) and not running:

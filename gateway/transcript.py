@@ -6,6 +6,11 @@ interrupted stream, and the record), and knows nothing about dialects or sockets
 Token estimates are ``ceil(chars / 4)``, the usual rule of thumb for English BPE
 vocabularies; they are used only when the provider did not report usage (an aborted or
 truncated stream), and are always flagged ``estimated``.
+
+The billing rule lives here, in ``usage``: **a request that produced no output is free**
+unless its provider reported usage for it. Output means any text, reasoning or tool-call
+characters the upstream sent (and the relay handed on); a request that failed, timed out or
+was abandoned before any is recorded with zero tokens, whatever its HTTP status.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from gateway.canonical import (
     Usage,
     UsageReport,
 )
+
+NOTHING = Usage()  # what a request that produced no output (and no report) is billed
 
 
 def estimate_tokens(text: str) -> int:
@@ -81,10 +88,13 @@ class Transcript:
         ]
 
     def usage(self, request: ChatRequest) -> Usage:
-        """The provider's usage if it reported any, else an estimate of what was relayed."""
+        """What the request is billed for: the provider's usage if it reported any, else an
+        estimate of what was relayed, else nothing (no output, no report: free)."""
         reported = self.reported
         if reported is not None and (reported.completion_tokens or not self.chars):
             return reported
+        if not self.chars:
+            return NOTHING
         # Nothing reported, or a report of no output for output we relayed: count it.
         return Usage(
             prompt_tokens=reported.prompt_tokens if reported else estimate_prompt_tokens(request),

@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from gateway import keys
+from gateway.app import open_store
 from gateway.config import (
     Config,
     Deadlines,
@@ -34,7 +35,6 @@ from gateway.pricing import Price
 from gateway.server import Running, running
 from gateway.sim.scenarios import Plan
 from gateway.sim.server import Record, SimServer
-from gateway.store.sqlite import SqliteStore
 
 FAKE_PROVIDER_KEY = "sk-fake-upstream-CANARY-0123456789"
 # fake/lorem's price: 1 micro-dollar per prompt token, 2 per completion token.
@@ -140,7 +140,7 @@ def make_config(data_dir: Path, sim_url: str | None, **deadlines: float) -> Conf
 
 
 async def add_key(config: Config, name: str = "test") -> str:
-    store = SqliteStore(config.database_path)
+    store = open_store(config)  # the config's own store: SQLite, or PostgreSQL by URL
     await store.open()
     try:
         secret, row = keys.generate(name=name, created_at=time.time())
@@ -165,20 +165,22 @@ def start_gateway(
     tmp_path: Path, sim: Sim, monkeypatch: pytest.MonkeyPatch
 ) -> GatewayFactory:
     """``async with start_gateway(commit_grace=0.1) as gw:`` — a gateway in front of ``sim``;
-    ``routing``, extra ``models`` and ``providers`` change the config too."""
+    ``routing``, extra ``models`` and ``providers`` change the config too, and ``store_url``
+    puts its store on PostgreSQL instead of SQLite."""
     monkeypatch.setenv("AROUTER_TEST_FAKE_KEY", FAKE_PROVIDER_KEY)
     counter = iter(range(1000))
 
     @asynccontextmanager
     async def start(routing: Routing | None = None, models: dict[str, ModelRoute] | None = None,
                     providers: dict[str, ProviderConfig] | None = None,
-                    **deadlines: float) -> AsyncIterator[Gw]:
+                    store_url: str | None = None, **deadlines: float) -> AsyncIterator[Gw]:
         config = make_config(tmp_path / f"gw{next(counter)}", sim.url, **deadlines)
         config = attrs.evolve(
             config,
             routing=routing or config.routing,
             models={**config.models, **(models or {})},
             providers={**config.providers, **(providers or {})},
+            database_url=store_url,
         )
         key = await add_key(config)
         async with running(config) as run:

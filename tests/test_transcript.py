@@ -105,10 +105,21 @@ def test_usage_is_estimated_from_what_was_relayed_without_a_report() -> None:
     assert usage.total_tokens == 17
 
 
-def test_empty_transcript_estimates_only_the_prompt() -> None:
-    usage = Transcript().usage(REQUEST)
-    assert (usage.completion_tokens, usage.estimated) == (0, True)
-    assert usage.prompt_tokens == estimate_prompt_tokens(REQUEST) == 14
+def test_no_output_and_no_report_is_free() -> None:
+    transcript = Transcript()
+    transcript.add(Finish("stop"))  # events, but no output
+    assert transcript.usage(REQUEST) == Usage()
+
+
+def test_a_report_of_usage_without_output_is_billed() -> None:
+    transcript = Transcript()
+    reported = Usage(prompt_tokens=40, completion_tokens=0)
+    transcript.add(UsageReport(reported))
+    assert transcript.usage(REQUEST) == reported
+
+
+def test_the_prompt_estimate_counts_text_and_framing() -> None:
+    assert estimate_prompt_tokens(REQUEST) == 14
 
 
 def test_estimate_rounds_characters_up_to_tokens() -> None:
