@@ -7,7 +7,7 @@ Routes (JSON; ``Authorization: Bearer <admin token>``, never a user key):
     GET    /admin/keys/{id}              one key, with its current limiter usage
     PATCH  /admin/keys/{id}              change policy fields
     POST   /admin/keys/{id}/revoke
-    POST   /admin/keys/{id}/top-up       {"amount": micro-units} or {"amount_usd": "5.00"}
+    POST   /admin/keys/{id}/top-up       {"amount_usd": "5.00"} (negative deducts)
     GET    /admin/generations/{id}       any ledger row
     GET    /admin/health                 deployments' circuits, drain state
 
@@ -16,6 +16,10 @@ Rules:
   from the config file. Without one the admin API answers 403 "disabled". A wrong token,
   a user key, or none at all get the uniform 401 of ``keys.py``; comparison is constant-time.
 - Bodies are strict JSON (``wire/jsonbody``); an unknown field is a 400 naming it.
+- Money goes in as dollars, as on the CLI: ``balance_usd`` and ``amount_usd`` (a decimal
+  string, or a JSON number read through its shortest form). The unit-less ``balance`` and
+  ``amount`` are refused by name rather than guessed at. Answers show every amount twice
+  (``balance_usd`` exact decimal string, ``balance_micro_usd`` integer; ``pricing.money``).
 - A key's view never holds its hash; its secret appears only in the creation answer.
 - A change made here drops this process's cached copy of the key; other processes see it
   within ``KEY_CACHE_SECONDS``, and revocation everywhere at once (see ``accounts.py``).
@@ -35,29 +39,35 @@ from gateway import keys
 from gateway.asgi import dumps
 from gateway.errors import AuthenticationError, NotFound, PermissionDenied, RequestError
 from gateway.keys import ApiKey
-from gateway.pricing import MoneyError, format_usd, parse_usd
+from gateway.pricing import MoneyError, money, parse_usd
 from gateway.wire import jsonbody
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 _INT_FIELDS = ("rpm", "tpm", "max_concurrent")
+# Amount fields without a unit in their name: refused, so that nobody's 5 becomes $0.000005.
+UNITLESS = {
+    "balance": 'balance: amounts are in dollars; give balance_usd (e.g. "5.00")',
+    "amount": 'amount: amounts are in dollars; give amount_usd (e.g. "5.00")',
+}
 
 
 def parse_policy(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Validated key policy fields from a JSON object (admin API) or CLI options.
 
-    ``balance`` is micro-units (int) and ``balance_usd`` a decimal string; ``null`` clears
-    a limit.
+    ``balance_usd`` is dollars (a decimal string or number); ``null`` clears a limit.
     """
     policy: dict[str, Any] = {}
     for name, value in raw.items():
+        if name in UNITLESS:
+            raise RequestError(UNITLESS[name], param=name)
         if name == "name":
             if not isinstance(value, str) or len(value) > 200:
                 raise RequestError("name: expected a string of at most 200 characters",
                                    param=name)
             policy["name"] = value
-        elif name in _INT_FIELDS or name == "balance":
+        elif name in _INT_FIELDS:
             if value is not None and (
                 not isinstance(value, int) or isinstance(value, bool) or value < 0
                 or value > 2**62
@@ -66,10 +76,7 @@ def parse_policy(raw: Mapping[str, Any]) -> dict[str, Any]:
                                    param=name)
             policy[name] = value
         elif name == "balance_usd":
-            try:
-                policy["balance"] = None if value is None else parse_usd(_text(value, name))
-            except MoneyError as exc:
-                raise RequestError(f"balance_usd: {exc}", param=name) from None
+            policy["balance"] = None if value is None else _dollars(value, name)
             if policy["balance"] is not None and policy["balance"] < 0:
                 raise RequestError("balance_usd: cannot be negative", param=name)
         elif name == "models":
@@ -89,10 +96,14 @@ def parse_policy(raw: Mapping[str, Any]) -> dict[str, Any]:
     return policy
 
 
-def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str | int):
-        raise RequestError(f"{name}: expected a decimal string", param=name)
-    return str(value)
+def _dollars(value: Any, name: str) -> int:
+    """Micro-units from a dollar amount: a decimal string, or a JSON number (exactly)."""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise RequestError(f"{name}: expected an amount in dollars, e.g. \"5.00\"", param=name)
+    try:
+        return parse_usd(value)
+    except MoneyError as exc:
+        raise RequestError(f"{name}: {exc}", param=name) from None
 
 
 def key_view(key: ApiKey) -> dict[str, Any]:
@@ -103,8 +114,7 @@ def key_view(key: ApiKey) -> dict[str, Any]:
         "created_at": key.created_at,
         "revoked": key.revoked,
         "expires_at": key.expires_at,
-        "balance": key.balance,
-        "balance_usd": format_usd(key.balance),
+        **money("balance", key.balance),  # both null: no balance limit
         "limits": {"rpm": key.rpm, "tpm": key.tpm, "max_concurrent": key.max_concurrent},
         "models": list(key.models),
     }
@@ -184,17 +194,15 @@ def blueprint(gateway: Gateway) -> Blueprint:
     @admin.post("/keys/<key_id>/top-up")
     async def top_up(key_id: str) -> Any:
         raw = await body()
-        if set(raw) - {"amount", "amount_usd"} or len(raw) != 1:
-            raise RequestError("expected exactly one of amount (micro-units) or amount_usd")
-        if "amount" in raw:
-            amount = raw["amount"]
-            if not isinstance(amount, int) or isinstance(amount, bool):
-                raise RequestError("amount: expected an integer of micro-units", param="amount")
-        else:
-            try:
-                amount = parse_usd(_text(raw["amount_usd"], "amount_usd"))
-            except MoneyError as exc:
-                raise RequestError(f"amount_usd: {exc}", param="amount_usd") from None
+        for name in raw:
+            if name in UNITLESS:
+                raise RequestError(UNITLESS[name], param=name)
+            if name != "amount_usd":
+                raise RequestError(f"unknown field {name!r}", param=name)
+        if "amount_usd" not in raw:
+            raise RequestError('expected amount_usd, in dollars (e.g. "5.00")',
+                               param="amount_usd")
+        amount = _dollars(raw["amount_usd"], "amount_usd")
         return changed(key_id, await gateway.store.top_up(key_id, amount))
 
     @admin.get("/health")

@@ -50,6 +50,7 @@ from gateway.providers.gemini import GeminiProvider
 from gateway.providers.http import ClientPool
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.simulator import SimulatorProvider
+from gateway.refusals import Refusals
 from gateway.relay import Exchange
 from gateway.routing import Attempt, Router
 from gateway.store.base import Store
@@ -119,6 +120,7 @@ class Gateway:
         self._keeping_alive = False
         self.worker = False  # a worker process of ``arouter serve --workers N``
         self._keys: dict[str, tuple[ApiKey | None, float]] = {}
+        self.refusals = Refusals()  # ids answered before admission, for /v1/generation
 
     async def lifespan(self, app: Handler, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the ASGI lifespan inside a nursery that outlives every request."""
@@ -337,6 +339,20 @@ def from_environment() -> Dispatcher:
     return app
 
 
+async def _unrecorded(gateway: Gateway, generation_id: str, key_id: str) -> str:
+    """Why ``generation_id`` has no ledger row this key may see."""
+    refused = gateway.refusals.find(generation_id, key_id)
+    if refused is not None:
+        return (f"generation {generation_id} was refused before admission ({refused.status} "
+                f"{refused.type}): refused requests are never recorded and cost nothing")
+    open_ = await gateway.store.reservation(generation_id)
+    if open_ is not None and open_.key_id == key_id:
+        return (f"generation {generation_id} is still running: its row appears when it "
+                "settles, a few milliseconds after its last byte")
+    return (f"no recorded generation {generation_id} for this key: requests refused before "
+            "admission (400, 401, 402, 403, 429, 503) are never recorded and cost nothing")
+
+
 def _json(error: GatewayError) -> Any:
     return (
         wire.error_body(error),
@@ -379,10 +395,11 @@ def _web_app(gateway: Gateway) -> QuartTrio:
         ids = request.args.getlist("id")
         if len(ids) != 1:
             raise RequestError("expected one id query parameter", param="id")
-        row = await gateway.store.record(ids[0])
-        if row is None or row.key_id != key.id:
-            raise NotFound("no such generation (rows appear once the request has settled)")
-        return dumps({"data": row.public()}), 200, {"content-type": "application/json"}
+        generation_id = ids[0]
+        row = await gateway.store.record(generation_id)
+        if row is not None and row.key_id == key.id:
+            return dumps({"data": row.public()}), 200, {"content-type": "application/json"}
+        raise NotFound(await _unrecorded(gateway, generation_id, key.id))
 
     @app.get("/v1/models")
     async def models() -> Any:

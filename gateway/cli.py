@@ -183,6 +183,12 @@ class UsageError(Exception):
     pass
 
 
+def _dollars(view: dict[str, Any]) -> str:
+    from gateway.pricing import format_usd
+
+    return format_usd(view["balance_micro_usd"])
+
+
 def _print_key(view: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(view, indent=2))
@@ -192,7 +198,7 @@ def _print_key(view: dict[str, Any], as_json: bool) -> None:
     until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires)) if expires else "never"
     print(f"{view['id']}  {view['name'] or '-'}"
           f"{'  REVOKED' if view['revoked'] else ''}\n"
-          f"  balance: {view['balance_usd']}\n"
+          f"  balance: {_dollars(view)}\n"
           f"  rpm: {limits['rpm'] or '-'}  tpm: {limits['tpm'] or '-'}  "
           f"concurrent: {limits['max_concurrent'] or '-'}\n"
           f"  models: {', '.join(view['models']) or 'all'}\n"
@@ -220,7 +226,7 @@ async def _keys_command(config: Config, args: argparse.Namespace) -> int:
                 print(json.dumps(found, indent=2))
             for view in [] if args.json else found:
                 state = "revoked" if view["revoked"] else "active"
-                print(f"{view['id']}  {state:7}  {view['balance_usd']:>18}  {view['name']}")
+                print(f"{view['id']}  {state:7}  {_dollars(view):>18}  {view['name']}")
             return 0
         key: ApiKey | None
         if command == "show":

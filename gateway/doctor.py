@@ -29,6 +29,8 @@ import attrs
 import httpx
 import trio
 
+from gateway.pricing import format_usd
+
 
 @attrs.define
 class Check:
@@ -61,7 +63,7 @@ class Doctor:
         if check.passed:
             data = response.json()["data"]
             check.detail = f"key {data['id']} ({data['name'] or 'unnamed'}), " \
-                           f"balance {data['balance_usd']}"
+                           f"balance {format_usd(data['balance_micro_usd'])}"
         else:
             check.detail = f"GET /v1/key answered {response.status_code}"
 

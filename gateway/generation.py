@@ -58,6 +58,7 @@ class Generation:
     async def handle(self, scope: Scope, receive: Receive, send: Send, call: Call) -> None:
         gateway, dialect = self.gateway, self.dialect
         generation_id = new_generation_id()
+        key = None
         try:
             check_json_content_type(scope)
             key = await gateway.authenticate(*dialect.credentials(scope, call))
@@ -85,6 +86,7 @@ class Generation:
             return
         except GatewayError as exc:
             gateway.metrics.rejections.labels(self.route, str(exc.status)).inc()
+            gateway.refusals.note(generation_id, exc, None if key is None else key.id)
             await send_error(send, exc, dialect.error_body, generation_id)
             return
 

@@ -4,6 +4,10 @@ Rules:
 - Balances, reservations and costs are ``int`` micro-units everywhere: in the store, the
   ledger, the API and the CLI's arithmetic. Decimal strings ("5", "0.25", "$12.50") are only
   a way of writing them, parsed exactly with ``Decimal``.
+- One unit on every surface: what an operator or a client *writes* is dollars (the CLI's
+  ``--balance 5``, the admin API's ``balance_usd``/``amount_usd``); what the APIs *show* is
+  every amount twice, ``X_usd`` as an exact decimal string and ``X_micro_usd`` as an integer
+  (``money``), so no field's unit is ever a guess.
 - A price is micro-units per **million** tokens (so $0.15 / M tokens is 150_000), which keeps
   cheap models' prices integral. A request's cost is the sum over its token kinds, divided
   by a million once and rounded **up**: the gateway never undercharges by rounding.
@@ -88,10 +92,23 @@ def parse_usd(text: str | int | float) -> int:
     return int(micro)
 
 
+def usd(micro: int) -> str:
+    """The exact decimal string of a micro-dollar amount, for JSON: ``23`` -> ``"0.000023"``.
+    (A string, not a JSON number: clients parse numbers into binary floats.)"""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), MICRO)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+def money(name: str, micro: int | None) -> dict[str, str | int | None]:
+    """An amount as every API surface shows it: ``{name}_usd`` (exact decimal string) beside
+    ``{name}_micro_usd`` (integer); both null for "no limit"."""
+    return {f"{name}_usd": None if micro is None else usd(micro), f"{name}_micro_usd": micro}
+
+
 def format_usd(micro: int | None) -> str:
     """``1_250_000`` -> ``"$1.250000"``; ``None`` (no balance limit) -> ``"unlimited"``."""
     if micro is None:
         return "unlimited"
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(micro), MICRO)
-    return f"{sign}${whole}.{frac:06d}"
+    text = usd(micro)
+    return f"-${text[1:]}" if text.startswith("-") else f"${text}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import attrs
 
+from gateway.pricing import money
+
 # ok             the upstream finished and the client got all of it
 # partial        the upstream failed after the commit point (terminal error event sent)
 # upstream_error the upstream failed before the commit point (HTTP error sent)
@@ -44,7 +46,9 @@ class RequestRecord:
     attempts: str = ""
 
     def public(self) -> dict[str, object]:
-        """The row as ``GET /v1/generation`` shows it to the key that owns it."""
+        """The row as ``GET /v1/generation`` shows it to the key that owns it: money in
+        dollars and in micro-dollars, each field named for its unit."""
         row = attrs.asdict(self)
         row["id"] = row.pop("generation_id")
+        row.update(money("cost", row.pop("cost")))
         return row

@@ -192,13 +192,46 @@ async def test_a_key_sees_its_balance_limits_and_its_own_generations(gw: Gw) -> 
     data = mine.json()["data"]
     assert data["limits"] == {"rpm": 100, "tpm": None, "max_concurrent": 4}
     assert data["usage"]["concurrent"] == 0
-    cost = row.json()["data"]["cost"]
-    assert data["balance"] == 2_500_000 - cost
-    assert data["balance_usd"] == f"$2.{500_000 - cost:06d}"
+    cost = row.json()["data"]["cost_micro_usd"]
+    assert cost > 0 and row.json()["data"]["cost_usd"] == f"0.{cost:06d}"
+    assert "cost" not in row.json()["data"]  # every amount says its unit
+    assert data["balance_micro_usd"] == 2_500_000 - cost
+    assert data["balance_usd"] == f"2.{500_000 - cost:06d}"
     assert "hash" not in data and secret not in mine.text
     assert row.json()["data"]["id"] == generation_id
     assert row.json()["data"]["status"] == "ok"
     assert theirs.status_code == 404  # another key's row does not exist, as far as it knows
+
+
+async def test_a_refused_requests_id_is_explained_as_never_recorded(gw: Gw, sim: Sim) -> None:
+    poor, _ = await new_key(gw, balance=1)
+    refused = await post(gw, poor, body("refused"))
+    assert refused.status_code == 402
+    generation_id = refused.headers["x-generation-id"]
+    async with httpx.AsyncClient(timeout=10) as client:
+        asked = await client.get(f"{gw.url}/v1/generation", params={"id": generation_id},
+                                 headers={"authorization": f"Bearer {poor}"})
+        unknown = await client.get(f"{gw.url}/v1/generation", params={"id": "gen-" + "0" * 24},
+                                   headers={"authorization": f"Bearer {poor}"})
+    assert asked.status_code == 404
+    message = asked.json()["error"]["message"]
+    assert "refused before admission (402 insufficient_credits)" in message
+    assert "never recorded" in message and "settled" not in message
+    assert "never recorded" in unknown.json()["error"]["message"]
+
+
+async def test_a_running_requests_id_is_explained_as_still_running(gw: Gw, sim: Sim) -> None:
+    secret, _ = await new_key(gw)
+    async with httpx.AsyncClient(timeout=10) as client, client.stream(
+        "POST", f"{gw.url}/v1/chat/completions",
+        json=body("running", "tokens=100 interval_ms=20", max_tokens=100),
+        headers={"authorization": f"Bearer {secret}"},
+    ) as response:
+        generation_id = response.headers["x-generation-id"]
+        asked = await client.get(f"{gw.url}/v1/generation", params={"id": generation_id},
+                                 headers={"authorization": f"Bearer {secret}"})
+    assert asked.status_code == 404
+    assert "still running" in asked.json()["error"]["message"]
 
 
 # -- the admin API ----------------------------------------------------------------------------
@@ -225,18 +258,30 @@ async def test_the_admin_api_manages_keys(
         assert created.status_code == 201
         view = created.json()
         secret, key_id = view["key"], view["id"]
-        assert view["balance"] == 1_500_000 and view["limits"]["rpm"] == 60
+        assert view["balance_usd"] == "1.500000" and view["balance_micro_usd"] == 1_500_000
+        assert view["limits"]["rpm"] == 60
         assert (await post(gw, secret, body("adm", model="fast"))).status_code == 200
 
-        bad = await client.post("/admin/keys", headers=admin, json={"balance": -1})
-        assert bad.status_code == 400 and bad.json()["error"]["param"] == "balance"
+        bad = await client.post("/admin/keys", headers=admin, json={"balance_usd": "-1"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "balance_usd"
+        # A unit-less amount is refused by name, never read as micro-dollars (or dollars).
+        for path, field in (("/admin/keys", "balance"), (f"/admin/keys/{key_id}/top-up",
+                                                         "amount")):
+            unitless = await client.post(path, headers=admin, json={field: 5})
+            assert unitless.status_code == 400
+            assert unitless.json()["error"]["param"] == field
+            assert f"{field}_usd" in unitless.json()["error"]["message"]
+        # Dollars, as on the CLI: PATCH balance_usd 5 is five dollars.
+        five = await client.patch(f"/admin/keys/{key_id}", headers=admin,
+                                  json={"balance_usd": 5})
+        assert five.json()["balance_micro_usd"] == 5_000_000
         unknown = await client.post("/admin/keys", headers=admin, json={"rpn": 1})
         assert unknown.status_code == 400 and "rpn" in unknown.json()["error"]["message"]
 
         topped = await client.post(f"/admin/keys/{key_id}/top-up", headers=admin,
                                    json={"amount_usd": "0.25"})
         shown = await client.get(f"/admin/keys/{key_id}", headers=admin)
-        assert topped.json()["balance"] == shown.json()["balance"] > 1_500_000
+        assert topped.json()["balance_usd"] == shown.json()["balance_usd"] == "5.250000"
         patched = await client.patch(f"/admin/keys/{key_id}", headers=admin,
                                      json={"rpm": None, "models": []})
         assert patched.json()["limits"]["rpm"] is None and patched.json()["models"] == []

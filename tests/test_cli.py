@@ -156,12 +156,12 @@ async def test_keys_commands_manage_policy_and_balance(tmp_path: Path) -> None:
     created = json.loads(out)
     key_id, secret = created["id"], created["key"]
     assert re.fullmatch(r"lr_live_[0-9a-f]{12}_[0-9a-f]{48}", secret)
-    assert created["balance"] == 2_500_000 and created["balance_usd"] == "$2.500000"
+    assert created["balance_micro_usd"] == 2_500_000 and created["balance_usd"] == "2.500000"
     assert created["limits"] == {"rpm": 60, "tpm": None, "max_concurrent": 3}
     assert created["models"] == ["fast", "sim/echo"] and created["expires_at"] > 0
 
     _, out, _ = await _arouter(tmp_path, "keys", "top-up", key_id, "0.000001", "--json")
-    assert json.loads(out)["balance"] == 2_500_001
+    assert json.loads(out)["balance_usd"] == "2.500001"
     _, out, _ = await _arouter(tmp_path, "keys", "update", key_id, "--rpm", "none",
                                "--tpm", "1000", "--json")
     assert json.loads(out)["limits"] == {"rpm": None, "tpm": 1000, "max_concurrent": 3}

@@ -120,6 +120,9 @@ class Store(Protocol):
 
     async def reservations(self, instance: str | None = None) -> list[Reservation]: ...
 
+    async def reservation(self, generation_id: str) -> Reservation | None:
+        """The open reservation of one generation (an admitted request not yet settled)."""
+
     async def record(self, generation_id: str) -> RequestRecord | None: ...
 
     async def records(self, **where: Any) -> list[RequestRecord]: ...

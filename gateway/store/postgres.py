@@ -393,6 +393,11 @@ class PostgresStore:
         rows = await self._run(lambda conn: conn.execute(query, args).fetchall())
         return [Reservation(*row) for row in rows]
 
+    async def reservation(self, generation_id: str) -> Reservation | None:
+        query = SELECT_RESERVATIONS + sql.SQL(" WHERE generation_id = %s")
+        row = await self._run(lambda conn: conn.execute(query, (generation_id,)).fetchone())
+        return None if row is None else Reservation(*row)
+
     async def record(self, generation_id: str) -> RequestRecord | None:
         found = await self.records(generation_id=generation_id)
         return found[0] if found else None

@@ -277,6 +277,12 @@ class SqliteStore:
         rows = await self._run(lambda db: db.execute(sql, args).fetchall())
         return [_reservation(row) for row in rows]
 
+    async def reservation(self, generation_id: str) -> Reservation | None:
+        sql = (f"SELECT {_columns(RESERVATION_FIELDS)} FROM reservations "
+               "WHERE generation_id = ?")
+        row = await self._run(lambda db: db.execute(sql, (generation_id,)).fetchone())
+        return None if row is None else _reservation(row)
+
     async def record(self, generation_id: str) -> RequestRecord | None:
         found = await self.records(generation_id=generation_id)
         return found[0] if found else None

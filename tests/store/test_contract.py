@@ -254,6 +254,15 @@ async def test_an_unmetered_key_keeps_no_balance(store: Store) -> None:
     assert (await store.record("g1")).cost == 99  # type: ignore[union-attr]
 
 
+async def test_an_open_reservation_is_found_by_its_generation(store: Store) -> None:
+    key = await make_key(store, balance=1000)
+    await store.reserve([reservation(key, 600, "g1")])
+    found = await store.reservation("g1")
+    assert found is not None and (found.key_id, found.amount) == (key.id, 600)
+    await store.settle([Settlement(record(key, "g1", cost=250))])
+    assert await store.reservation("g1") is None
+
+
 async def test_records_refuse_unknown_fields(store: Store) -> None:
     with pytest.raises(ValueError):
         await store.records(nonsense=1)
