@@ -3,15 +3,20 @@
 Order of admission, after the key is authenticated and the request parsed and resolved:
 
     allowlist   the key may use this model, else 403
+    prices      a key with a balance only ever reaches priced deployments: unpriced ones
+                are dropped from its route, and if none is left, 403 naming the model
     limits      rpm / tpm / concurrent through the limiter (local or Redis), else 429
     credits     reserve the most the request may cost (prompt estimate + output cap at the
                 model's prices) in the store, atomically, else 402; a store that cannot
                 answer is a fast 503 (credits fail closed)
 
+Limits and credits together have one deadline (``timeouts.admission``, 1 s by default): a
+store or limiter that does not answer in time is a 503 with ``Retry-After``, never a wait.
+
 ``admit`` either returns an ``Admission`` the caller now owns, or raises with nothing held:
-a refusal or a cancellation after the limiter admitted releases the slot, shielded. The
-reservation itself is awaited shielded, since a reservation written by a batch its waiter
-abandoned would otherwise be held by nobody.
+a refusal, a deadline or a cancellation after the limiter admitted releases the slot,
+shielded; a reservation whose waiter gave up is withdrawn or released by the ledger
+(``ledger.py``), so no credits are ever held by nobody.
 
 ``settle`` (run by the caller shielded and deadline-bounded, on every exit path) releases
 the limiter slot, charging the real token count to tpm, and settles the reservation into
@@ -29,6 +34,7 @@ Policy for the cases between:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -37,15 +43,21 @@ import trio
 from gateway.canonical import ChatRequest, Usage
 from gateway.catalog import Route
 from gateway.config import Config
-from gateway.errors import AuthenticationError, GatewayError, InsufficientCredits, PermissionDenied
+from gateway.errors import (
+    AuthenticationError,
+    GatewayError,
+    InsufficientCredits,
+    PermissionDenied,
+    UnpricedModel,
+)
 from gateway.keys import ApiKey
 from gateway.ledger import Ledger
 from gateway.limits.base import Limiter, Limits
 from gateway.metrics import Metrics
-from gateway.pricing import cost, format_usd, reservation
+from gateway.pricing import FREE, cost, format_usd, reservation
 from gateway.providers.base import Target
 from gateway.records import RequestRecord
-from gateway.store.base import Reservation, Settlement
+from gateway.store.base import Checkpoint, Reservation, Settlement, StoreUnavailable
 from gateway.transcript import estimate_prompt_tokens
 
 log = logging.getLogger("arouter.accounts")
@@ -67,7 +79,13 @@ class Admission:
         """``record`` with its cost at the prices of the deployment that served it."""
         usage = Usage(record.prompt_tokens, record.completion_tokens, record.cached_tokens,
                       record.reasoning_tokens)
-        return attrs.evolve(record, cost=cost(usage, target.price))
+        return attrs.evolve(record, cost=cost(usage, target.price or FREE))
+
+    def checkpoint(self, usage: Usage, target: Target) -> Checkpoint:
+        """What a crash now would charge: the output so far (with its prompt) at the prices
+        of the deployment serving it."""
+        return Checkpoint(self.generation_id, target.label, target.provider.dialect,
+                          usage.completion_tokens, cost(usage, target.price or FREE))
 
 
 class Accounts:
@@ -92,20 +110,26 @@ class Accounts:
         for model in (request.model, *request.routing.fallbacks):
             if not key.allows(model):
                 raise PermissionDenied(f"this key may not use the model {model!r}")
+        if key.balance is not None:
+            route = _priced(route)
         prompt = estimate_prompt_tokens(request)
         output_cap = request.max_tokens or route.max_output_tokens
         # Whichever deployment serves it, the reservation covers it: the dearest one's price.
         # Sized even for a key cached as unmetered: the store's own balance column decides
-        # whether it is held (and records 0 if not), so a balance set a moment ago counts.
-        reserved = max(reservation(prompt, output_cap, t.price) for t in route.targets)
+        # whether it is held (and records 0 if not), so a balance set a moment ago counts;
+        # and the store refuses an unpriced route to a key that has a balance after all.
+        reserved = max(reservation(prompt, output_cap, t.price or FREE) for t in route.targets)
         target = route.targets[0]
         limits = _limits(key)
         admission = Admission(generation_id, key, route, limits, prompt, output_cap, reserved)
-        if not limits.none:
-            await self.limiter.acquire(key.id, limits, generation_id, prompt, self.slot_ttl())
+        priced = all(t.price is not None for t in route.targets)
         admitted = False
+        within = self.config.deadlines.admission
         try:
-            with trio.CancelScope(shield=True):
+            with trio.move_on_after(within):
+                if not limits.none:
+                    await self.limiter.acquire(key.id, limits, generation_id, prompt,
+                                               self.slot_ttl())
                 admitted = await self.ledger.reserve(Reservation(
                     generation_id=generation_id,
                     key_id=key.id,
@@ -117,18 +141,19 @@ class Accounts:
                     upstream_dialect=target.provider.dialect,
                     stream=request.stream,
                     prompt_tokens=prompt,
-                    prompt_cost=max(reservation(prompt, 0, t.price) for t in route.targets),
                     created_at=created_at,
+                    priced=priced,
                 ))
-            if not admitted:
-                raise await self._refusal(key, reserved)
-            return admission
+                if not admitted:
+                    raise await self._refusal(key, reserved, request.model, route)
+                return admission
+            raise StoreUnavailable(f"admission did not complete within {within:g} s (the "
+                                   "store or the rate limiter is not answering); retry shortly")
         except BaseException:
             if not admitted and not limits.none:
                 with trio.CancelScope(shield=True):
                     await self._release(admission, -prompt)
             raise
-
     async def usage(self, key: ApiKey) -> dict[str, Any]:
         """What the key holds right now in the limiter (for ``GET /v1/key`` and admin)."""
         limits = _limits(key)
@@ -136,11 +161,15 @@ class Accounts:
         return {"concurrent": held.concurrent, "rpm_left": held.rpm_left,
                 "tpm_left": held.tpm_left}
 
-    async def _refusal(self, key: ApiKey, reserved: int) -> GatewayError:
-        # The reservation refuses revoked keys too: tell the two apart from the store's row.
+    async def _refusal(self, key: ApiKey, reserved: int, model: str,
+                       route: Route) -> GatewayError:
+        # The reservation refuses revoked keys and unpriced routes to metered keys too: tell
+        # them apart from the store's row.
         row = await self.ledger.store.find_key(key.id)
         if row is None or row.revoked:
             return AuthenticationError()
+        if row.balance is not None and any(t.price is None for t in route.targets):
+            return UnpricedModel(model, [t.label for t in route.targets if t.price is None])
         return InsufficientCredits(
             f"insufficient credits: this request may cost up to {format_usd(reserved)}, "
             f"the balance is {format_usd(row.balance)}"
@@ -167,6 +196,13 @@ class Accounts:
                 await self._release(admission, used - admission.prompt_tokens)
         return record
 
+    async def free_slots(self, orphans: Sequence[Reservation]) -> None:
+        """Free the rate-limit slots of requests whose process died (reconciliation)."""
+        try:
+            await self.limiter.forget([(r.key_id, r.generation_id) for r in orphans])
+        except GatewayError:
+            log.exception("could not free the slots of a dead process")
+
     async def _release(self, admission: Admission, extra_tokens: int) -> None:
         try:
             await self.limiter.release(admission.key.id, admission.limits,
@@ -175,6 +211,14 @@ class Accounts:
             # A slot the limiter cannot free expires on its own (slot_ttl).
             log.exception("could not release a rate-limit slot",
                           extra={"generation_id": admission.generation_id})
+
+
+def _priced(route: Route) -> Route:
+    """The route without its unpriced deployments, for a key that pays from a balance."""
+    priced = tuple(t for t in route.targets if t.price is not None)
+    if not priced:
+        raise UnpricedModel(route.model, [t.label for t in route.targets])
+    return route if len(priced) == len(route.targets) else attrs.evolve(route, targets=priced)
 
 
 def _limits(key: ApiKey) -> Limits:

@@ -8,6 +8,7 @@ quart-trio app that serves everything else.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
@@ -36,7 +37,7 @@ from gateway.dialects import ANTHROPIC, GEMINI, OPENAI
 from gateway.errors import GatewayError, InternalError, NotFound, RequestError, ShuttingDown
 from gateway.generation import GEMINI_PREFIXES, GeminiGeneration, Generation
 from gateway.health import STATE_VALUES, Health
-from gateway.instances import beat, is_dead, new_instance, reconcile
+from gateway.instances import Liveness, beat, new_instance, reconcile
 from gateway.keys import ApiKey, parse_bearer, parse_key, verify
 from gateway.ledger import Ledger
 from gateway.limits.base import Limiter
@@ -44,6 +45,7 @@ from gateway.limits.local import LocalLimiter
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
+from gateway.price_table import STALE_AFTER_DAYS
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider
 from gateway.providers.gemini import GeminiProvider
@@ -53,7 +55,7 @@ from gateway.providers.simulator import SimulatorProvider
 from gateway.refusals import Refusals
 from gateway.relay import Exchange
 from gateway.routing import Attempt, Router
-from gateway.store.base import Store
+from gateway.store.base import Store, StoreUnavailable
 from gateway.store.sqlite import SqliteStore
 from gateway.wire import gemini as gemini_wire
 from gateway.wire import openai as wire
@@ -71,8 +73,8 @@ def open_store(config: Config) -> Store:
     if config.database_url:
         from gateway.store.postgres import PostgresStore
 
-        return PostgresStore(config.database_url)
-    return SqliteStore(config.database_path)
+        return PostgresStore(config.database_url, timeout=config.deadlines.store)
+    return SqliteStore(config.database_path, timeout=config.deadlines.store)
 
 
 def open_limiter(config: Config, metrics: Metrics) -> Limiter:
@@ -98,6 +100,7 @@ class Gateway:
         self.store = open_store(config)
         self.limiter = open_limiter(config, self.metrics)
         self.instance = new_instance()
+        self.liveness = Liveness(self.instance, config.accounts.stale_after)
         self.ledger = Ledger(self.store, Outbox(config.data_dir / "outbox", self.instance.id))
         self.accounts = Accounts(config, self.ledger, self.limiter, self.metrics,
                                  self.instance.id)
@@ -131,25 +134,24 @@ class Gateway:
     async def start(self) -> None:
         await self.store.open()
         assert self.nursery is not None, "start() runs inside lifespan()"
-        # Heartbeat before the first reservation (see instances.py), then settle whatever
-        # dead processes left open.
-        accounts = self.config.accounts
-        await self.store.heartbeat(self.instance)
+        # Row and claim before the first reservation (see instances.py), then settle
+        # whatever dead processes left open.
+        await beat(self.store, self.liveness)
         # Real usage first: rows a dead process could not settle wait in its outbox file;
         # only what is still open after that is settled as interrupted.
-        now = time.time()
-        live = {i.id for i in await self.store.instances()
-                if not is_dead(i, self.instance, now, accounts.stale_after)}
-        replayed = await self.ledger.replay_outboxes(live)
+        known = {i.id: i for i in await self.store.instances()}
+        dead = self.liveness.dead(set(known), known, await self.store.claimed(list(known)),
+                                  time.time())
+        replayed = await self.ledger.replay_outboxes(set(known) - dead)
         if replayed:
             log.warning("settled rows left in outbox files", extra={"count": replayed})
-        settled = await reconcile(self.store, self.instance, accounts.stale_after)
-        self.metrics.reconciled.inc(settled)
+        await self._reconcile()
         await self.nursery.start(self.ledger.run)
         self.nursery.start_soon(self._keep_alive)
         self._keeping_alive = True
         if self.worker:
             self.nursery.start_soon(self._worker_signals)
+        self._warn_unpriced()
         self.clients = ClientPool(self.config.deadlines)
         # Filled in place: the router holds this very mapping.
         self.providers.update({
@@ -170,8 +172,9 @@ class Gateway:
             while True:
                 await trio.sleep(accounts.heartbeat)
                 try:
-                    await beat(self.store, self.instance)
+                    await beat(self.store, self.liveness)
                 except GatewayError:
+                    self.liveness.renewed(False)  # not confirmed: judge nobody meanwhile
                     self.metrics.store_errors.labels("heartbeat").inc()
                     log.exception("heartbeat failed")
 
@@ -179,8 +182,7 @@ class Gateway:
             while True:
                 await trio.sleep(accounts.heartbeat)
                 try:
-                    settled = await reconcile(self.store, self.instance, accounts.stale_after)
-                    self.metrics.reconciled.inc(settled)
+                    await self._reconcile()
                     await self.ledger.retry_unsettled()
                 except GatewayError:
                     self.metrics.store_errors.labels("upkeep").inc()
@@ -193,6 +195,23 @@ class Gateway:
                     nursery.start_soon(upkeep)
         finally:
             self._kept_alive.set()
+
+    def _warn_unpriced(self) -> None:
+        table = self.catalog.table
+        age = table.age_days(datetime.date.today())
+        log.info("price table", extra={"date": table.date.isoformat(), "models": table.count(),
+                                       "age_days": age})
+        if age > STALE_AFTER_DAYS:
+            log.warning("the built-in price table is %d days old: check the providers' "
+                        "prices and override them in the config", age,
+                        extra={"date": table.date.isoformat()})
+        for model in self.catalog.unpriced():
+            log.warning("model without a price: keys with a balance are refused it (set a "
+                        "price, or free = true)", extra={"model": model})
+
+    async def _reconcile(self) -> None:
+        settled = await reconcile(self.store, self.liveness, self.accounts.free_slots)
+        self.metrics.reconciled.inc(settled)
 
     async def aclose(self) -> None:
         self.ready = False
@@ -303,11 +322,15 @@ class Gateway:
         cached = self._keys.get(key_id)
         if cached is not None and cached[1] > now:
             return cached[0]
-        row = await self.store.find_key(key_id)
-        if len(self._keys) >= KEY_CACHE_SIZE:
-            self._keys.clear()
-        self._keys[key_id] = (row, now + KEY_CACHE_SECONDS)
-        return row
+        within = self.config.deadlines.admission  # the lookup is part of admission
+        with trio.move_on_after(within):
+            row = await self.store.find_key(key_id)
+            if len(self._keys) >= KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[key_id] = (row, now + KEY_CACHE_SECONDS)
+            return row
+        raise StoreUnavailable(f"the store did not answer the key lookup within {within:g} s; "
+                               "retry shortly")
 
 
 def create_app(config: Config) -> Dispatcher:
@@ -406,7 +429,9 @@ def _web_app(gateway: Gateway) -> QuartTrio:
         await authenticate()
         created = int(time.time())
         return dumps({"object": "list", "data": gateway.catalog.listing(created)}), 200, {
-            "content-type": "application/json"
+            "content-type": "application/json",
+            # Which prices this gateway bills by (``arouter doctor`` reports it).
+            "x-arouter-price-table": gateway.catalog.table.date.isoformat(),
         }
 
     @app.get("/v1beta/models")

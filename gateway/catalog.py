@@ -8,8 +8,9 @@ specified"). Names are only ever looked up, never used to build URLs.
 A ``Route`` is every deployment that may serve a request, in the client's order of models
 (``model``, then its ``models`` fallbacks), filtered by its provider preferences. The
 router (``routing.py``) picks among them by priority, weight and health. Each target
-carries its price (the alias's, else the provider's for that upstream model, else free)
-and its output cap, which admission uses to size the credit reservation.
+carries its price (the alias's, else the provider's for that upstream model, else the
+built-in price table's, else free if the provider is marked free, else none: unpriced) and
+its output cap, which admission uses to size the credit reservation.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from typing import Any
 
 import attrs
 
+from gateway import price_table
 from gateway.canonical import RoutingPrefs
 from gateway.config import Config, Deployment, ProviderConfig
 from gateway.errors import ModelNotFound, NoProviderAvailable
+from gateway.price_table import PriceTable
 from gateway.pricing import FREE, Price
 from gateway.providers.base import Target
 
@@ -37,8 +40,9 @@ class Route:
 
 
 class Catalog:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, table: PriceTable | None = None) -> None:
         self._config = config
+        self._table = table or price_table.builtin()
 
     def resolve(self, name: str, prefs: RoutingPrefs | None = None) -> Route:
         """The route for ``name`` and the client's fallbacks; ModelNotFound if ``name`` (or
@@ -82,6 +86,16 @@ class Catalog:
             raise ModelNotFound()
         return [self._target(found, Deployment(provider_name, model), None, None)], None
 
+    def price(self, provider: ProviderConfig, model: str, own: Price | None = None) -> Price | None:
+        """What ``model`` of ``provider`` costs, or None if nobody priced it: an alias's own
+        price, else the provider's configured price, else the built-in table's, else free if
+        the provider is marked free."""
+        for found in (own, provider.prices.get(model),
+                      self._table.find(provider.price_table, model)):
+            if found is not None:
+                return found
+        return FREE if provider.free else None
+
     def _target(
         self, provider: ProviderConfig, deployment: Deployment, price: Price | None,
         max_out: int | None,
@@ -91,13 +105,39 @@ class Catalog:
         return Target(
             provider,
             model,
-            price=price or provider.prices.get(model) or FREE,
+            price=self.price(provider, model, price),
             max_output_tokens=max_out
             or provider.max_output_tokens
             or self._config.accounts.max_output_tokens,
             weight=deployment.weight,
             priority=deployment.priority,
         )
+
+    @property
+    def table(self) -> PriceTable:
+        return self._table
+
+    def unpriced(self) -> list[str]:
+        """Every reachable model without a price, as the start-up warnings name them: each
+        alias deployment and listed provider model, and each provider that serves any
+        model name (its models outside the built-in table have none)."""
+        found = []
+        for name, route in self._config.models.items():
+            for d in route.all_deployments:
+                provider = self._config.providers[d.provider]
+                if self.price(provider, d.model, route.price) is None:
+                    found.append(f"{name} ({d.label})")
+        for provider in self._config.providers.values():
+            if provider.free:
+                continue
+            if provider.models:
+                found += [f"{provider.name}/{m}" for m in provider.models
+                          if self.price(provider, m) is None]
+            elif provider.price_table is not None:
+                found.append(f"{provider.name}/* outside the built-in price table")
+            else:
+                found.append(f"{provider.name}/* (no price configured)")
+        return found
 
     def listing(self, created: int) -> list[dict[str, Any]]:
         """Models a client can name: aliases, then every listed provider model."""

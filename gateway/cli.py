@@ -123,11 +123,25 @@ def _serve_workers(
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def _prices_line(config: Config) -> str:
+    from gateway.catalog import Catalog
+
+    catalog = Catalog(config)
+    table = catalog.table
+    line = f"prices: built-in table of {table.date.isoformat()} ({table.count()} models)"
+    unpriced = catalog.unpriced()
+    if unpriced:
+        line += (f"; {len(unpriced)} reachable without a price, refused to keys with a "
+                 f"balance: {', '.join(unpriced[:4])}{', ...' if len(unpriced) > 4 else ''}")
+    return line
+
+
 def _banner(config: Config, bound: list[str], first_key: str | None) -> None:
     url = bound[0] if bound else f"http://{config.host}:{config.port}"
     lines = [f"arouter listening on {url}  (data: {config.database_path})"]
     providers = ", ".join(sorted(config.providers))
     lines.append(f"providers: {providers}")
+    lines.append(_prices_line(config))
     if first_key:
         lines += [
             "",

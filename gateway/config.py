@@ -21,7 +21,8 @@ from typing import Any
 
 import attrs
 
-from gateway.pricing import MoneyError, Price, parse_usd
+from gateway.price_table import TABLES as PRICE_TABLES
+from gateway.pricing import FREE, MoneyError, Price, parse_price
 
 DIALECTS = ("openai", "anthropic", "gemini", "sim")
 
@@ -41,6 +42,10 @@ class Deadlines:
     commit_grace: float = 2.0  # hold the status line this long waiting for a first event
     keepalive: float = 15.0  # SSE comment after this much client-side silence
     settle: float = 5.0  # shielded bookkeeping after the request ends
+    # Key lookup, rate limits and the credit reservation: past this, a 503 with Retry-After
+    # (the store or the limiter is not answering), never a request left waiting.
+    admission: float = 1.0
+    store: float = 5.0  # any other read of the store (GET /v1/key, /v1/generation, admin)
     # On SIGTERM/SIGINT open requests may run this long; then each gets a terminal error.
     drain: float = 120.0
     # A client that accepts no bytes for this long is dropped (TCP_USER_TIMEOUT): hypercorn
@@ -58,8 +63,11 @@ class ProviderConfig:
     models: tuple[str, ...] = ()
     # Client request headers forwarded to this provider, by lowercase name (allowlist).
     forward_headers: tuple[str, ...] = ()
-    # Prices of this provider's upstream models, for ``provider/model`` names.
+    # Prices of this provider's upstream models, for ``provider/model`` names; they win over
+    # the built-in table named by ``price_table`` (``price_table.py``; None: no table).
     prices: Mapping[str, Price] = attrs.field(factory=dict)
+    price_table: str | None = None
+    free: bool = False  # every model of this provider costs nothing (the operator says so)
     max_output_tokens: int | None = None  # the provider's output cap (reservations)
 
     @property
@@ -90,6 +98,7 @@ class ModelRoute:
     provider: str  # the first deployment's (the whole route when there is only one)
     model: str
     price: Price | None = None  # None: the provider's price for ``model``, if any
+    # (``free = true`` in the file sets ``price`` to ``FREE``: no price is not the same)
     max_output_tokens: int | None = None
     deployments: tuple[Deployment, ...] = ()  # empty: just provider/model
     # Start the next deployment if the first token has not come after this many seconds.
@@ -122,6 +131,9 @@ class Accounts:
     # Reserved output when a request sets no max_tokens and its model names no cap.
     max_output_tokens: int = 4096
     heartbeat: float = 5.0  # seconds between this process's liveness writes
+    # Seconds between checkpoints of a stream's output into its reservation: what a crash
+    # charges. Output relayed after the last checkpoint (at most this long) is not charged.
+    checkpoint: float = 5.0
     stale_after: float = 30.0  # an instance silent this long is dead: settle its reservations
     # Redis for limits shared by a fleet (secret-bearing: from the environment by default).
     redis_url: str | None = None
@@ -192,7 +204,7 @@ ENV_PROVIDERS: tuple[tuple[str, str, str, str, str | None], ...] = (
     ("xai", "openai", "XAI_API_KEY", "https://api.x.ai/v1", None),
 )
 
-SIM_PROVIDER = ProviderConfig(name="sim", dialect="sim", models=("echo", "lorem"))
+SIM_PROVIDER = ProviderConfig(name="sim", dialect="sim", models=("echo", "lorem"), free=True)
 
 
 def env_providers(environ: Mapping[str, str]) -> dict[str, ProviderConfig]:
@@ -203,7 +215,8 @@ def env_providers(environ: Mapping[str, str]) -> dict[str, ProviderConfig]:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"{base_var}: an http(s) URL is required")
             found[name] = ProviderConfig(
-                name=name, dialect=dialect, base_url=url, api_key_env=key_var
+                name=name, dialect=dialect, base_url=url, api_key_env=key_var,
+                price_table=name if name in PRICE_TABLES else None,
             )
     return found
 
@@ -278,6 +291,12 @@ def _provider(name: str, table: _Reader) -> ProviderConfig:
     base_url = table.string("base_url", "")
     if dialect != "sim" and not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"providers.{name}.base_url: an http(s) URL is required")
+    price_table = table.opt_str("price_table")
+    if price_table is None:
+        price_table = name if name in PRICE_TABLES else "none"
+    if price_table not in (*PRICE_TABLES, "none"):
+        raise ConfigError(f"providers.{name}.price_table: expected one of {PRICE_TABLES} or "
+                          "'none'")
     return ProviderConfig(
         name=name,
         dialect=dialect,
@@ -286,6 +305,8 @@ def _provider(name: str, table: _Reader) -> ProviderConfig:
         models=tuple(table.str_list("models")),
         forward_headers=tuple(name.lower() for name in table.str_list("forward_headers")),
         prices=_prices(table.table("prices", closed=False)),
+        price_table=None if price_table == "none" else price_table,
+        free=table.boolean("free", default=False),
         max_output_tokens=table.opt_int("max_output_tokens"),
     )
 
@@ -332,7 +353,7 @@ def _route(name: str, table: _Reader, providers: Mapping[str, ProviderConfig]) -
         name=name,
         provider=first.provider if first else table.string("provider"),
         model=first.model if first else table.string("model"),
-        price=_price(table, "price") if "price" in table.raw else None,
+        price=_route_price(name, table),
         max_output_tokens=table.opt_int("max_output_tokens"),
         deployments=tuple(deployments),
         hedge_after=table.positive("hedge_after", 0.0) or None,
@@ -340,6 +361,15 @@ def _route(name: str, table: _Reader, providers: Mapping[str, ProviderConfig]) -
     if route.provider not in providers:
         raise ConfigError(f"models.{name}.provider: unknown provider {route.provider!r}")
     return route
+
+
+def _route_price(name: str, table: _Reader) -> Price | None:
+    free = table.boolean("free", default=False)
+    if free and "price" in table.raw:
+        raise ConfigError(f"models.{name}: give price or free = true, not both")
+    if free:
+        return FREE
+    return _price(table, "price") if "price" in table.raw else None
 
 
 def _routing(table: _Reader) -> Routing:
@@ -361,30 +391,14 @@ def _prices(table: _Reader) -> dict[str, Price]:
     return {model: _price(table, model) for model in list(table.raw)}
 
 
-PRICE_KINDS = ("prompt", "completion", "cached_prompt", "reasoning")
-
-
 def _price(parent: _Reader, key: str) -> Price:
-    """``{prompt = 0.15, completion = 0.6}``: dollars per million tokens, read exactly."""
-    table = parent.table(key)
-    rates: dict[str, int | None] = {}
-    for kind in PRICE_KINDS:
-        value = table._get(kind)
-        if value is None:
-            rates[kind] = None
-            continue
-        try:
-            rates[kind] = parse_usd(value)
-        except MoneyError as exc:
-            raise ConfigError(f"{table.where}{kind}: {exc}") from None
-        if rates[kind] < 0:  # type: ignore[operator]
-            raise ConfigError(f"{table.where}{kind}: a price cannot be negative")
-    return Price(
-        prompt=rates["prompt"] or 0,
-        completion=rates["completion"] or 0,
-        cached_prompt=rates["cached_prompt"],
-        reasoning=rates["reasoning"],
-    )
+    """``{prompt = 0.15, completion = 0.6}`` (dollars per million tokens, read exactly), or
+    ``{free = true}``."""
+    table = parent.table(key, closed=False)  # parse_price names any unknown key itself
+    try:
+        return parse_price(table.raw)
+    except MoneyError as exc:
+        raise ConfigError(f"{table.where}{exc}") from None
 
 
 def _accounts(table: _Reader, environ: Mapping[str, str]) -> Accounts:
@@ -395,6 +409,7 @@ def _accounts(table: _Reader, environ: Mapping[str, str]) -> Accounts:
     return Accounts(
         max_output_tokens=table.integer("max_output_tokens", default.max_output_tokens) or 1,
         heartbeat=table.positive("heartbeat", default.heartbeat),
+        checkpoint=table.positive("checkpoint", default.checkpoint),
         stale_after=table.positive("stale_after", default.stale_after),
         redis_url=redis_url,
         admin_token_env=table.string("admin_token_env", default.admin_token_env),
@@ -477,6 +492,14 @@ class _Reader:
         children = [_Reader(v, f"{self._name(key)}[{n}].") for n, v in enumerate(value)]
         self.children.extend(children)
         return children
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._name(key)}: expected true or false")
+        return value
 
     def opt_int(self, key: str) -> int | None:
         return None if self.raw.get(key) is None else self.integer(key, 0)

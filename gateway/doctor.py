@@ -1,10 +1,11 @@
 """``arouter doctor``: checks a running deployment from the outside, the way clients see it.
 
-Pointed at the public address (usually nginx), with a key, it runs five checks using the
+Pointed at the public address (usually nginx), with a key, it runs six checks using the
 built-in simulator models (no provider is called, nothing is charged but their zero cost):
 
     reach        /healthz and /readyz answer 200
     key          the key is accepted (GET /v1/key)
+    prices       which dated price table the gateway bills by (GET /v1/models), and how old
     unbuffered   a stream's chunks arrive spread over time, not in one burst at the end
                  (a proxy buffering the response would hold them all back)
     keepalive    a stream that stays silent longer than the proxy's read timeout is kept
@@ -19,6 +20,7 @@ Each check reports what it measured; the exit status is 0 only if every check pa
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import time
@@ -29,7 +31,10 @@ import attrs
 import httpx
 import trio
 
+from gateway.price_table import STALE_AFTER_DAYS
 from gateway.pricing import format_usd
+
+CHECKS = 6
 
 
 @attrs.define
@@ -66,6 +71,19 @@ class Doctor:
                            f"balance {format_usd(data['balance_micro_usd'])}"
         else:
             check.detail = f"GET /v1/key answered {response.status_code}"
+
+    async def prices(self, client: httpx.AsyncClient, check: Check) -> None:
+        response = await client.get(f"{self.url}/v1/models", headers=self.headers)
+        dated = response.headers.get("x-arouter-price-table")
+        check.passed = response.status_code == 200 and dated is not None
+        if not check.passed:
+            check.detail = f"GET /v1/models answered {response.status_code} without a date"
+            return
+        assert dated is not None
+        age = (datetime.date.today() - datetime.date.fromisoformat(dated)).days
+        check.detail = f"billing by the price table of {dated} ({age} days old)"
+        if age > STALE_AFTER_DAYS:
+            check.detail += ": check the providers' prices and override them in the config"
 
     async def unbuffered(self, client: httpx.AsyncClient, check: Check) -> None:
         tokens, interval = 10, 0.2
@@ -145,7 +163,8 @@ class Doctor:
 
     async def run(self) -> list[Check]:
         steps: list[tuple[str, Callable[[httpx.AsyncClient, Check], Awaitable[None]]]] = [
-            ("reach", self.reach), ("key", self.key), ("unbuffered", self.unbuffered),
+            ("reach", self.reach), ("key", self.key), ("prices", self.prices),
+            ("unbuffered", self.unbuffered),
             ("keepalive", self.keepalive), ("abort", self.abort),
         ]
         checks = []
@@ -185,6 +204,6 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"arouter doctor: {args.url}")
         for check in checks:
             print(f"  {'PASS' if check.passed else 'FAIL'}  {check.name:<11} {check.detail}")
-    ok = len(checks) == 5 and all(c.passed for c in checks)
+    ok = len(checks) == CHECKS and all(c.passed for c in checks)
     print("all checks passed" if ok else "some checks failed", file=sys.stderr)
     return 0 if ok else 1

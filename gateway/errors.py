@@ -16,6 +16,7 @@ error is rendered as the dialect's mid-stream error event instead.
     ├── MethodNotAllowed            405
     ├── AuthenticationError         401  uniform body, never echoes the key
     ├── PermissionDenied            403  the key may not do this (model allowlist, admin)
+    │   └── UnpricedModel           403  a metered key, a model nobody priced
     ├── InsufficientCredits         402
     ├── RateLimited                 429  carries retry_after
     ├── UpstreamError               502  the provider failed us
@@ -90,6 +91,19 @@ class AuthenticationError(GatewayError):
 class PermissionDenied(GatewayError):
     status = 403
     type = "permission_error"
+
+
+class UnpricedModel(PermissionDenied):
+    """A key with a balance asked for a model that has no price: the gateway could not bill
+    it, so it refuses rather than serve it free (an operator sets a price, or ``free``)."""
+
+    def __init__(self, model: str, deployments: list[str]) -> None:
+        names = ", ".join(deployments)
+        super().__init__(
+            f"the model {model!r} has no price ({names}), and this key pays from a balance: "
+            "it cannot be billed, so it is refused. An operator can set its price "
+            '([providers.NAME.prices."MODEL"] prompt/completion, dollars per million tokens) '
+            "or mark it free (free = true).", param="model")
 
 
 class InsufficientCredits(GatewayError):

@@ -93,6 +93,12 @@ class Generation:
         # An upstream that ignores max_tokens is stopped at half as much again (output is
         # counted in characters here, four to a token, as the estimates are).
         exchange.output_cap = admission.output_cap * 6 + 256
+        if request.stream:
+            exchange.save = partial(self.checkpoint, exchange, admission)
+            exchange.checkpoint_every = gateway.config.accounts.checkpoint
+        # Admission's route: for a key with a balance, only its priced deployments.
+        route = admission.route
+        exchange.target = route.targets[0]
         upstream = partial(gateway.router.run, exchange, route, scope["headers"])
         reply_error = partial(send_error, send, render=dialect.error_body,
                               generation_id=generation_id)
@@ -148,6 +154,16 @@ class Generation:
             if settling.cancelled_caught:
                 log.error("record not written: settle deadline passed",
                           extra={"generation_id": generation_id})
+
+    async def checkpoint(self, exchange: relay.Exchange, admission: Admission) -> None:
+        """The output so far into the request's reservation: what a crash would charge."""
+        usage = exchange.transcript.so_far(exchange.request)
+        try:
+            await self.gateway.ledger.checkpoint(admission.checkpoint(usage, exchange.target))
+        except GatewayError:
+            # Only a crash would need it, and the next one follows: never end a stream for it.
+            self.gateway.metrics.store_errors.labels("checkpoint").inc()
+            log.debug("checkpoint not written", extra={"generation_id": admission.generation_id})
 
     async def settle(
         self, exchange: relay.Exchange, admission: Admission, http_status: int

@@ -1,18 +1,30 @@
 """Live gateway processes, and the settling of what dead ones left open.
 
-Each gateway process (each hypercorn worker) is an ``Instance`` with a random id. It writes
-a heartbeat to the store before it admits anything and then every ``heartbeat`` seconds.
-A process killed with requests open leaves their reservations behind; ``reconcile`` (run
-at start and with every heartbeat, by every process) settles them as ``interrupted``:
-usage estimated, the estimated prompt charged, the rest of the reservation returned.
+Each gateway process (each hypercorn worker) is an ``Instance`` with a random id. Before it
+admits anything it writes its row (host, PID) and takes its liveness *claim* in the store
+(``Store.claim``: on PostgreSQL a session-level advisory lock that the server frees the
+moment the process's session ends); it renews both every ``heartbeat`` seconds. A process
+killed with requests open leaves their reservations behind; ``reconcile`` (run at start and
+with every upkeep, by every process) settles them as ``interrupted``, charging exactly their
+last checkpoint (the output relayed so far, with its prompt; nothing if there was none), and
+frees their rate-limit slots.
 
-An instance is dead when its heartbeat is older than ``stale_after`` seconds, or at once
-when it ran on this host and its process no longer exists (so a restart after SIGKILL
-settles its predecessor's requests immediately, not after the staleness window).
+Who is dead, in order (``Liveness.dead``):
 
-Rule: reservations are read *before* instances. An instance writes its heartbeat before
-its first reservation, so every reservation read belongs to an instance in the list read
-after it, unless that instance was forgotten, which happens only once it is dead.
+    on this host        its PID is gone, or now belongs to a process started after it
+    elsewhere, a store  its claim has been seen free, continuously, for ``stale_after``
+    that can tell       seconds, while this process's own claim was held without a break
+    elsewhere, a store  its heartbeat is older than ``stale_after`` (SQLite only, where the
+    that cannot tell    processes of one file share a host, so this is the rare case)
+
+A heartbeat's age alone never kills on PostgreSQL: after an outage of the store itself
+every heartbeat is old, and every claim may have been lost with the server's sessions; each
+live process takes its claim back within one heartbeat, well inside ``stale_after``, and a
+reconciler whose own claim broke forgets what it suspected and starts again.
+
+Rule: reservations are read *before* instances and claims. An instance writes its row and
+takes its claim before its first reservation, so every reservation read belongs to an
+instance that is visible, or held a claim, when they are read after it.
 """
 
 from __future__ import annotations
@@ -22,6 +34,9 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+
+import attrs
 
 from gateway.records import RequestRecord
 from gateway.store.base import Instance, Reservation, Settlement, Store
@@ -45,26 +60,90 @@ def new_instance() -> Instance:
                     started_at=now, heartbeat_at=now)
 
 
-def _process_exists(pid: int) -> bool:
+def _process_started(pid: int) -> float | None:
+    """When process ``pid`` started (unix time), or None if it does not exist. Where /proc
+    cannot tell, a process that exists counts as started long ago."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return None
     except PermissionError:
-        return True  # someone else's process: alive
-    return True
+        pass  # someone else's process: it exists
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            # Field 22, after the parenthesised command name (which may hold spaces).
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as boot:
+            btime = next(int(line.split()[1]) for line in boot if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return 0.0
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
 
 
-def is_dead(other: Instance, me: Instance, now: float, stale_after: float) -> bool:
-    if other.id == me.id:
-        return False
-    if other.heartbeat_at < now - stale_after:
-        return True
-    return other.host == me.host and other.pid != me.pid and not _process_exists(other.pid)
+def _gone(other: Instance) -> bool:
+    """A process on this host that no longer runs the instance: its PID is free, or taken
+    by a process that started after the instance did (PID reuse)."""
+    started = _process_started(other.pid)
+    # /proc's start time has a resolution of one clock tick and btime of a second.
+    return started is None or started > other.started_at + 2.0
+
+
+@attrs.define
+class Liveness:
+    """This process's view of who else lives: its own claim's continuity and what it
+    suspects of the others (in memory, per process)."""
+
+    me: Instance
+    stale_after: float
+    clock: Callable[[], float] = time.monotonic
+    epoch: int = 0  # bumped whenever this process's own claim had a break
+    held: bool = False  # whether the last renewal found our claim held without a break
+    suspects: dict[str, tuple[int, float]] = attrs.field(factory=dict)  # id -> (epoch, since)
+
+    def renewed(self, unbroken: bool) -> None:
+        """The result of ``Store.claim`` at a heartbeat."""
+        if not unbroken:
+            self.epoch += 1
+            self.suspects.clear()  # seen while our own view was not continuous: start again
+        self.held = unbroken
+
+    def dead(
+        self, candidates: Collection[str], known: Mapping[str, Instance],
+        claimed: set[str] | None, now: float,
+    ) -> set[str]:
+        """Which ``candidates`` (instance ids, from rows and reservations) are dead now."""
+        dead: set[str] = set()
+        if claimed is not None and self.me.id not in claimed:
+            # Our own claim is not held: nothing we see of the others' claims can be trusted.
+            self.renewed(False)
+        for other_id in candidates:
+            if other_id == self.me.id:
+                continue
+            other = known.get(other_id)
+            if other is not None and other.host == self.me.host:
+                if other.pid != self.me.pid and _gone(other):
+                    dead.add(other_id)
+            elif claimed is not None:
+                if self._unclaimed_long_enough(other_id, other_id in claimed):
+                    dead.add(other_id)
+            elif other is None or other.heartbeat_at < now - self.stale_after:
+                dead.add(other_id)
+        return dead
+
+    def _unclaimed_long_enough(self, other_id: str, holds: bool) -> bool:
+        if holds or not self.held:
+            self.suspects.pop(other_id, None)
+            return False
+        epoch, since = self.suspects.setdefault(other_id, (self.epoch, self.clock()))
+        if epoch != self.epoch:
+            self.suspects[other_id] = (self.epoch, self.clock())
+            return False
+        return self.clock() - since >= self.stale_after
 
 
 def interrupted(reservation: Reservation, now: float) -> RequestRecord:
-    """The ledger row of a request whose process died: what can honestly be said of it."""
+    """The ledger row of a request whose process died: its last checkpoint, honestly."""
+    output = reservation.completion_tokens
     return RequestRecord(
         generation_id=reservation.generation_id,
         key_id=reservation.key_id,
@@ -75,12 +154,13 @@ def interrupted(reservation: Reservation, now: float) -> RequestRecord:
         stream=reservation.stream,
         status="interrupted",
         http_status=0,  # unknown: the process died before it could say
-        prompt_tokens=reservation.prompt_tokens,
-        completion_tokens=0,
+        # No checkpoint: no output is known of, and a request that produced none is free.
+        prompt_tokens=reservation.prompt_tokens if output else 0,
+        completion_tokens=output,
         cached_tokens=0,
         reasoning_tokens=0,
         usage_estimated=True,
-        cost=reservation.prompt_cost,
+        cost=reservation.served_cost,
         error_type="interrupted",
         ttft_ms=None,
         duration_ms=max(0.0, now - reservation.created_at) * 1000,
@@ -89,23 +169,35 @@ def interrupted(reservation: Reservation, now: float) -> RequestRecord:
     )
 
 
-async def reconcile(store: Store, me: Instance, stale_after: float) -> int:
-    """Settle every reservation of a dead instance; forget those instances. Returns how many
-    reservations were settled."""
+Orphans = Callable[[Sequence[Reservation]], Awaitable[None]]
+
+
+async def reconcile(store: Store, liveness: Liveness, on_orphans: Orphans | None = None) -> int:
+    """Settle every reservation of a dead instance (then ``on_orphans`` frees what else they
+    held, such as rate-limit slots); forget those instances. Returns how many reservations
+    were settled."""
+    me = liveness.me
     open_ = await store.reservations()
-    known = await store.instances()
+    known = {i.id: i for i in await store.instances()}
+    candidates = (set(known) | {r.instance for r in open_}) - {me.id}
+    claimed = await store.claimed(sorted(candidates | {me.id}))
     now = time.time()
-    dead = {i.id for i in known if is_dead(i, me, now, stale_after)}
-    live = {i.id for i in known} - dead
-    orphans = [r for r in open_ if r.instance not in live and r.instance != me.id]
+    dead = liveness.dead(candidates, known, claimed, now)
+    orphans = [r for r in open_ if r.instance in dead]
     if orphans:
         await store.settle([Settlement(interrupted(r, now)) for r in orphans])
         log.warning("settled the open requests of dead gateway processes",
                     extra={"reservations": len(orphans), "instances": len(dead)})
+        if on_orphans is not None:
+            await on_orphans(orphans)
     for instance_id in dead:
         await store.forget_instance(instance_id)
+        liveness.suspects.pop(instance_id, None)
     return len(orphans)
 
 
-async def beat(store: Store, me: Instance) -> None:
+async def beat(store: Store, liveness: Liveness) -> None:
+    """Renew this process's row and its claim."""
+    me = liveness.me
     await store.heartbeat(Instance(me.id, me.host, me.pid, me.started_at, time.time()))
+    liveness.renewed(await store.claim(me))

@@ -1,17 +1,21 @@
-"""Group commit for the store's hot writes: reservations at admission, settlements at the end.
+"""Group commit for the store's hot writes: reservations at admission, settlements at the
+end, and the checkpoints and releases between.
 
-Requests hand their item to ``Ledger.reserve`` / ``Ledger.settle`` and wait until the batch
-that holds it is committed, so "reserved" and "settled" still mean "written"; but under
-load a hundred requests cost one transaction and one thread hop instead of a hundred.
+Requests hand their item to ``Ledger.reserve`` / ``settle`` / ``checkpoint`` and wait until
+the batch that holds it is committed, so "reserved" and "settled" still mean "written"; but
+under load a hundred requests cost one transaction and one thread hop instead of a hundred.
 
 Rules:
-- One writer task per kind, owned by the app's lifespan nursery; ``aclose`` lets each flush
-  what is pending, then they return.
-- A waiter that is cancelled does not take its item back: the item stays in its batch and
-  is written anyway. Admission therefore waits for its reservation shielded (it must know
-  whether credits are held), and a settle that runs out of time is still written.
+- One writer task, owned by the app's lifespan nursery; ``aclose`` lets it flush what is
+  pending, then it returns. The writer waits for each batch however long the store takes
+  (it must know what it wrote); the *waiters* are what deadlines bound.
+- A settlement whose waiter is cancelled (the settle deadline) stays in its batch and is
+  written anyway. A reservation (or checkpoint) whose waiter gives up is *withdrawn*: taken
+  out if its batch has not started, else, once that batch has committed it, given back by a
+  ``Release`` the writer queues itself. So admission can give up after its own deadline
+  and answer 503 without leaving credits held by nobody.
 - A failed batch fails every waiter on it, with the store's own error, and is handed to
-  ``on_failure`` (settlements: to be retried) whether or not anyone still waits for it.
+  ``on_failure`` (settlements and releases: to be retried) whether or not anyone still waits.
 - The writer never dies of a bad batch: any error becomes that batch's ``StoreUnavailable``.
   When it stops, every item still pending fails at once rather than waiting forever.
 """
@@ -27,7 +31,15 @@ import trio
 
 from gateway.errors import GatewayError
 from gateway.outbox import Outbox
-from gateway.store.base import Reservation, Settlement, Store, StoreUnavailable
+from gateway.store.base import (
+    Batch,
+    Checkpoint,
+    Release,
+    Reservation,
+    Settlement,
+    Store,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("arouter.ledger")
 
@@ -36,10 +48,12 @@ Result = TypeVar("Result")
 
 
 @attrs.define(eq=False)
-class _Ticket:
+class _Ticket(Generic[Item]):
+    item: Item
     done: trio.Event = attrs.field(factory=trio.Event)
     result: Any = None
     error: GatewayError | None = None
+    abandoned: bool = False  # its waiter gave up while its batch was being written
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -49,27 +63,50 @@ class GroupCommit(Generic[Item, Result]):
         self,
         apply: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]],
         on_failure: Callable[[list[Item]], Awaitable[None]] | None = None,
+        on_abandoned: Callable[[Item, Result], None] = lambda item, result: None,
     ) -> None:
         self._apply = apply
         self._on_failure = on_failure
-        self._pending: list[tuple[Item, _Ticket]] = []
+        self._on_abandoned = on_abandoned
+        self._pending: dict[_Ticket[Item], None] = {}  # insertion order; O(1) withdrawal
         self._wake = trio.Event()
         self._closing = False
         self._finished = trio.Event()
 
-    async def submit(self, item: Item) -> Result:
-        """Return ``item``'s result once its batch is committed, or raise the batch's error."""
+    def enqueue(self, item: Item) -> None:
+        """Write ``item`` with the next batch; nobody waits for it (failures still go to
+        ``on_failure``)."""
+        self._pending[_Ticket(item)] = None
+        self._wake.set()
+
+    async def submit(self, item: Item, *, withdraw: bool = False) -> Result:
+        """Return ``item``'s result once its batch is committed, or raise the batch's error.
+        With ``withdraw``, a waiter that is cancelled takes its item back (see the rules)."""
         if self._finished.is_set() or self._closing:
             await self._failed([item])  # kept (settlements: the outbox), not dropped
             raise StoreUnavailable("the ledger is closed")
-        ticket = _Ticket()
-        self._pending.append((item, ticket))
+        ticket = _Ticket(item)
+        self._pending[ticket] = None
         self._wake.set()
-        await ticket.done.wait()
+        try:
+            await ticket.done.wait()
+        except BaseException:  # cancelled: re-raised below, after the item is taken back
+            if withdraw:
+                self._withdraw(ticket)
+            raise
         if ticket.error is not None:
             raise ticket.error
         result: Result = ticket.result
         return result
+
+    def _withdraw(self, ticket: _Ticket[Item]) -> None:
+        if ticket.done.is_set():  # written just as its waiter gave up
+            if ticket.error is None:
+                self._on_abandoned(ticket.item, ticket.result)
+        elif ticket in self._pending:
+            del self._pending[ticket]  # never written
+        else:
+            ticket.abandoned = True  # in the batch being written: the writer gives it back
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -82,12 +119,14 @@ class GroupCommit(Generic[Item, Result]):
                     # a SQLite transaction costs ~240 us whatever its size, a row ~30 us.
                     await trio.lowlevel.checkpoint()
                     continue
-                batch, self._pending = self._pending, []
+                batch, self._pending = list(self._pending), {}
                 error: GatewayError | None = None
                 try:
-                    results = await self._apply([item for item, _ in batch])
-                    for (_, ticket), result in zip(batch, results, strict=True):
+                    results = await self._apply([ticket.item for ticket in batch])
+                    for ticket, result in zip(batch, results, strict=True):
                         ticket.result = result
+                        if ticket.abandoned:
+                            self._on_abandoned(ticket.item, result)
                 except GatewayError as exc:
                     error = exc
                 except Exception as exc:  # a bug or a bad value: fail the batch, not the writer
@@ -98,19 +137,19 @@ class GroupCommit(Generic[Item, Result]):
                     raise
                 finally:
                     if error is not None:
-                        for _, ticket in batch:
+                        for ticket in batch:
                             ticket.error = error
-                        await self._failed([item for item, _ in batch])
-                    for _, ticket in batch:
+                        await self._failed([ticket.item for ticket in batch])
+                    for ticket in batch:
                         ticket.done.set()
         finally:
             self._finished.set()
-            stranded, self._pending = self._pending, []
-            for _, ticket in stranded:
+            stranded, self._pending = list(self._pending), {}
+            for ticket in stranded:
                 ticket.error = StoreUnavailable("the ledger is closed")
                 ticket.done.set()
             if stranded:
-                await self._failed([item for item, _ in stranded])
+                await self._failed([ticket.item for ticket in stranded])
 
     async def _failed(self, items: list[Item]) -> None:
         if self._on_failure is not None:
@@ -126,30 +165,46 @@ class GroupCommit(Generic[Item, Result]):
         await self._finished.wait()
 
 
-class Ledger:
-    """The store's reservations and settlements, group-committed together: one writer
-    task, one transaction per scheduler pass whatever the mix (settlements first, so the
-    credits they return are there for the reservations in the same pass).
+LedgerItem = Reservation | Settlement | Checkpoint | Release
 
-    Settlements whose batch failed wait in ``unsettled`` for ``retry_unsettled`` (every
-    heartbeat, and at shutdown); settling is idempotent, so a retry is always safe."""
+
+class Ledger:
+    """The store's reservations, settlements, checkpoints and releases, group-committed
+    together: one writer task, one transaction per scheduler pass whatever the mix
+    (settlements first, so the credits they return are there for the reservations in the
+    same pass).
+
+    Settlements and releases whose batch failed wait in ``unsettled`` / ``unreleased`` for
+    ``retry_unsettled`` (every heartbeat, and at shutdown); both are idempotent, so a retry
+    is always safe."""
 
     def __init__(self, store: Store, outbox: Outbox | None = None) -> None:
         self.store = store
         self.outbox = outbox
         self.unsettled: list[Settlement] = []
-        self._commit: GroupCommit[Reservation | Settlement, bool | None] = GroupCommit(
-            self._apply, on_failure=self._failed)
+        self.unreleased: list[Release] = []
+        self._commit: GroupCommit[LedgerItem, bool | None] = GroupCommit(
+            self._apply, on_failure=self._failed, on_abandoned=self._abandoned)
 
-    async def _apply(self, batch: Sequence[Reservation | Settlement]) -> list[bool | None]:
-        reservations = [item for item in batch if isinstance(item, Reservation)]
-        settlements = [item for item in batch if isinstance(item, Settlement)]
-        admitted = iter(await self.store.commit(reservations, settlements))
-        return [next(admitted) if isinstance(item, Reservation) else None for item in batch]
+    async def _apply(self, items: Sequence[LedgerItem]) -> list[bool | None]:
+        batch = Batch(
+            reservations=[item for item in items if isinstance(item, Reservation)],
+            settlements=[item for item in items if isinstance(item, Settlement)],
+            checkpoints=[item for item in items if isinstance(item, Checkpoint)],
+            releases=[item for item in items if isinstance(item, Release)],
+        )
+        admitted = iter(await self.store.commit(batch))
+        return [next(admitted) if isinstance(item, Reservation) else None for item in items]
 
-    async def _failed(self, items: list[Reservation | Settlement]) -> None:
+    def _abandoned(self, item: LedgerItem, result: bool | None) -> None:
+        if isinstance(item, Reservation) and result:
+            # Held in the store for a request that was answered 503: give it all back.
+            self._commit.enqueue(Release(item.generation_id))
+
+    async def _failed(self, items: list[LedgerItem]) -> None:
         settlements = [item for item in items if isinstance(item, Settlement)]
         self.unsettled.extend(settlements)
+        self.unreleased.extend(item for item in items if isinstance(item, Release))
         if self.outbox is not None and settlements:
             try:
                 await self.outbox.append(settlements)
@@ -160,18 +215,31 @@ class Ledger:
         await self._commit.run(task_status=task_status)
 
     async def reserve(self, reservation: Reservation) -> bool:
-        return bool(await self._commit.submit(reservation))
+        """Whether the credits are held. A caller cancelled while waiting (its deadline)
+        holds nothing: the reservation is withdrawn or released."""
+        return bool(await self._commit.submit(reservation, withdraw=True))
 
     async def settle(self, settlement: Settlement) -> None:
         await self._commit.submit(settlement)
+
+    async def checkpoint(self, checkpoint: Checkpoint) -> None:
+        await self._commit.submit(checkpoint, withdraw=True)
 
     async def aclose(self) -> None:
         """Flush everything pending (admissions after this are refused: 503)."""
         await self._commit.aclose()
 
     async def retry_unsettled(self) -> int:
-        """Settle what failed before: the whole list at once, else item by item, so one
-        bad item cannot hold back the rest. Returns how many were settled."""
+        """Settle (and release) what failed before: the whole list at once, else item by
+        item, so one bad item cannot hold back the rest. Returns how many were settled."""
+        releases = list(self.unreleased)
+        if releases:
+            try:
+                await self.store.commit(Batch(releases=releases))
+                self.unreleased[:] = [r for r in self.unreleased if r not in releases]
+            except GatewayError:
+                log.warning("releases still refused; retried later",
+                            extra={"count": len(releases)})
         batch = list(self.unsettled)
         if not batch:
             return 0

@@ -17,7 +17,9 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import attrs
 
@@ -33,19 +35,61 @@ class MoneyError(ValueError):
 
 @attrs.frozen
 class Price:
-    """Micro-units per million tokens of each kind; ``None`` rates fall back as documented."""
+    """Micro-units per million tokens of each kind; ``None`` rates fall back as documented.
+
+    A model with no ``Price`` at all (``None`` where a price is expected) is *unpriced*:
+    metered keys are refused it. ``FREE`` (every rate zero) is a price: the operator said so.
+    """
 
     prompt: int = 0
     completion: int = 0
     cached_prompt: int | None = None  # default: the prompt rate
     reasoning: int | None = None  # default: the completion rate
+    # Prompt-cache writes (Anthropic, newer OpenAI models). Kept with the price; charged once
+    # usage reports cache-write tokens apart (today they count as prompt tokens).
+    cache_write: int | None = None
 
     @property
     def free(self) -> bool:
-        return not (self.prompt or self.completion or self.cached_prompt or self.reasoning)
+        return not (self.prompt or self.completion or self.cached_prompt or self.reasoning
+                    or self.cache_write)
 
 
 FREE = Price()
+PRICE_KINDS = ("prompt", "completion", "cached_prompt", "reasoning", "cache_write")
+
+
+def parse_price(raw: Mapping[str, Any]) -> Price:
+    """A price from its written form: ``{prompt = 0.15, completion = 0.6}`` (dollars per
+    million tokens, read exactly), or ``{free = true}``. ``MoneyError`` names the bad key."""
+    unknown = set(raw) - {*PRICE_KINDS, "free"}
+    if unknown:
+        raise MoneyError(f"{sorted(unknown)[0]}: not a price field (expected one of "
+                         f"{', '.join(PRICE_KINDS)}, or free = true)")
+    if "free" in raw:
+        if raw["free"] is not True or len(raw) > 1:
+            raise MoneyError("free: give free = true alone, or the rates")
+        return FREE
+    rates: dict[str, int | None] = {}
+    for kind in PRICE_KINDS:
+        value = raw.get(kind)
+        if value is None:
+            rates[kind] = None
+            continue
+        try:
+            rate = parse_usd(value)
+        except MoneyError as exc:
+            raise MoneyError(f"{kind}: {exc}") from None
+        if rate < 0:
+            raise MoneyError(f"{kind}: a price cannot be negative")
+        rates[kind] = rate
+    return Price(
+        prompt=rates["prompt"] or 0,
+        completion=rates["completion"] or 0,
+        cached_prompt=rates["cached_prompt"],
+        reasoning=rates["reasoning"],
+        cache_write=rates["cache_write"],
+    )
 
 
 def cost(usage: Usage, price: Price) -> int:

@@ -7,6 +7,9 @@ A streamed request runs as siblings in one nursery owned by the ASGI handler:
               (usage + [DONE], or the error)
     ticker    an SSE comment after ``keepalive`` seconds of client-side silence
     watcher   waits on ASGI ``receive()`` for ``http.disconnect`` and cancels the nursery
+    saver     every ``checkpoint`` seconds while output flows, hands the output so far to
+              ``Exchange.save`` (the ledger writes it into the reservation: what a crash
+              would charge); it never holds the stream up
     (writer)  the handler's own body: decides the commit point, then drains the outbox
 
 Whichever ends the request cancels the group; the upstream connection closes when the
@@ -83,6 +86,9 @@ class Exchange:
 
     attempts: list[Any] = attrs.field(factory=list)  # routing.Attempt, in launch order
     winner: Any = None  # the attempt whose answer this is
+    # Checkpoints the output so far (streams only); set by the generation handler.
+    save: Callable[[], Awaitable[None]] | None = None
+    checkpoint_every: float = 5.0
 
     def __attrs_post_init__(self) -> None:
         self.scope.deadline = self.started + self.deadlines.total
@@ -283,6 +289,18 @@ async def tick_keepalive(exchange: Exchange) -> None:
         exchange.wake.set()
 
 
+async def save_progress(exchange: Exchange) -> None:
+    """The saver task: the output so far, every ``checkpoint_every`` seconds while it grows
+    (a silent stream costs no writes). ``save`` must not raise: it logs its own failures."""
+    assert exchange.save is not None
+    saved = 0
+    while True:
+        await trio.sleep(exchange.checkpoint_every)
+        if exchange.transcript.chars != saved:
+            saved = exchange.transcript.chars
+            await exchange.save()
+
+
 def stream_headers(generation_id: str) -> list[tuple[bytes, bytes]]:
     return [
         (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -340,6 +358,8 @@ async def relay_stream(
                 )
                 exchange.committed_at = exchange.last_write = trio.current_time()
                 nursery.start_soon(tick_keepalive, exchange)
+                if exchange.save is not None:
+                    nursery.start_soon(save_progress, exchange)
                 await _drain(exchange, send)
             nursery.cancel_scope.cancel()
 

@@ -87,6 +87,17 @@ class Transcript:
             for _, c in sorted(self.calls.items())
         ]
 
+    def so_far(self, request: ChatRequest) -> Usage:
+        """What the output so far would be billed (for a checkpoint while it streams): a
+        report may already carry the prompt, but its output count lags what was relayed."""
+        relayed = (self.chars + 3) // 4
+        reported = self.reported
+        if reported is None:
+            return Usage(estimate_prompt_tokens(request) if relayed else 0, relayed,
+                         estimated=True)
+        return Usage(reported.prompt_tokens, max(reported.completion_tokens, relayed),
+                     reported.cached_tokens, estimated=True)
+
     def usage(self, request: ChatRequest) -> Usage:
         """What the request is billed for: the provider's usage if it reported any, else an
         estimate of what was relayed, else nothing (no output, no report: free)."""

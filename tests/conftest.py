@@ -125,7 +125,8 @@ def make_config(data_dir: Path, sim_url: str | None, **deadlines: float) -> Conf
                                                     model="lorem")
         # Nothing listens on port 1 of the loopback: every connect is refused at once.
         providers["dead"] = ProviderConfig(
-            name="dead", dialect="openai", base_url="http://127.0.0.1:1/v1"
+            name="dead", dialect="openai", base_url="http://127.0.0.1:1/v1",
+            prices={"x": TEST_PRICE},
         )
     return Config(
         host="127.0.0.1",

@@ -305,3 +305,68 @@ async def test_a_stream_ended_by_the_drain_pays_the_prompt_and_the_output_relaye
                     gw.running.gateway.begin_drain()
         assert b'"finish_reason":"error"' in raw and b"[DONE]" not in raw
         await relayed_then(gw, key_id, payload, raw, "partial")
+
+
+# -- unpriced models -------------------------------------------------------------------------------
+
+
+async def test_a_metered_key_is_refused_a_model_without_a_price(metered: Any, sim: Sim) -> None:
+    async with metered() as (gw, secret, key_id):
+        # fake-anthropic/lorem has no price anywhere (config or built-in table).
+        response = await post(gw, secret, body("unpriced", model="fake-anthropic/lorem"))
+        assert response.status_code == 403
+        error = response.json()["error"]
+        assert error["param"] == "model"
+        assert "'fake-anthropic/lorem' has no price" in error["message"]
+        assert "free = true" in error["message"]
+        assert await gw.records(key_id=key_id) == [] and not sim.records("unpriced")
+        assert await balance(gw, key_id) == START
+        # A key without a balance is not billed: it may use it (its cost is recorded as 0).
+        unmetered, _ = await new_key(gw)
+        assert (await post(gw, unmetered, body("unpriced-ok",
+                                               model="fake-anthropic/lorem"))).status_code == 200
+
+
+async def test_a_model_marked_free_serves_metered_keys_at_no_cost(
+    metered: Any, sim: Sim
+) -> None:
+    from gateway.config import ModelRoute
+    from gateway.pricing import FREE
+
+    models = {"gratis": ModelRoute(name="gratis", provider="fake-anthropic", model="lorem",
+                                   price=FREE)}
+    async with metered(models=models) as (gw, secret, key_id):
+        response = await post(gw, secret, body("gratis", "tokens=5", model="gratis"))
+        assert response.status_code == 200
+        [row] = await settled(gw, key_id)
+        assert row.status == "ok" and row.completion_tokens == 5 and row.cost == 0
+        assert await balance(gw, key_id) == START
+
+
+async def test_a_metered_key_only_reaches_the_priced_deployments_of_a_route(
+    metered: Any, sim: Sim
+) -> None:
+    from gateway.config import Deployment, ModelRoute
+
+    mixed = ModelRoute(name="mixed", provider="fake-anthropic", model="lorem", deployments=(
+        Deployment("fake-anthropic", "lorem", priority=0),  # unpriced, and tried first
+        Deployment("fake", "lorem", priority=1)))
+    async with metered(models={"mixed": mixed}) as (gw, secret, key_id):
+        response = await post(gw, secret, body("mixed", "tokens=3", model="mixed"))
+        assert response.status_code == 200
+        [row] = await settled(gw, key_id)
+        assert (row.deployment, row.attempts) == ("fake/lorem", "fake/lorem=ok")
+        assert row.cost == row.prompt_tokens + 2 * row.completion_tokens > 0
+
+
+async def test_a_balance_set_while_the_key_is_cached_still_refuses_unpriced(
+    metered: Any, sim: Sim
+) -> None:
+    async with metered() as (gw, _, _):
+        secret, key = await new_key(gw)  # no balance: may use anything
+        assert (await post(gw, secret, body("c1", model="fake-anthropic/lorem"))).status_code \
+            == 200
+        await gw.running.gateway.store.update_key(key.id, {"balance": START})  # cached: no
+        response = await post(gw, secret, body("c2", model="fake-anthropic/lorem"))
+        assert response.status_code == 403  # the store's own balance column decided
+        assert "has no price" in response.json()["error"]["message"]

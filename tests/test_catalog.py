@@ -9,6 +9,8 @@ import pytest
 from gateway.catalog import Catalog
 from gateway.config import SIM_PROVIDER, ProviderConfig, from_dict
 from gateway.errors import ModelNotFound
+from gateway.price_table import builtin
+from gateway.pricing import FREE, Price
 from gateway.providers.base import Target
 
 LOCAL = {"base_url": "http://127.0.0.1:8000/v1", "models": ["llama-3.1-8b", "qwen/qwen3"]}
@@ -27,7 +29,7 @@ OPENAI_ENV = {"OPENAI_API_KEY": "sk-test"}
 
 
 def test_sim_models_resolve_by_default() -> None:
-    assert catalog().resolve("sim/echo").targets[0] == Target(SIM_PROVIDER, "echo")
+    assert catalog().resolve("sim/echo").targets[0] == Target(SIM_PROVIDER, "echo", FREE)
     assert catalog().resolve("sim/lorem").targets[0].label == "sim/lorem"
 
 
@@ -79,7 +81,7 @@ def test_alias_with_dots_and_slashes_wins_over_provider_form() -> None:
     local = config.providers["local"]
     assert cat.resolve("openai/gpt-4.1").targets[0] == Target(local, "qwen/qwen3")
     assert cat.resolve("openai/gpt-4.1-mini").targets[0].provider.name == "openai"
-    assert cat.resolve("team.v2/fast-1.5").targets[0] == Target(SIM_PROVIDER, "echo")
+    assert cat.resolve("team.v2/fast-1.5").targets[0] == Target(SIM_PROVIDER, "echo", FREE)
 
 
 def test_alias_may_name_a_model_outside_the_providers_list() -> None:
@@ -145,3 +147,45 @@ def test_every_listed_name_resolves() -> None:
     )
     for entry in cat.listing(created=0):
         assert isinstance(cat.resolve(entry["id"]).targets[0].provider, ProviderConfig)
+
+
+# -- prices -------------------------------------------------------------------------------------
+
+
+def test_a_price_comes_from_the_alias_then_the_provider_then_the_built_in_table() -> None:
+    table = builtin()
+    gpt = table.find("openai", "gpt-4o")
+    assert gpt is not None and gpt.prompt == 2_500_000  # $2.50 per million
+    cat = catalog(environ=OPENAI_ENV, providers={
+        "openai": {"dialect": "openai", "base_url": "https://api.openai.com/v1",
+                   "api_key_env": "OPENAI_API_KEY",
+                   "prices": {"gpt-4o-mini": {"prompt": 1, "completion": 2}}},
+    }, models={"cheap": {"provider": "openai", "model": "gpt-4o",
+                         "price": {"prompt": 0.5, "completion": 0.5}}})
+    assert cat.resolve("openai/gpt-4o").targets[0].price == gpt  # the built-in table
+    assert cat.resolve("openai/gpt-4o-mini").targets[0].price == Price(1_000_000, 2_000_000)
+    assert cat.resolve("cheap").targets[0].price == Price(500_000, 500_000)
+
+
+def test_a_model_nobody_priced_has_no_price_unless_marked_free() -> None:
+    cat = catalog(environ=OPENAI_ENV, providers={"local": LOCAL, "vllm": {
+        **LOCAL, "free": True}}, models={
+            "gratis": {"provider": "local", "model": "llama-3.1-8b", "free": True}})
+    assert cat.resolve("openai/no-such-model-in-the-table").targets[0].price is None
+    assert cat.resolve("local/llama-3.1-8b").targets[0].price is None
+    assert cat.resolve("vllm/llama-3.1-8b").targets[0].price == FREE
+    assert cat.resolve("gratis").targets[0].price == FREE
+
+
+def test_groq_does_not_take_openais_prices() -> None:
+    cat = catalog(environ={"GROQ_API_KEY": "k"})
+    assert cat.resolve("groq/gpt-4o").targets[0].price is None
+
+
+def test_the_built_in_table_is_dated_and_every_entry_is_a_price() -> None:
+    table = builtin()
+    assert table.date.year >= 2026
+    assert set(table.prices) == {"openai", "anthropic", "gemini"}
+    assert table.count() >= 30
+    assert all(p.prompt > 0 and p.completion > 0 for models in table.prices.values()
+               for p in models.values())

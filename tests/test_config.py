@@ -65,7 +65,7 @@ def test_openai_api_key_turns_on_openai() -> None:
     config = load(None, {"OPENAI_API_KEY": "sk-test"})
     assert config.providers["openai"] == ProviderConfig(
         name="openai", dialect="openai", base_url="https://api.openai.com/v1",
-        api_key_env="OPENAI_API_KEY",
+        api_key_env="OPENAI_API_KEY", price_table="openai",
     )
     assert set(config.providers) == {"sim", "openai"}
 
@@ -203,9 +203,10 @@ def test_full_file(tmp_path: Path) -> None:
         forward_headers=("openai-beta", "x-trace-id"),
     )
     # The file's table replaces the provider the environment switched on.
+    # A provider named openai, anthropic or gemini takes that built-in price table.
     assert config.providers["openai"] == ProviderConfig(
         name="openai", dialect="openai", base_url="https://gateway.internal/openai/v1",
-        api_key_env="CORP_OPENAI_KEY",
+        api_key_env="CORP_OPENAI_KEY", price_table="openai",
     )
     assert config.providers["offline"] == ProviderConfig(name="offline", dialect="sim")
     assert config.providers["sim"] == SIM_PROVIDER

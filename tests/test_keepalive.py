@@ -4,7 +4,9 @@ The whole stack (client, gateway, fake upstream) runs in this test's Trio run ov
 loopback sockets, on a ``MockClock`` that jumps ahead whenever every task has been idle for
 50 ms of real time: 40 seconds of upstream silence pass in a fraction of a second, and the
 timing of every comment is exact. (Not threshold 0: the SQLite store works in a thread, and
-the clock must not leap over deadlines while a thread is busy.)
+the clock must not leap over deadlines while a thread is busy. For the same reason the
+store's own deadlines are set out of reach: a thread slower than 50 ms would otherwise let
+the clock jump straight to them.)
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import trio
 from gateway.wire import sse
 from tests.conftest import GatewayFactory, Sim
 
+STORE = {"admission": 1e6, "store": 1e6}  # virtual seconds no jump reaches
+
 
 async def test_comments_fill_silence_and_sit_between_events(
     start_gateway: GatewayFactory, mock_clock: trio.testing.MockClock
 ) -> None:
     mock_clock.autojump_threshold = 0.05
-    async with start_gateway(commit_grace=2, keepalive=15, first_token=120) as gw:
+    async with start_gateway(commit_grace=2, keepalive=15, first_token=120, **STORE) as gw:
         body = {
             "model": "fake/lorem",
             "stream": True,
@@ -55,7 +59,7 @@ async def test_no_comments_while_tokens_flow(
     start_gateway: GatewayFactory, mock_clock: trio.testing.MockClock
 ) -> None:
     mock_clock.autojump_threshold = 0.05
-    async with start_gateway(commit_grace=2, keepalive=1) as gw:
+    async with start_gateway(commit_grace=2, keepalive=1, **STORE) as gw:
         body = {
             "model": "fake/lorem",
             "stream": True,
@@ -73,7 +77,7 @@ async def test_long_streams_are_not_cut_by_server_timeouts(
 ) -> None:
     """Quart's 60 s response timeout and hypercorn's own timers never end a stream."""
     mock_clock.autojump_threshold = 0.05
-    async with start_gateway(keepalive=15) as gw:
+    async with start_gateway(keepalive=15, **STORE) as gw:
         body = {
             "model": "fake/lorem",
             "stream": True,

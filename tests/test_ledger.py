@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -120,3 +121,66 @@ def test_upstream_usage_counts_are_clamped() -> None:
     assert (usage.prompt_tokens, usage.completion_tokens) == (10**9, 0)
 
 
+
+
+# -- a waiter that gives up -------------------------------------------------------------------
+
+
+async def test_a_withdrawn_item_not_yet_in_a_batch_is_never_written(
+    nursery: trio.Nursery,
+) -> None:
+    written: list[int] = []
+    gate = trio.Event()
+
+    async def apply(batch: Sequence[int]) -> list[int]:
+        await gate.wait()  # the store is frozen
+        written.extend(batch)
+        return list(batch)
+
+    commit: GroupCommit[int, int] = GroupCommit(apply)
+    await nursery.start(commit.run)
+    nursery.start_soon(commit.submit, 1)  # the batch in flight
+    await trio.testing.wait_all_tasks_blocked()
+    with trio.move_on_after(0.01):
+        await commit.submit(2, withdraw=True)  # queued behind it, then given up
+    gate.set()
+    assert await commit.submit(3) == 3
+    assert written == [1, 3]
+
+
+async def test_a_reservation_abandoned_in_flight_is_released_once_written(
+    tmp_path: Path, nursery: trio.Nursery,
+) -> None:
+    store = SqliteStore(tmp_path / "a.db")
+    await store.open()
+    key = await make_key(store, balance=1000)
+    gate = trio.Event()
+    commit = store.commit
+
+    batches: list[tuple[Any, list[bool]]] = []
+
+    async def frozen_then_slow(batch: Any) -> list[bool]:
+        await gate.wait()
+        result = await commit(batch)
+        batches.append((batch, result))
+        return result
+
+    store.commit = frozen_then_slow  # type: ignore[method-assign]
+    ledger = Ledger(store)
+    await nursery.start(ledger.run)
+    # Admission's deadline passes while its batch is being written (the store hangs).
+    with trio.move_on_after(0.05):
+        await ledger.reserve(reservation(key, 600, "g1"))
+    assert (await store.find_key(key.id)).balance == 1000  # type: ignore[union-attr]
+    gate.set()  # the store answers: g1 was reserved, but its request got a 503
+    with trio.fail_after(5):
+        while len(batches) < 2:  # noqa: ASYNC110  # the writer's second batch
+            await trio.sleep(0.001)
+    (first, admitted), (second, _) = batches
+    assert [r.generation_id for r in first.reservations] == ["g1"] and admitted == [True]
+    assert [r.generation_id for r in second.releases] == ["g1"]  # given back
+    assert (await store.find_key(key.id)).balance == 1000  # type: ignore[union-attr]
+    assert await store.reservations() == []
+    assert await store.records() == []  # a release writes no ledger row
+    await ledger.aclose()
+    await store.aclose()

@@ -15,6 +15,9 @@ checked by one contract suite (``tests/limits/test_contract.py``):
   says which limit and carries ``retry_after`` seconds (0 for the concurrency limit: retry
   when a stream ends, reported as 1 s).
 - ``release`` is idempotent per generation id and never raises for a slot that is gone.
+- A slot belongs to its generation, and a generation to the process that admitted it (its
+  reservation says which). ``forget`` frees the slots of generations whose process died,
+  as soon as reconciliation finds them, rather than at their TTL; no token is corrected.
 - A limiter that cannot reach its backend raises ``LimiterUnavailable``; ``FallbackLimiter``
   turns that into local limiting, says so in the log and metrics, and returns to the shared
   backend when it answers again.
@@ -22,6 +25,7 @@ checked by one contract suite (``tests/limits/test_contract.py``):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import attrs
@@ -67,6 +71,9 @@ class Limiter(Protocol):
         self, key_id: str, limits: Limits, generation_id: str, extra_tokens: int
     ) -> None:
         """Free the slot and charge ``extra_tokens`` (real total - estimate) to tpm."""
+
+    async def forget(self, held: Sequence[tuple[str, str]]) -> None:
+        """Free the slots of these (key id, generation id) pairs, if still held."""
 
     async def usage(self, key_id: str, limits: Limits) -> Usage: ...
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -117,6 +117,19 @@ class FallbackLimiter:
                 except LimiterUnavailable:
                     self._owed[generation_id] = (key_id, limits, expires)
                     raise
+
+    async def forget(self, held: Sequence[tuple[str, str]]) -> None:
+        # Both: a dead process's slots are in Redis, or (while degraded) in no process at
+        # all; and receipts here that name them are stale.
+        for _, generation_id in held:
+            self._owed.pop(generation_id, None)
+        await self._local.forget(held)
+        try:
+            await self._primary.forget(held)
+        except LimiterUnavailable as exc:
+            self._failed(exc)
+            log.warning("could not free %d rate-limit slots of a dead process; they expire "
+                        "by their TTL", len(held))
 
     async def usage(self, key_id: str, limits: Limits) -> Usage:
         if self._primary_due():

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 import trio
@@ -152,6 +152,13 @@ class LocalLimiter:
                 level = min(level, float(limits.tpm))
             state.tpm = _Bucket(level, now)
             state.idle_at = max(state.idle_at, now + time_to_full(level, limits.tpm))
+
+    async def forget(self, held: Sequence[tuple[str, str]]) -> None:
+        await trio.lowlevel.checkpoint()
+        for key_id, generation_id in held:
+            state = self._keys.get(key_id)
+            if state is not None:
+                state.slots.pop(generation_id, None)
 
     async def usage(self, key_id: str, limits: Limits) -> Usage:
         await trio.lowlevel.checkpoint()

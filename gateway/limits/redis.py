@@ -207,6 +207,19 @@ class RedisLimiter:
         with trio.CancelScope(shield=True):
             await self._run(partial(self._release, keys=[tpm, slots], args=args))
 
+    async def forget(self, held: Sequence[tuple[str, str]]) -> None:
+        if not held:
+            return
+
+        def remove() -> None:
+            with self._client.pipeline(transaction=False) as pipe:
+                for key_id, generation_id in held:
+                    pipe.zrem(_keys(key_id)[2], generation_id)
+                pipe.execute()
+
+        with trio.CancelScope(shield=True):  # bounded by the socket timeouts
+            await self._run(remove)
+
     async def usage(self, key_id: str, limits: Limits) -> Usage:
         rpm, tpm, slots = _keys(key_id)
         now = self._clock()

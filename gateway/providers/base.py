@@ -20,7 +20,7 @@ import attrs
 
 from gateway.canonical import ChatRequest, StreamEvent
 from gateway.config import ProviderConfig
-from gateway.pricing import FREE, Price
+from gateway.pricing import Price
 
 
 @attrs.frozen
@@ -29,7 +29,7 @@ class Target:
 
     provider: ProviderConfig
     model: str
-    price: Price = FREE
+    price: Price | None = None  # None: unpriced (metered keys are refused it)
     max_output_tokens: int = 4096  # the most output a request may produce (reservations)
     weight: float = 1.0  # among targets of the same priority (routing.py)
     priority: int = 0  # lower first

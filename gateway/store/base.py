@@ -14,11 +14,21 @@ Semantics every backend keeps:
   that generation id, and, only if the row was inserted, return ``reserved - cost`` to the
   balance. The balance is floored at zero if the real cost overran the reservation.
   A second settle of the same generation therefore changes nothing.
-- **Reservations belong to an instance** (one gateway process). Instances heartbeat; the
-  reservations of a dead instance are settled by whoever reconciles (``accounts.reconcile``).
+  A settlement that finds the row settled as ``interrupted`` (a reconciler's estimate)
+  replaces it, once: the real usage wins, and the balance moves by the difference.
+- **A checkpoint** writes a streaming request's output so far (tokens, and what it would
+  cost now) into its open reservation; it changes nothing once the request has settled.
+  ``interrupted`` rows charge exactly the last checkpoint (nothing if there was none).
+- **A release** deletes a reservation whose admission gave up waiting for it (a deadline)
+  and returns its whole amount, with no ledger row: that request was answered 503.
+- **Reservations belong to an instance** (one gateway process). The reservations of a dead
+  instance are settled by whoever reconciles (``instances.reconcile``); whether an instance
+  is alive is for the store to say where it can (``claimed``), never a heartbeat's age.
 - Foreign driver errors become ``StoreUnavailable`` inside the backend, nowhere else.
 - Blocking drivers run in worker threads under a bounded limiter; no lock or transaction is
-  held across an ``await``.
+  held across an ``await``. Reads take a deadline (``timeout``) and abandon their thread
+  when it passes (a hung server must not hold a request); a batch of writes is waited for,
+  since the ledger must know what it did (``ledger.py`` bounds the waiters instead).
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ class StoreUnavailable(GatewayError):
     status = 503
     type = "service_unavailable"
     retryable = True
+    retry_after = 1.0  # seconds a client should wait (a store outage is usually brief)
 
 
 class NotMetered(GatewayError):
@@ -46,6 +57,11 @@ class NotMetered(GatewayError):
 
     status = 409
     type = "invalid_request_error"
+
+
+def _column(default: Any) -> Any:
+    """A field that is not stored: it only travels with the item (after every column)."""
+    return attrs.field(default=default, metadata={"stored": False})
 
 
 @attrs.frozen
@@ -57,18 +73,54 @@ class Reservation:
     amount: int  # micro-units held (0 for an unmetered key)
     instance: str  # the gateway process that admitted it
     model: str
-    deployment: str
+    deployment: str  # the first choice at admission; the serving one after a checkpoint
     client_dialect: str
     upstream_dialect: str
     stream: bool
     prompt_tokens: int  # the admission estimate
-    prompt_cost: int  # what the estimated prompt costs: charged if the process dies
     created_at: float  # unix time
+    # The last checkpoint (``Checkpoint``): output relayed so far, and what the request would
+    # cost if it ended now. What an ``interrupted`` row charges; 0 until a checkpoint.
+    completion_tokens: int = 0
+    served_cost: int = 0
+    # Not stored: False if a deployment of the request has no price, in which case only a
+    # key without a balance may hold it (checked in the reservation's own transaction).
+    priced: bool = _column(True)
 
 
 @attrs.frozen
 class Settlement:
     record: RequestRecord  # carries the generation id and the real cost
+
+
+@attrs.frozen
+class Checkpoint:
+    """A streaming request's progress, written into its open reservation."""
+
+    generation_id: str
+    deployment: str
+    upstream_dialect: str
+    completion_tokens: int
+    served_cost: int
+
+
+@attrs.frozen
+class Release:
+    """A reservation nobody holds any more (its admission gave up waiting for the store):
+    deleted, its whole amount returned, no ledger row."""
+
+    generation_id: str
+
+
+@attrs.frozen
+class Batch:
+    """One transaction's worth of the ledger's writes, applied in this order: settlements
+    (their credits serve the reservations after them), releases, checkpoints, reservations."""
+
+    reservations: Sequence[Reservation] = ()
+    settlements: Sequence[Settlement] = ()
+    checkpoints: Sequence[Checkpoint] = ()
+    releases: Sequence[Release] = ()
 
 
 @attrs.frozen
@@ -112,11 +164,9 @@ class Store(Protocol):
     async def settle(self, batch: Sequence[Settlement]) -> None:
         """One transaction; idempotent per generation id."""
 
-    async def commit(
-        self, reservations: Sequence[Reservation], settlements: Sequence[Settlement]
-    ) -> list[bool]:
-        """Both in one transaction, settlements first (the ledger's group commit);
-        ``[admitted?]`` for the reservations, in order."""
+    async def commit(self, batch: Batch) -> list[bool]:
+        """Everything in one transaction (the ledger's group commit); ``[admitted?]`` for
+        the reservations, in order."""
 
     async def reservations(self, instance: str | None = None) -> list[Reservation]: ...
 
@@ -135,11 +185,22 @@ class Store(Protocol):
 
     async def forget_instance(self, instance_id: str) -> None: ...
 
+    async def claim(self, instance: Instance) -> bool:
+        """Hold ``instance``'s liveness claim for the life of this store (PostgreSQL: a
+        session-level advisory lock on a connection of its own, which the server frees the
+        moment that session ends). Called again with every heartbeat: True if the claim is
+        held now, having been held without a break since the last call."""
+
+    async def claimed(self, instance_ids: Sequence[str]) -> set[str] | None:
+        """Which of these instances hold their claim right now; None if this store cannot
+        tell (SQLite: every process is on one host, where PIDs tell)."""
+
 
 # Columns shared by the backends' schemas and row mapping.
 KEY_FIELDS = tuple(f.name for f in attrs.fields(ApiKey))
 RECORD_FIELDS = tuple(f.name for f in attrs.fields(RequestRecord))
-RESERVATION_FIELDS = tuple(f.name for f in attrs.fields(Reservation))
+RESERVATION_FIELDS = tuple(f.name for f in attrs.fields(Reservation)
+                           if f.metadata.get("stored", True))
 INSTANCE_FIELDS = tuple(f.name for f in attrs.fields(Instance))
 KEY_UPDATABLE = frozenset(POLICY_FIELDS) | {"revoked"}
 

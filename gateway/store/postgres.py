@@ -8,9 +8,18 @@ Rules:
   store call is one thread hop is one transaction (``with conn.transaction()``): nothing is
   held across an ``await``, and a cancelled caller waits for its (bounded) thread to finish,
   so a connection is never abandoned mid-transaction.
-- Every wait is bounded: ``connect_timeout`` for connecting, a server-side
-  ``statement_timeout`` for each statement (lock waits included), and TCP keepalives plus
-  ``tcp_user_timeout`` for a server that vanishes without closing the socket.
+- Every wait is bounded: ``connect_timeout`` for connecting; server-side, a
+  ``statement_timeout`` for each statement, a ``lock_timeout`` for row locks and an
+  ``idle_in_transaction_session_timeout``; TCP keepalives plus ``tcp_user_timeout`` for a
+  server that vanishes without closing the socket. A server that is *frozen* (SIGSTOP, a
+  hung host whose kernel still ACKs) answers none of those, so every read also has a
+  client-side deadline (``timeout``): it abandons its thread, whose connection is closed
+  when the thread finally returns. Waiting for a pooled connection is under that deadline.
+- Liveness: each process holds a session-level advisory lock (two int4 keys: a namespace
+  and a hash of its instance id) on a connection of its own for its whole life. The server
+  frees it the moment that session ends (process killed, host gone, server restarted), and
+  ``claimed`` reads ``pg_locks`` to see whose are held: the store's own knowledge, not a
+  heartbeat that an outage of the store itself would make look old.
 - A connection that failed at the connection level (``OperationalError``, or left broken or
   mid-transaction) is closed, never returned to the pool.
 - Credits: a metered key's reservation is one conditional ``UPDATE ... WHERE balance >= %s``.
@@ -29,6 +38,7 @@ Rules:
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
@@ -51,8 +61,11 @@ from gateway.store.base import (
     KEY_FIELDS,
     RECORD_FIELDS,
     RESERVATION_FIELDS,
+    Batch,
+    Checkpoint,
     Instance,
     NotMetered,
+    Release,
     Reservation,
     Settlement,
     StoreUnavailable,
@@ -65,8 +78,17 @@ from gateway.store.base import (
 T = TypeVar("T")
 Conn = psycopg.Connection[TupleRow]
 
-CONNECT_TIMEOUT = 5  # seconds (libpq takes whole seconds)
-STATEMENT_TIMEOUT_MS = 10_000
+CONNECT_TIMEOUT = 3  # seconds (libpq takes whole seconds)
+# Server-side bounds, set on every connection. A statement (lock waits included) this long
+# is cancelled by the server; a lock wait this long fails fast (a deadlock-free wait is a few
+# ms); a session left idle inside a transaction (a client thread that died) is ended.
+SESSION_SETTINGS = {
+    "statement_timeout": "10000",
+    "lock_timeout": "5000",
+    "idle_in_transaction_session_timeout": "30000",
+}
+# pg_advisory_lock(int4, int4) namespace for instance liveness locks: "ar" in ASCII.
+LIVENESS_NAMESPACE = 0x6172
 # A peer that stops answering mid-statement (host gone, cable cut) would block recv() forever
 # without these; statement_timeout is enforced by the server, which is the part that is gone.
 TCP_PARAMS = {
@@ -154,6 +176,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: which deployments a request tried, and how each attempt ended (issue 6).
     ("ALTER TABLE requests ADD COLUMN attempts TEXT NOT NULL DEFAULT ''",),
+    # 3: a streaming request's checkpointed output, which is what a crash charges (issue 11).
+    (
+        "ALTER TABLE reservations ADD COLUMN completion_tokens BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE reservations ADD COLUMN served_cost BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE reservations DROP COLUMN prompt_cost",
+    ),
 )
 
 
@@ -184,6 +212,10 @@ INSERT_RECORD = _insert(RECORD_FIELDS, "requests") + sql.SQL(
     " ON CONFLICT (generation_id) DO NOTHING RETURNING 1"
 )
 SELECT_RECORDS = _select(RECORD_FIELDS, "requests")
+REPLACE_RECORD = sql.SQL("UPDATE requests SET {} WHERE generation_id = %s").format(
+    sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(name))
+                       for name in RECORD_FIELDS[1:]))
+assert RECORD_FIELDS[0] == "generation_id"
 UPSERT_INSTANCE = _insert(INSTANCE_FIELDS, "instances") + sql.SQL(
     " ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at"
 )
@@ -191,11 +223,18 @@ LIST_INSTANCES = _select(INSTANCE_FIELDS, "instances") + sql.SQL(" ORDER BY star
 
 
 class PostgresStore:
-    def __init__(self, url: str, pool_size: int = 8) -> None:
+    def __init__(self, url: str, pool_size: int = 8, timeout: float = 5.0) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
         self._url = url
+        self._timeout = timeout
         self._limiter = trio.CapacityLimiter(pool_size)
+        # The liveness claim: its own connection (outside the pool and its limiter), used by
+        # one thread at a time; a thread stuck on a frozen server keeps the lock, and the
+        # next claim then answers "unknown" at once instead of queueing behind it.
+        self._claim_conn: Conn | None = None
+        self._claim_lock = threading.Lock()
+        self._claim_epoch = 0
         # Idle connections; at most pool_size exist at once because only that many threads
         # (one connection each) run under the limiter. A plain lock: threads touch it.
         self._idle: list[Conn] = []
@@ -217,9 +256,8 @@ class PostgresStore:
         # pooled connection never sits idle inside one.
         conn = psycopg.connect(**params, autocommit=True)
         try:
-            conn.execute(
-                "SELECT set_config('statement_timeout', %s, false)", (str(STATEMENT_TIMEOUT_MS),)
-            )
+            for setting, text in SESSION_SETTINGS.items():
+                conn.execute("SELECT set_config(%s, %s, false)", (setting, text))
         except BaseException:
             conn.close()
             raise
@@ -249,7 +287,19 @@ class PostgresStore:
             idle, self._idle = self._idle, []
         _close_all(idle)
 
-    async def _run(self, fn: Callable[[Conn], T], *, need_open: bool = True) -> T:
+    async def _read(self, fn: Callable[[Conn], T]) -> T:
+        """A read: bounded by ``timeout`` (pool wait included), its thread abandoned when
+        that passes."""
+        try:
+            with trio.fail_after(self._timeout):
+                return await self._run(fn, abandon=True)
+        except trio.TooSlowError:
+            raise StoreUnavailable(
+                f"the store did not answer within {self._timeout:g} s") from None
+
+    async def _run(
+        self, fn: Callable[[Conn], T], *, need_open: bool = True, abandon: bool = False
+    ) -> T:
         if need_open and not self._open:
             raise StoreUnavailable("the store is not open")
 
@@ -262,7 +312,8 @@ class PostgresStore:
             # (its text, its frames holding the connection).
             raise StoreUnavailable(message)
 
-        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+        return await trio.to_thread.run_sync(call, limiter=self._limiter,
+                                             abandon_on_cancel=abandon)
 
     def _call(self, fn: Callable[[Conn], T]) -> T:
         conn = self._acquire()
@@ -302,6 +353,13 @@ class PostgresStore:
         with self._lock:
             self._open = False
             idle, self._idle = self._idle, []
+        if self._claim_lock.acquire(blocking=False):
+            try:
+                claim, self._claim_conn = self._claim_conn, None
+            finally:
+                self._claim_lock.release()
+            if claim is not None:
+                idle.append(claim)  # closing the session frees its liveness lock
         # Connections still borrowed by running threads are closed as they come back. Shielded:
         # these are already out of the pool, and a cancelled close would leak them (closing
         # is quick: a terminate message and a socket close).
@@ -321,17 +379,17 @@ class PostgresStore:
             row = conn.execute("SELECT count(*) FROM api_keys").fetchone()
             return int(row[0]) if row else 0
 
-        return await self._run(count)
+        return await self._read(count)
 
     async def add_key(self, key: ApiKey) -> None:
         row = _key_row(key)
         await self._run(lambda conn: conn.execute(INSERT_KEY, row))
 
     async def find_key(self, key_id: str) -> ApiKey | None:
-        return await self._run(lambda conn: _find_key(conn, key_id))
+        return await self._read(lambda conn: _find_key(conn, key_id))
 
     async def list_keys(self) -> list[ApiKey]:
-        rows = await self._run(lambda conn: conn.execute(LIST_KEYS).fetchall())
+        rows = await self._read(lambda conn: conn.execute(LIST_KEYS).fetchall())
         return [_key(row) for row in rows]
 
     async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
@@ -367,22 +425,25 @@ class PostgresStore:
     # -- credits and the ledger -------------------------------------------------------------
 
     async def reserve(self, batch: Sequence[Reservation]) -> list[bool]:
-        return await self.commit(batch, ())
+        return await self.commit(Batch(reservations=batch))
 
     async def settle(self, batch: Sequence[Settlement]) -> None:
-        await self.commit((), batch)
+        await self.commit(Batch(settlements=batch))
 
-    async def commit(
-        self, reservations: Sequence[Reservation], settlements: Sequence[Settlement]
-    ) -> list[bool]:
-        if not reservations and not settlements:
+    async def commit(self, batch: Batch) -> list[bool]:
+        if not (batch.reservations or batch.settlements or batch.checkpoints
+                or batch.releases):
             return []
         # Settlements first: credits they return are there for the reservations after them.
         def commit(conn: Conn) -> list[bool]:
-            _settle_in(conn, settlements)
-            return _reserve_in(conn, reservations)
+            _settle_in(conn, batch.settlements)
+            _release_in(conn, batch.releases)
+            _checkpoint_in(conn, batch.checkpoints)
+            return _reserve_in(conn, batch.reservations)
 
-        return await self._run(commit)
+        # Waited for, but abandoned if the ledger writer itself is cancelled (shutdown past
+        # its deadline): its rows then go to the outbox; a lost reservation is reconciled.
+        return await self._run(commit, abandon=True)
 
     async def reservations(self, instance: str | None = None) -> list[Reservation]:
         query: sql.Composable = SELECT_RESERVATIONS
@@ -390,12 +451,12 @@ class PostgresStore:
         if instance is not None:
             query, args = query + sql.SQL(" WHERE instance = %s"), (instance,)
         query = query + sql.SQL(" ORDER BY created_at, generation_id")
-        rows = await self._run(lambda conn: conn.execute(query, args).fetchall())
+        rows = await self._read(lambda conn: conn.execute(query, args).fetchall())
         return [Reservation(*row) for row in rows]
 
     async def reservation(self, generation_id: str) -> Reservation | None:
         query = SELECT_RESERVATIONS + sql.SQL(" WHERE generation_id = %s")
-        row = await self._run(lambda conn: conn.execute(query, (generation_id,)).fetchone())
+        row = await self._read(lambda conn: conn.execute(query, (generation_id,)).fetchone())
         return None if row is None else Reservation(*row)
 
     async def record(self, generation_id: str) -> RequestRecord | None:
@@ -417,7 +478,7 @@ class PostgresStore:
         if clauses:
             query = query + sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses)
         query = query + sql.SQL(" ORDER BY created_at, generation_id")
-        rows = await self._run(lambda conn: conn.execute(query, args).fetchall())
+        rows = await self._read(lambda conn: conn.execute(query, args).fetchall())
         return [RequestRecord(*row) for row in rows]
 
     # -- instances --------------------------------------------------------------------------
@@ -427,13 +488,71 @@ class PostgresStore:
         await self._run(lambda conn: conn.execute(UPSERT_INSTANCE, row))
 
     async def instances(self) -> list[Instance]:
-        rows = await self._run(lambda conn: conn.execute(LIST_INSTANCES).fetchall())
+        rows = await self._read(lambda conn: conn.execute(LIST_INSTANCES).fetchall())
         return [Instance(*row) for row in rows]
 
     async def forget_instance(self, instance_id: str) -> None:
         await self._run(
             lambda conn: conn.execute("DELETE FROM instances WHERE id = %s", (instance_id,))
         )
+
+    async def claim(self, instance: Instance) -> bool:
+        if not self._open:
+            raise StoreUnavailable("the store is not open")
+        key = liveness_key(instance.id)
+
+        def hold() -> bool:
+            if not self._claim_lock.acquire(blocking=False):
+                return False  # a check is still stuck on a frozen server: not confirmed
+            try:
+                return self._hold_claim(key)
+            finally:
+                self._claim_lock.release()
+
+        try:
+            with trio.fail_after(self._timeout):
+                return await trio.to_thread.run_sync(hold, abandon_on_cancel=True)
+        except trio.TooSlowError:
+            raise StoreUnavailable(
+                f"the store did not answer within {self._timeout:g} s") from None
+
+    def _hold_claim(self, key: tuple[int, int]) -> bool:
+        conn = self._claim_conn
+        if conn is not None and not conn.broken:
+            try:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND pid = pg_backend_pid() AND classid = %s AND objid = %s "
+                    "AND objsubid = 2", key).fetchone()
+                if row and row[0]:
+                    return True  # held, on the same session as before: without a break
+            except psycopg.Error:
+                pass
+            conn.close()
+        self._claim_conn = None
+        try:
+            conn = self._connect()
+            taken = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(_describe(exc)) from None
+        if not (taken and taken[0]):
+            conn.close()  # held by another session: ours is still ending on the server
+            return False
+        self._claim_conn = conn
+        return False  # taken now, after a break (or for the first time)
+
+    async def claimed(self, instance_ids: Sequence[str]) -> set[str] | None:
+        keys = {liveness_key(i): i for i in instance_ids}
+
+        def held(conn: Conn) -> set[str]:
+            rows = conn.execute(
+                "SELECT classid::bigint, objid::bigint FROM pg_locks "
+                "WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = %s "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                (LIVENESS_NAMESPACE,)).fetchall()
+            return {keys[(int(a), int(b))] for a, b in rows if (int(a), int(b)) in keys}
+
+        return await self._read(held)
 
 
 def _transaction(conn: Conn, fn: Callable[[Conn], T]) -> T:
@@ -474,22 +593,22 @@ def _reserve_in(conn: Conn, batch: Sequence[Reservation]) -> list[bool]:
     admitted = [False] * len(batch)
     for i in sorted(range(len(batch)), key=lambda i: (batch[i].key_id, i)):
         item = batch[i]
-        # The atomic check-and-take for a metered key: NULL >= amount is not true, so an
-        # unmetered key falls through to the lookup below.
-        taken = conn.execute(
+        # The atomic check-and-take for a metered key (and only for a priced model): NULL >=
+        # amount is not true, so an unmetered key falls through to the lookup below.
+        taken = item.priced and conn.execute(
             "UPDATE api_keys SET balance = balance - %s "
             "WHERE id = %s AND balance >= %s AND NOT revoked RETURNING 1",
             (item.amount, item.key_id, item.amount),
-        ).fetchone()
-        if taken is None:
+        ).fetchone() is not None
+        if not taken:
             unmetered = conn.execute(
                 "SELECT 1 FROM api_keys WHERE id = %s AND balance IS NULL AND NOT revoked",
                 (item.key_id,),
             ).fetchone()
             if unmetered is None:
-                continue  # missing, revoked, or short of credits
+                continue  # missing, revoked, short of credits, or metered and unpriced
             item = attrs.evolve(item, amount=0)  # unmetered: nothing is held
-        conn.execute(INSERT_RESERVATION, attrs.astuple(item, recurse=False))
+        conn.execute(INSERT_RESERVATION, _reservation_row(item))
         admitted[i] = True
     return admitted
 
@@ -502,15 +621,56 @@ def _settle_in(conn: Conn, batch: Sequence[Settlement]) -> None:
             "DELETE FROM reservations WHERE generation_id = %s RETURNING amount",
             (record.generation_id,),
         ).fetchone()
-        if conn.execute(INSERT_RECORD, attrs.astuple(record, recurse=False)).fetchone() is None:
-            continue  # settled before: the first settlement stands
-        back = (held[0] if held else 0) - record.cost
+        back = held[0] if held else 0  # what the reservation held comes back
+        row = attrs.astuple(record, recurse=False)
+        if conn.execute(INSERT_RECORD, row).fetchone() is not None:
+            back -= record.cost
+        elif record.status != "interrupted":
+            # Settled before: the first settlement stands, unless it was a reconciler's
+            # estimate and this is the real thing (the row lock makes this happen once).
+            before = conn.execute(
+                "SELECT cost FROM requests WHERE generation_id = %s AND status = 'interrupted' "
+                "FOR UPDATE", (record.generation_id,)).fetchone()
+            if before is not None:
+                conn.execute(REPLACE_RECORD, (*row[1:], record.generation_id))
+                back += before[0] - record.cost  # the estimate's charge for the real one
         if back:
             conn.execute(
                 "UPDATE api_keys SET balance = GREATEST(balance + %s, 0) "
                 "WHERE id = %s AND balance IS NOT NULL",
                 (back, record.key_id),
             )
+
+
+def _checkpoint_in(conn: Conn, batch: Sequence[Checkpoint]) -> None:
+    for c in sorted(batch, key=lambda c: c.generation_id):
+        conn.execute(
+            "UPDATE reservations SET deployment = %s, upstream_dialect = %s, "
+            "completion_tokens = %s, served_cost = %s WHERE generation_id = %s",
+            (c.deployment, c.upstream_dialect, c.completion_tokens, c.served_cost,
+             c.generation_id))
+
+
+def _release_in(conn: Conn, batch: Sequence[Release]) -> None:
+    for release in sorted(batch, key=lambda r: r.generation_id):
+        held = conn.execute(
+            "DELETE FROM reservations WHERE generation_id = %s RETURNING key_id, amount",
+            (release.generation_id,),
+        ).fetchone()
+        if held is not None and held[1]:
+            conn.execute("UPDATE api_keys SET balance = balance + %s "
+                         "WHERE id = %s AND balance IS NOT NULL", (held[1], held[0]))
+
+
+def _reservation_row(item: Reservation) -> tuple[Any, ...]:
+    return tuple(getattr(item, name) for name in RESERVATION_FIELDS)
+
+
+def liveness_key(instance_id: str) -> tuple[int, int]:
+    """The (namespace, id hash) int4 pair of an instance's advisory lock (as pg_locks shows
+    it: classid, objid, both non-negative here)."""
+    digest = hashlib.sha256(instance_id.encode()).digest()
+    return LIVENESS_NAMESPACE, int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
 
 
 def _describe(exc: psycopg.Error) -> str:

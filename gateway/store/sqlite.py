@@ -12,6 +12,8 @@ Rules:
 - Schema changes are numbered migrations applied in order (``PRAGMA user_version``), at
   open and by ``arouter db migrate``.
 - ``sqlite3`` errors become ``StoreUnavailable`` here and nowhere else.
+- Reads give up after ``timeout`` seconds (a write lock held elsewhere for longer than
+  ``busy_timeout``, a stuck disk) and abandon their thread; writes are waited for.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ from gateway.store.base import (
     KEY_FIELDS,
     RECORD_FIELDS,
     RESERVATION_FIELDS,
+    Batch,
+    Checkpoint,
     Instance,
     NotMetered,
+    Release,
     Reservation,
     Settlement,
     StoreUnavailable,
@@ -111,6 +116,12 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 3: which deployments a request tried, and how each attempt ended (issue 6)
     "ALTER TABLE requests ADD COLUMN attempts TEXT NOT NULL DEFAULT ''",
+    # 4: a streaming request's checkpointed output, which is what a crash charges (issue 11)
+    """
+    ALTER TABLE reservations ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE reservations ADD COLUMN served_cost INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE reservations DROP COLUMN prompt_cost;
+    """,
 )
 
 _BOOL_KEY = ("revoked",)
@@ -126,12 +137,25 @@ def _marks(fields: Sequence[str]) -> str:
 
 
 class SqliteStore:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, timeout: float = 5.0) -> None:
         self.path = str(path)
         self._db: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
+        self._timeout = timeout
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def __repr__(self) -> str:
+        return f"<SqliteStore {self.path}>"
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A read: bounded by ``timeout``, its thread abandoned when that passes."""
+        try:
+            with trio.fail_after(self._timeout):
+                return await self._run(fn, abandon=True)
+        except trio.TooSlowError:
+            raise StoreUnavailable(
+                f"the store did not answer within {self._timeout:g} s") from None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, abandon: bool = False) -> T:
         db = self._db
         if db is None:
             raise StoreUnavailable("the store is not open")
@@ -156,7 +180,8 @@ class SqliteStore:
                 # maps everything the driver raises.
                 raise StoreUnavailable(f"store error: {type(exc).__name__}") from None
 
-        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+        return await trio.to_thread.run_sync(call, limiter=self._limiter,
+                                             abandon_on_cancel=abandon)
 
     def _connect(self) -> sqlite3.Connection:
         if sqlite3.sqlite_version_info < (3, 35):  # DELETE ... RETURNING settles the ledger
@@ -208,7 +233,8 @@ class SqliteStore:
     # -- keys -----------------------------------------------------------------------------
 
     async def count_keys(self) -> int:
-        return await self._run(lambda db: db.execute("SELECT count(*) FROM api_keys").fetchone()[0])
+        return await self._read(
+            lambda db: db.execute("SELECT count(*) FROM api_keys").fetchone()[0])
 
     async def add_key(self, key: ApiKey) -> None:
         row = _key_row(key)
@@ -217,14 +243,14 @@ class SqliteStore:
         ))
 
     async def find_key(self, key_id: str) -> ApiKey | None:
-        return await self._run(lambda db: _find_key(db, key_id))
+        return await self._read(lambda db: _find_key(db, key_id))
 
     async def list_keys(self) -> list[ApiKey]:
         def list_all(db: sqlite3.Connection) -> list[ApiKey]:
             sql = f"SELECT {_columns(KEY_FIELDS)} FROM api_keys ORDER BY created_at, id"
             return [_key(row) for row in db.execute(sql)]
 
-        return await self._run(list_all)
+        return await self._read(list_all)
 
     async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
         check_changes(changes)
@@ -254,33 +280,35 @@ class SqliteStore:
     # -- credits and the ledger -------------------------------------------------------------
 
     async def reserve(self, batch: Sequence[Reservation]) -> list[bool]:
-        return await self.commit(batch, ())
+        return await self.commit(Batch(reservations=batch))
 
     async def settle(self, batch: Sequence[Settlement]) -> None:
-        await self.commit((), batch)
+        await self.commit(Batch(settlements=batch))
 
-    async def commit(
-        self, reservations: Sequence[Reservation], settlements: Sequence[Settlement]
-    ) -> list[bool]:
+    async def commit(self, batch: Batch) -> list[bool]:
         # Settlements first: credits they return are there for the reservations after them.
         def commit(db: sqlite3.Connection) -> list[bool]:
-            _settle_in(db, settlements)
-            return _reserve_in(db, reservations)
+            _settle_in(db, batch.settlements)
+            _release_in(db, batch.releases)
+            _checkpoint_in(db, batch.checkpoints)
+            return _reserve_in(db, batch.reservations)
 
-        return await self._run(commit)
+        # Waited for, but abandoned if the ledger writer itself is cancelled (shutdown past
+        # its deadline): its rows then go to the outbox; a lost reservation is reconciled.
+        return await self._run(commit, abandon=True)
 
     async def reservations(self, instance: str | None = None) -> list[Reservation]:
         sql = f"SELECT {_columns(RESERVATION_FIELDS)} FROM reservations"
         args: tuple[Any, ...] = ()
         if instance is not None:
             sql, args = sql + " WHERE instance = ?", (instance,)
-        rows = await self._run(lambda db: db.execute(sql, args).fetchall())
+        rows = await self._read(lambda db: db.execute(sql, args).fetchall())
         return [_reservation(row) for row in rows]
 
     async def reservation(self, generation_id: str) -> Reservation | None:
         sql = (f"SELECT {_columns(RESERVATION_FIELDS)} FROM reservations "
                "WHERE generation_id = ?")
-        row = await self._run(lambda db: db.execute(sql, (generation_id,)).fetchone())
+        row = await self._read(lambda db: db.execute(sql, (generation_id,)).fetchone())
         return None if row is None else _reservation(row)
 
     async def record(self, generation_id: str) -> RequestRecord | None:
@@ -293,7 +321,7 @@ class SqliteStore:
         sql = f"SELECT {_columns(RECORD_FIELDS)} FROM requests"
         if clauses:
             sql += f" WHERE {clauses}"
-        rows = await self._run(lambda db: db.execute(sql, tuple(where.values())).fetchall())
+        rows = await self._read(lambda db: db.execute(sql, tuple(where.values())).fetchall())
         return [_record(row) for row in rows]
 
     # -- instances --------------------------------------------------------------------------
@@ -307,17 +335,34 @@ class SqliteStore:
 
     async def instances(self) -> list[Instance]:
         sql = f"SELECT {_columns(INSTANCE_FIELDS)} FROM instances"
-        rows = await self._run(lambda db: db.execute(sql).fetchall())
+        rows = await self._read(lambda db: db.execute(sql).fetchall())
         return [Instance(*row) for row in rows]
 
     async def forget_instance(self, instance_id: str) -> None:
         await self._run(lambda db: db.execute("DELETE FROM instances WHERE id = ?", (instance_id,)))
+
+    async def claim(self, instance: Instance) -> bool:
+        # One file, one host: whether a process lives is for its PID to say (instances.py).
+        await trio.lowlevel.checkpoint()
+        return True
+
+    async def claimed(self, instance_ids: Sequence[str]) -> set[str] | None:
+        await trio.lowlevel.checkpoint()
+        return None
 
 
 _INSERT_RESERVATION = (f"INSERT INTO reservations ({_columns(RESERVATION_FIELDS)}) "
                        f"VALUES ({_marks(RESERVATION_FIELDS)})")
 _INSERT_RECORD = (f"INSERT INTO requests ({_columns(RECORD_FIELDS)}) "
                   f"VALUES ({_marks(RECORD_FIELDS)}) ON CONFLICT (generation_id) DO NOTHING")
+_REPLACE_RECORD = ("UPDATE requests SET "
+                   + ", ".join(f"{name} = ?" for name in RECORD_FIELDS[1:])
+                   + " WHERE generation_id = ?")
+assert RECORD_FIELDS[0] == "generation_id"
+
+
+def _reservation_row(item: Reservation) -> tuple[Any, ...]:
+    return tuple(getattr(item, name) for name in RESERVATION_FIELDS)
 
 
 def _reserve_in(db: sqlite3.Connection, batch: Sequence[Reservation]) -> list[bool]:
@@ -326,17 +371,18 @@ def _reserve_in(db: sqlite3.Connection, batch: Sequence[Reservation]) -> list[bo
         found = db.execute(
             "SELECT balance FROM api_keys WHERE id = ? AND revoked = 0", (item.key_id,)
         ).fetchone()
+        # A metered key pays from its balance, and only for a priced model.
         ok = found is not None and (
             found[0] is None
-            or db.execute(
+            or (item.priced and db.execute(
                 "UPDATE api_keys SET balance = balance - ? WHERE id = ? AND balance >= ?",
                 (item.amount, item.key_id, item.amount),
-            ).rowcount == 1
+            ).rowcount == 1)
         )
         if ok:
             if found[0] is None:  # unmetered: nothing is held, whatever was asked
                 item = attrs.evolve(item, amount=0)
-            db.execute(_INSERT_RESERVATION, attrs.astuple(item, recurse=False))
+            db.execute(_INSERT_RESERVATION, _reservation_row(item))
         admitted.append(ok)
     return admitted
 
@@ -348,14 +394,46 @@ def _settle_in(db: sqlite3.Connection, batch: Sequence[Settlement]) -> None:
             "DELETE FROM reservations WHERE generation_id = ? RETURNING amount",
             (record.generation_id,),
         ).fetchall()
-        if db.execute(_INSERT_RECORD, attrs.astuple(record, recurse=False)).rowcount != 1:
-            continue  # settled before: the first settlement stands
-        back = (held[0][0] if held else 0) - record.cost
-        db.execute(
-            "UPDATE api_keys SET balance = max(0, balance + ?) "
-            "WHERE id = ? AND balance IS NOT NULL",
-            (back, record.key_id),
-        )
+        back = held[0][0] if held else 0  # what the reservation held comes back
+        if db.execute(_INSERT_RECORD, attrs.astuple(record, recurse=False)).rowcount == 1:
+            back -= record.cost
+        else:
+            # Settled before: the first settlement stands, unless it was a reconciler's
+            # estimate and this is the real thing.
+            before = db.execute(
+                "SELECT cost FROM requests WHERE generation_id = ? AND status = 'interrupted'",
+                (record.generation_id,),
+            ).fetchone()
+            if before is not None and record.status != "interrupted":
+                db.execute(_REPLACE_RECORD, (*attrs.astuple(record, recurse=False)[1:],
+                                             record.generation_id))
+                back += before[0] - record.cost  # the estimate's charge for the real one
+        if back:
+            db.execute(
+                "UPDATE api_keys SET balance = max(0, balance + ?) "
+                "WHERE id = ? AND balance IS NOT NULL",
+                (back, record.key_id),
+            )
+
+
+def _checkpoint_in(db: sqlite3.Connection, batch: Sequence[Checkpoint]) -> None:
+    db.executemany(
+        "UPDATE reservations SET deployment = ?, upstream_dialect = ?, completion_tokens = ?, "
+        "served_cost = ? WHERE generation_id = ?",
+        [(c.deployment, c.upstream_dialect, c.completion_tokens, c.served_cost,
+          c.generation_id) for c in batch],
+    )
+
+
+def _release_in(db: sqlite3.Connection, batch: Sequence[Release]) -> None:
+    for release in batch:
+        held = db.execute(
+            "DELETE FROM reservations WHERE generation_id = ? RETURNING key_id, amount",
+            (release.generation_id,),
+        ).fetchone()
+        if held is not None:
+            db.execute("UPDATE api_keys SET balance = balance + ? "
+                       "WHERE id = ? AND balance IS NOT NULL", (held[1], held[0]))
 
 
 def _migrate(db: sqlite3.Connection) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,15 @@ import pytest
 import trio
 
 from gateway import keys
-from gateway.instances import new_instance, reconcile
+from gateway.instances import Liveness, beat, new_instance, reconcile
 from gateway.keys import ApiKey
 from gateway.records import RequestRecord
 from gateway.store.base import (
+    Batch,
+    Checkpoint,
     Instance,
     NotMetered,
+    Release,
     Reservation,
     Settlement,
     Store,
@@ -65,7 +68,7 @@ def reservation(key: ApiKey, amount: int, gen: str, instance: str = "i1") -> Res
     return Reservation(
         generation_id=gen, key_id=key.id, amount=amount, instance=instance, model="m",
         deployment="p/m", client_dialect="openai", upstream_dialect="openai", stream=True,
-        prompt_tokens=10, prompt_cost=7, created_at=time.time(),
+        prompt_tokens=10, created_at=time.time(),
     )
 
 
@@ -284,30 +287,89 @@ async def test_heartbeat_inserts_then_refreshes(store: Store) -> None:
 async def test_reconcile_settles_what_dead_instances_left_open(store: Store) -> None:
     key = await make_key(store, balance=1000)
     me = new_instance()
+    liveness = Liveness(me, stale_after=30.0)
+    await beat(store, liveness)
     now = time.time()
-    stale = Instance("stale", "elsewhere", 1, now - 100, now - 100)
-    live = Instance("live", "elsewhere", 2, now, now)
+    live = Instance("live", me.host, os.getpid(), now - 5, now)  # this very process
     # A process on this host that no longer exists is dead at once, however fresh its beat.
     gone_pid = max(int(p) for p in os.listdir("/proc") if p.isdigit()) + 100_000
     crashed = Instance("crashed", me.host, gone_pid, now, now)
-    for instance in (me, stale, live, crashed):
+    for instance in (live, crashed):
         await store.heartbeat(instance)
     await store.reserve([
-        reservation(key, 100, "s1", "stale"), reservation(key, 100, "c1", "crashed"),
+        reservation(key, 100, "c1", "crashed"), reservation(key, 100, "c2", "crashed"),
         reservation(key, 100, "l1", "live"), reservation(key, 100, "m1", me.id),
     ])
+    # c2 had streamed: its last checkpoint is what a crash charges.
+    await store.commit(Batch(checkpoints=[Checkpoint("c2", "p/served", "anthropic", 12, 34)]))
     assert await balance(store, key) == 600
+    freed: list[str] = []
 
-    assert await reconcile(store, me, stale_after=30.0) == 2
+    async def on_orphans(orphans: Sequence[Reservation]) -> None:
+        freed.extend(r.generation_id for r in orphans)
 
+    assert await reconcile(store, liveness, on_orphans) == 2
+
+    assert sorted(freed) == ["c1", "c2"]
     assert {r.generation_id for r in await store.reservations()} == {"l1", "m1"}
-    for gen in ("s1", "c1"):
-        row = await store.record(gen)
-        assert row is not None and row.status == "interrupted" and row.usage_estimated
-        assert row.cost == 7 and row.prompt_tokens == 10 and row.completion_tokens == 0
-    assert await balance(store, key) == 600 + 2 * (100 - 7)
+    silent = await store.record("c1")
+    assert silent is not None and silent.status == "interrupted" and silent.usage_estimated
+    # No checkpoint: no output known of, and no output is free.
+    assert (silent.cost, silent.prompt_tokens, silent.completion_tokens) == (0, 0, 0)
+    streamed = await store.record("c2")
+    assert streamed is not None and streamed.status == "interrupted"
+    assert (streamed.cost, streamed.prompt_tokens, streamed.completion_tokens) == (34, 10, 12)
+    assert (streamed.deployment, streamed.upstream_dialect) == ("p/served", "anthropic")
+    assert await balance(store, key) == 600 + 100 + (100 - 34)
     assert {i.id for i in await store.instances()} == {me.id, "live"}
-    assert await reconcile(store, me, stale_after=30.0) == 0  # nothing twice
+    assert await reconcile(store, liveness) == 0  # nothing twice
+
+
+async def test_a_real_settlement_replaces_an_interrupted_estimate_once(store: Store) -> None:
+    key = await make_key(store, balance=1000)
+    await store.reserve([reservation(key, 600, "g1")])
+    await store.commit(Batch(checkpoints=[Checkpoint("g1", "p/m", "openai", 5, 40)]))
+    await store.settle([Settlement(record(key, "g1", cost=40, status="interrupted"))])
+    assert await balance(store, key) == 960
+    real = record(key, "g1", cost=250)  # the process was alive after all: its own row
+    await store.settle([Settlement(real)])
+    assert await store.records() == [real]
+    assert await balance(store, key) == 750  # as if it had settled first
+    # Exactly once: neither the real row again nor another estimate changes anything.
+    await store.settle([Settlement(real)])
+    await store.settle([Settlement(record(key, "g1", cost=1, status="interrupted"))])
+    await store.settle([Settlement(record(key, "g1", cost=999, status="partial"))])
+    assert await store.records() == [real]
+    assert await balance(store, key) == 750
+
+
+async def test_a_checkpoint_changes_nothing_once_settled(store: Store) -> None:
+    key = await make_key(store, balance=1000)
+    await store.reserve([reservation(key, 600, "g1")])
+    await store.commit(Batch(checkpoints=[Checkpoint("g1", "p/m", "openai", 5, 40)]))
+    found = await store.reservation("g1")
+    assert found is not None and (found.completion_tokens, found.served_cost) == (5, 40)
+    await store.settle([Settlement(record(key, "g1", cost=250))])
+    await store.commit(Batch(checkpoints=[Checkpoint("g1", "p/m", "openai", 9, 90)]))
+    assert await store.reservations() == [] and await balance(store, key) == 750
+
+
+async def test_a_release_returns_the_whole_reservation_and_writes_no_row(store: Store) -> None:
+    key = await make_key(store, balance=1000)
+    await store.reserve([reservation(key, 600, "g1")])
+    await store.commit(Batch(releases=[Release("g1")]))
+    await store.commit(Batch(releases=[Release("g1"), Release("never")]))  # idempotent
+    assert await balance(store, key) == 1000
+    assert await store.reservations() == [] and await store.records() == []
+
+
+async def test_an_unpriced_reservation_is_refused_to_a_metered_key(store: Store) -> None:
+    metered = await make_key(store, balance=1000)
+    unmetered = await make_key(store)
+    unpriced = attrs.evolve(reservation(metered, 0, "g1"), priced=False)
+    assert await store.reserve([unpriced]) == [False]
+    assert await store.reserve([attrs.evolve(unpriced, key_id=unmetered.id)]) == [True]
+    assert await balance(store, metered) == 1000
 
 
 # -- failure ------------------------------------------------------------------------------
@@ -323,8 +385,9 @@ async def test_one_commit_settles_first_then_reserves(store: Store) -> None:
     key = await make_key(store, balance=100)
     assert await store.reserve([reservation(key, 100, "g1")]) == [True]
     # The credits g1 returns (90) are there for g2 in the same transaction.
-    admitted = await store.commit([reservation(key, 80, "g2"), reservation(key, 80, "g3")],
-                                  [Settlement(record(key, "g1", cost=10))])
+    admitted = await store.commit(Batch(
+        reservations=[reservation(key, 80, "g2"), reservation(key, 80, "g3")],
+        settlements=[Settlement(record(key, "g1", cost=10))]))
     assert admitted == [True, False]
     assert await balance(store, key) == 10
     assert [r.generation_id for r in await store.reservations()] == ["g2"]

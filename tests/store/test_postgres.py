@@ -46,7 +46,7 @@ def reservation(generation_id: str, key_id: str, amount: int, instance: str = "i
     return Reservation(
         generation_id=generation_id, key_id=key_id, amount=amount, instance=instance,
         model="m", deployment="p/m", client_dialect="openai", upstream_dialect="openai",
-        stream=True, prompt_tokens=10, prompt_cost=amount // 2, created_at=time.time(),
+        stream=True, prompt_tokens=10, created_at=time.time(),
     )
 
 
@@ -108,7 +108,7 @@ async def test_migrations_apply_once_and_match_the_fields(postgres_db: str) -> N
         assert {c for (c,) in columns} == set(fields), table
     money = query(postgres_db, "SELECT table_name, column_name, data_type FROM "
                                "information_schema.columns WHERE column_name IN "
-                               "('balance', 'cost', 'amount', 'prompt_cost')")
+                               "('balance', 'cost', 'amount', 'served_cost')")
     assert {data_type for (_, _, data_type) in money} == {"bigint"}
 
 
@@ -344,19 +344,20 @@ async def test_a_killed_connection_is_replaced(postgres_db: str) -> None:
         assert pids != mine
 
 
-async def test_connections_carry_a_statement_timeout(postgres_db: str) -> None:
+async def test_connections_carry_server_side_timeouts(postgres_db: str) -> None:
     async with opened(postgres_db) as store:
         def show(conn: psycopg.Connection[Any]) -> Any:
-            row = conn.execute("SHOW statement_timeout").fetchone()
-            return row[0] if row else None
+            return [conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+                    for name in ("statement_timeout", "lock_timeout",
+                                 "idle_in_transaction_session_timeout")]
 
-        assert await store._run(show) == "10s"
+        assert await store._run(show) == ["10s", "5s", "30s"]
 
 
 async def test_a_blocked_statement_times_out_and_the_store_recovers(
     postgres_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(postgres, "STATEMENT_TIMEOUT_MS", 200)
+    monkeypatch.setitem(postgres.SESSION_SETTINGS, "statement_timeout", "200")
     async with opened(postgres_db) as store:
         await store.add_key(key("k1", balance=100))
         # Another session holds the key's row lock and never lets go (until we say so).
@@ -369,6 +370,47 @@ async def test_a_blocked_statement_times_out_and_the_store_recovers(
             blocker.rollback()
         assert await store.reserve([reservation("g1", "k1", 10)]) == [True]
         assert await balance(store, "k1") == 90
+
+
+async def test_a_liveness_claim_is_held_by_its_session_and_freed_with_it(
+    postgres_db: str,
+) -> None:
+    me, other = Instance("me", "h1", 1, 0.0, 0.0), Instance("other", "h2", 2, 0.0, 0.0)
+    async with opened(postgres_db) as store, opened(postgres_db) as peer:
+        assert await store.claimed(["me", "other"]) == set()
+        assert await store.claim(me) is False  # taken now
+        assert await store.claim(me) is True  # held since, without a break
+        assert await peer.claim(other) is False
+        assert await store.claimed(["me", "other", "nobody"]) == {"me", "other"}
+        # The server ends the session (a restart, a killed process): the claim is free at
+        # once, and the next renewal takes it back, saying there was a break.
+        query(postgres_db, "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE "
+                           "locktype = 'advisory' AND classid = %s AND objid = %s",
+              *postgres.liveness_key("other"))
+        with trio.fail_after(5):
+            while "other" in (await store.claimed(["other"]) or set()):  # noqa: ASYNC110
+                await trio.sleep(0.01)  # the server's doing
+        assert await peer.claim(other) is False
+        assert await peer.claim(other) is True
+    # Closing the store ends its session: its claim goes with it.
+    async with opened(postgres_db) as store:
+        assert await store.claimed(["me", "other"]) == set()
+
+
+async def test_a_frozen_server_gives_a_fast_error_to_reads(postgres_db: str) -> None:
+    async with opened(postgres_db) as store:
+        store._timeout = 0.3
+        await store.add_key(key("k1"))
+        # A lock nobody releases (for longer than the read's deadline) stands in for a
+        # server that answers nothing: the read gives up on its own clock.
+        with psycopg.connect(postgres_db) as blocker:
+            blocker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+            start = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=r"did not answer within 0\.3 s"):
+                await store.find_key("k1")
+            assert time.monotonic() - start < 2
+            blocker.rollback()
+        assert await store.find_key("k1") is not None  # and it recovers
 
 
 async def test_closed_store_fails_closed(postgres_db: str) -> None:

@@ -194,5 +194,6 @@ async def test_arouter_doctor_passes_through_nginx(fleet: Any) -> None:
         capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT)
     checks = {c["name"]: c for c in json.loads(result.stdout)}
     assert result.returncode == 0, checks
-    assert set(checks) == {"reach", "key", "unbuffered", "keepalive", "abort"}
+    assert set(checks) == {"reach", "key", "prices", "unbuffered", "keepalive", "abort"}
+    assert "billing by the price table of 20" in checks["prices"]["detail"]
     assert all(c["passed"] for c in checks.values())
