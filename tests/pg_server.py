@@ -159,9 +159,44 @@ class PostgresServer:
                 return
         raise RuntimeError(f"postgres did not start:\n{self.log_tail()}")
 
-    def _launch(self, data: Path) -> bool:
+    def restart(self, down_for: float) -> None:
+        """An outage: stop the server (every session ends), keep it down ``down_for``
+        seconds, start it again on the same port and data."""
         assert self.root is not None
-        self.port = free_port()
+        self._terminate()
+        time.sleep(down_for)
+        for _ in range(10):  # the port may still be held for a moment
+            if self._launch(self.root / "data", self.port):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"postgres did not restart:\n{self.log_tail()}")
+
+    def processes(self) -> list[int]:
+        """The postmaster and every backend it forked (by PID, from /proc)."""
+        assert self.proc is not None
+        pids = [self.proc.pid]
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        with contextlib.suppress(OSError):
+            pids += [int(pid) for pid in children.read_text().split()]
+        return pids
+
+    def freeze(self) -> list[int]:
+        """SIGSTOP the server and its backends: sockets stay open, the kernel still ACKs,
+        nothing answers (a hung host). Returns the PIDs stopped, for ``thaw``."""
+        pids = self.processes()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        return pids
+
+    def thaw(self, pids: list[int]) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    def _launch(self, data: Path, port: int | None = None) -> bool:
+        assert self.root is not None
+        self.port = port or free_port()
         args = [self.postgres, "-D", str(data), "-p", str(self.port), "-k", str(self.root)]
         for name, value in SERVER_SETTINGS.items():
             args += ["-c", f"{name}={value}"]
@@ -265,6 +300,24 @@ def _stop_server() -> None:
     with _lock:
         server, _server = _server, None
     if server is not None:
+        server.stop()
+
+
+@contextlib.contextmanager
+def private_server() -> Iterator[PostgresServer]:
+    """A server of the test's own, to stop, restart and freeze (the shared one serves every
+    other test). Missing binaries skip, or fail under AROUTER_REQUIRE_SERVICES=1."""
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as exc:
+        _unavailable(str(exc))
+        raise  # not reached
+    try:
+        server.start()
+        yield server
+    finally:
+        if server.proc is not None:  # never leave it stopped: SIGCONT before stopping
+            server.thaw(server.processes())
         server.stop()
 
 

@@ -50,13 +50,19 @@ def free_port() -> int:
 @asynccontextmanager
 async def serve(
     data_dir: Path, log: Path | None = None, *options: str, config: Path | None = None,
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None, own_pid_namespace: bool = False,
 ) -> AsyncIterator[Served]:
-    """``arouter serve`` as a subprocess, until its banner; SIGTERM (then SIGKILL) at exit."""
+    """``arouter serve`` as a subprocess, until its banner; SIGTERM (then SIGKILL) at exit.
+    With ``own_pid_namespace`` it runs in a PID namespace of its own (``unshare``, as a
+    container would): to other gateways on this machine it is on another host."""
     # A real file descriptor for the child; opened once, closed in the finally below.
     log_file = open(log or os.devnull, "ab")  # noqa: SIM115, ASYNC230
+    # unshare forwards nothing, but --kill-child passes its own end on as SIGTERM: the
+    # gateway inside drains exactly as if it had been signalled itself.
+    prefix = (["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM"]
+              if own_pid_namespace else [])
     process = await trio.lowlevel.open_process(
-        [*ARouter, *(("--config", str(config)) if config else ()), "serve",
+        [*prefix, *ARouter, *(("--config", str(config)) if config else ()), "serve",
          *(options or ("--port", "0"))],
         stdout=subprocess.PIPE,
         stderr=log_file,

@@ -8,11 +8,15 @@
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
+import pytest
 import trio
 
 from gateway import keys
@@ -20,12 +24,14 @@ from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import FAKE_PROVIDER_KEY, Sim
 from tests.pg_server import fixture_postgres_db  # noqa: F401
-from tests.processes import Served, serve
+from tests.processes import serve
 from tests.redis_server import redis_clean_url, redis_server_session  # noqa: F401
 
 
 def write_config(path: Path, sim: Sim, *, store_url: str | None = None,
-                 redis_url: str | None = None) -> Path:
+                 redis_url: str | None = None, **accounts: float) -> Path:
+    """A config with the fake upstream's provider, and ``accounts`` settings beside a 0.5 s
+    heartbeat."""
     lines = [
         "[providers.fake]",
         'dialect = "openai"',
@@ -35,7 +41,7 @@ def write_config(path: Path, sim: Sim, *, store_url: str | None = None,
         "prompt = 1",  # dollars per million tokens: 1 micro-dollar per token
         "completion = 2",
         "[accounts]",
-        "heartbeat = 0.5",
+        *(f"{name} = {value}" for name, value in {"heartbeat": 0.5, **accounts}.items()),
     ]
     if redis_url:
         lines.append(f'redis_url = "{redis_url}"')
@@ -63,48 +69,84 @@ def payload(tag: str, directive: str = "tokens=5", max_tokens: int = 10) -> dict
             "messages": [{"role": "user", "content": f"#sim tag={tag} {directive}\nhi"}]}
 
 
-async def test_sigkill_with_open_streams_then_restart_settles_every_reservation(
-    tmp_path: Path, sim: Sim
-) -> None:
-    data = tmp_path / "data"
-    config = write_config(tmp_path / "arouter.toml", sim)
-    db = SqliteStore(data / "arouter.db")
-    secret, key = await add_key(db, balance=1_000_000)
-    started = trio.Semaphore(0)
+@attrs.define
+class Held:
+    """One stream held open until its gateway dies: what reached the client, and when."""
 
-    async def hold_open(served: Served, n: int) -> None:
-        try:
-            async with httpx.AsyncClient(timeout=30) as client, client.stream(
-                "POST", f"{served.url}/v1/chat/completions",
-                json=payload(f"kill{n}", "tokens=500 interval_ms=20", max_tokens=500),
-                headers={"authorization": f"Bearer {secret}"},
-            ) as response:
-                first = True
-                async for line in response.aiter_lines():
-                    if first and line.startswith("data: "):
-                        first = False
-                        started.release()
-        except httpx.HTTPError:
-            pass  # the gateway died under us: that is the point
+    tag: str
+    arrivals: list[tuple[float, int]] = attrs.field(factory=list)  # (time, text chars)
+
+    def chars(self, before: float = math.inf) -> int:
+        return sum(n for t, n in self.arrivals if t <= before)
+
+
+async def hold_open(url: str, secret: str, held: Held, started: trio.Semaphore) -> None:
+    try:
+        async with httpx.AsyncClient(timeout=30) as client, client.stream(
+            "POST", f"{url}/v1/chat/completions",
+            json=payload(held.tag, "tokens=2000 interval_ms=20", max_tokens=2000),
+            headers={"authorization": f"Bearer {secret}"},
+        ) as response:
+            async for line in response.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                choices = json.loads(line[6:]).get("choices") or [{}]
+                text = (choices[0].get("delta") or {}).get("content") or ""
+                if not held.arrivals:
+                    started.release()
+                held.arrivals.append((time.monotonic(), len(text)))
+    except httpx.HTTPError:
+        pass  # the gateway died under us: that is the point
+
+
+def store_for(kind: str, data: Path, request: pytest.FixtureRequest) -> tuple[Store, str | None]:
+    if kind == "sqlite":
+        return SqliteStore(data / "arouter.db"), None
+    from gateway.store.postgres import PostgresStore
+
+    url = request.getfixturevalue("postgres_db")
+    return PostgresStore(url), url
+
+
+CHECKPOINT = 0.5
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_sigkill_then_restart_charges_each_stream_its_last_checkpoint(
+    tmp_path: Path, sim: Sim, kind: str, request: pytest.FixtureRequest,
+) -> None:
+    """The crash row of the billing table: an interrupted stream is charged the prompt and
+    the output of its last checkpoint (output relayed after it, at most ``checkpoint``
+    seconds' worth, is not); one killed before its first checkpoint is free."""
+    data = tmp_path / "data"
+    db, url = store_for(kind, data, request)
+    config = write_config(tmp_path / "arouter.toml", sim, store_url=url, checkpoint=CHECKPOINT)
+    secret, key = await add_key(db, balance=10_000_000)
+    started = trio.Semaphore(0)
+    streams = [Held(f"kill{n}") for n in range(5)]
+    young = Held("young")  # killed before its first checkpoint
 
     async with (
         serve(data, None, config=config, extra_env=ENV) as served,
         trio.open_nursery() as nursery,
     ):
-        for n in range(5):
-            nursery.start_soon(hold_open, served, n)
+        for held in streams:
+            nursery.start_soon(hold_open, served.url, secret, held, started)
         with trio.fail_after(10):
-            for _ in range(5):
+            for _ in streams:
                 await started.acquire()
+        await trio.sleep(3 * CHECKPOINT)  # a few checkpoints each
+        nursery.start_soon(hold_open, served.url, secret, young, started)
+        with trio.fail_after(10):
+            await started.acquire()
         served.process.kill()  # SIGKILL: no drain, no settle
+        killed = time.monotonic()
         await served.process.wait()
 
     await db.open()
     try:
-        assert len(await db.reservations()) == 5
+        assert len(await db.reservations()) == 6
         assert await db.records() == []
-        held = (await db.find_key(key.id)).balance  # type: ignore[union-attr]
-        assert held is not None and held < 1_000_000
     finally:
         await db.aclose()
 
@@ -114,12 +156,8 @@ async def test_sigkill_with_open_streams_then_restart_settles_every_reservation(
             with trio.fail_after(10):
                 while await db.reservations():  # noqa: ASYNC110  # another process's work
                     await trio.sleep(0.05)
-            rows = await db.records(key_id=key.id)
-            assert len(rows) == 5
-            assert {r.status for r in rows} == {"interrupted"}
-            assert all(r.usage_estimated and r.cancelled for r in rows)
+            rows = {r.generation_id: r for r in await db.records(key_id=key.id)}
             left = (await db.find_key(key.id)).balance  # type: ignore[union-attr]
-            assert left == 1_000_000 - sum(r.cost for r in rows)
         finally:
             await db.aclose()
         # The restarted gateway serves, and the old process's upstream calls are all closed.
@@ -127,8 +165,65 @@ async def test_sigkill_with_open_streams_then_restart_settles_every_reservation(
             ok = await client.post(f"{again.url}/v1/chat/completions", json=payload("after"),
                                    headers={"authorization": f"Bearer {secret}"})
         assert ok.status_code == 200
+
+    assert len(rows) == 6
+    assert {r.status for r in rows.values()} == {"interrupted"}
+    assert all(r.usage_estimated and r.cancelled for r in rows.values())
+    assert left == 10_000_000 - sum(r.cost for r in rows.values())
+    by_cost = sorted(rows.values(), key=lambda r: r.cost)
+    assert (by_cost[0].cost, by_cost[0].completion_tokens) == (0, 0)  # the young one
+    relayed = sorted(held.chars() for held in streams)
+    window = CHECKPOINT + 0.5  # a checkpoint's interval, and slack for the write itself
+    unbilled_at_most = max(held.chars() - held.chars(killed - window) for held in streams)
+    for row, chars in zip(by_cost[1:], relayed, strict=True):
+        assert row.cost == row.prompt_tokens + 2 * row.completion_tokens > 0
+        # Charged: the output up to its last checkpoint, never more than was relayed...
+        assert 4 * row.completion_tokens <= chars + 200
+        # ...and never less than what was relayed before the last checkpoint's interval.
+        assert chars - 4 * row.completion_tokens <= unbilled_at_most + 4
+    print(f"\ncharged {sum(r.completion_tokens for r in rows.values())} output tokens of "
+          f"~{sum(relayed) // 4} relayed; at most {unbilled_at_most} chars per stream unbilled")
     for n in range(5):
         await sim.wait_record(f"kill{n}", lambda r: r.ended_at is not None)
+
+
+async def test_a_dead_processes_redis_slots_are_freed_when_it_is_reconciled(
+    tmp_path: Path, sim: Sim, redis_clean_url: str  # noqa: F811
+) -> None:
+    """FAULTS F5: a key with max_concurrent = 5 and 5 streams open on a process that is
+    SIGKILLed. Its slots in Redis would otherwise be held until their TTL (about 16
+    minutes); the restart's reconciliation frees them at once."""
+    data = tmp_path / "data"
+    config = write_config(tmp_path / "arouter.toml", sim, redis_url=redis_clean_url)
+    db = SqliteStore(data / "arouter.db")
+    secret, _ = await add_key(db, balance=10_000_000, max_concurrent=5)
+    started = trio.Semaphore(0)
+    async with (
+        serve(data, None, config=config, extra_env=ENV) as served,
+        trio.open_nursery() as nursery,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        for n in range(5):
+            nursery.start_soon(hold_open, served.url, secret, Held(f"slot{n}"), started)
+        with trio.fail_after(10):
+            for _ in range(5):
+                await started.acquire()
+        full = await client.post(f"{served.url}/v1/chat/completions", json=payload("sixth"),
+                                 headers={"authorization": f"Bearer {secret}"})
+        assert full.status_code == 429  # the limit holds while they run
+        served.process.kill()
+        killed = time.monotonic()
+        await served.process.wait()
+
+    async with serve(data, None, config=config, extra_env=ENV) as again, \
+            httpx.AsyncClient(timeout=30) as client:
+        up = time.monotonic()
+        answer = await client.post(f"{again.url}/v1/chat/completions", json=payload("back"),
+                                   headers={"authorization": f"Bearer {secret}"})
+        admitted = time.monotonic()
+    print(f"\nthe key admitted again {admitted - killed:.2f} s after the SIGKILL "
+          f"({admitted - up:.2f} s after the restarted gateway listened)")
+    assert answer.status_code == 200  # not 429: the dead process's slots are gone
 
 
 async def test_two_processes_on_postgres_and_redis_share_credits_and_limits(
