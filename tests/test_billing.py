@@ -15,7 +15,7 @@ expected amount is exact.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -60,6 +60,22 @@ async def post(gw: Gw, secret: str, payload: dict[str, Any]) -> httpx.Response:
     async with httpx.AsyncClient(timeout=30) as client:
         return await client.post(f"{gw.url}/v1/chat/completions", json=payload,
                                  headers={"authorization": f"Bearer {secret}"})
+
+
+async def read_stream(gw: Gw, secret: str, payload: dict[str, Any],
+                      leave: Callable[[bytes], bool]) -> bytes:
+    """A streamed request's raw body, read until ``leave(what came so far)`` says to close
+    the connection, or to its end."""
+    raw = b""
+    async with httpx.AsyncClient(timeout=10) as client, client.stream(
+        "POST", f"{gw.url}/v1/chat/completions", json=payload,
+        headers={"authorization": f"Bearer {secret}"},
+    ) as response:
+        async for chunk in response.aiter_raw():
+            raw += chunk
+            if leave(raw):
+                break
+    return raw
 
 
 def relayed_text(raw: bytes) -> str:
@@ -270,15 +286,7 @@ async def test_a_client_abort_after_output_pays_the_prompt_and_the_output_relaye
 ) -> None:
     async with metered() as (gw, secret, key_id):
         payload = body("late", "tokens=400 interval_ms=10", max_tokens=400)
-        raw = b""
-        async with httpx.AsyncClient(timeout=10) as client, client.stream(
-            "POST", f"{gw.url}/v1/chat/completions", json=payload,
-            headers={"authorization": f"Bearer {secret}"},
-        ) as response:
-            async for chunk in response.aiter_raw():
-                raw += chunk
-                if raw.count(b"\n\ndata: ") >= 3:
-                    break
+        raw = await read_stream(gw, secret, payload, lambda raw: raw.count(b"\n\ndata: ") >= 3)
         # What reached this client is a prefix of what the gateway relayed: compare with the
         # row's own count, which must cover at least what was seen.
         [row] = await settled(gw, key_id)
@@ -294,15 +302,13 @@ async def test_a_stream_ended_by_the_drain_pays_the_prompt_and_the_output_relaye
 ) -> None:
     async with metered(drain=0.3) as (gw, secret, key_id):
         payload = body("drain-late", "tokens=400 interval_ms=10", max_tokens=400)
-        raw = b""
-        async with httpx.AsyncClient(timeout=10) as client, client.stream(
-            "POST", f"{gw.url}/v1/chat/completions", json=payload,
-            headers={"authorization": f"Bearer {secret}"},
-        ) as response:
-            async for chunk in response.aiter_raw():
-                raw += chunk
-                if raw.count(b"\n\ndata: ") == 2:
-                    gw.running.gateway.begin_drain()
+
+        def drain_after_two(raw: bytes) -> bool:
+            if raw.count(b"\n\ndata: ") == 2:
+                gw.running.gateway.begin_drain()
+            return False  # read on to the end
+
+        raw = await read_stream(gw, secret, payload, drain_after_two)
         assert b'"finish_reason":"error"' in raw and b"[DONE]" not in raw
         await relayed_then(gw, key_id, payload, raw, "partial")
 

@@ -33,14 +33,17 @@ Semantics every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 import attrs
+import trio
 
 from gateway.errors import GatewayError
 from gateway.keys import POLICY_FIELDS, ApiKey
 from gateway.records import RequestRecord
+
+T = TypeVar("T")
 
 
 class StoreUnavailable(GatewayError):
@@ -194,6 +197,16 @@ class Store(Protocol):
     async def claimed(self, instance_ids: Sequence[str]) -> set[str] | None:
         """Which of these instances hold their claim right now; None if this store cannot
         tell (SQLite: every process is on one host, where PIDs tell)."""
+
+
+async def read_within(seconds: float, read: Callable[[], Awaitable[T]]) -> T:
+    """``read()`` (a backend's thread call, abandoned when cancelled), or ``StoreUnavailable``
+    once ``seconds`` have passed: a hung server must not hold its caller."""
+    try:
+        with trio.fail_after(seconds):
+            return await read()
+    except trio.TooSlowError:
+        raise StoreUnavailable(f"the store did not answer within {seconds:g} s") from None
 
 
 # Columns shared by the backends' schemas and row mapping.

@@ -43,6 +43,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import attrs
@@ -73,6 +74,7 @@ from gateway.store.base import (
     check_where,
     models_from_text,
     models_to_text,
+    read_within,
 )
 
 T = TypeVar("T")
@@ -290,12 +292,7 @@ class PostgresStore:
     async def _read(self, fn: Callable[[Conn], T]) -> T:
         """A read: bounded by ``timeout`` (pool wait included), its thread abandoned when
         that passes."""
-        try:
-            with trio.fail_after(self._timeout):
-                return await self._run(fn, abandon=True)
-        except trio.TooSlowError:
-            raise StoreUnavailable(
-                f"the store did not answer within {self._timeout:g} s") from None
+        return await read_within(self._timeout, partial(self._run, fn, abandon=True))
 
     async def _run(
         self, fn: Callable[[Conn], T], *, need_open: bool = True, abandon: bool = False
@@ -509,12 +506,8 @@ class PostgresStore:
             finally:
                 self._claim_lock.release()
 
-        try:
-            with trio.fail_after(self._timeout):
-                return await trio.to_thread.run_sync(hold, abandon_on_cancel=True)
-        except trio.TooSlowError:
-            raise StoreUnavailable(
-                f"the store did not answer within {self._timeout:g} s") from None
+        return await read_within(
+            self._timeout, partial(trio.to_thread.run_sync, hold, abandon_on_cancel=True))
 
     def _hold_claim(self, key: tuple[int, int]) -> bool:
         conn = self._claim_conn

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,6 +46,7 @@ from gateway.store.base import (
     check_where,
     models_from_text,
     models_to_text,
+    read_within,
 )
 
 T = TypeVar("T")
@@ -148,12 +150,7 @@ class SqliteStore:
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """A read: bounded by ``timeout``, its thread abandoned when that passes."""
-        try:
-            with trio.fail_after(self._timeout):
-                return await self._run(fn, abandon=True)
-        except trio.TooSlowError:
-            raise StoreUnavailable(
-                f"the store did not answer within {self._timeout:g} s") from None
+        return await read_within(self._timeout, partial(self._run, fn, abandon=True))
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], *, abandon: bool = False) -> T:
         db = self._db

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import trio
 
+from gateway.records import RequestRecord
 from gateway.store.postgres import PostgresStore
 from tests.conftest import Sim
 from tests.pg_server import fresh_database, private_server
@@ -37,6 +38,23 @@ async def stream(client: httpx.AsyncClient, served: Served, secret: str,
         raw = b"".join([chunk async for chunk in response.aiter_raw()])
     return response.status_code, response.headers.get("x-generation-id", ""), \
         raw.endswith(b"data: [DONE]\n\n")
+
+
+async def settled(url: str, key_id: str, count: int, within: float
+                  ) -> tuple[list[RequestRecord], int | None]:
+    """The key's rows and balance once ``count`` rows exist and no reservation is open."""
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        with trio.fail_after(within):
+            while (len(await store.records(key_id=key_id)) < count  # noqa: ASYNC110
+                   or await store.reservations()):
+                await trio.sleep(0.2)
+        key = await store.find_key(key_id)
+        assert key is not None
+        return await store.records(key_id=key_id), key.balance
+    finally:
+        await store.aclose()
 
 
 async def reconciled(client: httpx.AsyncClient, served: Served) -> float:
@@ -100,17 +118,8 @@ async def test_a_long_store_outage_settles_no_live_request_as_interrupted(
             assert all(status == 200 and done for status, _, done in longs)
             refused = [status for status, _, _ in outcomes if status != 200]
             assert set(refused) <= {503}, refused  # admission failed closed, fast
-            store = PostgresStore(url)
-            await store.open()
-            try:
-                with trio.fail_after(30):  # the gateways retry what the store refused
-                    while (len(await store.records(key_id=key.id)) < len(accepted)  # noqa: ASYNC110
-                           or await store.reservations()):
-                        await trio.sleep(0.2)
-                rows = await store.records(key_id=key.id)
-                balance = (await store.find_key(key.id)).balance  # type: ignore[union-attr]
-            finally:
-                await store.aclose()
+            # The gateways retry what the store refused.
+            rows, balance = await settled(url, key.id, len(accepted), within=30)
             misjudged = [await reconciled(client, served) for served in (a, b)]
         print(f"{len(accepted)} requests accepted, {len(refused)} refused during the outage, "
               f"{len(rows)} rows")
@@ -183,17 +192,8 @@ async def test_a_frozen_store_gives_fast_503s_and_open_streams_complete(
             assert all("within 1 s" in r.json()["error"]["message"] for r in answers)
             assert waits[-1] < 3.0  # the bound is 1 s; generous for a shared machine
             assert all(status == 200 and done for status, _, done in opened)
-            store = PostgresStore(url)
-            await store.open()
-            try:
-                with trio.fail_after(40):  # statements time out; the gateway retries
-                    while (len(await store.records(key_id=key.id)) < 4  # noqa: ASYNC110
-                           or await store.reservations()):
-                        await trio.sleep(0.2)
-                rows = await store.records(key_id=key.id)
-                balance = (await store.find_key(key.id)).balance  # type: ignore[union-attr]
-            finally:
-                await store.aclose()
+            # Statements stuck in the freeze time out; the gateway retries them.
+            rows, balance = await settled(url, key.id, 4, within=40)
         assert {r.generation_id for r in rows} == {gen for _, gen, _ in opened}
         assert {r.status for r in rows} == {"ok"}
         assert balance == START - sum(r.cost for r in rows)
