@@ -84,9 +84,10 @@ def run(hconfig: Any, workers: int, on_bound: Callable[[], None] = lambda: None)
                                                warn_on_full_buffer=False)
         for signum in (signal.SIGINT, signal.SIGTERM, DRAIN):
             signal.signal(signum, _noted)
-        while any(p.is_alive() for p in processes):
-            multiprocessing.connection.wait(
-                [wakeup, *(p.sentinel for p in processes if p.is_alive())])
+        while alive := [p for p in processes if p.is_alive()]:
+            # One list for the test and the wait: a worker that exits in between is still
+            # waited for (its sentinel is readable), never dropped from a wait with no end.
+            multiprocessing.connection.wait([wakeup, *(p.sentinel for p in alive)])
             received = _drain_wakeups(wakeup)
             wanted = stage.value
             if received:
