@@ -121,7 +121,6 @@ class Gateway:
         self._heartbeat = trio.CancelScope()
         self._kept_alive = trio.Event()  # set when the heartbeat task has stopped
         self._keeping_alive = False
-        self.worker = False  # a worker process of ``arouter serve --workers N``
         self._keys: dict[str, tuple[ApiKey | None, float]] = {}
         self.refusals = Refusals()  # ids answered before admission, for /v1/generation
 
@@ -149,8 +148,6 @@ class Gateway:
         await self.nursery.start(self.ledger.run)
         self.nursery.start_soon(self._keep_alive)
         self._keeping_alive = True
-        if self.worker:
-            self.nursery.start_soon(self._worker_signals)
         self._warn_unpriced()
         self.clients = ClientPool(self.config.deadlines)
         # Filled in place: the router holds this very mapping.
@@ -259,24 +256,6 @@ class Gateway:
         assert self.nursery is not None
         self.nursery.start_soon(self._drain)
 
-    async def _worker_signals(self) -> None:
-        """In a worker process (``workers.py``): SIGUSR1, SIGTERM or SIGINT drain, SIGUSR2
-        ends the drain at once. Only the parent escalates, so the same signal arriving both
-        directly and forwarded (a process manager signalling the whole group) is one drain."""
-        import signal
-
-        wanted = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
-        with trio.open_signal_receiver(*wanted) as signals:
-            async for signum in signals:
-                if signum == signal.SIGUSR2:
-                    self.drain_now()
-                    continue
-                if signum != signal.SIGUSR1 and not self.draining:
-                    # Signalled directly, not by the supervisor: tell it (SIGUSR1: drain,
-                    # never escalate), so every worker stops accepting and all exit.
-                    os.kill(os.getppid(), signal.SIGUSR1)
-                self.begin_drain()
-
     def drain_now(self) -> None:
         """A second signal: end every open request now (each still gets its terminal event
         and settles)."""
@@ -357,9 +336,7 @@ def from_environment() -> Dispatcher:
 
     logs.configure(os.environ.get("AROUTER_LOG_LEVEL", "INFO"),
                    os.environ.get("AROUTER_LOG_FORMAT", "json"))
-    app = create_app(config_mod.load())
-    app.gateway.worker = True
-    return app
+    return create_app(config_mod.load())
 
 
 async def _unrecorded(gateway: Gateway, generation_id: str, key_id: str) -> str:

@@ -63,6 +63,8 @@ class Dispatcher:
             return
         if scope["type"] == "http":
             send = _closing_shielded(send)
+            if self.gateway is not None:
+                send = _draining(send, self.gateway)
             handler = self._routes.get((scope["method"], scope["path"]))
             if handler is not None:
                 await handler(scope, receive, send)
@@ -98,6 +100,29 @@ def _closing_shielded(send: Send) -> Send:
             await send(message)
 
     return shielded
+
+
+def _draining(send: Send, gateway: Any) -> Send:
+    """``send`` that, once the gateway drains, marks every response ``Connection: close``
+    and gives a 503 ``Retry-After``.
+
+    The server no longer keeps connections alive (``server.py``) and closes each after its
+    response; saying so is what keeps a client from writing its next request into a
+    connection that is closing, where it would be lost unread. The 503s of the drain
+    (new requests, ``/readyz``) mean "not here, elsewhere now": retry after 1 s."""
+
+    async def marked(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and gateway.draining:
+            headers = list(message.get("headers", ()))
+            names = {name.lower() for name, _ in headers}
+            if b"connection" not in names:
+                headers.append((b"connection", b"close"))
+            if message["status"] == 503 and b"retry-after" not in names:
+                headers.append((b"retry-after", b"1"))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return marked
 
 
 def header_values(scope: Scope, name: bytes) -> list[bytes]:

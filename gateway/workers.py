@@ -1,20 +1,35 @@
-"""``arouter serve --workers N``: hypercorn's trio workers, supervised by the gateway.
+"""``arouter serve --workers N``: N processes serving one listening socket, under a supervisor.
 
-The parent binds the listening sockets (hypercorn's ``Config.create_sockets``) and spawns N
-processes running hypercorn's own worker (``hypercorn.trio.trio_worker``) on them, exactly as
-``hypercorn.run`` does; the kernel spreads connections among them. What differs is who owns
-the signals. ``hypercorn.run`` only sets a shared shutdown event: workers stop accepting and
-cut whatever is open at the graceful timeout, with no terminal event and no drain. Here:
+The supervisor binds the listening sockets (hypercorn's ``Config.create_sockets``) and spawns
+N worker processes (multiprocessing, spawn); each runs the gateway's own serving loop
+(``server.serve``) on those sockets, and the kernel spreads connections among them.
 
-    first SIGTERM/SIGINT    the shutdown event (workers stop accepting) and SIGUSR1 to each
-                            worker: its gateway drains (``Gateway.begin_drain``)
+    supervisor gets         it does
+    first SIGTERM/SIGINT    closes its listening socket; SIGUSR1 to each worker: drain
     second                  SIGUSR2 to each worker: end open streams now (each still gets
                             its terminal event and ledger row)
-    a worker dies           the others drain and stop, as hypercorn does
-    SIGUSR1 from a worker   it was signalled directly: drain them all (never escalates)
+    SIGUSR1 from a worker   that worker was signalled directly: drain them all (never
+                            escalates: with systemd's control-group kill every process gets
+                            SIGTERM, and each worker reports it)
+    a worker's exit         the others drain and stop
 
-Workers ignore SIGINT, SIGUSR1 and SIGUSR2 from birth (dispositions set to ignore survive
-``exec``) until their lifespan listens for them, so a signal during start-up cannot kill one.
+A worker that drains stops accepting at once, answers new requests on open connections
+with 503 and closes idle ones (``server.py``), lets open requests run until the drain
+deadline, settles them and exits. Rules:
+
+1. The supervisor reacts at once: a signal wakes its wait through ``signal.set_wakeup_fd``,
+   a worker's exit through its sentinel. Nothing polls.
+2. A worker never outlives its supervisor serving. It watches its end of the supervisor's
+   pipe (multiprocessing's parent sentinel: readable once the supervisor is gone, however
+   it died, SIGKILL included) and then drains as above and exits. Every process then has
+   closed the listening socket: the port is free for a restart while old workers drain.
+3. A worker signals only its own supervisor: the PID that spawned it, and only while that
+   is still its parent (an orphan's parent is init or a subreaper, never to be signalled).
+4. No signal is lost to a worker still starting. Workers ignore SIGINT, SIGTERM, SIGUSR1 and
+   SIGUSR2 from birth (ignored dispositions survive ``exec``) until they listen for them,
+   and the supervisor records the stage in shared memory before it signals; a worker reads
+   it once it listens.
+
 The exit code is 0 when every worker exited 0.
 """
 
@@ -25,72 +40,82 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 from collections.abc import Callable
 from typing import Any
+
+import trio
 
 log = logging.getLogger("arouter.workers")
 
 DRAIN, NOW = signal.SIGUSR1, signal.SIGUSR2
+SERVING, DRAINING, ENDING = 0, 1, 2  # the stage, shared with the workers
 
 
 def run(hconfig: Any, workers: int, on_bound: Callable[[], None] = lambda: None) -> int:
-    """Serve ``hconfig`` (whose ``application_path`` the workers load) with N workers;
+    """Serve with N workers (each builds its app with ``app.from_environment``);
     ``on_bound`` runs once the socket listens (connections queue until a worker accepts)."""
-    from hypercorn.trio.run import trio_worker
-
     context = multiprocessing.get_context("spawn")
     sockets = hconfig.create_sockets()
-    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+    for sock in sockets.insecure_sockets:
         # Listening now, not when a worker gets there: connections queue in the backlog
-        # meanwhile instead of being refused. (Each worker's listen() again is harmless.)
+        # meanwhile instead of being refused.
         sock.listen(hconfig.backlog)
     on_bound()
-    shutdown = context.Event()
-    received: list[int] = []
-    previous = {s: signal.signal(s, signal.SIG_IGN)
-                for s in (signal.SIGINT, signal.SIGTERM, DRAIN, NOW)}
+    stage = context.Value("i", SERVING, lock=False)
+    handled = (signal.SIGINT, signal.SIGTERM, DRAIN, NOW)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in handled}  # rule 4
     processes = [
-        context.Process(target=trio_worker, kwargs={
-            "config": hconfig, "sockets": sockets, "shutdown_event": shutdown})
+        context.Process(target=_worker, kwargs={
+            "hconfig": hconfig, "sockets": sockets, "supervisor": os.getpid(),
+            "stage": stage})
         for _ in range(workers)
     ]
+    wakeup, wakeup_writer = socket.socketpair()
+    previous_wakeup: int | None = None
     try:
         for process in processes:
             process.start()
+        for sock in (wakeup, wakeup_writer):
+            sock.setblocking(False)
+        # Rule 1. The handlers do nothing: the signal number the C-level handler writes to
+        # the wakeup socket is the record, read below.
+        previous_wakeup = signal.set_wakeup_fd(wakeup_writer.fileno(),
+                                               warn_on_full_buffer=False)
         for signum in (signal.SIGINT, signal.SIGTERM, DRAIN):
-            signal.signal(signum, lambda signum, frame: received.append(signum))
-        stage = 0  # 0 serving, 1 draining, 2 ending now
-        while any(p.is_alive() for p in processes):
-            multiprocessing.connection.wait(
-                [p.sentinel for p in processes if p.is_alive()], timeout=0.2)
-            wanted = stage
+            signal.signal(signum, _noted)
+        while alive := [p for p in processes if p.is_alive()]:
+            # One list for the test and the wait: a worker that exits in between is still
+            # waited for (its sentinel is readable), never dropped from a wait with no end.
+            multiprocessing.connection.wait([wakeup, *(p.sentinel for p in alive)])
+            received = _drain_wakeups(wakeup)
+            wanted = stage.value
             if received:
-                count = len(received)
-                taken = received[:count]
-                del received[:count]  # a signal arriving meanwhile stays for the next turn
                 # SIGUSR1 comes from a worker that was signalled directly: drain, but never
-                # escalate (with systemd's control-group kill every process gets SIGTERM,
-                # and each worker reports it).
-                escalations = sum(1 for signum in taken if signum != DRAIN)
-                wanted = min(2, max(stage + escalations, 1))
-            elif stage == 0 and any(p.exitcode is not None for p in processes):
+                # escalate.
+                escalations = sum(1 for signum in received if signum != DRAIN)
+                wanted = min(ENDING, max(stage.value + escalations, DRAINING))
+            elif stage.value == SERVING and any(p.exitcode is not None for p in processes):
                 log.error("a worker exited; stopping the others")
-                wanted = 1
-            if wanted > stage:
-                if stage == 0:
-                    shutdown.set()
+                wanted = DRAINING
+            if wanted > stage.value:
+                if stage.value == SERVING:
                     # The kernel keeps accepting while any process holds the listening
-                    # socket: ours goes now, the workers' as they stop.
+                    # socket: ours goes now, the workers' as they begin to drain.
                     _close(sockets)
-                for step in range(stage + 1, wanted + 1):
-                    _tell(processes, DRAIN if step == 1 else NOW)
-                stage = wanted
+                for step in range(stage.value + 1, wanted + 1):
+                    stage.value = step  # before the signal (rule 4)
+                    _tell(processes, DRAIN if step == DRAINING else NOW)
     finally:
+        if previous_wakeup is not None:
+            signal.set_wakeup_fd(previous_wakeup)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        wakeup.close()
+        wakeup_writer.close()
         # Normally every worker has exited by now. If this loop failed instead, stop the
         # ones that run: drain, a bounded wait, then SIGKILL; none outlives its supervisor.
-        shutdown.set()
+        stage.value = max(stage.value, DRAINING)
         _tell(processes, DRAIN)
         for process in processes:
             if process.pid is not None:
@@ -107,6 +132,20 @@ def run(hconfig: Any, workers: int, on_bound: Callable[[], None] = lambda: None)
     return 0
 
 
+def _noted(signum: int, frame: Any) -> None:
+    """A Python-level handler must exist for the wakeup socket to hear the signal."""
+
+
+def _drain_wakeups(wakeup: socket.socket) -> list[int]:
+    received: list[int] = []
+    while True:
+        try:
+            data = wakeup.recv(4096)
+        except BlockingIOError:
+            return received
+        received += list(data)
+
+
 def _tell(processes: list[Any], signum: int) -> None:
     for process in processes:
         if process.is_alive() and process.pid is not None:
@@ -117,5 +156,73 @@ def _tell(processes: list[Any], signum: int) -> None:
 
 
 def _close(sockets: Any) -> None:
-    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+    for sock in sockets.insecure_sockets:
         sock.close()
+
+
+# -- the worker process -------------------------------------------------------------------
+
+
+def _worker(hconfig: Any, sockets: Any, supervisor: int, stage: Any) -> None:
+    """A worker's main: the app the environment describes, served on the supervisor's
+    sockets until the supervisor says stop, or is gone."""
+    from gateway.app import from_environment
+
+    trio.run(_serve_worker, from_environment(), hconfig, sockets, supervisor, stage)
+
+
+async def _serve_worker(app: Any, hconfig: Any, sockets: Any, supervisor: int,
+                        stage: Any) -> None:
+    from gateway.server import serve
+
+    gateway = app.gateway
+    stop = trio.Event()
+
+    def stopping(now: bool = False) -> None:
+        stop.set()  # the server stops accepting and closes idle connections
+        # Once serving, the drain begins here rather than on the serving loop's next turn,
+        # so that "now" can follow it at once. (Before, nothing can be open: the loop
+        # drains as soon as it has started.)
+        if gateway.ready or gateway.draining:
+            if now:
+                gateway.drain_now()
+            else:
+                gateway.begin_drain()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_signals, stopping, supervisor, stage)
+        nursery.start_soon(_watch_supervisor, stopping)
+        await serve(app, gateway.config, shutdown_trigger=stop.wait, hconfig=hconfig,
+                    sockets=sockets)
+        nursery.cancel_scope.cancel()  # served and settled: stop listening for signals
+
+
+async def _signals(stopping: Callable[[bool], None], supervisor: int, stage: Any, *,
+                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """SIGUSR1 (from the supervisor) drains, SIGUSR2 ends the drain at once. SIGTERM or
+    SIGINT sent to this worker directly drain it and tell the supervisor, which drains
+    the others; only the supervisor escalates, unless it is gone: then a second direct
+    signal ends the drain at once."""
+    wanted = (DRAIN, NOW, signal.SIGTERM, signal.SIGINT)
+    with trio.open_signal_receiver(*wanted) as signals:
+        task_status.started()
+        stopped = stage.value >= DRAINING  # signalled while starting, when signals were ignored
+        if stopped:
+            stopping(stage.value >= ENDING)
+        async for signum in signals:
+            direct = signum not in (DRAIN, NOW)
+            orphaned = os.getppid() != supervisor
+            if direct and not orphaned and not stopped:
+                os.kill(supervisor, DRAIN)  # rule 3: our supervisor, still our parent
+            now = signum == NOW or (direct and orphaned and stopped)
+            stopped = True
+            stopping(now)
+
+
+async def _watch_supervisor(stopping: Callable[[bool], None]) -> None:
+    """Rule 2: the pipe from the supervisor reads as closed once it is gone."""
+    parent = multiprocessing.parent_process()
+    assert parent is not None, "a worker is spawned by its supervisor"
+    await trio.lowlevel.wait_readable(parent.sentinel)
+    log.error("the supervisor is gone: draining, then exiting")
+    stopping(False)

@@ -4,6 +4,8 @@ Half the streams finish within the drain deadline; the other half are still runn
 and must each end with the dialect's terminal error event, never a clean end and never a
 cut. Every one settles in the ledger, the listener stops accepting at once, and the process
 exits 0 within the deadline. A second signal ends the wait early but never skips a settle.
+And (F7) a request pipelined behind a stream as the drain begins is answered or closed unread,
+while an idle process exits at once whatever its kept-alive connections hold.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from gateway import keys
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import Sim
 from tests.processes import free_port, serve
+from tests.raw_http import RawConnection, chat, request, wait_ready
 from tests.system.test_accounts_processes import ENV, write_config
 
 STREAMS = 200
@@ -232,3 +236,83 @@ async def test_a_worker_signalled_directly_brings_the_whole_server_down(
         with trio.fail_after(20):
             code = await served.process.wait()
     assert code == 0
+
+
+async def _served_config(tmp_path: Path, sim: Sim) -> tuple[Path, Path, str]:
+    """A data directory with one key, and a config with the default drain (120 s)."""
+    data = tmp_path / "data"
+    config = write_config(tmp_path / "arouter.toml", sim)
+    store = SqliteStore(data / "arouter.db")
+    await store.open()
+    secret, row = keys.generate(name="drain", created_at=time.time())
+    await store.add_key(row)
+    await store.aclose()
+    return data, config, secret
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_pipelined_request_as_the_drain_begins_then_a_prompt_exit(
+    tmp_path: Path, sim: Sim, workers: int
+) -> None:
+    """FAULTS.md F7: a stream and a second request written in one send, SIGTERM while the
+    stream runs. The stream finishes; the second request gets a 503 or the connection
+    closes unread; and the process exits once the stream is done, not at hypercorn's
+    graceful timeout (drain + settle + 2 s: 127 s here)."""
+    data, config, secret = await _served_config(tmp_path, sim)
+    options = ("--port", str(free_port()), "--workers", str(workers)) if workers > 1 else ()
+    async with serve(data, None, *options, config=config, extra_env=ENV) as served:
+        await wait_ready(served.url)
+        connection = await RawConnection.open(served.url)
+        try:
+            await connection.send(chat(secret, "#sim tokens=20 interval_ms=50\nhi",
+                                       stream=True) + request("GET", "/readyz"))
+            assert await connection.until(b"data: ")
+            signalled = time.monotonic()
+            served.process.send_signal(signal.SIGTERM)
+            first = await connection.reply(within=10)
+            second = await connection.reply(within=10)
+            assert await connection.wait_closed(within=10) == b""
+        finally:
+            await connection.aclose()
+        with trio.fail_after(20):
+            code = await served.process.wait()
+        took = time.monotonic() - signalled
+    print(f"workers={workers}: second request {second.status if second else 'closed unread'}"
+          f"; exited {took:.2f} s after SIGTERM")
+    assert code == 0
+    assert first is not None and first.status == 200
+    assert first.body.rstrip().endswith(b"data: [DONE]")
+    if second is not None:
+        assert second.status == 503
+        assert second.headers["connection"] == "close"
+    assert took < 5
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_an_idle_server_exits_at_once_whatever_its_connections_hold(
+    tmp_path: Path, sim: Sim, workers: int
+) -> None:
+    """Kept-alive connections, idle or with half a request sent long ago, hold nothing up:
+    with no request open, SIGTERM ends the process at once."""
+    data, config, _ = await _served_config(tmp_path, sim)
+    options = ("--port", str(free_port()), "--workers", str(workers)) if workers > 1 else ()
+    async with serve(data, None, *options, config=config, extra_env=ENV) as served:
+        await wait_ready(served.url)
+        opened = [await RawConnection.open(served.url) for _ in range(6)]
+        try:
+            for connection in opened:
+                await connection.send(request("GET", "/readyz"))
+                assert (reply := await connection.reply()) is not None and reply.status == 200
+            signalled = time.monotonic()
+            served.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(20):
+                code = await served.process.wait()
+            took = time.monotonic() - signalled
+            for connection in opened:
+                assert await connection.wait_closed(within=1) == b""
+        finally:
+            for connection in opened:
+                await connection.aclose()
+    print(f"workers={workers}: an idle server exited {took * 1000:.0f} ms after SIGTERM")
+    assert code == 0
+    assert took < 1.0
