@@ -180,10 +180,14 @@ class Gateway:
                 await trio.sleep(accounts.heartbeat)
                 try:
                     await self._reconcile()
-                    await self.ledger.retry_unsettled()
                 except GatewayError:
                     self.metrics.store_errors.labels("upkeep").inc()
                     log.exception("reconciliation failed")
+                try:  # separately: a failing reconciliation must not hold back retries
+                    await self.ledger.retry_unsettled()
+                except GatewayError:
+                    self.metrics.store_errors.labels("upkeep").inc()
+                    log.exception("retrying refused settlements failed")
 
         try:
             with self._heartbeat:

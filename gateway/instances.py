@@ -11,11 +11,13 @@ frees their rate-limit slots.
 
 Who is dead, in order (``Liveness.dead``):
 
-    on this host        its PID is gone, or now belongs to a process started after it
+    on this host        its PID is gone, or now belongs to another process (its start
+                        tick since boot differs: no wall clock involved)
     elsewhere, a store  its claim has been seen free, continuously, for ``stale_after``
     that can tell       seconds, while this process's own claim was held without a break
     elsewhere, a store  its heartbeat is older than ``stale_after`` (SQLite only, where the
-    that cannot tell    processes of one file share a host, so this is the rare case)
+    that cannot tell    processes of one file share a host, so this is the rare case; and a
+                        process of an older version, which takes no claim)
 
 A heartbeat's age alone never kills on PostgreSQL: after an outage of the store itself
 every heartbeat is old, and every claim may have been lost with the server's sessions; each
@@ -45,47 +47,53 @@ log = logging.getLogger("arouter.instances")
 
 
 def host_identity() -> str:
-    """This host, as PIDs see it: the hostname plus the PID namespace, since containers that
-    share a hostname (host networking) do not share PIDs."""
+    """This host, as PIDs see it: the hostname, this boot (PIDs start over at every boot) and
+    the PID namespace (containers that share a hostname do not share PIDs). Two machines
+    with one hostname differ by boot id."""
+    parts = [socket.gethostname()]
     try:
-        namespace = os.stat("/proc/self/ns/pid").st_ino
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+            parts.append(f"boot:{boot.read().strip()[:8]}")
+        parts.append(f"pidns:{os.stat('/proc/self/ns/pid').st_ino}")
     except OSError:
-        return socket.gethostname()
-    return f"{socket.gethostname()}/pidns:{namespace}"
+        pass
+    return "/".join(parts)
 
 
-def new_instance() -> Instance:
-    now = time.time()
-    return Instance(id=secrets.token_hex(8), host=host_identity(), pid=os.getpid(),
-                    started_at=now, heartbeat_at=now)
-
-
-def _process_started(pid: int) -> float | None:
-    """When process ``pid`` started (unix time), or None if it does not exist. Where /proc
-    cannot tell, a process that exists counts as started long ago."""
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (immune to clock steps); None
+    if there is no such process; 0 if it exists but /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            # Field 22, after the parenthesised command name (which may hold spaces).
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return None
     except PermissionError:
         pass  # someone else's process: it exists
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            # Field 22, after the parenthesised command name (which may hold spaces).
-            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat", encoding="ascii") as boot:
-            btime = next(int(line.split()[1]) for line in boot if line.startswith("btime "))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return 0.0
-    return btime + ticks / os.sysconf("SC_CLK_TCK")
+    return 0
+
+
+def new_instance() -> Instance:
+    now = time.time()
+    pid = os.getpid()
+    return Instance(id=secrets.token_hex(8), host=host_identity(), pid=pid, started_at=now,
+                    heartbeat_at=now, pid_start=process_start(pid) or 0, claims=True)
 
 
 def _gone(other: Instance) -> bool:
     """A process on this host that no longer runs the instance: its PID is free, or taken
-    by a process that started after the instance did (PID reuse)."""
-    started = _process_started(other.pid)
-    # /proc's start time has a resolution of one clock tick and btime of a second.
-    return started is None or started > other.started_at + 2.0
+    by another process (one that started at another tick)."""
+    started = process_start(other.pid)
+    if started is None:
+        return True
+    return bool(other.pid_start and started and started != other.pid_start)
 
 
 @attrs.define
@@ -123,10 +131,11 @@ class Liveness:
             if other is not None and other.host == self.me.host:
                 if other.pid != self.me.pid and _gone(other):
                     dead.add(other_id)
-            elif claimed is not None:
+            elif claimed is not None and (other is None or other.claims):
                 if self._unclaimed_long_enough(other_id, other_id in claimed):
                     dead.add(other_id)
             elif other is None or other.heartbeat_at < now - self.stale_after:
+                # The store cannot tell, or the instance takes no claims (an older version).
                 dead.add(other_id)
         return dead
 
@@ -199,5 +208,5 @@ async def reconcile(store: Store, liveness: Liveness, on_orphans: Orphans | None
 async def beat(store: Store, liveness: Liveness) -> None:
     """Renew this process's row and its claim."""
     me = liveness.me
-    await store.heartbeat(Instance(me.id, me.host, me.pid, me.started_at, time.time()))
+    await store.heartbeat(attrs.evolve(me, heartbeat_at=time.time()))
     liveness.renewed(await store.claim(me))

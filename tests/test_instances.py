@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from gateway.instances import Liveness, _gone, new_instance
+from gateway.instances import Liveness, _gone, new_instance, process_start
 from gateway.store.base import Instance
 
 
@@ -19,8 +19,8 @@ class Clock:
 
 
 def other(instance_id: str = "b", host: str = "elsewhere", heartbeat_at: float = 0.0,
-          pid: int = 1) -> Instance:
-    return Instance(instance_id, host, pid, 0.0, heartbeat_at)
+          pid: int = 1, claims: bool = True) -> Instance:
+    return Instance(instance_id, host, pid, 0.0, heartbeat_at, claims=claims)
 
 
 def liveness(clock: Clock) -> Liveness:
@@ -91,19 +91,42 @@ def test_where_the_store_cannot_tell_a_stale_heartbeat_kills() -> None:
     assert view.dead({"old", "new", "norow"}, known, None, now) == {"old", "norow"}
 
 
+def test_a_process_of_an_older_version_that_takes_no_claim_is_judged_by_its_heartbeat() -> None:
+    """A rolling upgrade: the old process holds no claim, yet lives while it beats."""
+    view = liveness(Clock())
+    now = time.time()
+    known = {"old": other("old", heartbeat_at=now, claims=False),
+             "gone": other("gone", heartbeat_at=now - 31, claims=False)}
+    assert view.dead({"old", "gone"}, known, {view.me.id}, now) == {"gone"}
+
+
 def test_on_this_host_the_pid_decides_at_once() -> None:
     view = liveness(Clock())
     host, now = view.me.host, time.time()
     gone_pid = max(int(p) for p in os.listdir("/proc") if p.isdigit()) + 100_000
     known = {
         "crashed": Instance("crashed", host, gone_pid, now, now),
-        "running": Instance("running", host, os.getpid(), now - 5, 0.0),  # stale beat
+        "running": Instance("running", host, os.getpid(), now - 5, 0.0,  # stale beat
+                            pid_start=process_start(os.getpid()) or 0),
     }
     assert view.dead(set(known), known, {view.me.id}, now) == {"crashed"}
 
 
 def test_a_reused_pid_does_not_keep_a_dead_instance_alive() -> None:
-    # Our own PID, but the instance "started" long before this process did.
-    started = time.time() - 10 * 365 * 86400
-    assert _gone(Instance("x", "h", os.getpid(), started, started))
-    assert not _gone(Instance("x", "h", os.getpid(), time.time(), time.time()))
+    ours = process_start(os.getpid())
+    assert ours  # /proc tells
+    assert _gone(Instance("x", "h", os.getpid(), 0.0, 0.0, pid_start=ours - 1))
+    assert not _gone(Instance("x", "h", os.getpid(), 0.0, 0.0, pid_start=ours))
+
+
+def test_a_clock_step_does_not_kill_a_live_process() -> None:
+    """Start times are ticks since boot: whatever the wall clock says of started_at."""
+    ours = process_start(os.getpid()) or 0
+    for started_at in (0.0, time.time() + 3600, time.time() - 3600):
+        assert not _gone(Instance("x", "h", os.getpid(), started_at, 0.0, pid_start=ours))
+
+
+def test_the_host_identity_names_the_boot_and_the_pid_namespace() -> None:
+    me = new_instance()
+    assert "/boot:" in me.host and "/pidns:" in me.host
+    assert me.claims and me.pid_start == process_start(os.getpid())

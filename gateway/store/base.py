@@ -129,10 +129,16 @@ class Batch:
 @attrs.frozen
 class Instance:
     id: str
-    host: str
+    host: str  # hostname, boot and PID namespace: where ``pid`` means this process
     pid: int
     started_at: float
     heartbeat_at: float
+    # The process's start in clock ticks since boot (/proc/PID/stat), which tells a PID
+    # that was reused from the one this instance ran as; 0 where /proc cannot tell.
+    pid_start: int = 0
+    # Holds a liveness claim (``Store.claim``) while it lives: a process of a version that
+    # did not is judged by its heartbeat instead, so a rolling upgrade misjudges nobody.
+    claims: bool = False
 
 
 class Store(Protocol):

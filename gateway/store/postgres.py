@@ -80,6 +80,10 @@ from gateway.store.base import (
 T = TypeVar("T")
 Conn = psycopg.Connection[TupleRow]
 
+# Columns kept for processes of an older version during a rolling upgrade; this version
+# neither reads nor writes them.
+LEGACY_COLUMNS = {"reservations": {"prompt_cost"}}
+
 CONNECT_TIMEOUT = 3  # seconds (libpq takes whole seconds)
 # Server-side bounds, set on every connection. A statement (lock waits included) this long
 # is cancelled by the server; a lock wait this long fails fast (a deadlock-free wait is a few
@@ -88,6 +92,13 @@ SESSION_SETTINGS = {
     "statement_timeout": "10000",
     "lock_timeout": "5000",
     "idle_in_transaction_session_timeout": "30000",
+    # The server's side of the socket, for a client host that dies without a word (power,
+    # network): its session, and so its liveness claim, ends within about 15 s, not the
+    # operating system's default of over two hours.
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "15000",
 }
 # pg_advisory_lock(int4, int4) namespace for instance liveness locks: "ar" in ASCII.
 LIVENESS_NAMESPACE = 0x6172
@@ -178,11 +189,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: which deployments a request tried, and how each attempt ended (issue 6).
     ("ALTER TABLE requests ADD COLUMN attempts TEXT NOT NULL DEFAULT ''",),
-    # 3: a streaming request's checkpointed output, which is what a crash charges (issue 11).
+    # 3: a streaming request's checkpointed output, which is what a crash charges, and how
+    # an instance's liveness is judged (issue 11). prompt_cost stays, unused, for processes
+    # of the previous version during a rolling upgrade (they still write and read it).
     (
         "ALTER TABLE reservations ADD COLUMN completion_tokens BIGINT NOT NULL DEFAULT 0",
         "ALTER TABLE reservations ADD COLUMN served_cost BIGINT NOT NULL DEFAULT 0",
-        "ALTER TABLE reservations DROP COLUMN prompt_cost",
+        "ALTER TABLE reservations ALTER COLUMN prompt_cost SET DEFAULT 0",
+        "ALTER TABLE instances ADD COLUMN pid_start BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE instances ADD COLUMN claims BOOLEAN NOT NULL DEFAULT FALSE",
     ),
 )
 
@@ -350,6 +365,8 @@ class PostgresStore:
         with self._lock:
             self._open = False
             idle, self._idle = self._idle, []
+        # The claim connection too, unless a thread still uses it: that thread closes it
+        # on its way out, having seen the store closed.
         if self._claim_lock.acquire(blocking=False):
             try:
                 claim, self._claim_conn = self._claim_conn, None
@@ -502,12 +519,21 @@ class PostgresStore:
             if not self._claim_lock.acquire(blocking=False):
                 return False  # a check is still stuck on a frozen server: not confirmed
             try:
-                return self._hold_claim(key)
+                held = self._open and self._hold_claim(key)
+                if not self._open:  # closed meanwhile (this thread may have been abandoned)
+                    self._drop_claim()
+                    return False
+                return held
             finally:
                 self._claim_lock.release()
 
         return await read_within(
             self._timeout, partial(trio.to_thread.run_sync, hold, abandon_on_cancel=True))
+
+    def _drop_claim(self) -> None:
+        conn, self._claim_conn = self._claim_conn, None
+        if conn is not None:
+            conn.close()  # the session ends: the server frees its lock
 
     def _hold_claim(self, key: tuple[int, int]) -> bool:
         conn = self._claim_conn

@@ -118,11 +118,14 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 3: which deployments a request tried, and how each attempt ended (issue 6)
     "ALTER TABLE requests ADD COLUMN attempts TEXT NOT NULL DEFAULT ''",
-    # 4: a streaming request's checkpointed output, which is what a crash charges (issue 11)
+    # 4: a streaming request's checkpointed output, which is what a crash charges, and how
+    # an instance's liveness is judged (issue 11)
     """
     ALTER TABLE reservations ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE reservations ADD COLUMN served_cost INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE reservations DROP COLUMN prompt_cost;
+    ALTER TABLE instances ADD COLUMN pid_start INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN claims INTEGER NOT NULL DEFAULT 0;
     """,
 )
 
@@ -333,7 +336,7 @@ class SqliteStore:
     async def instances(self) -> list[Instance]:
         sql = f"SELECT {_columns(INSTANCE_FIELDS)} FROM instances"
         rows = await self._read(lambda db: db.execute(sql).fetchall())
-        return [Instance(*row) for row in rows]
+        return [attrs.evolve(Instance(*row), claims=bool(row[-1])) for row in rows]
 
     async def forget_instance(self, instance_id: str) -> None:
         await self._run(lambda db: db.execute("DELETE FROM instances WHERE id = ?", (instance_id,)))

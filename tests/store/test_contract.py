@@ -290,7 +290,8 @@ async def test_reconcile_settles_what_dead_instances_left_open(store: Store) -> 
     liveness = Liveness(me, stale_after=30.0)
     await beat(store, liveness)
     now = time.time()
-    live = Instance("live", me.host, os.getpid(), now - 5, now)  # this very process
+    live = Instance("live", me.host, os.getpid(), now - 5, now,  # this very process
+                    pid_start=me.pid_start)
     # A process on this host that no longer exists is dead at once, however fresh its beat.
     gone_pid = max(int(p) for p in os.listdir("/proc") if p.isdigit()) + 100_000
     crashed = Instance("crashed", me.host, gone_pid, now, now)

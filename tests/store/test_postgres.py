@@ -105,7 +105,8 @@ async def test_migrations_apply_once_and_match_the_fields(postgres_db: str) -> N
                           ("reservations", RESERVATION_FIELDS), ("instances", INSTANCE_FIELDS)):
         columns = query(postgres_db, "SELECT column_name FROM information_schema.columns "
                                      "WHERE table_schema = 'public' AND table_name = %s", table)
-        assert {c for (c,) in columns} == set(fields), table
+        legacy = postgres.LEGACY_COLUMNS.get(table, set())
+        assert {c for (c,) in columns} == set(fields) | legacy, table
     money = query(postgres_db, "SELECT table_name, column_name, data_type FROM "
                                "information_schema.columns WHERE column_name IN "
                                "('balance', 'cost', 'amount', 'served_cost')")
@@ -344,6 +345,20 @@ async def test_a_killed_connection_is_replaced(postgres_db: str) -> None:
         assert pids != mine
 
 
+async def test_a_process_of_the_previous_version_still_reserves_after_the_migration(
+    postgres_db: str,
+) -> None:
+    """A rolling upgrade: the old code's INSERT names prompt_cost, and the new one's not."""
+    async with opened(postgres_db) as store:
+        await store.add_key(key("k1", balance=100))
+        query(postgres_db, "INSERT INTO reservations (generation_id, key_id, amount, instance, "
+                           "model, deployment, client_dialect, upstream_dialect, stream, "
+                           "prompt_tokens, prompt_cost, created_at) VALUES ('old', 'k1', 10, "
+                           "'i0', 'm', 'p/m', 'openai', 'openai', true, 5, 3, 1.0) RETURNING 1")
+        assert await store.reserve([reservation("new", "k1", 10)]) == [True]
+        assert {r.generation_id for r in await store.reservations()} == {"old", "new"}
+
+
 async def test_connections_carry_server_side_timeouts(postgres_db: str) -> None:
     async with opened(postgres_db) as store:
         def show(conn: psycopg.Connection[Any]) -> Any:
@@ -352,6 +367,13 @@ async def test_connections_carry_server_side_timeouts(postgres_db: str) -> None:
                                  "idle_in_transaction_session_timeout")]
 
         assert await store._run(show) == ["10s", "5s", "30s"]
+
+        def keepalive(conn: psycopg.Connection[Any]) -> Any:
+            return [conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+                    for name in ("tcp_keepalives_idle", "tcp_user_timeout")]
+
+        # Over TCP the server's side of the socket gives up on a dead client host too.
+        assert await store._run(keepalive) == ["5", "15000"]  # the test server is on TCP
 
 
 async def test_a_blocked_statement_times_out_and_the_store_recovers(
