@@ -149,7 +149,8 @@ class Gateway:
         self.nursery.start_soon(self._keep_alive)
         self._keeping_alive = True
         self._warn_unpriced()
-        self.clients = ClientPool(self.config.deadlines)
+        self.clients = ClientPool(self.config.deadlines,
+                                  max_answer_bytes=self.config.max_answer_bytes)
         # Filled in place: the router holds this very mapping.
         self.providers.update({
             "openai": OpenAIProvider(self.clients),
@@ -369,6 +370,7 @@ def _json(error: GatewayError) -> Any:
 def _web_app(gateway: Gateway) -> QuartTrio:
     app = QuartTrio("arouter")
     app.config["MAX_CONTENT_LENGTH"] = gateway.config.max_body_bytes
+    app.config["BODY_TIMEOUT"] = gateway.config.deadlines.body  # 408, as the raw routes
     app.before_serving(gateway.start)
     app.after_serving(gateway.aclose)
 

@@ -22,6 +22,7 @@ from gateway.errors import (
     GatewayError,
     MethodNotAllowed,
     RequestError,
+    RequestTimeout,
     UnsupportedMediaType,
 )
 from gateway.wire import openai as openai_wire
@@ -144,8 +145,15 @@ def check_json_content_type(scope: Scope) -> None:
         raise UnsupportedMediaType("Content-Type must be application/json")
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body, refusing more than ``limit`` bytes as early as possible."""
+async def read_body(scope: Scope, receive: Receive, limit: int, within: float) -> bytes:
+    """The whole request body, refusing more than ``limit`` bytes as early as possible, or
+    one that has not arrived whole ``within`` seconds (a client that trickles it)."""
+    with trio.move_on_after(within):
+        return await _read_body(scope, receive, limit)
+    raise RequestTimeout(f"the request body did not arrive within {within:g} s")
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     declared = header(scope, b"content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -191,8 +199,8 @@ def error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
         headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
     if error.status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
-    if error.status == 413:
-        # The rest of an oversized body is never read: the connection cannot be reused.
+    if error.status in (408, 413):
+        # The rest of the body is never read: the connection cannot be reused.
         headers.append((b"connection", b"close"))
     return headers
 

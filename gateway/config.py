@@ -45,6 +45,9 @@ class Deadlines:
     # Key lookup, rate limits and the credit reservation: past this, a 503 with Retry-After
     # (the store or the limiter is not answering), never a request left waiting.
     admission: float = 1.0
+    # A request body that has not arrived whole this long after its headers: 408, and the
+    # connection is closed (a client sending one byte a second holds nothing for long).
+    body: float = 30.0
     store: float = 5.0  # any other read of the store (GET /v1/key, /v1/generation, admin)
     # On SIGTERM/SIGINT open requests may run this long; then each gets a terminal error.
     drain: float = 120.0
@@ -143,6 +146,18 @@ class Accounts:
     def admin_token(self) -> str | None:
         return os.environ.get(self.admin_token_env) or None
 
+    def check_admin_token(self, environ: Mapping[str, str]) -> None:
+        """A token nobody could send (blank, or with whitespace or control characters that
+        an Authorization header cannot carry) is a mistake: refuse to start, naming it."""
+        token = environ.get(self.admin_token_env)
+        if token is None or token == "":
+            return
+        if not token.strip() or any(c.isspace() or not c.isprintable() for c in token):
+            raise ConfigError(f"{self.admin_token_env}: set, but blank or holding whitespace "
+                              "or control characters: no client could send it. Unset it to "
+                              "turn the admin API off, or give a token of printable "
+                              "characters (e.g. openssl rand -hex 32).")
+
 
 @attrs.frozen
 class SimConfig:
@@ -163,6 +178,9 @@ class Config:
     accounts: Accounts = Accounts()
     routing: Routing = Routing()
     max_body_bytes: int = 16 * 1024 * 1024
+    # The most of one upstream answer held in memory: a whole non-streamed answer, or one
+    # streamed event. Past it the request ends with an output_limit error (never retried).
+    max_answer_bytes: int = 4 * 1024 * 1024
     workers: int = 1  # processes for ``arouter serve`` (``--workers`` overrides)
     # Idle client keep-alive connections are closed after this; keep nginx's upstream
     # ``keepalive_timeout`` below it, so nginx never reuses a connection being closed.
@@ -268,6 +286,7 @@ def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         accounts=accounts,
         routing=routing,
         max_body_bytes=server.integer("max_body_bytes", 16 * 1024 * 1024),
+        max_answer_bytes=max(1024, server.integer("max_answer_bytes", 4 * 1024 * 1024)),
         workers=_workers(server),
         keep_alive_timeout=server.positive("keep_alive_timeout", 75.0),
         graceful_timeout=_graceful(server, deadlines),
@@ -406,7 +425,7 @@ def _accounts(table: _Reader, environ: Mapping[str, str]) -> Accounts:
     redis_url = table.opt_str("redis_url") or environ.get("AROUTER_REDIS_URL") or None
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("accounts.redis_url: expected a redis://, rediss:// or unix:// URL")
-    return Accounts(
+    accounts = Accounts(
         max_output_tokens=table.integer("max_output_tokens", default.max_output_tokens) or 1,
         heartbeat=table.positive("heartbeat", default.heartbeat),
         checkpoint=table.positive("checkpoint", default.checkpoint),
@@ -414,6 +433,8 @@ def _accounts(table: _Reader, environ: Mapping[str, str]) -> Accounts:
         redis_url=redis_url,
         admin_token_env=table.string("admin_token_env", default.admin_token_env),
     )
+    accounts.check_admin_token(environ)
+    return accounts
 
 
 class _Reader:

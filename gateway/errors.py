@@ -11,6 +11,7 @@ error is rendered as the dialect's mid-stream error event instead.
     ├── RequestError                400  the client's request is wrong
     │   ├── UnsupportedMediaType    415
     │   ├── BodyTooLarge            413
+    │   ├── RequestTimeout          408  the body did not arrive in time
     │   └── ModelNotFound           400  "Invalid model specified"
     ├── NotFound                    404  no such route
     ├── MethodNotAllowed            405
@@ -63,6 +64,11 @@ class UnsupportedMediaType(RequestError):
 
 class BodyTooLarge(RequestError):
     status = 413
+
+
+class RequestTimeout(RequestError):
+    status = 408
+    type = "request_timeout"
 
 
 class ModelNotFound(RequestError):

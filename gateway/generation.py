@@ -62,7 +62,8 @@ class Generation:
         try:
             check_json_content_type(scope)
             key = await gateway.authenticate(*dialect.credentials(scope, call))
-            body = await read_body(scope, receive, gateway.config.max_body_bytes)
+            body = await read_body(scope, receive, gateway.config.max_body_bytes,
+                                   gateway.config.deadlines.body)
             request = dialect.parse(jsonbody.parse(body), call)
             route = gateway.catalog.resolve(request.model, request.routing)
             if gateway.draining:

@@ -24,6 +24,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from gateway.files import private_folder
 from gateway.records import RequestRecord
 from gateway.store.base import Settlement
 
@@ -41,8 +42,10 @@ class Outbox:
             await trio.to_thread.run_sync(self._append, lines)
 
     def _append(self, lines: str) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as file:
+        private_folder(self.folder)
+        # Usage and key ids: for this user's eyes only.
+        with open(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a",
+                  encoding="utf-8") as file:
             file.write(lines)
             file.flush()
             os.fsync(file.fileno())
@@ -57,7 +60,8 @@ class Outbox:
             path.unlink(missing_ok=True)
             return
         temporary = path.with_suffix(".tmp")
-        with temporary.open("w", encoding="utf-8") as file:
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
+                  encoding="utf-8") as file:
             for settlement in settlements:
                 file.write(json.dumps(attrs.asdict(settlement.record)) + "\n")
             file.flush()

@@ -23,9 +23,9 @@ import trio
 from gateway.canonical import StreamEvent
 from gateway.errors import (
     GatewayError,
+    OutputLimitExceeded,
     RequestError,
     UpstreamError,
-    UpstreamProtocolError,
     UpstreamStatusError,
 )
 from gateway.providers.base import Sink
@@ -34,7 +34,6 @@ from gateway.providers.http1 import Response
 from gateway.wire import sse
 
 MAX_ERROR_BODY = 64 * 1024
-MAX_COMPLETION_BODY = 64 * 1024 * 1024
 AFTER_DONE = 1.0  # seconds to wait for the end of the body after the end marker
 
 
@@ -59,9 +58,11 @@ async def call(
         if stream and response.headers.get("content-type", "").startswith("text/event-stream"):
             await relay(response, sink)
             return
-        data = await response.read(MAX_COMPLETION_BODY)
+        data = await response.read()  # bounded by the pool's max_answer_bytes
         if data is None:
-            raise UpstreamError("upstream answer is too large")
+            # Not retried: another call would cost as much again and end the same way.
+            raise OutputLimitExceeded(f"the upstream's answer exceeds {response.limit} bytes "
+                                      "([server] max_answer_bytes)")
         for event in parse_whole(data):
             sink.emit(event)
 
@@ -81,12 +82,13 @@ async def relay_events(
 ) -> None:
     """Feed each SSE event to ``handle`` (which emits into the sink) until it returns True
     at the dialect's end marker. EOF before that marker is never a clean end."""
-    decoder = sse.Decoder()
+    decoder = sse.Decoder(max_event_bytes=response.limit)
     async for block in response:
         try:
             events = decoder.feed(block)
         except sse.SSEError:
-            raise UpstreamProtocolError("upstream sent an oversized event") from None
+            raise OutputLimitExceeded(f"the upstream sent an event over {response.limit} "
+                                      "bytes ([server] max_answer_bytes)") from None
         for event in events:
             if handle(event):
                 await drain_after_end(response)

@@ -35,7 +35,14 @@ import trio
 
 from gateway.config import Deadlines
 from gateway.errors import UpstreamConnectError
-from gateway.providers.http1 import Connection, Response, StaleConnection, connect, render_request
+from gateway.providers.http1 import (
+    DEFAULT_LIMIT,
+    Connection,
+    Response,
+    StaleConnection,
+    connect,
+    render_request,
+)
 
 
 @attrs.frozen(cache_hash=True)
@@ -104,8 +111,10 @@ class ClientPool:
         max_idle_per_origin: int = 128,
         idle_expiry: float = 4.0,
         ssl_context: ssl.SSLContext | None = None,
+        max_answer_bytes: int = DEFAULT_LIMIT,
     ) -> None:
         self._connect_timeout = deadlines.connect
+        self.max_answer_bytes = max_answer_bytes  # each Response's ``limit``
         self._max_idle = max_idle_per_origin
         self._expiry = idle_expiry
         self._ssl_context = ssl_context
@@ -241,6 +250,7 @@ class Call:
                 raise
             else:
                 self._connection, self._response = connection, response
+                response.limit = self._pool.max_answer_bytes
                 return response
         connection = self._connection = await pool._open(origin)
         try:
@@ -250,6 +260,7 @@ class Call:
             self._connection = None
             raise
         self._connection, self._response = connection, response
+        response.limit = self._pool.max_answer_bytes
         return response
 
     async def __aexit__(

@@ -46,6 +46,7 @@ from gateway.errors import (
 )
 
 MAX_HEAD = 64 * 1024  # bytes of response head (status line and headers, 1xx included)
+DEFAULT_LIMIT = 4 * 1024 * 1024  # bytes of one answer held at once ([server] max_answer_bytes)
 # 16 KiB, not 64: on a saturated loop a smaller read keeps each task's turn short, so a
 # disconnect waits less behind other streams (cancel p99 under saturation 36 -> ~28 ms).
 RECEIVE_SIZE = 16 * 1024
@@ -198,7 +199,8 @@ class Response:
     """
 
     __slots__ = ("_blocks", "_complete", "_head_done", "_keep_alive", "_parser",
-                 "_receive", "_received", "_until_eof", "headers", "retry_safe", "status")
+                 "_receive", "_received", "_until_eof", "headers", "limit", "retry_safe",
+                 "status")
 
     def __init__(self, receive: Receive, *, retry_safe: bool) -> None:
         self._receive = receive
@@ -210,6 +212,9 @@ class Response:
         self._keep_alive = False
         self._until_eof = False
         self.retry_safe = retry_safe  # a reused connection, and nothing received yet
+        # The most of its body held in memory at once (a whole answer, one SSE event); the
+        # pool sets its own.
+        self.limit = DEFAULT_LIMIT
         self.status = 0
         self.headers: dict[str, str] = {}
 
@@ -299,8 +304,10 @@ class Response:
         blocks.clear()
         return data
 
-    async def read(self, limit: int) -> bytes | None:
-        """The whole body, or None once it exceeds ``limit`` bytes (the rest is not read)."""
+    async def read(self, limit: int | None = None) -> bytes | None:
+        """The whole body, or None once it exceeds ``limit`` bytes (default: ``self.limit``;
+        the rest is not read)."""
+        limit = self.limit if limit is None else limit
         chunks = bytearray()
         async for block in self:
             chunks += block

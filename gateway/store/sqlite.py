@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from gateway.files import private_file, private_folder
 from gateway.keys import ApiKey
 from gateway.records import RequestRecord
 from gateway.store.base import (
@@ -189,7 +190,10 @@ class SqliteStore:
                 f"SQLite 3.35 or newer is required, not {sqlite3.sqlite_version}")
         try:
             if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                private_folder(Path(self.path).parent)
+                # Keys' hashes, balances and usage: readable by this user only. SQLite gives
+                # the -wal and -shm files the database file's own mode.
+                private_file(Path(self.path))
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=5000")
