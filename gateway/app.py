@@ -24,6 +24,7 @@ from gateway import admin
 from gateway.accounts import Accounts
 from gateway.asgi import (
     Dispatcher,
+    ErrorRenderer,
     Handler,
     Receive,
     Scope,
@@ -330,7 +331,18 @@ def create_app(config: Config) -> Dispatcher:
         gateway,
         lifespan=gateway.lifespan,
         prefixes={("POST", prefix): gemini for prefix in GEMINI_PREFIXES},
+        shape=_error_shape,
     )
+
+
+def _error_shape(path: str) -> ErrorRenderer:
+    """The error body a path's clients read: Gemini's under its prefixes, Anthropic's on
+    /v1/messages, OpenAI's (the spec's) everywhere else."""
+    if path.startswith("/v1beta/") or (path.startswith(GEMINI_PREFIXES) and ":" in path):
+        return GEMINI.error_body
+    if path.startswith("/v1/messages"):
+        return ANTHROPIC.error_body
+    return OPENAI.error_body
 
 
 def from_environment() -> Dispatcher:

@@ -21,6 +21,7 @@ from gateway.errors import (
     BodyTooLarge,
     GatewayError,
     MethodNotAllowed,
+    NotFound,
     RequestError,
     RequestTimeout,
     UnsupportedMediaType,
@@ -48,8 +49,10 @@ class Dispatcher:
         gateway: Any = None,
         lifespan: Callable[[Handler, Scope, Receive, Send], Awaitable[None]] | None = None,
         prefixes: dict[tuple[str, str], Handler] | None = None,
+        shape: Callable[[str], ErrorRenderer] = lambda path: openai_wire.error_body,
     ) -> None:
         self._routes = routes
+        self._shape = shape  # a path's error renderer (its dialect's shape)
         # (method, path prefix) -> handler, for routes that carry a name in the path
         # (Gemini's /v1beta/models/{model}:method); the handler parses the rest.
         self._prefixes = prefixes or {}
@@ -66,18 +69,29 @@ class Dispatcher:
             send = _closing_shielded(send)
             if self.gateway is not None:
                 send = _draining(send, self.gateway)
-            handler = self._routes.get((scope["method"], scope["path"]))
+            path, method = scope["path"], scope["method"]
+            if "//" in path:
+                # Paths match exactly: no route has an empty segment, and nothing here may
+                # answer with a redirect built from the client's Host (werkzeug merges
+                # slashes with a 308 otherwise).
+                await send_json(send, 404, self._shape(path)(NotFound("no such route"), None))
+                return
+            handler = self._routes.get((method, path))
             if handler is not None:
                 await handler(scope, receive, send)
                 return
-            for (method, prefix), prefixed in self._prefixes.items():
-                if scope["method"] == method and scope["path"].startswith(prefix):
-                    await prefixed(scope, receive, send)
-                    return
-            if scope["path"] in self._paths:
-                allowed = ", ".join(m for m, p in self._routes if p == scope["path"])
+            allowed = ""
+            for (prefixed_method, prefix), prefixed in self._prefixes.items():
+                if path.startswith(prefix) and ":" in path[len(prefix):]:
+                    if method == prefixed_method:
+                        await prefixed(scope, receive, send)
+                        return
+                    allowed = prefixed_method
+            if path in self._paths:
+                allowed = ", ".join(m for m, p in self._routes if p == path)
+            if allowed:
                 error = MethodNotAllowed(f"use {allowed}")
-                await send_json(send, 405, openai_wire.error_body(error),
+                await send_json(send, 405, self._shape(path)(error, None),
                                 [(b"allow", allowed.encode())])
                 return
         await self._fallback(scope, receive, send)

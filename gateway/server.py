@@ -51,9 +51,12 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from gateway import framing
 from gateway.app import Gateway, create_app
 from gateway.asgi import Dispatcher
 from gateway.config import Config
+
+framing.install()  # strict request framing for every connection this process serves
 
 # A request head that had begun to arrive when the drain began gets this long to complete
 # (rule 2). A client sends a head in one write; this covers a slow link, and bounds how long
