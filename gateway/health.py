@@ -2,8 +2,9 @@
 
     closed     calls flow; ``failure_threshold`` consecutive failures open the circuit
     open       no calls for ``cooldown`` seconds (or the upstream's Retry-After, if longer)
-    half-open  after the cooldown, one probe call at a time; its success closes the circuit,
-               its failure opens it again for another cooldown
+    half-open  after the cooldown, one probe call at a time; its first token closes the
+               circuit (a long stream must not hold the deployment shut while it runs),
+               its failure before that opens it again for another cooldown
 
 A deployment that answers 429 with ``Retry-After`` is opened at once for that long: the
 provider said when to come back (FAULTS.md C2). What counts as a failure is the router's
@@ -80,6 +81,15 @@ class Health:
         was = self.state(label)
         circuit.failures, circuit.open_until, circuit.probing = 0, None, False
         if was != CLOSED:
+            self._on_change(label, CLOSED)
+
+    def answered(self, label: str) -> None:
+        """A call's first token (or the whole answer's arrival): a half-open probe has
+        succeeded, so the circuit closes now, while the call goes on."""
+        circuit = self._get(label)
+        if circuit.probing:
+            circuit.probing = False
+            circuit.failures, circuit.open_until = 0, None
             self._on_change(label, CLOSED)
 
     def failed(self, label: str, error: str, retry_after: float | None = None) -> None:

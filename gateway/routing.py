@@ -29,6 +29,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING
 
 import attrs
@@ -68,6 +69,7 @@ class Attempt:
     outcome: str = "running"  # ok | hedge_lost | cancelled | an error type
     error: GatewayError | None = None
     _abort: Callable[[], None] | None = None
+    on_answer: Callable[[], None] = lambda: None  # the router's, at the first event
 
     # -- Sink -----------------------------------------------------------------------------
 
@@ -86,6 +88,7 @@ class Attempt:
         exchange.winner = self
         exchange.target = self.target
         self.first.deadline = math.inf
+        self.on_answer()  # a half-open circuit closes at its probe's first token
         for other in exchange.attempts:
             if other is not self and other.ended_at is None:
                 other.lose()
@@ -222,7 +225,8 @@ class Router:
         headers: list[tuple[bytes, bytes]], send: trio.MemorySendChannel[Attempt],
         first_token: float,
     ) -> Attempt:
-        attempt = Attempt(exchange, target, trio.current_time())
+        attempt = Attempt(exchange, target, trio.current_time(),
+                          on_answer=partial(self.health.answered, target.label))
         attempt.first.deadline = attempt.started + first_token
         exchange.attempts.append(attempt)
         self.health.started(target.label)

@@ -50,6 +50,20 @@ def test_consecutive_failures_open_then_a_half_open_probe_closes() -> None:
     assert h.state("a") == CLOSED and changes == [OPEN, CLOSED]
 
 
+def test_a_probe_closes_the_circuit_at_its_first_token_not_its_end() -> None:
+    h, clock, changes = health(threshold=1)
+    fail(h)
+    clock.now += 10
+    h.started("a")  # the probe: a long stream
+    assert not h.available("a")
+    h.answered("a")  # its first token
+    assert h.state("a") == CLOSED and h.available("a") and changes == [OPEN, CLOSED]
+    assert h.in_flight("a") == 1  # still streaming
+    h.answered("a")  # first tokens of calls that were not probes change nothing
+    h.succeeded("a")
+    assert h.in_flight("a") == 0 and changes == [OPEN, CLOSED]
+
+
 def test_a_failed_probe_opens_again_and_retry_after_wins_over_the_cooldown() -> None:
     h, clock, _ = health(threshold=5)
     fail(h, retry_after=30.0)  # one 429 is enough

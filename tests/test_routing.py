@@ -142,6 +142,35 @@ async def test_consecutive_failures_open_the_circuit_and_a_probe_closes_it(
     assert 'arouter_deployment_circuit{deployment="dead/x"} 1.0' in metrics
 
 
+async def test_a_long_stream_as_the_half_open_probe_closes_the_circuit_at_its_first_token(
+    start_gateway: GatewayFactory, sim: Sim
+) -> None:
+    """FAULTS F10: the probe need not finish for the deployment to serve again."""
+    routing = Routing(failure_threshold=1, cooldown=0.3, max_attempts=1)
+    async with start_gateway(routing=routing) as gw, httpx.AsyncClient(timeout=30) as client:
+        async def post(directive: str) -> httpx.Response:
+            return await client.post(f"{gw.url}/v1/chat/completions", headers=gw.headers,
+                                     json={"model": "fast", "stream": True, "messages": [
+                                         {"role": "user", "content": f"#sim {directive}\nhi"}]})
+
+        assert (await post("scenario=status_500")).status_code == 502  # the circuit opens
+        assert (await post("tokens=1")).status_code == 503  # while open: none available
+        await trio.sleep(0.35)  # the cooldown passes: one half-open probe may go
+        async with client.stream(
+            "POST", f"{gw.url}/v1/chat/completions", headers=gw.headers,
+            json={"model": "fast", "stream": True, "messages": [
+                {"role": "user", "content": "#sim tokens=200 interval_ms=20\nprobe"}]},
+        ) as probe:
+            lines = probe.aiter_lines()
+            async for line in lines:
+                if line.startswith("data: {"):
+                    break  # the probe's first token has come; it streams on for 4 s
+            states = {d["deployment"]: d["state"] for d in gw.running.gateway.health.snapshot()}
+            assert states["fake/lorem"] == "closed"
+            others = [await post("tokens=2") for _ in range(3)]
+            assert [r.status_code for r in others] == [200, 200, 200]
+
+
 async def test_hedging_cancels_the_slow_deployment_at_the_winners_first_token(
     start_gateway: GatewayFactory, nursery: trio.Nursery, sim: Sim
 ) -> None:
