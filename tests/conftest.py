@@ -174,7 +174,8 @@ def start_gateway(
     @asynccontextmanager
     async def start(routing: Routing | None = None, models: dict[str, ModelRoute] | None = None,
                     providers: dict[str, ProviderConfig] | None = None,
-                    store_url: str | None = None, **deadlines: float) -> AsyncIterator[Gw]:
+                    store_url: str | None = None, max_answer_bytes: int | None = None,
+                    **deadlines: float) -> AsyncIterator[Gw]:
         config = make_config(tmp_path / f"gw{next(counter)}", sim.url, **deadlines)
         config = attrs.evolve(
             config,
@@ -182,6 +183,7 @@ def start_gateway(
             models={**config.models, **(models or {})},
             providers={**config.providers, **(providers or {})},
             database_url=store_url,
+            max_answer_bytes=max_answer_bytes or config.max_answer_bytes,
         )
         key = await add_key(config)
         async with running(config) as run:

@@ -372,3 +372,11 @@ def test_bad_prices_and_urls_are_named(tmp_path: Path, text: str, named: str) ->
     path.write_text(text)
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load(path, {})
+
+
+@pytest.mark.parametrize("token", [" ", "\t\n", "abc def", "tok\x00en", " padded"])
+def test_an_admin_token_nobody_could_send_refuses_to_start(token: str) -> None:
+    with pytest.raises(ConfigError, match="AROUTER_ADMIN_TOKEN"):
+        load(None, {"AROUTER_ADMIN_TOKEN": token})
+    load(None, {"AROUTER_ADMIN_TOKEN": ""})  # empty: the admin API is simply off
+    load(None, {"AROUTER_ADMIN_TOKEN": "a" * 32})

@@ -13,8 +13,9 @@ import trio
 from gateway.outbox import Outbox
 from gateway.server import running
 from gateway.store.base import Settlement
+from gateway.store.sqlite import SqliteStore
 from tests.conftest import FAKE_PROVIDER_KEY, Sim, add_key, make_config
-from tests.store.test_contract import record
+from tests.store.test_contract import make_key, record, reservation
 
 
 async def test_rows_round_trip_and_a_torn_line_is_skipped(tmp_path: Path) -> None:
@@ -62,3 +63,29 @@ async def test_a_settlement_the_store_refused_is_replayed_with_its_real_usage(
         [row] = await again.gateway.store.records()
         assert (row.status, row.usage_estimated, row.completion_tokens) == ("ok", False, 20)
         assert await again.gateway.store.reservations() == []
+
+
+async def test_the_database_and_the_outbox_are_private_files(tmp_path: Path) -> None:
+    """Keys' hashes, balances and usage: 0600 files in 0700 folders, from creation on."""
+    import stat
+
+    data = tmp_path / "fresh" / "data"
+    store = SqliteStore(data / "arouter.db")
+    await store.open()
+    key = await make_key(store)
+    await store.reserve([reservation(key, 0, "g1")])  # the WAL has writes
+    outbox = Outbox(data / "outbox", "i1")
+    await outbox.append([Settlement(record(key, "g1", cost=1))])
+    try:
+        for path in (data, data / "outbox"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+        for path in (data / "arouter.db", data / "arouter.db-wal", data / "arouter.db-shm",
+                     outbox.path):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    finally:
+        await store.aclose()
+    # A database made world-readable by an older version is narrowed at the next open.
+    (data / "arouter.db").chmod(0o644)
+    await store.open()
+    await store.aclose()
+    assert stat.S_IMODE((data / "arouter.db").stat().st_mode) == 0o600

@@ -180,3 +180,22 @@ async def test_byte_split_upstream_gives_the_same_stream(gw: Gw) -> None:
         return [json.loads(e.data).get("choices") for e in events if e.data != "[DONE]"]
 
     assert content(split) == content(whole)
+
+
+async def test_a_non_streamed_answer_past_max_answer_bytes_is_cut_and_not_retried(
+    start_gateway: GatewayFactory, sim: Sim
+) -> None:
+    """FAULTS F12: the whole answer is never held past the cap (it was 64 MiB), and another
+    call would only cost as much again."""
+    async with start_gateway(max_answer_bytes=64 * 1024) as gw:
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.post(
+                f"{gw.url}/v1/chat/completions", headers=gw.headers,
+                json={"model": "fast", "max_tokens": 100_000, "messages": [
+                    {"role": "user", "content": "#sim tag=huge tokens=30000 interval_ms=0\nhi"}]})
+        assert response.status_code == 502
+        error = response.json()["error"]
+        assert error["type"] == "output_limit" and "65536 bytes" in error["message"]
+        [row] = await gw.wait_records(1)
+        assert (row.attempts, row.cost) == ("fake/lorem=output_limit", 0)
+        assert len(sim.records("huge")) == 1  # not retried
