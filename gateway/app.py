@@ -35,7 +35,14 @@ from gateway.asgi import (
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.dialects import ANTHROPIC, GEMINI, OPENAI
-from gateway.errors import GatewayError, InternalError, NotFound, RequestError, ShuttingDown
+from gateway.errors import (
+    AuthenticationError,
+    GatewayError,
+    InternalError,
+    NotFound,
+    RequestError,
+    ShuttingDown,
+)
 from gateway.generation import GEMINI_PREFIXES, GeminiGeneration, Generation
 from gateway.health import STATE_VALUES, Health
 from gateway.instances import Liveness, beat, new_instance, reconcile
@@ -122,7 +129,7 @@ class Gateway:
         self._heartbeat = trio.CancelScope()
         self._kept_alive = trio.Event()  # set when the heartbeat task has stopped
         self._keeping_alive = False
-        self._keys: dict[str, tuple[ApiKey | None, float]] = {}
+        self._keys: dict[str, tuple[ApiKey, float]] = {}
         self.refusals = Refusals()  # ids answered before admission, for /v1/generation
 
     async def lifespan(self, app: Handler, scope: Scope, receive: Receive, send: Send) -> None:
@@ -298,21 +305,28 @@ class Gateway:
         self._keys.pop(key_id, None)
 
     async def authenticate(self, key_id: str, key: str) -> ApiKey:
-        """The stored key for a presented one (constant-time), else AuthenticationError."""
+        """The stored key for a presented one (constant-time), else AuthenticationError.
+
+        A short-lived cache of key rows keeps the store off the hot path, but only for keys
+        that verify: every *failure* reads the store, whether its id is known or not, so a
+        wrong secret for a recently used id costs what an unknown id costs, and timing does
+        not tell which ids are in use (FAULTS F13)."""
+        cached = self._keys.get(key_id)
+        if cached is not None and cached[1] > trio.current_time():
+            try:
+                return verify(key, cached[0])
+            except AuthenticationError:
+                pass  # as an unknown id would: to the store
         return verify(key, await self._find_key(key_id))
 
     async def _find_key(self, key_id: str) -> ApiKey | None:
-        # A short-lived cache (unknown ids included) keeps the store off the hot path.
-        now = trio.current_time()
-        cached = self._keys.get(key_id)
-        if cached is not None and cached[1] > now:
-            return cached[0]
         within = self.config.deadlines.admission  # the lookup is part of admission
         with trio.move_on_after(within):
             row = await self.store.find_key(key_id)
-            if len(self._keys) >= KEY_CACHE_SIZE:
-                self._keys.clear()
-            self._keys[key_id] = (row, now + KEY_CACHE_SECONDS)
+            if row is not None:  # unknown ids are not kept: they always cost a lookup
+                if len(self._keys) >= KEY_CACHE_SIZE:
+                    self._keys.clear()
+                self._keys[key_id] = (row, trio.current_time() + KEY_CACHE_SECONDS)
             return row
         raise StoreUnavailable(f"the store did not answer the key lookup within {within:g} s; "
                                "retry shortly")

@@ -169,6 +169,32 @@ async def test_revocation_is_immediate_though_the_key_is_cached(gw: Gw) -> None:
     assert refused.json()["error"]["message"] == "Invalid API key"
 
 
+async def test_every_failed_key_costs_one_store_read_known_id_or_not(
+    gw: Gw, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAULTS F13: a wrong secret for a cached (recently used) id must not answer faster
+    than an unknown id: both read the store. Only keys that verify use the cache."""
+    gateway = gw.running.gateway
+    secret, key = await new_key(gw)
+    reads: list[str] = []
+    find_key = gateway.store.find_key
+
+    async def counted(key_id: str) -> Any:
+        reads.append(key_id)
+        return await find_key(key_id)
+
+    monkeypatch.setattr(gateway.store, "find_key", counted)
+    assert (await post(gw, secret, body("warm"))).status_code == 200  # now cached
+    wrong = f"lr_live_{key.id}_{'0' * 48}"
+    unknown = f"lr_live_{'f' * 12}_{'0' * 48}"
+    for _ in range(3):
+        assert (await post(gw, wrong, body("w"))).status_code == 401
+        assert (await post(gw, unknown, body("u"))).status_code == 401
+        assert (await post(gw, secret, body("ok"))).status_code == 200
+    assert reads.count(key.id) == 1 + 3  # the first lookup, then once per wrong secret
+    assert reads.count("f" * 12) == 3  # once per attempt, never cached
+
+
 async def test_an_expired_key_is_401(gw: Gw) -> None:
     secret, _ = await new_key(gw, expires_at=time.time() - 1)
     assert (await post(gw, secret, body("expired"))).status_code == 401
