@@ -129,9 +129,9 @@ class GroupCommit(Generic[Item, Result]):
                             self._on_abandoned(ticket.item, result)
                 except GatewayError as exc:
                     error = exc
-                except Exception as exc:  # a bug or a bad value: fail the batch, not the writer
+                except Exception:  # a bug or a bad value: fail the batch, not the writer
                     log.exception("a ledger batch failed")
-                    error = StoreUnavailable(f"ledger batch failed: {type(exc).__name__}")
+                    error = StoreUnavailable("the ledger could not write a batch (see the log)")
                 except BaseException:
                     error = StoreUnavailable("the ledger writer was cancelled")
                     raise

@@ -247,9 +247,11 @@ class RedisLimiter:
         try:
             return await trio.to_thread.run_sync(call, limiter=self._threads)
         except (redis.RedisError, OSError) as exc:
-            detail = type(exc).__name__
+            detail = ("timed out" if isinstance(exc, redis.TimeoutError | TimeoutError)
+                      else "connection failed" if isinstance(exc, redis.ConnectionError | OSError)
+                      else "an error")
             if isinstance(exc, redis.ResponseError):
-                detail = f"{detail}: {exc}"  # the server's own words: a script or auth fault
+                detail = f"the server said: {exc}"  # its own words: a script or auth fault
             raise LimiterUnavailable(f"rate limiter backend unavailable ({detail})") from exc
 
 

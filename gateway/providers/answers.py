@@ -6,9 +6,12 @@ feeds a stream's SSE events to the adapter's own handler until that handler sees
 dialect's end marker. Adapters keep only what differs: URL, headers, body, parsing.
 
 Rules:
-- Error bodies are read with a bound and never relayed raw: only a redacted message of a
-  4xx that blames the request reaches the client; the provider's own auth failures are
-  ours to fix and say nothing more.
+- Error bodies are read with a bound and never relayed raw. Only the message of a 4xx that
+  blames the request (400, 413, 422: a context too long, a bad parameter) reaches the
+  client, and only its useful part (``upstream_text``): key-shaped words redacted, stack
+  traces cut, file paths replaced, whitespace collapsed, at most ``MAX_RELAYED`` characters.
+  The provider's own auth failures are ours to fix and say nothing more; other statuses and
+  every mid-stream error relay only a known error type.
 - After a dialect's end-of-stream marker the rest of the body is awaited briefly, so the
   connection can be reused; a broken tail then only costs the connection.
 """
@@ -16,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -124,7 +128,7 @@ async def status_error(response: Response, key: str | None) -> GatewayError:
     if status in (400, 413, 422):
         message = error_message(body)
         if message:
-            return RequestError(f"upstream rejected the request: {redact(message, key)}")
+            return RequestError(f"upstream rejected the request: {upstream_text(message, key)}")
     if status in (401, 403):
         return UpstreamStatusError("upstream authentication failed", upstream_status=status)
     return UpstreamStatusError(
@@ -140,7 +144,25 @@ def error_message(body: bytes) -> str | None:
         return None
     error = obj.get("error") if isinstance(obj, dict) else None
     message = error.get("message") if isinstance(error, dict) else error
-    return message[:500] if isinstance(message, str) else None
+    return message[:MAX_ERROR_BODY] if isinstance(message, str) else None
+
+
+MAX_RELAYED = 300  # characters of an upstream's message a client may see
+_TRACEBACK = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]*\", line \d+")
+_PATH = re.compile(r"(?<![\w/.:])(?:/[\w.\-]+){2,}/?|\b[A-Za-z]:\\[^\s\"']+")
+
+
+def upstream_text(message: str, key: str | None) -> str:
+    """The part of an upstream's error message worth relaying: redacted, no stack trace, no
+    file path, one line, bounded."""
+    cut = _TRACEBACK.search(message)
+    if cut is not None:
+        message = message[:cut.start()]
+    message = _PATH.sub("[path]", redact(message, key))
+    message = " ".join(message.split())
+    if len(message) > MAX_RELAYED:
+        message = message[:MAX_RELAYED - 1].rstrip() + "\u2026"
+    return message or "no detail given"
 
 
 def redact(text: str, key: str | None) -> str:

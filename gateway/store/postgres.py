@@ -39,6 +39,7 @@ Rules:
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import threading
 import time
@@ -79,6 +80,7 @@ from gateway.store.base import (
 
 T = TypeVar("T")
 Conn = psycopg.Connection[TupleRow]
+log = logging.getLogger("arouter.store")
 
 # Columns kept for processes of an older version during a rolling upgrade; this version
 # neither reads nor writes them.
@@ -692,11 +694,30 @@ def liveness_key(instance_id: str) -> tuple[int, int]:
     return LIVENESS_NAMESPACE, int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
 
 
+# SQLSTATE classes (and a few codes) in words a client or an operator can act on.
+_SQLSTATES = {
+    "08": "the connection to PostgreSQL failed",
+    "28": "PostgreSQL refused the credentials",
+    "3D": "the database does not exist",
+    "40": "a transaction conflict",
+    "53": "PostgreSQL is out of resources",
+    "55P03": "a lock wait timed out",
+    "57014": "a statement timed out",
+    "57P": "PostgreSQL is shutting down or restarting",
+}
+
+
 def _describe(exc: psycopg.Error) -> str:
-    # The class and SQLSTATE say what went wrong; the driver's text can quote the host, a
-    # row's values or (for some connection errors) parts of the conninfo.
-    code = getattr(exc, "sqlstate", None)
-    return f"store error: {type(exc).__name__}" + (f" ({code})" if code else "")
+    """What went wrong, in words: never the driver's text (which can quote the host, a
+    row's values or parts of the conninfo), nor a Python class name. Both go to the log."""
+    code = getattr(exc, "sqlstate", None) or ""
+    cause = _SQLSTATES.get(code) or _SQLSTATES.get(code[:3]) or _SQLSTATES.get(code[:2])
+    if cause is None:
+        cause = ("PostgreSQL could not be reached" if isinstance(exc, psycopg.OperationalError)
+                 else "a database error")
+    log.warning("store error: %s", cause,
+                extra={"error": type(exc).__name__, "sqlstate": code or None})
+    return f"the store is unavailable: {cause}" + (f" (SQLSTATE {code})" if code else "")
 
 
 def _close_all(conns: list[Conn]) -> None:

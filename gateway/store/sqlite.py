@@ -18,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -51,6 +52,7 @@ from gateway.store.base import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("arouter.store")
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: keys and request records (issue 2)
@@ -179,7 +181,7 @@ class SqliteStore:
             except (sqlite3.Error, ValueError, OverflowError, TypeError) as exc:
                 # Also a value SQLite cannot hold (an integer past 2**63): this boundary
                 # maps everything the driver raises.
-                raise StoreUnavailable(f"store error: {type(exc).__name__}") from None
+                raise StoreUnavailable(_describe(exc)) from None
 
         return await trio.to_thread.run_sync(call, limiter=self._limiter,
                                              abandon_on_cancel=abandon)
@@ -200,7 +202,7 @@ class SqliteStore:
             db.execute("PRAGMA synchronous=NORMAL")
             return db
         except (sqlite3.Error, OSError) as exc:
-            raise StoreUnavailable(f"cannot open the store: {type(exc).__name__}") from None
+            raise StoreUnavailable(f"cannot open {self.path}: {_describe(exc)}") from None
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
@@ -209,7 +211,7 @@ class SqliteStore:
                 _migrate(db)
             except sqlite3.Error as exc:
                 db.close()
-                raise StoreUnavailable(f"cannot migrate the store: {type(exc).__name__}") from None
+                raise StoreUnavailable(f"cannot migrate {self.path}: {_describe(exc)}") from None
             return db
 
         self._db = await trio.to_thread.run_sync(connect, limiter=self._limiter)
@@ -222,7 +224,7 @@ class SqliteStore:
             try:
                 return _migrate(db)
             except sqlite3.Error as exc:
-                raise StoreUnavailable(f"cannot migrate the store: {type(exc).__name__}") from None
+                raise StoreUnavailable(f"cannot migrate {self.path}: {_describe(exc)}") from None
             finally:
                 if db is not self._db:
                     db.close()
@@ -438,6 +440,37 @@ def _release_in(db: sqlite3.Connection, batch: Sequence[Release]) -> None:
         if held is not None:
             db.execute("UPDATE api_keys SET balance = balance + ? "
                        "WHERE id = ? AND balance IS NOT NULL", (held[1], held[0]))
+
+
+# SQLite's primary result codes in words a client or an operator can act on.
+_ERRORS = {
+    "SQLITE_BUSY": "the database is locked by another process",
+    "SQLITE_LOCKED": "the database is locked",
+    "SQLITE_CANTOPEN": "the database file cannot be opened",
+    "SQLITE_PERM": "permission denied",
+    "SQLITE_READONLY": "the database is read-only",
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_IOERR": "a disk I/O error",
+    "SQLITE_CORRUPT": "the database file is damaged",
+    "SQLITE_NOTADB": "the file is not a database",
+}
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, in words: never a Python class name (that goes to the log)."""
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    if isinstance(exc, PermissionError):
+        cause = "permission denied"
+    elif isinstance(exc, OSError):
+        cause = exc.strerror.lower() if exc.strerror else "the file cannot be opened"
+    elif isinstance(exc, ValueError | OverflowError | TypeError):
+        cause = "a value the database cannot hold"
+    else:
+        primary = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+        cause = _ERRORS.get(primary, "a database error")
+    log.warning("store error: %s", cause, extra={"error": type(exc).__name__,
+                                                 "sqlite_error": name or None})
+    return f"the store is unavailable: {cause}"
 
 
 def _migrate(db: sqlite3.Connection) -> tuple[int, int]:

@@ -11,7 +11,12 @@ import trio
 
 from gateway.canonical import StreamEvent
 from gateway.config import ProviderConfig
-from gateway.errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError
+from gateway.errors import (
+    RequestError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
 from gateway.providers.base import Target
 from gateway.providers.http import ClientPool
 from gateway.providers.openai import OpenAIProvider
@@ -124,3 +129,24 @@ async def test_status_error_is_read_redacted_and_the_connection_kept(
         await run(pool, server)
     assert (info.value.upstream_status, info.value.retry_after) == (503, 3.0)
     assert pool.idle_count == 1
+
+
+async def test_a_400_relays_only_the_useful_part_of_the_upstreams_message(
+    nursery: trio.Nursery, pool: ClientPool
+) -> None:
+    """Item 8 of the hardening issue: a context-length error reaches the user; a file path,
+    a stack trace, a key and kilobytes of text do not."""
+    message = ("This model's maximum context length is 8192 tokens, you asked for 9000. "
+               "(loaded from /opt/vllm/models/llama/config.json; key sk-proj-abc123) "
+               + "detail " * 200 + "Traceback (most recent call last):\n  File "
+               '"/usr/lib/python3.11/site-packages/vllm/engine.py", line 42, in check')
+    body = json.dumps({"error": {"message": message}}).encode()
+    server = await serve(nursery, answer(
+        b"HTTP/1.1 400 Bad Request\r\ncontent-length: %d\r\n\r\n" % len(body) + body))
+    with pytest.raises(RequestError) as info:
+        await run(pool, server)
+    relayed = info.value.message
+    assert "maximum context length is 8192 tokens" in relayed
+    for secret in ("/opt/vllm", "config.json", "sk-proj", "Traceback", "engine.py", "\n"):
+        assert secret not in relayed
+    assert len(relayed) <= len("upstream rejected the request: ") + 300

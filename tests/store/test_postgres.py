@@ -7,6 +7,8 @@ reservations raced over separate connections, connection loss, and an unreachabl
 
 from __future__ import annotations
 
+import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -386,7 +388,7 @@ async def test_a_blocked_statement_times_out_and_the_store_recovers(
         with psycopg.connect(postgres_db) as blocker:
             blocker.execute("SELECT 1 FROM api_keys WHERE id = 'k1' FOR UPDATE")
             start = time.monotonic()
-            with pytest.raises(StoreUnavailable, match="QueryCanceled"):
+            with pytest.raises(StoreUnavailable, match="a statement timed out"):
                 await store.reserve([reservation("g1", "k1", 10)])
             assert time.monotonic() - start < 2
             blocker.rollback()
@@ -433,6 +435,18 @@ async def test_a_frozen_server_gives_a_fast_error_to_reads(postgres_db: str) -> 
             assert time.monotonic() - start < 2
             blocker.rollback()
         assert await store.find_key("k1") is not None  # and it recovers
+
+
+async def test_an_unreachable_server_is_described_in_words(postgres_db: str) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = PostgresStore(f"postgresql://arouter:s3cret-pw@127.0.0.1:{port}/x")
+    with pytest.raises(StoreUnavailable) as info:
+        await store.open()
+    message = info.value.message
+    assert message == "the store is unavailable: PostgreSQL could not be reached"
+    assert "s3cret" not in message and not re.search(r"[A-Z][a-z]+Error", message)
 
 
 async def test_closed_store_fails_closed(postgres_db: str) -> None:
