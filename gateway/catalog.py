@@ -15,14 +15,16 @@ its output cap, which admission uses to size the credit reservation.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import attrs
 
 from gateway import price_table
 from gateway.canonical import RoutingPrefs
-from gateway.config import Config, Deployment, ProviderConfig
+from gateway.config import ENV_PROVIDERS, Config, Deployment, ProviderConfig
 from gateway.errors import ModelNotFound, NoProviderAvailable
+from gateway.price_table import TABLES as PRICE_TABLES
 from gateway.price_table import PriceTable
 from gateway.pricing import FREE, Price
 from gateway.providers.base import Target
@@ -80,11 +82,34 @@ class Catalog:
             ], route.hedge_after
         provider_name, sep, model = name.partition("/")
         found = config.providers.get(provider_name)
-        if not sep or found is None or not model:
-            raise ModelNotFound()
-        if found.models and model not in found.models:
-            raise ModelNotFound()
+        if not sep or found is None or not model or (found.models and model not in found.models):
+            raise ModelNotFound(f"Invalid model specified: {name!r}. {self.hint(name)}")
         return [self._target(found, Deployment(provider_name, model), None, None)], None
+
+    def hint(self, name: str) -> str:
+        """What to do about a name nobody serves: the provider to enable, the names close
+        to it, and where the list is."""
+        config = self._config
+        provider_name, sep, _ = name.partition("/")
+        said = []
+        env = {entry[0]: entry[2] for entry in ENV_PROVIDERS}
+        if sep and provider_name not in config.providers and provider_name in env:
+            said.append(f"The provider {provider_name!r} is not enabled: set "
+                        f"{env[provider_name]} (or configure [providers.{provider_name}]).")
+        elif not sep:
+            owners = [t for t in PRICE_TABLES if self._table.find(t, name) is not None]
+            if owners:
+                owner = owners[0]
+                enable = ("" if owner in config.providers or owner not in env
+                          else f" (the provider {owner!r} is not enabled: set {env[owner]})")
+                said.append(f"Name a provider's model as provider/model, e.g. "
+                            f"{owner}/{name}{enable}.")
+        known = [entry["id"] for entry in self.listing(0)]
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        if close:
+            said.append("Close to: " + ", ".join(close) + ".")
+        said.append("GET /v1/models lists what this gateway serves.")
+        return " ".join(said)
 
     def price(self, provider: ProviderConfig, model: str, own: Price | None = None) -> Price | None:
         """What ``model`` of ``provider`` costs, or None if nobody priced it: an alias's own
@@ -140,10 +165,13 @@ class Catalog:
         return found
 
     def listing(self, created: int) -> list[dict[str, Any]]:
-        """Models a client can name: aliases, then every listed provider model."""
+        """Models a client can name: aliases, then every listed provider model, then the
+        priced models of each enabled provider that serves any name (its price table)."""
         owners = {name: route.provider for name, route in self._config.models.items()}
         for provider in self._config.providers.values():
-            owners.update({f"{provider.name}/{m}": provider.name for m in provider.models})
+            models = provider.models or tuple(
+                self._table.prices.get(provider.price_table or "", {}))
+            owners.update({f"{provider.name}/{m}": provider.name for m in models})
         return [
             {"id": name, "object": "model", "created": created, "owned_by": owner}
             for name, owner in owners.items()

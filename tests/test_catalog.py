@@ -117,9 +117,8 @@ def test_anything_else_is_model_not_found(name: str) -> None:
                   models={"fast": {"provider": "local", "model": "llama-3.1-8b"}})
     with pytest.raises(ModelNotFound) as info:
         cat.resolve(name)
-    assert (info.value.status, info.value.message, info.value.param) == (
-        400, "Invalid model specified", "model"
-    )
+    assert (info.value.status, info.value.param) == (400, "model")
+    assert info.value.message.startswith(f"Invalid model specified: {name!r}.")
 
 
 def test_listing_has_aliases_then_listed_provider_models() -> None:
@@ -127,16 +126,17 @@ def test_listing_has_aliases_then_listed_provider_models() -> None:
         providers={"local": LOCAL},
         models={"fast": {"provider": "local", "model": "llama-3.1-8b"},
                 "team.v2/x": {"provider": "sim", "model": "echo"}},
-        environ=OPENAI_ENV,  # lists no models, so contributes no entries
+        environ=OPENAI_ENV,  # lists no models: its price table's models are listed
     )
     listing = cat.listing(created=1700000000)
-    assert [entry["id"] for entry in listing] == [
-        "fast", "team.v2/x", "sim/echo", "sim/lorem", "local/llama-3.1-8b", "local/qwen/qwen3",
-    ]
+    ids = [entry["id"] for entry in listing]
+    assert ids[:4] == ["fast", "team.v2/x", "sim/echo", "sim/lorem"]
+    assert ids[-2:] == ["local/llama-3.1-8b", "local/qwen/qwen3"]
+    assert {f"openai/{m}" for m in builtin().prices["openai"]} == set(ids[4:-2])
     assert listing[2] == {
         "id": "sim/echo", "object": "model", "created": 1700000000, "owned_by": "sim"
     }
-    assert listing[5]["owned_by"] == "local"
+    assert listing[-1]["owned_by"] == "local"
     assert {entry["object"] for entry in listing} == {"model"}
 
 
@@ -189,3 +189,29 @@ def test_the_built_in_table_is_dated_and_every_entry_is_a_price() -> None:
     assert table.count() >= 30
     assert all(p.prompt > 0 and p.completion > 0 for models in table.prices.values()
                for p in models.values())
+
+
+# -- unknown names say what to do ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "environ", "says"), [
+    ("gpt-4o", {}, "e.g. openai/gpt-4o (the provider 'openai' is not enabled: set "
+                   "OPENAI_API_KEY)"),
+    ("gpt-4o", OPENAI_ENV, "e.g. openai/gpt-4o."),
+    ("openai/gpt-4o", {}, "The provider 'openai' is not enabled: set OPENAI_API_KEY"),
+    ("sim/lorme", {}, "Close to: sim/lorem."),
+])
+def test_an_unknown_model_names_itself_and_what_to_do(
+    name: str, environ: dict[str, str], says: str
+) -> None:
+    with pytest.raises(ModelNotFound) as info:
+        catalog(environ=environ).resolve(name)
+    message = info.value.message
+    assert message.startswith(f"Invalid model specified: {name!r}.")  # the spec's words
+    assert says in message and "GET /v1/models" in message
+
+
+def test_the_listing_holds_every_enabled_providers_priced_models() -> None:
+    listed = {entry["id"] for entry in catalog(environ=OPENAI_ENV).listing(0)}
+    assert {"sim/echo", "sim/lorem", "openai/gpt-4o"} <= listed
+    assert not any(name.startswith("anthropic/") for name in listed)  # not enabled

@@ -158,7 +158,7 @@ async def test_anthropic_tool_call_round_trip(gw: Gw, sim: Sim, upstream: str) -
          lambda j: j["type"] == "error" and j["error"]["type"] == "invalid_request_error"),
         ("/v1/messages", {}, {"model": "nope/x", "max_tokens": 5, "messages": [
             {"role": "user", "content": "hi"}]}, 400,
-         lambda j: j["error"]["message"].endswith("Invalid model specified")),
+         lambda j: "Invalid model specified: 'nope/x'." in j["error"]["message"]),
         ("/v1/messages", {"x-api-key": "wrong"}, {}, 401,
          lambda j: j["error"]["type"] == "authentication_error"),
         ("/v1beta/models/nope/x:generateContent", {}, {"contents": [
