@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,8 @@ from gateway.wire import jsonbody
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+
+log = logging.getLogger("arouter.admin")
 
 _INT_FIELDS = ("rpm", "tpm", "max_concurrent")
 # Amount fields without a unit in their name: refused, so that nobody's 5 becomes $0.000005.
@@ -158,11 +161,18 @@ def blueprint(gateway: Gateway) -> Blueprint:
     def answer(value: Any, status: int = 200) -> Any:
         return dumps(value), status, {"content-type": "application/json"}
 
-    def changed(key_id: str, key: ApiKey | None) -> Any:
+    def audit(action: str, key_id: str, **detail: Any) -> None:
+        """Every change an admin makes, in the log: what, to which key, from where (the
+        admin token is the only identity there is; never a secret)."""
+        log.info("admin: %s", action, extra={"key_id": key_id, "admin_client":
+                                             request.remote_addr, **detail})
+
+    def changed(key_id: str, key: ApiKey | None, action: str, **detail: Any) -> Any:
         """The answer to a change of ``key_id``; this process forgets its cached copy."""
         if key is None:
             raise NotFound(f"no key {key_id!r}")
         gateway.forget_key(key_id)
+        audit(action, key_id, **detail)
         return answer(key_view(key))
 
     @admin.get("/keys")
@@ -174,6 +184,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
         policy = parse_policy(await body())
         secret, row = keys.generate(created_at=time.time(), **policy)
         await gateway.store.add_key(row)
+        audit("key created", row.id, key_name=row.name, balance_micro_usd=row.balance)
         return answer({"key": secret, **key_view(row)}, 201)
 
     @admin.get("/keys/<key_id>")
@@ -185,11 +196,13 @@ def blueprint(gateway: Gateway) -> Blueprint:
     @admin.patch("/keys/<key_id>")
     async def update_key(key_id: str) -> Any:
         changes = parse_policy(await body())
-        return changed(key_id, await gateway.store.update_key(key_id, changes))
+        return changed(key_id, await gateway.store.update_key(key_id, changes), "key updated",
+                       fields=sorted(changes))
 
     @admin.post("/keys/<key_id>/revoke")
     async def revoke_key(key_id: str) -> Any:
-        return changed(key_id, await gateway.store.update_key(key_id, {"revoked": True}))
+        return changed(key_id, await gateway.store.update_key(key_id, {"revoked": True}),
+                       "key revoked")
 
     @admin.post("/keys/<key_id>/top-up")
     async def top_up(key_id: str) -> Any:
@@ -203,7 +216,8 @@ def blueprint(gateway: Gateway) -> Blueprint:
             raise RequestError('expected amount_usd, in dollars (e.g. "5.00")',
                                param="amount_usd")
         amount = _dollars(raw["amount_usd"], "amount_usd")
-        return changed(key_id, await gateway.store.top_up(key_id, amount))
+        return changed(key_id, await gateway.store.top_up(key_id, amount), "key topped up",
+                       amount_micro_usd=amount)
 
     @admin.get("/health")
     async def health() -> Any:

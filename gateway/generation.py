@@ -88,6 +88,13 @@ class Generation:
         except GatewayError as exc:
             gateway.metrics.rejections.labels(self.route, str(exc.status)).inc()
             gateway.refusals.note(generation_id, exc, None if key is None else key.id)
+            # Refusals are the client's business (info) unless the gateway itself could not
+            # serve (a 5xx: the store, the drain): an operator wants those (warning).
+            log.log(logging.WARNING if exc.status >= 500 else logging.INFO, "request refused",
+                    extra={"generation_id": generation_id, "route": self.route,
+                           "status": exc.status, "error_type": exc.type,
+                           "key_id": None if key is None else key.id,
+                           "client": _client(scope), "reason": exc.message})
             await send_error(send, exc, dialect.error_body, generation_id)
             return
 
@@ -229,6 +236,11 @@ class Generation:
                 "error_type": record.error_type,
             },
         )
+
+
+def _client(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
 
 
 GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/")  # google-genai calls /v1 by default

@@ -30,6 +30,8 @@ Rules:
 
 from __future__ import annotations
 
+import errno
+import logging
 import re
 import select
 import ssl
@@ -44,6 +46,8 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+
+log = logging.getLogger("arouter.upstream")
 
 MAX_HEAD = 64 * 1024  # bytes of response head (status line and headers, 1xx included)
 DEFAULT_LIMIT = 4 * 1024 * 1024  # bytes of one answer held at once ([server] max_answer_bytes)
@@ -135,7 +139,34 @@ async def connect(
                 raise
             return Connection(tls, stream.socket)
     except (trio.TooSlowError, *_IO_ERRORS) as exc:
+        # The client hears a generic 502 (no internal topology); the log says what and why.
+        log.warning("upstream connect failed: %s", _cause(exc),
+                    extra={"target": f"{scheme}://{host}:{port}", "cause": _cause(exc)})
         raise transport_error(exc, connecting=True) from None
+
+
+def _cause(exc: BaseException) -> str:
+    """Why a connect failed, for the log: the errno's name and text, the TLS reason, or the
+    deadline (never a traceback)."""
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    # trio.open_tcp_stream raises "all attempts to connect ... failed" from a group of the
+    # per-address errors: those hold the errno.
+    found: list[BaseException] = []
+    for error in (exc.__cause__, exc.__context__):
+        if isinstance(error, BaseExceptionGroup):
+            found += error.exceptions
+        elif error is not None:
+            found.append(error)
+    for error in (*found, exc):
+        if isinstance(error, ssl.SSLError):
+            return f"TLS: {error.reason or error.strerror or 'handshake failed'}"
+        if isinstance(error, OSError) and error.errno is not None:
+            name = errno.errorcode.get(error.errno, str(error.errno))
+            return f"{name} ({error.strerror})" if error.strerror else name
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror
+    return "the connection failed"
 
 
 class Connection:
