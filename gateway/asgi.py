@@ -149,6 +149,13 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return values[0] if len(values) == 1 else None
 
 
+def has_body(scope: Scope) -> bool:
+    """Whether the request carries a body (declared length above zero, or chunked)."""
+    length = header(scope, b"content-length")
+    return (length is not None and length != b"0") or bool(
+        header_values(scope, b"transfer-encoding"))
+
+
 def check_json_content_type(scope: Scope) -> None:
     """A missing Content-Type is taken as JSON; anything else but JSON is a 415."""
     values = header_values(scope, b"content-type")
@@ -224,8 +231,15 @@ async def send_error(
     error: GatewayError,
     render: ErrorRenderer,
     generation_id: str | None = None,
+    *,
+    close: bool = False,
 ) -> None:
+    """An error answer; ``close`` when the request's body was left unread (the server will
+    close the connection after it, and the client must be told so, or it would reuse it and
+    see its next request dropped without an answer)."""
     headers = error_headers(error)
+    if close and (b"connection", b"close") not in headers:
+        headers.append((b"connection", b"close"))
     if generation_id is not None:
         headers.append((b"x-generation-id", generation_id.encode()))
     await send_json(send, error.status, render(error, generation_id), headers)

@@ -25,6 +25,7 @@ from gateway.asgi import (
     Scope,
     Send,
     check_json_content_type,
+    has_body,
     read_body,
     send_error,
     send_json,
@@ -59,11 +60,13 @@ class Generation:
         gateway, dialect = self.gateway, self.dialect
         generation_id = new_generation_id()
         key = None
+        unread = has_body(scope)  # until the body is read, an answer must close
         try:
             check_json_content_type(scope)
             key = await gateway.authenticate(*dialect.credentials(scope, call))
             body = await read_body(scope, receive, gateway.config.max_body_bytes,
                                    gateway.config.deadlines.body)
+            unread = False
             request = dialect.parse(jsonbody.parse(body), call)
             route = gateway.catalog.resolve(request.model, request.routing)
             if gateway.draining:
@@ -95,7 +98,7 @@ class Generation:
                            "status": exc.status, "error_type": exc.type,
                            "key_id": None if key is None else key.id,
                            "client": _client(scope), "reason": exc.message})
-            await send_error(send, exc, dialect.error_body, generation_id)
+            await send_error(send, exc, dialect.error_body, generation_id, close=unread)
             return
 
         # An upstream that ignores max_tokens is stopped at half as much again (output is

@@ -159,3 +159,29 @@ async def test_gemini_methods_answer_405_with_allow_like_the_other_routes(
             assert "error" in reply.json()
         finally:
             await connection.aclose()
+
+
+async def test_an_answer_given_before_the_body_was_read_says_it_closes(gw: Gw) -> None:
+    """A 401 (or any refusal before the body) leaves the body unread: the server closes the
+    connection after it, so the answer must say Connection: close, or a keep-alive client
+    reuses the connection and sees its next request dropped without an answer."""
+    connection = await RawConnection.open(gw.url)
+    try:
+        await connection.send(request(
+            "POST", "/v1/chat/completions", body=BODY,
+            headers={"Authorization": "Bearer lr_live_000000000000_" + "0" * 48}))
+        reply = await connection.reply()
+        assert reply is not None and reply.status == 401
+        assert reply.headers.get("connection", "").lower() == "close"
+        await connection.wait_closed()
+    finally:
+        await connection.aclose()
+    # And with a real keep-alive client: every request gets its answer.
+    import httpx
+
+    async with httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
+        for n in range(6):
+            key = gw.key if n % 2 else "lr_live_000000000000_" + "0" * 48
+            response = await client.post("/v1/chat/completions", content=BODY, headers={
+                "authorization": f"Bearer {key}", "content-type": "application/json"})
+            assert response.status_code == (200 if n % 2 else 401)
