@@ -131,12 +131,13 @@ def test_listing_has_aliases_then_listed_provider_models() -> None:
     )
     listing = cat.listing(created=1700000000)
     assert [entry["id"] for entry in listing] == [
-        "fast", "team.v2/x", "sim/echo", "sim/lorem", "local/llama-3.1-8b", "local/qwen/qwen3",
+        "fast", "team.v2/x", "sim-echo", "sim-lorem",  # the built-in slash-free aliases
+        "sim/echo", "sim/lorem", "local/llama-3.1-8b", "local/qwen/qwen3",
     ]
-    assert listing[2] == {
+    assert listing[4] == {
         "id": "sim/echo", "object": "model", "created": 1700000000, "owned_by": "sim"
     }
-    assert listing[5]["owned_by"] == "local"
+    assert listing[7]["owned_by"] == "local"
     assert {entry["object"] for entry in listing} == {"model"}
 
 
