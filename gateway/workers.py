@@ -57,9 +57,9 @@ DRAIN, NOW = signal.SIGUSR1, signal.SIGUSR2
 SERVING, DRAINING, ENDING = 0, 1, 2  # the stage, shared with the workers
 
 
-def run(hconfig: Any, workers: int, config: Config, *, log_settings: tuple[str, str] = (
-        "INFO", "json"), sockets: Any = None, on_bound: Callable[[], None] = lambda: None,
-        ) -> int:
+def run(hconfig: Any, workers: int, config: Config, *,
+        log_settings: tuple[str, str] = ("INFO", "json"), sockets: Any = None,
+        on_bound: Callable[[], None] = lambda: None) -> int:
     """Serve ``config`` with N workers, each logging as ``log_settings`` (level, format)
     says. ``sockets`` are listening sockets (else bound here from ``hconfig``); ``on_bound``
     runs once they listen (connections queue until a worker accepts)."""
