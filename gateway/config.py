@@ -223,6 +223,13 @@ ENV_PROVIDERS: tuple[tuple[str, str, str, str, str | None], ...] = (
 )
 
 SIM_PROVIDER = ProviderConfig(name="sim", dialect="sim", models=("echo", "lorem"), free=True)
+# Slash-free names for the simulator's models, there without a config file: the
+# google-generativeai SDK refuses a "/" in a model name. A file's own alias of the same
+# name replaces one.
+SIM_MODELS: Mapping[str, ModelRoute] = {
+    alias: ModelRoute(name=alias, provider="sim", model=model)
+    for alias, model in (("sim-echo", "echo"), ("sim-lorem", "lorem"))
+}
 
 
 def env_providers(environ: Mapping[str, str]) -> dict[str, ProviderConfig]:
@@ -263,6 +270,8 @@ def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     models = {}
     for name, table in reader.table("models", closed=False).items_tables():
         models[name] = _route(name, table, providers)
+    for alias, route in SIM_MODELS.items():  # after the file's own aliases, in listings too
+        models.setdefault(alias, route)
     timeouts = reader.table("timeouts")
     deadlines = Deadlines(
         **{

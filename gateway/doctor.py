@@ -14,7 +14,9 @@ built-in simulator models (no provider is called, nothing is charged but their z
                  upstream (the ledger row says client_abort, settled long before the
                  stream's natural end)
 
-Each check reports what it measured; the exit status is 0 only if every check passed.
+Each check reports what it measured as soon as it completes (a line, flushed: the keepalive
+check alone takes ``--silence`` seconds, and a pipe must not hold the others back); the exit
+status is 0 only if every check passed.
 """
 
 from __future__ import annotations
@@ -161,7 +163,8 @@ class Doctor:
                     arrivals.append(time.monotonic() - started)
         return arrivals
 
-    async def run(self) -> list[Check]:
+    async def run(self, on_check: Callable[[Check], None] = lambda check: None) -> list[Check]:
+        """Every check in order; ``on_check`` gets each one as it completes."""
         steps: list[tuple[str, Callable[[httpx.AsyncClient, Check], Awaitable[None]]]] = [
             ("reach", self.reach), ("key", self.key), ("prices", self.prices),
             ("unbuffered", self.unbuffered),
@@ -177,6 +180,7 @@ class Doctor:
                 except httpx.HTTPError as exc:
                     check.passed, check.detail = False, f"{type(exc).__name__}: {exc}"
                 checks.append(check)
+                on_check(check)
                 if name == "reach" and not check.passed:
                     break  # nothing else can work
         return checks
@@ -197,13 +201,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     doctor = Doctor(args.url, args.key, args.model, args.silence)
-    checks = trio.run(doctor.run)
     if args.json:
+        checks = trio.run(doctor.run)
         print(json.dumps([attrs.asdict(c) for c in checks], indent=2))
     else:
-        print(f"arouter doctor: {args.url}")
-        for check in checks:
-            print(f"  {'PASS' if check.passed else 'FAIL'}  {check.name:<11} {check.detail}")
+        print(f"arouter doctor: {args.url}", flush=True)
+        checks = trio.run(doctor.run, _print_check)
     ok = len(checks) == CHECKS and all(c.passed for c in checks)
     print("all checks passed" if ok else "some checks failed", file=sys.stderr)
     return 0 if ok else 1
+
+
+def _print_check(check: Check) -> None:
+    print(f"  {'PASS' if check.passed else 'FAIL'}  {check.name:<11} {check.detail}", flush=True)

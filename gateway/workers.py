@@ -1,8 +1,11 @@
 """``arouter serve --workers N``: N processes serving one listening socket, under a supervisor.
 
-The supervisor binds the listening sockets (hypercorn's ``Config.create_sockets``) and spawns
-N worker processes (multiprocessing, spawn); each runs the gateway's own serving loop
-(``server.serve``) on those sockets, and the kernel spreads connections among them.
+The supervisor binds the listening sockets (hypercorn's ``Config.create_sockets``, or the
+caller's) and spawns N worker processes (multiprocessing, spawn); each runs the gateway's
+own serving loop (``server.serve``) on those sockets, and the kernel spreads connections
+among them. Each worker serves the supervisor's own ``Config`` object, handed over as the
+process starts: one source of truth, whatever came from the file, the environment or the
+command line (nothing is re-read in the worker, so nothing can differ).
 
     supervisor gets         it does
     first SIGTERM/SIGINT    closes its listening socket; SIGUSR1 to each worker: drain
@@ -46,21 +49,27 @@ from typing import Any
 
 import trio
 
+from gateway.config import Config
+
 log = logging.getLogger("arouter.workers")
 
 DRAIN, NOW = signal.SIGUSR1, signal.SIGUSR2
 SERVING, DRAINING, ENDING = 0, 1, 2  # the stage, shared with the workers
 
 
-def run(hconfig: Any, workers: int, on_bound: Callable[[], None] = lambda: None) -> int:
-    """Serve with N workers (each builds its app with ``app.from_environment``);
-    ``on_bound`` runs once the socket listens (connections queue until a worker accepts)."""
+def run(hconfig: Any, workers: int, config: Config, *,
+        log_settings: tuple[str, str] = ("INFO", "json"), sockets: Any = None,
+        on_bound: Callable[[], None] = lambda: None) -> int:
+    """Serve ``config`` with N workers, each logging as ``log_settings`` (level, format)
+    says. ``sockets`` are listening sockets (else bound here from ``hconfig``); ``on_bound``
+    runs once they listen (connections queue until a worker accepts)."""
     context = multiprocessing.get_context("spawn")
-    sockets = hconfig.create_sockets()
-    for sock in sockets.insecure_sockets:
-        # Listening now, not when a worker gets there: connections queue in the backlog
-        # meanwhile instead of being refused.
-        sock.listen(hconfig.backlog)
+    if sockets is None:
+        sockets = hconfig.create_sockets()
+        for sock in sockets.insecure_sockets:
+            # Listening now, not when a worker gets there: connections queue in the backlog
+            # meanwhile instead of being refused.
+            sock.listen(hconfig.backlog)
     on_bound()
     stage = context.Value("i", SERVING, lock=False)
     handled = (signal.SIGINT, signal.SIGTERM, DRAIN, NOW)
@@ -68,7 +77,7 @@ def run(hconfig: Any, workers: int, on_bound: Callable[[], None] = lambda: None)
     processes = [
         context.Process(target=_worker, kwargs={
             "hconfig": hconfig, "sockets": sockets, "supervisor": os.getpid(),
-            "stage": stage})
+            "stage": stage, "config": config, "log_settings": log_settings})
         for _ in range(workers)
     ]
     wakeup, wakeup_writer = socket.socketpair()
@@ -99,6 +108,7 @@ def run(hconfig: Any, workers: int, on_bound: Callable[[], None] = lambda: None)
                 log.error("a worker exited; stopping the others")
                 wanted = DRAINING
             if wanted > stage.value:
+                _announce(stage.value, wanted, config)
                 if stage.value == SERVING:
                     # The kernel keeps accepting while any process holds the listening
                     # socket: ours goes now, the workers' as they begin to drain.
@@ -132,6 +142,18 @@ def run(hconfig: Any, workers: int, on_bound: Callable[[], None] = lambda: None)
     return 0
 
 
+def _announce(current: int, wanted: int, config: Config) -> None:
+    """Say on the log (the terminal, under Ctrl-C) what this stage does and what the next
+    signal would do."""
+    if current == SERVING:
+        log.warning("stopping: new requests are refused, open ones may run until the drain "
+                    "deadline; a second Ctrl-C (SIGINT or SIGTERM) ends them now",
+                    extra={"drain_seconds": config.deadlines.drain})
+    if wanted >= ENDING:
+        log.warning("ending open requests now: each gets its terminal event and its ledger "
+                    "row")
+
+
 def _noted(signum: int, frame: Any) -> None:
     """A Python-level handler must exist for the wakeup socket to hear the signal."""
 
@@ -163,12 +185,15 @@ def _close(sockets: Any) -> None:
 # -- the worker process -------------------------------------------------------------------
 
 
-def _worker(hconfig: Any, sockets: Any, supervisor: int, stage: Any) -> None:
-    """A worker's main: the app the environment describes, served on the supervisor's
-    sockets until the supervisor says stop, or is gone."""
-    from gateway.app import from_environment
+def _worker(hconfig: Any, sockets: Any, supervisor: int, stage: Any, config: Config,
+            log_settings: tuple[str, str]) -> None:
+    """A worker's main: the supervisor's config, served on the supervisor's sockets until
+    the supervisor says stop, or is gone."""
+    from gateway import logs
+    from gateway.app import create_app
 
-    trio.run(_serve_worker, from_environment(), hconfig, sockets, supervisor, stage)
+    logs.configure(*log_settings)
+    trio.run(_serve_worker, create_app(config), hconfig, sockets, supervisor, stage)
 
 
 async def _serve_worker(app: Any, hconfig: Any, sockets: Any, supervisor: int,

@@ -130,10 +130,11 @@ def test_listing_has_aliases_then_listed_provider_models() -> None:
     )
     listing = cat.listing(created=1700000000)
     ids = [entry["id"] for entry in listing]
-    assert ids[:4] == ["fast", "team.v2/x", "sim/echo", "sim/lorem"]
+    assert ids[:6] == ["fast", "team.v2/x", "sim-echo", "sim-lorem",  # built-in aliases
+                       "sim/echo", "sim/lorem"]
     assert ids[-2:] == ["local/llama-3.1-8b", "local/qwen/qwen3"]
-    assert {f"openai/{m}" for m in builtin().prices["openai"]} == set(ids[4:-2])
-    assert listing[2] == {
+    assert {f"openai/{m}" for m in builtin().prices["openai"]} == set(ids[6:-2])
+    assert listing[4] == {
         "id": "sim/echo", "object": "model", "created": 1700000000, "owned_by": "sim"
     }
     assert listing[-1]["owned_by"] == "local"
@@ -199,7 +200,7 @@ def test_the_built_in_table_is_dated_and_every_entry_is_a_price() -> None:
                    "OPENAI_API_KEY)"),
     ("gpt-4o", OPENAI_ENV, "e.g. openai/gpt-4o."),
     ("openai/gpt-4o", {}, "The provider 'openai' is not enabled: set OPENAI_API_KEY"),
-    ("sim/lorme", {}, "Close to: sim/lorem."),
+    ("sim/lorme", {}, "Close to: sim/lorem"),
 ])
 def test_an_unknown_model_names_itself_and_what_to_do(
     name: str, environ: dict[str, str], says: str

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import (
+    SIM_MODELS,
     SIM_PROVIDER,
     Config,
     ConfigError,
@@ -46,7 +47,7 @@ def test_empty_environment_gives_offline_defaults(tmp_path: Path) -> None:
     assert (config.host, config.port) == ("127.0.0.1", 8080)
     assert config.providers == {"sim": SIM_PROVIDER}
     assert config.providers["sim"].models == ("echo", "lorem")
-    assert config.models == {}
+    assert config.models == SIM_MODELS  # sim-echo, sim-lorem: slash-free for Gemini SDKs
     assert config.deadlines == Deadlines()
     assert config.sim == SimConfig()
     assert config.max_body_bytes == 16 * 1024 * 1024
@@ -211,6 +212,7 @@ def test_full_file(tmp_path: Path) -> None:
     assert config.providers["offline"] == ProviderConfig(name="offline", dialect="sim")
     assert config.providers["sim"] == SIM_PROVIDER
     assert config.models == {
+        **SIM_MODELS,
         "fast": ModelRoute("fast", "local", "llama-3.1-8b"),
         "openai/gpt-4.1": ModelRoute("openai/gpt-4.1", "local", "qwen/qwen3-32b"),
         "team.v2/fast-1.5": ModelRoute("team.v2/fast-1.5", "offline", "echo"),
