@@ -111,14 +111,16 @@ async def test_requests_racing_the_drain_are_answered_or_never_read(
         finally:
             for connection in opened:
                 await connection.aclose()
-        # Refused before admission, or admitted as the drain began and stopped at once.
-        refused = sum(metrics.registry.get_sample_value(name, labels) or 0 for name, labels in (
-            ("arouter_rejections_total", {"route": "chat_completions", "status": "503"}),
-            ("arouter_requests_total",
-             {"route": "chat_completions", "dialect": "openai", "status": "503"}),
-        ))
-        dropped = metrics.registry.get_sample_value(
-            "arouter_cancellations_total", {"phase": "upload"}) or 0
+    # Read once the gateway has stopped: a request admitted as the drain began is answered
+    # 503 first and counted when it settles, just after. Refused before admission, or
+    # admitted as the drain began and stopped at once:
+    refused = sum(metrics.registry.get_sample_value(name, labels) or 0 for name, labels in (
+        ("arouter_rejections_total", {"route": "chat_completions", "status": "503"}),
+        ("arouter_requests_total",
+         {"route": "chat_completions", "dialect": "openai", "status": "503"}),
+    ))
+    dropped = metrics.registry.get_sample_value(
+        "arouter_cancellations_total", {"phase": "upload"}) or 0
     served = [reply for reply in replies if reply is not None and reply.status == 200]
     refusals = [reply for reply in replies if reply is not None and reply.status != 200]
     print(f"{len(served)} served before the drain, {len(refusals)} answered 503, "
