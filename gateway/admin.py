@@ -38,7 +38,13 @@ from quart import Blueprint, request
 
 from gateway import keys
 from gateway.asgi import dumps
-from gateway.errors import AuthenticationError, NotFound, PermissionDenied, RequestError
+from gateway.errors import (
+    AuthenticationError,
+    ModelNotFound,
+    NotFound,
+    PermissionDenied,
+    RequestError,
+)
 from gateway.keys import ApiKey
 from gateway.pricing import MoneyError, money, parse_usd
 from gateway.wire import jsonbody
@@ -152,6 +158,23 @@ def blueprint(gateway: Gateway) -> Blueprint:
             raise RequestError("expected a JSON object")
         return raw
 
+    def policy(raw: dict[str, Any]) -> dict[str, Any]:
+        """Key policy from a body; an allowlisted model the gateway does not serve is a 400
+        naming it (a typo would make a key refused the very model meant), unless the body
+        says ``"allow_unknown_models": true`` (a model to be configured later)."""
+        allow = raw.pop("allow_unknown_models", False)
+        if not isinstance(allow, bool):
+            raise RequestError("allow_unknown_models: expected true or false",
+                               param="allow_unknown_models")
+        parsed = parse_policy(raw)
+        for name in () if allow else parsed.get("models", ()):
+            try:
+                gateway.catalog.resolve(name)
+            except ModelNotFound as exc:
+                raise RequestError(f"models: {exc.message} (or send "
+                                   '"allow_unknown_models": true)', param="models") from None
+        return parsed
+
     async def found(key_id: str) -> ApiKey:
         key = await gateway.store.find_key(key_id)
         if key is None:
@@ -181,8 +204,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
 
     @admin.post("/keys")
     async def create_key() -> Any:
-        policy = parse_policy(await body())
-        secret, row = keys.generate(created_at=time.time(), **policy)
+        secret, row = keys.generate(created_at=time.time(), **policy(await body()))
         await gateway.store.add_key(row)
         audit("key created", row.id, key_name=row.name, balance_micro_usd=row.balance)
         return answer({"key": secret, **key_view(row)}, 201)
@@ -195,7 +217,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
 
     @admin.patch("/keys/<key_id>")
     async def update_key(key_id: str) -> Any:
-        changes = parse_policy(await body())
+        changes = policy(await body())
         return changed(key_id, await gateway.store.update_key(key_id, changes), "key updated",
                        fields=sorted(changes))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import logging
 import math
-import os
 import time
 from typing import Any
 
@@ -357,17 +356,6 @@ def _error_shape(path: str) -> ErrorRenderer:
     if path.startswith("/v1/messages"):
         return ANTHROPIC.error_body
     return OPENAI.error_body
-
-
-def from_environment() -> Dispatcher:
-    """The app of a hypercorn worker process (``arouter serve --workers N``): the parent put
-    the config path and the overrides into the environment before spawning the workers."""
-    from gateway import config as config_mod
-    from gateway import logs
-
-    logs.configure(os.environ.get("AROUTER_LOG_LEVEL", "INFO"),
-                   os.environ.get("AROUTER_LOG_FORMAT", "json"))
-    return create_app(config_mod.load())
 
 
 async def _unrecorded(gateway: Gateway, generation_id: str, key_id: str) -> str:

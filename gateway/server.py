@@ -185,6 +185,10 @@ async def serve(
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
+        if not app.gateway.ready:
+            # hypercorn's startup returns (its event is set in a ``finally``) even when the
+            # app's startup failed: never report "listening" for a gateway that cannot serve.
+            raise RuntimeError("the gateway did not start (see the log above)")
         async with trio.open_nursery() as connections:
             try:
                 listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))

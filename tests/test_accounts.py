@@ -301,6 +301,14 @@ async def test_the_admin_api_manages_keys(
         five = await client.patch(f"/admin/keys/{key_id}", headers=admin,
                                   json={"balance_usd": 5})
         assert five.json()["balance_micro_usd"] == 5_000_000
+        # An allowlist naming a model nobody serves is a typo until said otherwise.
+        typo = await client.patch(f"/admin/keys/{key_id}", headers=admin,
+                                  json={"models": ["fast", "sim/lorme"]})
+        assert typo.status_code == 400 and typo.json()["error"]["param"] == "models"
+        assert "'sim/lorme'" in typo.json()["error"]["message"]
+        later = await client.patch(f"/admin/keys/{key_id}", headers=admin, json={
+            "models": ["fast", "later/model"], "allow_unknown_models": True})
+        assert later.json()["models"] == ["fast", "later/model"]
         unknown = await client.post("/admin/keys", headers=admin, json={"rpn": 1})
         assert unknown.status_code == 400 and "rpn" in unknown.json()["error"]["message"]
 
