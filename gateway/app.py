@@ -66,7 +66,7 @@ from gateway.routing import Attempt, Router
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.sqlite import SqliteStore
 from gateway.wire import gemini as gemini_wire
-from gateway.wire import openai as wire
+from gateway.wire.openai import render as openai_render
 
 log = logging.getLogger("arouter.app")
 
@@ -386,7 +386,7 @@ async def _unrecorded(gateway: Gateway, generation_id: str, key_id: str) -> str:
 
 def _json(error: GatewayError) -> Any:
     return (
-        wire.error_body(error),
+        openai_render.error_body(error),
         error.status,
         [(k.decode(), v.decode()) for k, v in error_headers(error)]
         + [("content-type", "application/json")],

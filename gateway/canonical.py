@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import attrs
 
+MAX_TOKENS_LIMIT = 1_000_000  # the most output any client may ask for: above any model's window
+
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
 

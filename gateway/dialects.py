@@ -20,8 +20,10 @@ from gateway.canonical import ChatRequest, FinishReason, ToolCall, Usage
 from gateway.errors import AuthenticationError, GatewayError
 from gateway.keys import parse_bearer, parse_key
 from gateway.transcript import estimate_prompt_tokens
-from gateway.wire import anthropic, gemini, openai
+from gateway.wire import anthropic, gemini
 from gateway.wire.encoder import Encoder
+from gateway.wire.openai import render as openai_render
+from gateway.wire.openai import request as openai_request
 
 
 @attrs.frozen
@@ -76,7 +78,7 @@ def api_key_header(name: bytes) -> Callable[[Scope, Call], tuple[str, str]]:
 
 
 def _openai_render(generation_id: str, request: ChatRequest, answer: Answer) -> bytes:
-    return openai.render_completion(
+    return openai_render.render_completion(
         generation_id, request.model, int(time.time()), text=answer.text,
         reasoning=answer.reasoning, tool_calls=answer.tool_calls, finish=answer.finish,
         usage=answer.usage,
@@ -86,12 +88,12 @@ def _openai_render(generation_id: str, request: ChatRequest, answer: Answer) -> 
 OPENAI = ClientDialect(
     name="openai",
     credentials=bearer,
-    parse=lambda body, call: openai.parse_request(body),
-    encoder=lambda generation_id, request, call: openai.StreamEncoder(
+    parse=lambda body, call: openai_request.parse_request(body),
+    encoder=lambda generation_id, request, call: openai_render.StreamEncoder(
         generation_id, request.model, int(time.time())
     ),
     render=_openai_render,
-    error_body=openai.error_body,
+    error_body=openai_render.error_body,
 )
 
 

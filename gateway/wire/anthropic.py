@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.canonical import (
+    MAX_TOKENS_LIMIT,
     ChatRequest,
     Finish,
     FinishReason,
@@ -54,7 +55,6 @@ from gateway.wire.anthropic_upstream import parse_message as parse_message
 from gateway.wire.anthropic_upstream import upstream_body as upstream_body
 from gateway.wire.anthropic_upstream import upstream_error as upstream_error
 from gateway.wire.jsonbody import compact, is_int
-from gateway.wire.openai import MAX_TOKENS_LIMIT
 
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 STOP_REASONS: dict[FinishReason, str] = {

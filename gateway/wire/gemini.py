@@ -29,6 +29,7 @@ from typing import Any
 import attrs
 
 from gateway.canonical import (
+    MAX_TOKENS_LIMIT,
     ChatRequest,
     ImagePart,
     Message,
@@ -53,7 +54,6 @@ from gateway.wire.gemini_upstream import parse_response as parse_response
 from gateway.wire.gemini_upstream import upstream_body as upstream_body
 from gateway.wire.gemini_upstream import upstream_error as upstream_error
 from gateway.wire.jsonbody import compact, is_int
-from gateway.wire.openai import MAX_TOKENS_LIMIT
 
 MAX_STOP_SEQUENCES = 5
 MAX_SCHEMA_DEPTH = 64

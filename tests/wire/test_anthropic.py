@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from gateway.canonical import (
+    MAX_TOKENS_LIMIT,
     ChatRequest,
     Finish,
     FinishReason,
@@ -59,7 +60,6 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.wire import jsonbody, sse
-from gateway.wire import openai as wire_openai
 from gateway.wire.anthropic import (
     StreamEncoder,
     StreamParser,
@@ -71,7 +71,7 @@ from gateway.wire.anthropic import (
     upstream_error,
 )
 from gateway.wire.encoder import Encoder
-from gateway.wire.openai import MAX_TOKENS_LIMIT
+from gateway.wire.openai import request as openai_request
 
 MODEL = "anthropic/claude-sonnet"
 DROP = object()
@@ -546,7 +546,7 @@ OPENAI_CLIENT_BODY: dict[str, Any] = {
 
 
 def test_an_openai_client_request_becomes_a_valid_anthropic_body() -> None:
-    sent = upstream_body(wire_openai.parse_request(OPENAI_CLIENT_BODY), "claude")
+    sent = upstream_body(openai_request.parse_request(OPENAI_CLIENT_BODY), "claude")
     assert sent == {
         "model": "claude",
         "max_tokens": 4096,  # Anthropic requires it; OpenAI clients may leave it out
@@ -597,7 +597,7 @@ def test_extra_is_forwarded_only_to_the_anthropic_dialect() -> None:
     assert not set(PASSTHROUGH_VALUES) & set(foreign)
     assert foreign["tool_choice"] == {"type": "auto"}
     # And the other way: OpenAI's own parameters never reach an Anthropic upstream.
-    assert "logprobs" not in upstream_body(wire_openai.parse_request(OPENAI_CLIENT_BODY), "m")
+    assert "logprobs" not in upstream_body(openai_request.parse_request(OPENAI_CLIENT_BODY), "m")
 
 
 @pytest.mark.parametrize("arguments", ["not json", "[1, 2]", '"text"', ""])

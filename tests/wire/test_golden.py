@@ -13,7 +13,8 @@ import pytest
 
 from gateway.canonical import Finish, StreamEvent, TextDelta, ToolCallDelta, Usage, UsageReport
 from gateway.errors import UpstreamError
-from gateway.wire import anthropic, gemini, openai, sse
+from gateway.wire import anthropic, gemini, sse
+from gateway.wire.openai import upstream as openai_upstream
 
 OPENAI_SPEC = b"""\
 data: {"id":"chatcmpl-xxx","object":"chat.completion.chunk","model":"openai/gpt-5.4","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}
@@ -99,14 +100,14 @@ def test_openai_spec_stream(split: bool) -> None:
     events = _events(OPENAI_SPEC, split)
     assert events[-1].data == "[DONE]"
     for event in events[:-1]:
-        out += openai.parse_chunk(event.data)
+        out += openai_upstream.parse_chunk(event.data)
     assert out == [TextDelta("Hello"), TextDelta(" world"), Finish("stop"),
                    UsageReport(Usage(prompt_tokens=10, completion_tokens=20))]
 
 
 def test_openai_spec_mid_stream_error_is_an_upstream_error() -> None:
     with pytest.raises(UpstreamError):
-        openai.parse_chunk(OPENAI_SPEC_ERROR)
+        openai_upstream.parse_chunk(OPENAI_SPEC_ERROR)
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["whole", "byte-by-byte"])

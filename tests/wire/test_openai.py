@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.canonical import (
+    MAX_TOKENS_LIMIT,
     ChatRequest,
     Finish,
     ImagePart,
@@ -40,17 +41,10 @@ from gateway.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from gateway.wire import openai as wire_openai
-from gateway.wire.openai import (
-    MAX_TOKENS_LIMIT,
-    StreamEncoder,
-    error_body,
-    parse_chunk,
-    parse_completion,
-    parse_request,
-    render_completion,
-    upstream_body,
-)
+from gateway.wire.openai import upstream as openai_upstream
+from gateway.wire.openai.render import StreamEncoder, error_body, render_completion
+from gateway.wire.openai.request import parse_request
+from gateway.wire.openai.upstream import parse_chunk, parse_completion, upstream_body
 
 MODEL = "openai/gpt-5.4"
 CREATED = 1700000000
@@ -1020,20 +1014,20 @@ def _upstream_chunk(delta: dict[str, Any], finish: Any = None, **extra: Any) -> 
 
 
 def test_a_spliced_plain_delta_equals_the_parsed_and_re_encoded_one() -> None:
-    enc = wire_openai.StreamEncoder("gen-1", "fake/lorem", 123)
+    enc = StreamEncoder("gen-1", "fake/lorem", 123)
     data = _upstream_chunk({"content": " ipsum"})
-    at = wire_openai.plain_delta(data)
+    at = openai_upstream.plain_delta(data)
     assert at >= 0
     [event] = parse_chunk(data)
     assert enc.splice(data, at) == enc.event(event)
-    assert wire_openai.delta_chars(data) == len(" ipsum")
+    assert openai_upstream.delta_chars(data) == len(" ipsum")
 
 
 @given(st.text(min_size=1), st.sampled_from([{}, {"usage": None}, {"system_fingerprint": "x"}]))
 def test_splice_keeps_ids_ours_and_choices_theirs(text: str, extra: dict[str, Any]) -> None:
-    enc = wire_openai.StreamEncoder("gen-1", "fake/lorem", 123)
+    enc = StreamEncoder("gen-1", "fake/lorem", 123)
     data = _upstream_chunk({"content": text}, **extra)
-    at = wire_openai.plain_delta(data)
+    at = openai_upstream.plain_delta(data)
     if at < 0:
         return  # the text itself looked like a marker: parsed in full instead, also fine
     spliced = json.loads(enc.splice(data, at).decode()[len("data: "):])
@@ -1057,4 +1051,4 @@ def test_splice_keeps_ids_ours_and_choices_theirs(text: str, extra: dict[str, An
     '{"id":"a","object":"chat.completion.chunk"}',
 ])
 def test_anything_but_a_plain_text_delta_is_parsed_in_full(data: str) -> None:
-    assert wire_openai.plain_delta(data) == -1
+    assert openai_upstream.plain_delta(data) == -1
