@@ -20,7 +20,9 @@ from gateway.canonical import ChatRequest, FinishReason, ToolCall, Usage
 from gateway.errors import AuthenticationError, GatewayError
 from gateway.keys import parse_bearer, parse_key
 from gateway.transcript import estimate_prompt_tokens
-from gateway.wire import anthropic, gemini
+from gateway.wire import gemini
+from gateway.wire.anthropic import render as anthropic_render
+from gateway.wire.anthropic import request as anthropic_request
 from gateway.wire.encoder import Encoder
 from gateway.wire.openai import render as openai_render
 from gateway.wire.openai import request as openai_request
@@ -98,7 +100,7 @@ OPENAI = ClientDialect(
 
 
 def _anthropic_render(generation_id: str, request: ChatRequest, answer: Answer) -> bytes:
-    return anthropic.render_message(
+    return anthropic_render.render_message(
         generation_id, request.model, text=answer.text, reasoning=answer.reasoning,
         tool_calls=answer.tool_calls, finish=answer.finish, usage=answer.usage,
     )
@@ -107,12 +109,12 @@ def _anthropic_render(generation_id: str, request: ChatRequest, answer: Answer) 
 ANTHROPIC = ClientDialect(
     name="anthropic",
     credentials=api_key_header(b"x-api-key"),
-    parse=lambda body, call: anthropic.parse_request(body),
-    encoder=lambda generation_id, request, call: anthropic.StreamEncoder(
+    parse=lambda body, call: anthropic_request.parse_request(body),
+    encoder=lambda generation_id, request, call: anthropic_render.StreamEncoder(
         generation_id, request.model, estimate_prompt_tokens(request)
     ),
     render=_anthropic_render,
-    error_body=anthropic.error_body,
+    error_body=anthropic_render.error_body,
 )
 
 

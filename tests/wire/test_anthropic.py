@@ -60,13 +60,11 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.wire import jsonbody, sse
-from gateway.wire.anthropic import (
-    StreamEncoder,
+from gateway.wire.anthropic.render import StreamEncoder, error_body, render_message
+from gateway.wire.anthropic.request import parse_request
+from gateway.wire.anthropic.upstream import (
     StreamParser,
-    error_body,
     parse_message,
-    parse_request,
-    render_message,
     upstream_body,
     upstream_error,
 )

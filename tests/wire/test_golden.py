@@ -13,7 +13,8 @@ import pytest
 
 from gateway.canonical import Finish, StreamEvent, TextDelta, ToolCallDelta, Usage, UsageReport
 from gateway.errors import UpstreamError
-from gateway.wire import anthropic, gemini, sse
+from gateway.wire import gemini, sse
+from gateway.wire.anthropic import upstream as anthropic_upstream
 from gateway.wire.openai import upstream as openai_upstream
 
 OPENAI_SPEC = b"""\
@@ -112,7 +113,7 @@ def test_openai_spec_mid_stream_error_is_an_upstream_error() -> None:
 
 @pytest.mark.parametrize("split", [False, True], ids=["whole", "byte-by-byte"])
 def test_anthropic_documented_tool_use_stream(split: bool) -> None:
-    parser = anthropic.StreamParser()
+    parser = anthropic_upstream.StreamParser()
     out: list[StreamEvent] = []
     for event in _events(ANTHROPIC_TOOL_USE, split):
         out += parser.feed(event.event, event.data)

@@ -1,9 +1,9 @@
-"""The Anthropic Messages dialect, upstream side, sans-I/O.
+"""Anthropic Messages, upstream side: what the gateway sends to an Anthropic provider, and
+its answers read back as canonical events.
 
 ``upstream_body`` builds the body sent to an Anthropic upstream; ``StreamParser`` and
 ``parse_message`` turn its answers back into canonical events; ``upstream_error`` turns an
-error it sent into a ``GatewayError``. The client side is ``wire.anthropic``, which
-re-exports every name here.
+error it sent into a ``GatewayError``.
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
@@ -37,7 +37,7 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from gateway.wire.anthropic_common import ERROR_TYPES, _arguments
+from gateway.wire.anthropic.common import ERROR_TYPES, tool_input
 from gateway.wire.jsonbody import compact, is_int, upstream_object, without_surrogates
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; other dialects may leave it unset
@@ -129,7 +129,7 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
             results = None
             blocks = [b for b in blocks if b["type"] != "text" or b["text"]]
             blocks += [{"type": "tool_use", "id": c.id, "name": c.name,
-                        "input": _arguments(c.arguments)} for c in message.tool_calls]
+                        "input": tool_input(c.arguments)} for c in message.tool_calls]
             if blocks:
                 messages.append({"role": "assistant", "content": _content(blocks)})
     body: dict[str, Any] = {
