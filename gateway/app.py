@@ -65,7 +65,7 @@ from gateway.relay import Exchange
 from gateway.routing import Attempt, Router
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.sqlite import SqliteStore
-from gateway.wire import gemini as gemini_wire
+from gateway.wire.gemini import render as gemini_render
 from gateway.wire.openai import render as openai_render
 
 log = logging.getLogger("arouter.app")
@@ -453,7 +453,7 @@ def _web_app(gateway: Gateway) -> QuartTrio:
             else:
                 await authenticate()
         except GatewayError as error:
-            return gemini_wire.error_body(error), error.status, {
+            return gemini_render.error_body(error), error.status, {
                 "content-type": "application/json"
             }
         listed = [

@@ -20,10 +20,11 @@ from gateway.canonical import ChatRequest, FinishReason, ToolCall, Usage
 from gateway.errors import AuthenticationError, GatewayError
 from gateway.keys import parse_bearer, parse_key
 from gateway.transcript import estimate_prompt_tokens
-from gateway.wire import gemini
 from gateway.wire.anthropic import render as anthropic_render
 from gateway.wire.anthropic import request as anthropic_request
 from gateway.wire.encoder import Encoder
+from gateway.wire.gemini import render as gemini_render
+from gateway.wire.gemini import request as gemini_request
 from gateway.wire.openai import render as openai_render
 from gateway.wire.openai import request as openai_request
 
@@ -120,13 +121,13 @@ ANTHROPIC = ClientDialect(
 
 def _gemini_parse(body: Any, call: Call) -> ChatRequest:
     assert call.model is not None and call.stream is not None  # set by GeminiGeneration
-    return gemini.parse_request(body, call.model, stream=call.stream)
+    return gemini_request.parse_request(body, call.model, stream=call.stream)
 
 
 def _gemini_render(generation_id: str, request: ChatRequest, answer: Answer) -> bytes:
     # Gemini shows thoughts only to a client that asked for them (includeThoughts).
-    reasoning = answer.reasoning if gemini.wants_thoughts(request) else ""
-    return gemini.render_response(
+    reasoning = answer.reasoning if gemini_render.wants_thoughts(request) else ""
+    return gemini_render.render_response(
         generation_id, request.model, text=answer.text, reasoning=reasoning,
         tool_calls=answer.tool_calls, finish=answer.finish, usage=answer.usage,
     )
@@ -136,9 +137,9 @@ GEMINI = ClientDialect(
     name="gemini",
     credentials=api_key_header(b"x-goog-api-key"),
     parse=_gemini_parse,
-    encoder=lambda generation_id, request, call: gemini.StreamEncoder(
-        generation_id, request.model, sse=call.sse, thoughts=gemini.wants_thoughts(request)
+    encoder=lambda generation_id, request, call: gemini_render.StreamEncoder(
+        generation_id, request.model, sse=call.sse, thoughts=gemini_render.wants_thoughts(request)
     ),
     render=_gemini_render,
-    error_body=gemini.error_body,
+    error_body=gemini_render.error_body,
 )

@@ -50,16 +50,18 @@ from gateway.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from gateway.wire.gemini import (
+from gateway.wire.gemini.render import (
     StreamEncoder,
-    StreamParser,
     error_body,
-    parse_request,
-    parse_response,
     render_response,
+    wants_thoughts,
+)
+from gateway.wire.gemini.request import parse_request
+from gateway.wire.gemini.upstream import (
+    StreamParser,
+    parse_response,
     upstream_body,
     upstream_error,
-    wants_thoughts,
 )
 from gateway.wire.sse import Decoder
 

@@ -13,8 +13,9 @@ import pytest
 
 from gateway.canonical import Finish, StreamEvent, TextDelta, ToolCallDelta, Usage, UsageReport
 from gateway.errors import UpstreamError
-from gateway.wire import gemini, sse
+from gateway.wire import sse
 from gateway.wire.anthropic import upstream as anthropic_upstream
+from gateway.wire.gemini import upstream as gemini_upstream
 from gateway.wire.openai import upstream as openai_upstream
 
 OPENAI_SPEC = b"""\
@@ -130,7 +131,7 @@ def test_anthropic_documented_tool_use_stream(split: bool) -> None:
 
 @pytest.mark.parametrize("split", [False, True], ids=["whole", "byte-by-byte"])
 def test_gemini_documented_sse_stream(split: bool) -> None:
-    parser = gemini.StreamParser()
+    parser = gemini_upstream.StreamParser()
     out: list[StreamEvent] = []
     for event in _events(GEMINI_SSE, split):
         out += parser.feed(event.data)

@@ -1,9 +1,9 @@
-"""The Gemini ``generateContent`` dialect, upstream side, sans-I/O.
+"""Gemini ``generateContent``, upstream side: what the gateway sends to a Gemini provider,
+and its answers read back as canonical events.
 
 ``upstream_body`` builds the body sent to a Gemini upstream; ``StreamParser`` and
 ``parse_response`` turn its answers back into canonical events; ``upstream_error`` turns an
-error object it sent into an ``UpstreamError``. The client side is ``gateway.wire.gemini``,
-which re-exports these names; both share ``gateway.wire.gemini_common``.
+error object it sent into an ``UpstreamError``.
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
@@ -35,11 +35,7 @@ from gateway.canonical import (
     UsageReport,
 )
 from gateway.errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError
-from gateway.wire.gemini_common import (
-    GENERATION_EXTRA,
-    STATUS_NAMES,
-    _loads_object,
-)
+from gateway.wire.gemini.common import GENERATION_EXTRA, STATUS_NAMES, loads_object
 from gateway.wire.jsonbody import compact, is_int, upstream_object, without_surrogates
 
 # The words an upstream error may be labelled with: google.rpc status names, nothing else.
@@ -93,7 +89,7 @@ def _render_parts(content: tuple[Part, ...]) -> list[dict[str, Any]]:
 def _tool_result(text: str) -> dict[str, Any]:
     """A tool message as a ``functionResponse.response`` object (Gemini takes only objects;
     other results go under ``output``, the key its docs recommend)."""
-    value = _loads_object(text)
+    value = loads_object(text)
     return value if value is not None else {"output": text}
 
 
@@ -128,7 +124,7 @@ def _contents(messages: tuple[Message, ...]) -> tuple[list[dict[str, Any]], list
         for call in message.tool_calls:
             names[call.id] = call.name
             parts.append({"functionCall": {"name": call.name,
-                                           "args": _loads_object(call.arguments) or {}}})
+                                           "args": loads_object(call.arguments) or {}}})
         if parts:
             contents.append({"role": "model", "parts": parts})
     return contents, system

@@ -1,14 +1,9 @@
-"""The Gemini ``generateContent`` dialect, client side, sans-I/O.
+"""Gemini ``generateContent``, client requests: an untrusted body into a ``ChatRequest``.
 
 ``parse_request`` turns an untrusted ``GenerateContentRequest`` (the model comes from the URL
-path) into a ``ChatRequest``; ``wants_thoughts`` tells whether the client asked to see
-thoughts.
-
-This module is the dialect's public face: it also re-exports the client answers
-(``StreamEncoder``, ``render_response``, ``error_body``, from ``gateway.wire.gemini_render``)
-and the upstream side (``upstream_body``, ``StreamParser``, ``parse_response``,
-``upstream_error``, from ``gateway.wire.gemini_upstream``). What more than one of them needs
-lives in ``gateway.wire.gemini_common``.
+path, streaming from the method) into a ``ChatRequest``. Fields without a canonical home are
+validated and kept in ``extra`` for Gemini upstreams (``common.GENERATION_EXTRA``,
+``safetySettings``).
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
@@ -16,7 +11,7 @@ Rules:
   even within one object). Enum fields also take the integers that proto-JSON clients send.
   An unknown field is a 400 naming it, and so is a known feature the gateway cannot honour
   (``cachedContent``, built-in tools such as ``googleSearch``).
-- Gemini function calls carry no ids. The client side numbers them ``call_<n>`` in request
+- Gemini function calls carry no ids. This module numbers them ``call_<n>`` in request
   order and pairs each ``functionResponse`` with the earliest unanswered call of its name.
 """
 
@@ -39,20 +34,7 @@ from gateway.canonical import (
     ToolCall,
 )
 from gateway.errors import RequestError
-from gateway.wire.gemini_common import GENERATION_EXTRA as GENERATION_EXTRA
-from gateway.wire.gemini_common import STATUS_NAMES as STATUS_NAMES
-from gateway.wire.gemini_render import FINISH_TO_GEMINI as FINISH_TO_GEMINI
-from gateway.wire.gemini_render import StreamEncoder as StreamEncoder
-from gateway.wire.gemini_render import error_body as error_body
-from gateway.wire.gemini_render import render_response as render_response
-from gateway.wire.gemini_render import usage_json as usage_json
-from gateway.wire.gemini_upstream import FINISH_FROM_GEMINI as FINISH_FROM_GEMINI
-from gateway.wire.gemini_upstream import IMAGE_TYPES as IMAGE_TYPES
-from gateway.wire.gemini_upstream import UPSTREAM_STATUSES as UPSTREAM_STATUSES
-from gateway.wire.gemini_upstream import StreamParser as StreamParser
-from gateway.wire.gemini_upstream import parse_response as parse_response
-from gateway.wire.gemini_upstream import upstream_body as upstream_body
-from gateway.wire.gemini_upstream import upstream_error as upstream_error
+from gateway.wire.gemini.common import GENERATION_EXTRA
 from gateway.wire.jsonbody import compact, is_int
 
 MAX_STOP_SEQUENCES = 5
@@ -594,10 +576,3 @@ def parse_request(body: Any, model: str, *, stream: bool) -> ChatRequest:
         dialect="gemini",
         extra=extra,
     )
-
-
-def wants_thoughts(request: ChatRequest) -> bool:
-    """Whether a Gemini client asked to see thoughts (``thinkingConfig.includeThoughts``);
-    Gemini sends thought parts only then (the ``thoughts`` flag of ``StreamEncoder``)."""
-    thinking = request.extra.get("thinkingConfig") if request.dialect == "gemini" else None
-    return isinstance(thinking, Mapping) and thinking.get("includeThoughts") is True
