@@ -66,6 +66,30 @@ class Tool:
     strict: bool | None = None  # structured outputs: arguments must match ``parameters``
 
 
+ToolChoiceMode = Literal["auto", "none", "required", "tool"]
+
+
+def _named_only_as_tool(choice: ToolChoice, attribute: Any, name: str | None) -> None:
+    if (name is not None) != (choice.mode == "tool"):
+        raise ValueError("a tool choice names a tool exactly when its mode is 'tool'")
+
+
+@attrs.frozen
+class ToolChoice:
+    """Whether the model may, must or must not call a tool, and which one.
+
+    ``auto``: the model decides; ``none``: no tool call; ``required``: at least one call, of
+    any tool; ``tool``: a call of the tool ``name``. ``parallel`` is whether one turn may
+    hold several calls (Anthropic's ``disable_parallel_tool_use``, negated); None leaves it
+    to the provider. OpenAI's ``parallel_tool_calls`` is a request field of its own, not
+    part of the choice, and travels in ``ChatRequest.extra``.
+    """
+
+    mode: ToolChoiceMode
+    name: str | None = attrs.field(default=None, validator=_named_only_as_tool)
+    parallel: bool | None = None
+
+
 @attrs.frozen
 class RoutingPrefs:
     """A client's own say in routing (OpenRouter's ``models`` and ``provider`` fields):
@@ -91,7 +115,7 @@ class ChatRequest:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     tools: tuple[Tool, ...] = ()
-    tool_choice: Any = None
+    tool_choice: ToolChoice | None = None  # None: the client said nothing
     user: str | None = None
     seed: int | None = None
     dialect: str = "openai"

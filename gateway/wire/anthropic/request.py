@@ -27,6 +27,8 @@ from gateway.canonical import (
     TextPart,
     Tool,
     ToolCall,
+    ToolChoice,
+    ToolChoiceMode,
 )
 from gateway.errors import RequestError
 from gateway.wire.jsonbody import compact, is_int
@@ -231,25 +233,26 @@ def _tools(raw: Any) -> tuple[Tool, ...]:
     return tuple(tools)
 
 
-def _tool_choice(raw: Any) -> tuple[Any, bool | None]:
-    """The canonical (OpenAI-shaped) choice, and ``disable_parallel_tool_use``."""
+MODES: dict[str, ToolChoiceMode] = {"auto": "auto", "any": "required", "none": "none"}
+
+
+def _tool_choice(raw: Any) -> ToolChoice | None:
+    """``{type: auto|any|none}`` or ``{type: tool, name}``, each with an optional
+    ``disable_parallel_tool_use`` (kept as ``parallel``, negated)."""
     if raw is None:
-        return None, None
+        return None
     kind = raw.get("type") if isinstance(raw, dict) else None
     disable = raw.get("disable_parallel_tool_use") if isinstance(raw, dict) else None
     if disable is not None and not isinstance(disable, bool):
         raise _fail("'disable_parallel_tool_use' must be true or false", "tool_choice")
-    if kind == "auto":
-        return "auto", disable
-    if kind == "any":
-        return "required", disable
-    if kind == "none":
-        return "none", disable
+    parallel = None if disable is None else not disable
+    if isinstance(kind, str) and kind in MODES:
+        return ToolChoice(MODES[kind], parallel=parallel)
     if kind == "tool":
         assert isinstance(raw, dict)
         name = raw.get("name")
         if isinstance(name, str) and name:
-            return {"type": "function", "function": {"name": name}}, disable
+            return ToolChoice("tool", name, parallel=parallel)
     raise _fail("must be {type: auto|any|none} or {type: tool, name}", "tool_choice")
 
 
@@ -334,16 +337,13 @@ def parse_request(body: Any) -> ChatRequest:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _fail("must be true or false", "stream")
-    tool_choice, disable_parallel = _tool_choice(body.get("tool_choice"))
+    tool_choice = _tool_choice(body.get("tool_choice"))
     extra: dict[str, Any] = {}
     for key, check in PASSTHROUGH.items():
         if key in body and body[key] is not None:
             if not check(body[key]):
                 raise _fail("invalid value", key)
             extra[key] = body[key]
-    if disable_parallel is not None:
-        # Folded back into tool_choice by ``upstream_body``; other dialects drop it.
-        extra["disable_parallel_tool_use"] = disable_parallel
     return ChatRequest(
         model=model,
         messages=(system, *messages) if system is not None else tuple(messages),

@@ -28,6 +28,7 @@ from gateway.canonical import (
     TextDelta,
     TextPart,
     ToolCallDelta,
+    ToolChoice,
     Usage,
     UsageReport,
 )
@@ -84,17 +85,18 @@ def _content(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return blocks
 
 
-def _tool_choice_body(choice: Any) -> dict[str, Any] | None:
-    if choice == "auto":
-        return {"type": "auto"}
-    if choice == "required":
-        return {"type": "any"}
-    if choice == "none":
-        return {"type": "none"}
-    fn = choice.get("function") if isinstance(choice, dict) else None
-    if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-        return {"type": "tool", "name": fn["name"]}
-    return None
+TOOL_CHOICE_TYPES = {"auto": "auto", "required": "any", "none": "none", "tool": "tool"}
+
+
+def _tool_choice(choice: ToolChoice) -> dict[str, Any]:
+    """Anthropic's form of a tool choice; ``parallel`` goes in as
+    ``disable_parallel_tool_use``, except beside ``none``, where Anthropic has no use for it."""
+    out: dict[str, Any] = {"type": TOOL_CHOICE_TYPES[choice.mode]}
+    if choice.mode == "tool":
+        out["name"] = choice.name
+    if choice.parallel is not None and choice.mode != "none":
+        out["disable_parallel_tool_use"] = not choice.parallel
+    return out
 
 
 def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
@@ -157,16 +159,12 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
             }
             for t in request.tools
         ]
-    extra = dict(request.extra) if request.dialect == "anthropic" else {}
-    disable = extra.pop("disable_parallel_tool_use", None)
-    choice = _tool_choice_body(request.tool_choice)
-    if choice is not None:
-        if disable is not None and choice["type"] != "none":
-            choice["disable_parallel_tool_use"] = disable
-        body["tool_choice"] = choice
+    if request.tool_choice is not None:
+        body["tool_choice"] = _tool_choice(request.tool_choice)
     if request.user is not None:
         body["metadata"] = {"user_id": request.user}
-    body.update(extra)
+    if request.dialect == "anthropic":
+        body.update(request.extra)
     return body
 
 

@@ -32,6 +32,8 @@ from gateway.canonical import (
     TextPart,
     Tool,
     ToolCall,
+    ToolChoice,
+    ToolChoiceMode,
 )
 from gateway.errors import RequestError
 from gateway.wire.gemini.common import GENERATION_EXTRA
@@ -41,6 +43,10 @@ MAX_STOP_SEQUENCES = 5
 MAX_SCHEMA_DEPTH = 64
 
 MODES = {0: "MODE_UNSPECIFIED", 1: "AUTO", 2: "ANY", 3: "NONE", 4: "VALIDATED"}
+CHOICE_MODES: dict[str, ToolChoiceMode | None] = {
+    "MODE_UNSPECIFIED": None, "AUTO": "auto", "VALIDATED": "auto", "NONE": "none",
+    "ANY": "required",
+}
 SCHEMA_TYPES = {1: "string", 2: "number", 3: "integer", 4: "boolean", 5: "array",
                 6: "object", 7: "null"}
 # Tool kinds Gemini offers that the gateway cannot run on every upstream.
@@ -394,8 +400,12 @@ def _tools(raw: Any) -> tuple[Tool, ...]:
     return tuple(tools)
 
 
-def _tool_choice(raw: Any, tools: tuple[Tool, ...]) -> tuple[Any, tuple[Tool, ...]]:
-    """``toolConfig`` as a canonical ``tool_choice``, and the tools the model may call."""
+def _tool_choice(
+    raw: Any, tools: tuple[Tool, ...]
+) -> tuple[ToolChoice | None, tuple[Tool, ...]]:
+    """``toolConfig`` as a canonical ``tool_choice``, and the tools the model may call.
+    ``VALIDATED`` (calls checked against their schemas) reads as ``auto``: no other dialect
+    can ask for it."""
     param = "toolConfig.functionCallingConfig"
     config = _fields(raw, frozenset({"functionCallingConfig"}), "toolConfig", "'toolConfig'")
     calling = _fields(config.get("functionCallingConfig", {}),
@@ -417,14 +427,13 @@ def _tool_choice(raw: Any, tools: tuple[Tool, ...]) -> tuple[Any, tuple[Tool, ..
         if name not in declared:
             raise _fail(f"'allowedFunctionNames' names an undeclared function {name!r}", where)
     if mode == "ANY" and len(names) == 1:
-        return {"type": "function", "function": {"name": names[0]}}, tools
+        return ToolChoice("tool", names[0]), tools
     if names:
         # Several allowed names: the model may call only those, which is exactly what the
         # canonical tool list says when it holds only those.
         tools = tuple(t for t in tools if t.name in names)
-    choice = {"MODE_UNSPECIFIED": None, "AUTO": "auto", "VALIDATED": "auto", "NONE": "none",
-              "ANY": "required"}[str(mode)]
-    return choice, tools
+    canonical = CHOICE_MODES[str(mode)]
+    return (None if canonical is None else ToolChoice(canonical)), tools
 
 
 def _thinking(raw: Any) -> dict[str, Any]:

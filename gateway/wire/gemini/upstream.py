@@ -31,6 +31,7 @@ from gateway.canonical import (
     TextDelta,
     TextPart,
     ToolCallDelta,
+    ToolChoice,
     Usage,
     UsageReport,
 )
@@ -130,14 +131,16 @@ def _contents(messages: tuple[Message, ...]) -> tuple[list[dict[str, Any]], list
     return contents, system
 
 
-def _tool_config(choice: Any) -> dict[str, Any] | None:
-    if choice in ("auto", "none", "required"):
-        mode = {"auto": "AUTO", "none": "NONE", "required": "ANY"}[choice]
-        return {"functionCallingConfig": {"mode": mode}}
-    fn = choice.get("function") if isinstance(choice, dict) else None
-    if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [fn["name"]]}}
-    return None
+FUNCTION_CALLING_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY"}
+
+
+def _tool_config(choice: ToolChoice) -> dict[str, Any]:
+    """Gemini's ``toolConfig`` for a tool choice: one named tool is ``ANY`` of that one.
+    ``parallel`` has no Gemini form and is dropped."""
+    calling: dict[str, Any] = {"mode": FUNCTION_CALLING_MODES[choice.mode]}
+    if choice.mode == "tool":
+        calling["allowedFunctionNames"] = [choice.name]
+    return {"functionCallingConfig": calling}
 
 
 def upstream_body(request: ChatRequest) -> dict[str, Any]:
@@ -175,9 +178,8 @@ def upstream_body(request: ChatRequest) -> dict[str, Any]:
             }
             for t in request.tools
         ]}]
-    tool_config = _tool_config(request.tool_choice)
-    if tool_config is not None:
-        body["toolConfig"] = tool_config
+    if request.tool_choice is not None:
+        body["toolConfig"] = _tool_config(request.tool_choice)
     if gemini and "safetySettings" in request.extra:
         body["safetySettings"] = request.extra["safetySettings"]
     return body

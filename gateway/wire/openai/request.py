@@ -27,6 +27,7 @@ from gateway.canonical import (
     TextPart,
     Tool,
     ToolCall,
+    ToolChoice,
 )
 from gateway.errors import RequestError
 from gateway.wire.jsonbody import is_int
@@ -169,12 +170,15 @@ def _tools(raw: Any) -> tuple[Tool, ...]:
     return tuple(tools)
 
 
-def _tool_choice(raw: Any) -> Any:
-    if raw is None or raw in ("none", "auto", "required"):
-        return raw
+def _tool_choice(raw: Any) -> ToolChoice | None:
+    """``none``, ``auto``, ``required`` or ``{type: function, function: {name}}``."""
+    if raw is None:
+        return None
+    if raw in ("none", "auto", "required"):
+        return ToolChoice(raw)
     fn = raw.get("function") if isinstance(raw, dict) else None
     if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-        return {"type": "function", "function": {"name": fn["name"]}}
+        return ToolChoice("tool", fn["name"])
     raise _fail("'tool_choice' must be none, auto, required or a function", "tool_choice")
 
 

@@ -29,6 +29,7 @@ from gateway.canonical import (
     TextDelta,
     TextPart,
     ToolCallDelta,
+    ToolChoice,
     Usage,
     UsageReport,
 )
@@ -77,6 +78,14 @@ def _render_message(message: Message) -> dict[str, Any]:
     return out
 
 
+def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    """OpenAI's form of a tool choice. ``parallel`` has no place in it (OpenAI's
+    ``parallel_tool_calls`` is a request field, forwarded from ``extra``), so it is dropped."""
+    if choice.mode == "tool":
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice.mode
+
+
 def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
     """The body for an OpenAI-compatible upstream; usage is always asked for on streams."""
     body: dict[str, Any] = {
@@ -90,10 +99,12 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
         request.dialect == "openai" and "max_completion_tokens" in request.extra
     ):
         body["max_tokens"] = request.max_tokens
-    for key in ("temperature", "top_p", "user", "seed", "tool_choice"):
+    for key in ("temperature", "top_p", "user", "seed"):
         value = getattr(request, key)
         if value is not None:
             body[key] = value
+    if request.tool_choice is not None:
+        body["tool_choice"] = _tool_choice(request.tool_choice)
     if request.stop:
         body["stop"] = list(request.stop)
     if request.tools:

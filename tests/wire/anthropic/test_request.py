@@ -18,6 +18,7 @@ from gateway.canonical import (
     TextPart,
     Tool,
     ToolCall,
+    ToolChoice,
 )
 from gateway.errors import RequestError
 from gateway.wire.anthropic.request import parse_request
@@ -160,22 +161,23 @@ def test_tools_and_each_tool_choice() -> None:
 @pytest.mark.parametrize(
     ("choice", "expected"),
     [
-        ({"type": "auto"}, "auto"),
-        ({"type": "any"}, "required"),
-        ({"type": "none"}, "none"),
-        ({"type": "tool", "name": "lookup"}, {"type": "function", "function": {"name": "lookup"}}),
+        ({"type": "auto"}, ToolChoice("auto")),
+        ({"type": "any"}, ToolChoice("required")),
+        ({"type": "none"}, ToolChoice("none")),
+        ({"type": "tool", "name": "lookup"}, ToolChoice("tool", "lookup")),
     ],
 )
-def test_tool_choice_maps_to_the_canonical_shape(choice: Any, expected: Any) -> None:
+def test_tool_choice_maps_to_the_canonical_shape(choice: Any, expected: ToolChoice) -> None:
     request = parse_request(body(tool_choice=choice))
     assert request.tool_choice == expected
     assert request.extra == {}
 
 
-def test_disable_parallel_tool_use_is_kept_for_anthropic_upstreams() -> None:
-    request = parse_request(body(tool_choice={"type": "any", "disable_parallel_tool_use": True}))
-    assert request.tool_choice == "required"
-    assert request.extra == {"disable_parallel_tool_use": True}
+@pytest.mark.parametrize("disable", [True, False])
+def test_disable_parallel_tool_use_is_kept_for_anthropic_upstreams(disable: bool) -> None:
+    request = parse_request(body(tool_choice={"type": "any", "disable_parallel_tool_use": disable}))
+    assert request.tool_choice == ToolChoice("required", parallel=not disable)
+    assert request.extra == {}
 
 
 def test_sampling_metadata_and_stop_sequences() -> None:

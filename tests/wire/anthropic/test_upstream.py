@@ -27,6 +27,7 @@ from gateway.canonical import (
     TextPart,
     ToolCall,
     ToolCallDelta,
+    ToolChoice,
     Usage,
     UsageReport,
 )
@@ -180,10 +181,16 @@ def test_an_openai_client_request_becomes_a_valid_anthropic_body() -> None:
 
 @pytest.mark.parametrize(
     ("choice", "expected"),
-    [("auto", {"type": "auto"}), ("none", {"type": "none"}),
-     ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"})],
+    [(ToolChoice("auto"), {"type": "auto"}), (ToolChoice("none"), {"type": "none"}),
+     (ToolChoice("tool", "f"), {"type": "tool", "name": "f"}),
+     (ToolChoice("required"), {"type": "any"}),
+     (ToolChoice("tool", "f", parallel=False),
+      {"type": "tool", "name": "f", "disable_parallel_tool_use": True}),
+     (ToolChoice("auto", parallel=True), {"type": "auto", "disable_parallel_tool_use": False}),
+     # Anthropic's none takes no parallel flag.
+     (ToolChoice("none", parallel=False), {"type": "none"})],
 )
-def test_canonical_tool_choice_maps_back(choice: Any, expected: dict[str, Any]) -> None:
+def test_canonical_tool_choice_maps_back(choice: ToolChoice, expected: dict[str, Any]) -> None:
     request = ChatRequest(model="m", messages=(Message("user", (TextPart("x"),)),),
                           tool_choice=choice)
     assert upstream_body(request, "m")["tool_choice"] == expected
@@ -196,9 +203,19 @@ def test_extra_is_forwarded_only_to_the_anthropic_dialect() -> None:
         "type": "auto", "disable_parallel_tool_use": False}
     foreign = upstream_body(attrs.evolve(request, dialect="openai"), "m")
     assert not set(PASSTHROUGH_VALUES) & set(foreign)
-    assert foreign["tool_choice"] == {"type": "auto"}
+    # The tool choice is canonical, parallel flag included: it is not dialect-only extra.
+    assert foreign["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": False}
     # And the other way: OpenAI's own parameters never reach an Anthropic upstream.
     assert "logprobs" not in upstream_body(openai_request.parse_request(OPENAI_CLIENT_BODY), "m")
+
+
+@pytest.mark.parametrize("choice", [
+    {"type": "auto"}, {"type": "any"}, {"type": "none"}, {"type": "tool", "name": "lookup"},
+    {"type": "any", "disable_parallel_tool_use": True},
+    {"type": "tool", "name": "lookup", "disable_parallel_tool_use": False},
+])
+def test_every_tool_choice_goes_upstream_as_the_client_sent_it(choice: dict[str, Any]) -> None:
+    assert upstream_body(parse_request(body(tool_choice=choice)), "m")["tool_choice"] == choice
 
 
 @pytest.mark.parametrize("arguments", ["not json", "[1, 2]", '"text"', ""])

@@ -15,7 +15,16 @@ import attrs
 import httpx
 import pytest
 
-from gateway.canonical import ChatRequest, ImagePart, Message, TextPart, Tool, ToolCall, Usage
+from gateway.canonical import (
+    ChatRequest,
+    ImagePart,
+    Message,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    Usage,
+)
 from gateway.errors import RequestError
 from gateway.wire.gemini.render import render_response, wants_thoughts
 from gateway.wire.gemini.request import parse_request
@@ -298,21 +307,22 @@ TWO_TOOLS = [{"functionDeclarations": [{"name": "f"}, {"name": "g"}, {"name": "h
     [
         ({}, None, "fgh"),
         ({"mode": "MODE_UNSPECIFIED"}, None, "fgh"),
-        ({"mode": "AUTO"}, "auto", "fgh"),
-        ({"mode": "NONE"}, "none", "fgh"),
-        ({"mode": "ANY"}, "required", "fgh"),
-        ({"mode": "VALIDATED"}, "auto", "fgh"),
-        ({"mode": 1}, "auto", "fgh"),
-        ({"mode": 2}, "required", "fgh"),
-        ({"mode": 3}, "none", "fgh"),
-        ({"mode": "ANY", "allowedFunctionNames": ["g"]},
-         {"type": "function", "function": {"name": "g"}}, "fgh"),
+        ({"mode": "AUTO"}, ToolChoice("auto"), "fgh"),
+        ({"mode": "NONE"}, ToolChoice("none"), "fgh"),
+        ({"mode": "ANY"}, ToolChoice("required"), "fgh"),
+        ({"mode": "VALIDATED"}, ToolChoice("auto"), "fgh"),
+        ({"mode": 1}, ToolChoice("auto"), "fgh"),
+        ({"mode": 2}, ToolChoice("required"), "fgh"),
+        ({"mode": 3}, ToolChoice("none"), "fgh"),
+        ({"mode": "ANY", "allowedFunctionNames": ["g"]}, ToolChoice("tool", "g"), "fgh"),
         # Several allowed names: the tool list itself says which ones.
-        ({"mode": "ANY", "allowedFunctionNames": ["h", "f"]}, "required", "fh"),
-        ({"mode": "VALIDATED", "allowedFunctionNames": ["g", "h"]}, "auto", "gh"),
+        ({"mode": "ANY", "allowedFunctionNames": ["h", "f"]}, ToolChoice("required"), "fh"),
+        ({"mode": "VALIDATED", "allowedFunctionNames": ["g", "h"]}, ToolChoice("auto"), "gh"),
     ],
 )
-def test_function_calling_modes(config: dict[str, Any], choice: Any, names: str) -> None:
+def test_function_calling_modes(
+    config: dict[str, Any], choice: ToolChoice | None, names: str
+) -> None:
     request = parse(body(tools=TWO_TOOLS, toolConfig={"functionCallingConfig": config}))
     assert request.tool_choice == choice
     assert "".join(t.name for t in request.tools) == names
@@ -609,7 +619,7 @@ def test_google_genai_request_body_is_accepted() -> None:
     )
     assert request.tools == (Tool("lookup", "Look it up", {
         "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}),)
-    assert request.tool_choice == {"type": "function", "function": {"name": "lookup"}}
+    assert request.tool_choice == ToolChoice("tool", "lookup")
     assert (request.max_tokens, request.temperature, request.top_p, request.seed) == (
         10, 0.5, 0.9, 3)
     assert wants_thoughts(request)
@@ -666,7 +676,7 @@ def test_google_generativeai_rest_request_body_is_accepted() -> None:
     sent = json.loads(stream._get_request_body_json(transcoded))
     assert sent["toolConfig"] == {"functionCallingConfig": {"mode": 2}}
     parsed = parse(sent)
-    assert parsed.tool_choice == "required"
+    assert parsed.tool_choice == ToolChoice("required")
     assert parsed.tools == (Tool("lookup", "d", {"type": "object",
                                                  "properties": {"q": {"type": "string"}}}),)
     assert [m.role for m in parsed.messages] == ["system", "user", "assistant", "tool", "user"]

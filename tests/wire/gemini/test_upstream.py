@@ -25,6 +25,7 @@ from gateway.canonical import (
     Tool,
     ToolCall,
     ToolCallDelta,
+    ToolChoice,
     Usage,
     UsageReport,
 )
@@ -111,7 +112,7 @@ def test_an_openai_conversation_becomes_gemini_contents() -> None:
         Message(role="tool", tool_call_id="tc_9", content=(TextPart("[1, 2]"),)),
         Message(role="assistant", content=(TextPart("A cat, at noon."),)),
         tools=(Tool("lookup", "Find", {"type": "object"}, strict=True), Tool("now")),
-        tool_choice="required",
+        tool_choice=ToolChoice("required"),
         user="u-1",
     )
     assert upstream_body(request) == {
@@ -136,19 +137,33 @@ def test_an_openai_conversation_becomes_gemini_contents() -> None:
     ("choice", "config"),
     [
         (None, None),
-        ("auto", {"mode": "AUTO"}),
-        ("none", {"mode": "NONE"}),
-        ("required", {"mode": "ANY"}),
-        ({"type": "function", "function": {"name": "f"}},
-         {"mode": "ANY", "allowedFunctionNames": ["f"]}),
-        ({"type": "allowed_tools"}, None),
+        (ToolChoice("auto"), {"mode": "AUTO"}),
+        (ToolChoice("none"), {"mode": "NONE"}),
+        (ToolChoice("required"), {"mode": "ANY"}),
+        (ToolChoice("tool", "f"), {"mode": "ANY", "allowedFunctionNames": ["f"]}),
+        # Gemini has no say on parallel calls: an Anthropic client's wish is dropped.
+        (ToolChoice("auto", parallel=False), {"mode": "AUTO"}),
     ],
 )
-def test_tool_choice_becomes_a_function_calling_mode(choice: Any, config: Any) -> None:
+def test_tool_choice_becomes_a_function_calling_mode(
+    choice: ToolChoice | None, config: Any
+) -> None:
     sent = upstream_body(openai_request(Message(role="user", content=(TextPart("a"),)),
                                         tools=(Tool("f"),), tool_choice=choice))
     assert sent.get("toolConfig") == (None if config is None
                                       else {"functionCallingConfig": config})
+
+
+@pytest.mark.parametrize("config", [
+    {"mode": "AUTO"}, {"mode": "NONE"}, {"mode": "ANY"},
+    {"mode": "ANY", "allowedFunctionNames": ["f"]},
+])
+def test_every_function_calling_mode_goes_upstream_as_the_client_sent_it(
+    config: dict[str, Any]
+) -> None:
+    sent = {"contents": [user({"text": "a"})], "tools": [{"functionDeclarations": [{"name": "f"}]}],
+            "toolConfig": {"functionCallingConfig": config}}
+    assert upstream_body(parse(sent))["toolConfig"] == sent["toolConfig"]
 
 
 def test_extra_is_forwarded_only_to_the_gemini_dialect() -> None:

@@ -15,7 +15,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.canonical import Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage, UsageReport
+from gateway.canonical import (
+    ChatRequest,
+    Finish,
+    Message,
+    ReasoningDelta,
+    TextDelta,
+    TextPart,
+    ToolCallDelta,
+    ToolChoice,
+    Usage,
+    UsageReport,
+)
 from gateway.errors import UpstreamError, UpstreamProtocolError
 from gateway.wire.openai.render import StreamEncoder
 from gateway.wire.openai.request import parse_request
@@ -27,7 +38,7 @@ from gateway.wire.openai.upstream import (
     upstream_body,
 )
 from tests.wire.openai.test_render import encoder, payload
-from tests.wire.openai.test_request import MODEL, PASSTHROUGH_VALUES, body
+from tests.wire.openai.test_request import MODEL, PASSTHROUGH_VALUES, TOOL, body
 
 # ---------------------------------------------------------------------------------------
 # upstream_body
@@ -132,6 +143,33 @@ def test_max_completion_tokens_is_forwarded_under_its_own_name() -> None:
     sent = upstream_body(parse_request(body(max_completion_tokens=64)), "m")
     assert sent.get("max_completion_tokens") == 64
     assert "max_tokens" not in sent
+
+
+@pytest.mark.parametrize(
+    ("choice", "sent"),
+    [
+        (ToolChoice("auto"), "auto"),
+        (ToolChoice("none"), "none"),
+        (ToolChoice("required"), "required"),
+        (ToolChoice("tool", "f"), {"type": "function", "function": {"name": "f"}}),
+        # OpenAI says parallel_tool_calls beside the choice, not in it: an Anthropic client's
+        # disable_parallel_tool_use is dropped, as its other parameters are.
+        (ToolChoice("tool", "f", parallel=False), {"type": "function", "function": {"name": "f"}}),
+    ],
+)
+def test_canonical_tool_choice_becomes_openai_s(choice: ToolChoice, sent: Any) -> None:
+    request = ChatRequest(model="m", messages=(Message("user", (TextPart("x"),)),),
+                          tool_choice=choice)
+    assert upstream_body(request, "m")["tool_choice"] == sent
+    assert "parallel_tool_calls" not in upstream_body(request, "m")
+
+
+@pytest.mark.parametrize(
+    "choice", ["auto", "none", "required", {"type": "function", "function": {"name": "f"}}]
+)
+def test_every_tool_choice_goes_upstream_as_the_client_sent_it(choice: Any) -> None:
+    sent = upstream_body(parse_request(body(tools=[TOOL], tool_choice=choice)), "m")
+    assert sent["tool_choice"] == choice
 
 
 def test_tool_strict_flag_reaches_the_upstream() -> None:
