@@ -1,11 +1,16 @@
 """The canonical model: the hub every dialect converts to and from.
 
-Client dialects (``wire/openai.py`` and, later, Anthropic and Gemini) parse requests into
-these types and render these stream events back; provider adapters do the reverse toward
-the upstream. N dialects therefore need N modules, not N x N translators.
+Each dialect (OpenAI, Anthropic, Gemini) has one package in ``wire/``: its ``request``
+module parses a client's body into a ``ChatRequest``, its ``render`` module turns these
+stream events back into what that client reads, and its ``upstream`` module does the
+reverse toward a provider of the dialect (the body from a ``ChatRequest``, the answers back
+into these events). N dialects therefore need N packages, not N x N translators.
 
 Rules:
-- Values only: frozen attrs types, no I/O, no behaviour beyond small derived properties.
+- Values only: frozen attrs types, no I/O, no behaviour beyond small derived properties
+  and checks of a type's own invariants.
+- No dialect's shapes: a field means the same whatever dialect filled it (a ``ToolChoice``,
+  not one dialect's JSON for it).
 - Text is already validated (no lone surrogates) when it reaches these types.
 - ``extra`` holds dialect-specific parameters that were validated by the dialect that parsed
   them; only an upstream of the same dialect forwards them, others drop them knowingly.

@@ -11,6 +11,7 @@ Rules:
   citations, and block types Anthropic may add later.
 - Upstream bodies are untrusted: anything malformed raises ``UpstreamProtocolError``,
   and an upstream error names only a known error type, never the provider's text.
+- ``extra`` is forwarded only when the client spoke this dialect too.
 """
 
 from __future__ import annotations

@@ -98,10 +98,6 @@ def _fields(raw: Any, allowed: frozenset[str], param: str, what: str) -> dict[st
     return out
 
 
-# ---------------------------------------------------------------------------------------
-# Client requests
-
-
 @attrs.frozen
 class _Response:
     """A ``functionResponse`` part, before it becomes a tool message."""

@@ -11,6 +11,7 @@ Rules:
   else builds them from the answer's ``responseId`` and the call's number.
 - Upstream bodies are untrusted: malformed ones raise ``UpstreamProtocolError``, and upstream
   error text is never repeated (Gemini errors can echo the API key in a URL).
+- ``extra`` is forwarded only when the client spoke this dialect too.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ provider, and its answers read back as canonical events.
 ``upstream_body`` builds the request body; ``parse_chunk`` reads one ``data:`` payload of a
 stream and ``parse_completion`` a whole ``chat.completion`` body; ``upstream_error`` turns an
 error object the provider sent into an ``UpstreamError``. ``plain_delta`` and
-``delta_chars`` find the chunks plain enough to relay unparsed (``StreamEncoder.splice``).
+``delta_chars`` find the chunks plain enough to relay unparsed (``render.StreamEncoder.splice``).
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
