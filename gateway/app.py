@@ -64,8 +64,8 @@ from gateway.relay import Exchange
 from gateway.routing import Attempt, Router
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.sqlite import SqliteStore
-from gateway.wire import gemini as gemini_wire
-from gateway.wire import openai as wire
+from gateway.wire.gemini import render as gemini_render
+from gateway.wire.openai import render as openai_render
 
 log = logging.getLogger("arouter.app")
 
@@ -374,7 +374,7 @@ async def _unrecorded(gateway: Gateway, generation_id: str, key_id: str) -> str:
 
 def _json(error: GatewayError) -> Any:
     return (
-        wire.error_body(error),
+        openai_render.error_body(error),
         error.status,
         [(k.decode(), v.decode()) for k, v in error_headers(error)]
         + [("content-type", "application/json")],
@@ -441,7 +441,7 @@ def _web_app(gateway: Gateway) -> QuartTrio:
             else:
                 await authenticate()
         except GatewayError as error:
-            return gemini_wire.error_body(error), error.status, {
+            return gemini_render.error_body(error), error.status, {
                 "content-type": "application/json"
             }
         listed = [

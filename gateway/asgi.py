@@ -26,7 +26,7 @@ from gateway.errors import (
     RequestTimeout,
     UnsupportedMediaType,
 )
-from gateway.wire import openai as openai_wire
+from gateway.wire.openai import render as openai_render
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -49,7 +49,7 @@ class Dispatcher:
         gateway: Any = None,
         lifespan: Callable[[Handler, Scope, Receive, Send], Awaitable[None]] | None = None,
         prefixes: dict[tuple[str, str], Handler] | None = None,
-        shape: Callable[[str], ErrorRenderer] = lambda path: openai_wire.error_body,
+        shape: Callable[[str], ErrorRenderer] = lambda path: openai_render.error_body,
     ) -> None:
         self._routes = routes
         self._shape = shape  # a path's error renderer (its dialect's shape)

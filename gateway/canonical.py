@@ -1,11 +1,16 @@
 """The canonical model: the hub every dialect converts to and from.
 
-Client dialects (``wire/openai.py`` and, later, Anthropic and Gemini) parse requests into
-these types and render these stream events back; provider adapters do the reverse toward
-the upstream. N dialects therefore need N modules, not N x N translators.
+Each dialect (OpenAI, Anthropic, Gemini) has one package in ``wire/``: its ``request``
+module parses a client's body into a ``ChatRequest``, its ``render`` module turns these
+stream events back into what that client reads, and its ``upstream`` module does the
+reverse toward a provider of the dialect (the body from a ``ChatRequest``, the answers back
+into these events). N dialects therefore need N packages, not N x N translators.
 
 Rules:
-- Values only: frozen attrs types, no I/O, no behaviour beyond small derived properties.
+- Values only: frozen attrs types, no I/O, no behaviour beyond small derived properties
+  and checks of a type's own invariants.
+- No dialect's shapes: a field means the same whatever dialect filled it (a ``ToolChoice``,
+  not one dialect's JSON for it).
 - Text is already validated (no lone surrogates) when it reaches these types.
 - ``extra`` holds dialect-specific parameters that were validated by the dialect that parsed
   them; only an upstream of the same dialect forwards them, others drop them knowingly.
@@ -17,6 +22,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import attrs
+
+MAX_TOKENS_LIMIT = 1_000_000  # the most output any client may ask for: above any model's window
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
@@ -64,6 +71,30 @@ class Tool:
     strict: bool | None = None  # structured outputs: arguments must match ``parameters``
 
 
+ToolChoiceMode = Literal["auto", "none", "required", "tool"]
+
+
+def _named_only_as_tool(choice: ToolChoice, attribute: Any, name: str | None) -> None:
+    if (name is not None) != (choice.mode == "tool"):
+        raise ValueError("a tool choice names a tool exactly when its mode is 'tool'")
+
+
+@attrs.frozen
+class ToolChoice:
+    """Whether the model may, must or must not call a tool, and which one.
+
+    ``auto``: the model decides; ``none``: no tool call; ``required``: at least one call, of
+    any tool; ``tool``: a call of the tool ``name``. ``parallel`` is whether one turn may
+    hold several calls (Anthropic's ``disable_parallel_tool_use``, negated); None leaves it
+    to the provider. OpenAI's ``parallel_tool_calls`` is a request field of its own, not
+    part of the choice, and travels in ``ChatRequest.extra``.
+    """
+
+    mode: ToolChoiceMode
+    name: str | None = attrs.field(default=None, validator=_named_only_as_tool)
+    parallel: bool | None = None
+
+
 @attrs.frozen
 class RoutingPrefs:
     """A client's own say in routing (OpenRouter's ``models`` and ``provider`` fields):
@@ -89,7 +120,7 @@ class ChatRequest:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     tools: tuple[Tool, ...] = ()
-    tool_choice: Any = None
+    tool_choice: ToolChoice | None = None  # None: the client said nothing
     user: str | None = None
     seed: int | None = None
     dialect: str = "openai"

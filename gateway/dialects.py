@@ -20,8 +20,13 @@ from gateway.canonical import ChatRequest, FinishReason, ToolCall, Usage
 from gateway.errors import AuthenticationError, GatewayError
 from gateway.keys import parse_bearer, parse_key
 from gateway.transcript import estimate_prompt_tokens
-from gateway.wire import anthropic, gemini, openai
+from gateway.wire.anthropic import render as anthropic_render
+from gateway.wire.anthropic import request as anthropic_request
 from gateway.wire.encoder import Encoder
+from gateway.wire.gemini import render as gemini_render
+from gateway.wire.gemini import request as gemini_request
+from gateway.wire.openai import render as openai_render
+from gateway.wire.openai import request as openai_request
 
 
 @attrs.frozen
@@ -76,7 +81,7 @@ def api_key_header(name: bytes) -> Callable[[Scope, Call], tuple[str, str]]:
 
 
 def _openai_render(generation_id: str, request: ChatRequest, answer: Answer) -> bytes:
-    return openai.render_completion(
+    return openai_render.render_completion(
         generation_id, request.model, int(time.time()), text=answer.text,
         reasoning=answer.reasoning, tool_calls=answer.tool_calls, finish=answer.finish,
         usage=answer.usage,
@@ -86,17 +91,17 @@ def _openai_render(generation_id: str, request: ChatRequest, answer: Answer) -> 
 OPENAI = ClientDialect(
     name="openai",
     credentials=bearer,
-    parse=lambda body, call: openai.parse_request(body),
-    encoder=lambda generation_id, request, call: openai.StreamEncoder(
+    parse=lambda body, call: openai_request.parse_request(body),
+    encoder=lambda generation_id, request, call: openai_render.StreamEncoder(
         generation_id, request.model, int(time.time())
     ),
     render=_openai_render,
-    error_body=openai.error_body,
+    error_body=openai_render.error_body,
 )
 
 
 def _anthropic_render(generation_id: str, request: ChatRequest, answer: Answer) -> bytes:
-    return anthropic.render_message(
+    return anthropic_render.render_message(
         generation_id, request.model, text=answer.text, reasoning=answer.reasoning,
         tool_calls=answer.tool_calls, finish=answer.finish, usage=answer.usage,
     )
@@ -105,24 +110,24 @@ def _anthropic_render(generation_id: str, request: ChatRequest, answer: Answer) 
 ANTHROPIC = ClientDialect(
     name="anthropic",
     credentials=api_key_header(b"x-api-key"),
-    parse=lambda body, call: anthropic.parse_request(body),
-    encoder=lambda generation_id, request, call: anthropic.StreamEncoder(
+    parse=lambda body, call: anthropic_request.parse_request(body),
+    encoder=lambda generation_id, request, call: anthropic_render.StreamEncoder(
         generation_id, request.model, estimate_prompt_tokens(request)
     ),
     render=_anthropic_render,
-    error_body=anthropic.error_body,
+    error_body=anthropic_render.error_body,
 )
 
 
 def _gemini_parse(body: Any, call: Call) -> ChatRequest:
     assert call.model is not None and call.stream is not None  # set by GeminiGeneration
-    return gemini.parse_request(body, call.model, stream=call.stream)
+    return gemini_request.parse_request(body, call.model, stream=call.stream)
 
 
 def _gemini_render(generation_id: str, request: ChatRequest, answer: Answer) -> bytes:
     # Gemini shows thoughts only to a client that asked for them (includeThoughts).
-    reasoning = answer.reasoning if gemini.wants_thoughts(request) else ""
-    return gemini.render_response(
+    reasoning = answer.reasoning if gemini_render.wants_thoughts(request) else ""
+    return gemini_render.render_response(
         generation_id, request.model, text=answer.text, reasoning=reasoning,
         tool_calls=answer.tool_calls, finish=answer.finish, usage=answer.usage,
     )
@@ -132,9 +137,9 @@ GEMINI = ClientDialect(
     name="gemini",
     credentials=api_key_header(b"x-goog-api-key"),
     parse=_gemini_parse,
-    encoder=lambda generation_id, request, call: gemini.StreamEncoder(
-        generation_id, request.model, sse=call.sse, thoughts=gemini.wants_thoughts(request)
+    encoder=lambda generation_id, request, call: gemini_render.StreamEncoder(
+        generation_id, request.model, sse=call.sse, thoughts=gemini_render.wants_thoughts(request)
     ),
     render=_gemini_render,
-    error_body=gemini.error_body,
+    error_body=gemini_render.error_body,
 )

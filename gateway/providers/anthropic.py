@@ -2,7 +2,7 @@
 
 Rules: as ``providers/openai.py`` — the call is opened in the caller's task, its abort is
 registered with the sink, raw blocks go to our SSE decoder and a stateful parser
-(``wire.anthropic.StreamParser``), and a stream is complete only with ``message_stop``.
+(``wire.anthropic.upstream.StreamParser``), and a stream is complete only with ``message_stop``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from gateway.providers import answers
 from gateway.providers.base import Sink, Target
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
-from gateway.wire import anthropic as wire
 from gateway.wire import sse
+from gateway.wire.anthropic import upstream
 
 API_VERSION = "2023-06-01"
 
@@ -27,18 +27,20 @@ class AnthropicProvider:
     async def run(
         self, request: ChatRequest, target: Target, sink: Sink, headers: dict[str, str]
     ) -> None:
-        body = json.dumps(wire.upstream_body(request, target.model), ensure_ascii=False).encode()
+        body = json.dumps(
+            upstream.upstream_body(request, target.model), ensure_ascii=False
+        ).encode()
         key = target.provider.api_key
         extra = {**headers, "anthropic-version": API_VERSION, **({"x-api-key": key} if key else {})}
         await answers.call(
             self._clients, f"{target.provider.base_url}/v1/messages",
             answers.request_headers(request.stream, extra), body, key, sink,
-            stream=request.stream, relay=_relay_stream, parse_whole=wire.parse_message,
+            stream=request.stream, relay=_relay_stream, parse_whole=upstream.parse_message,
         )
 
 
 async def _relay_stream(response: Response, sink: Sink) -> None:
-    parser = wire.StreamParser()
+    parser = upstream.StreamParser()
 
     def handle(event: sse.Event) -> bool:
         for item in parser.feed(event.event, event.data):

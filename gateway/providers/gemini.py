@@ -17,8 +17,8 @@ from gateway.providers import answers
 from gateway.providers.base import Sink, Target
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
-from gateway.wire import gemini as wire
 from gateway.wire import sse
+from gateway.wire.gemini import upstream
 
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -32,19 +32,19 @@ class GeminiProvider:
     ) -> None:
         if not _MODEL_ID.fullmatch(target.model):
             raise RequestError("Invalid model specified", param="model")
-        body = json.dumps(wire.upstream_body(request), ensure_ascii=False).encode()
+        body = json.dumps(upstream.upstream_body(request), ensure_ascii=False).encode()
         method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
         key = target.provider.api_key
         extra = {**headers, **({"x-goog-api-key": key} if key else {})}
         await answers.call(
             self._clients, f"{target.provider.base_url}/v1beta/models/{target.model}:{method}",
             answers.request_headers(request.stream, extra), body, key, sink,
-            stream=request.stream, relay=_relay_stream, parse_whole=wire.parse_response,
+            stream=request.stream, relay=_relay_stream, parse_whole=upstream.parse_response,
         )
 
 
 async def _relay_stream(response: Response, sink: Sink) -> None:
-    parser = wire.StreamParser()
+    parser = upstream.StreamParser()
 
     def handle(event: sse.Event) -> bool:
         for item in parser.feed(event.data):

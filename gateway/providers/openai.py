@@ -20,8 +20,8 @@ from gateway.providers import answers
 from gateway.providers.base import Sink, Target
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
-from gateway.wire import openai as wire
 from gateway.wire import sse
+from gateway.wire.openai import upstream
 
 
 class OpenAIProvider:
@@ -31,13 +31,15 @@ class OpenAIProvider:
     async def run(
         self, request: ChatRequest, target: Target, sink: Sink, headers: dict[str, str]
     ) -> None:
-        body = json.dumps(wire.upstream_body(request, target.model), ensure_ascii=False).encode()
+        body = json.dumps(
+            upstream.upstream_body(request, target.model), ensure_ascii=False
+        ).encode()
         key = target.provider.api_key
         auth = {"authorization": f"Bearer {key}"} if key else {}
         await answers.call(
             self._clients, f"{target.provider.base_url}/chat/completions",
             answers.request_headers(request.stream, {**headers, **auth}), body, key, sink,
-            stream=request.stream, relay=_relay_stream, parse_whole=wire.parse_completion,
+            stream=request.stream, relay=_relay_stream, parse_whole=upstream.parse_completion,
         )
 
 
@@ -49,13 +51,13 @@ async def _relay_stream(response: Response, sink: Sink) -> None:
         if event.data == "[DONE]":
             return True
         if event.event == "error":
-            raise wire.upstream_error(_json_or_none(event.data))
+            raise upstream.upstream_error(_json_or_none(event.data))
         if splice:
-            at = wire.plain_delta(event.data)
+            at = upstream.plain_delta(event.data)
             if at >= 0:
-                sink.emit_spliced(event.data, at, wire.delta_chars(event.data))
+                sink.emit_spliced(event.data, at, upstream.delta_chars(event.data))
                 return False
-        for item in wire.parse_chunk(event.data):
+        for item in upstream.parse_chunk(event.data):
             sink.emit(item)
         return False
 

@@ -1,7 +1,8 @@
 """What the relay needs from a client dialect to stream an answer: an ``Encoder``.
 
-Each client dialect (``wire/openai.py``, ``wire/anthropic.py``, ``wire/gemini_render.py``)
-renders the canonical stream events into its own wire bytes. The relay never looks inside
+Each client dialect's ``render`` module (``wire/openai/render.py``,
+``wire/anthropic/render.py``, ``wire/gemini/render.py``) has a ``StreamEncoder`` that renders
+the canonical stream events into its own wire bytes. The relay never looks inside
 them: it only orders the calls (``start``, ``event`` per event, then ``tail`` or ``error``
 exactly once) and puts ``keepalive`` between whole events during silence.
 

@@ -20,7 +20,7 @@ from gateway.errors import (
 from gateway.providers.base import Target
 from gateway.providers.http import ClientPool
 from gateway.providers.openai import OpenAIProvider
-from gateway.wire import openai as wire
+from gateway.wire.openai import request as openai_request
 from tests.providers.loopback import Handler, Peer, Server, serve
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -58,7 +58,7 @@ class Collect:
 
 
 async def run(pool: ClientPool, server: Server, *, stream: bool = True) -> Collect:
-    request = wire.parse_request({"model": "p/m", "stream": stream,
+    request = openai_request.parse_request({"model": "p/m", "stream": stream,
                                   "messages": [{"role": "user", "content": "hello"}]})
     target = Target(ProviderConfig(name="p", dialect="openai",
                                    base_url=f"http://127.0.0.1:{server.port}/v1"), "m")

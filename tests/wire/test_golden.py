@@ -13,7 +13,10 @@ import pytest
 
 from gateway.canonical import Finish, StreamEvent, TextDelta, ToolCallDelta, Usage, UsageReport
 from gateway.errors import UpstreamError
-from gateway.wire import anthropic, gemini, openai, sse
+from gateway.wire import sse
+from gateway.wire.anthropic import upstream as anthropic_upstream
+from gateway.wire.gemini import upstream as gemini_upstream
+from gateway.wire.openai import upstream as openai_upstream
 
 OPENAI_SPEC = b"""\
 data: {"id":"chatcmpl-xxx","object":"chat.completion.chunk","model":"openai/gpt-5.4","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}
@@ -99,19 +102,19 @@ def test_openai_spec_stream(split: bool) -> None:
     events = _events(OPENAI_SPEC, split)
     assert events[-1].data == "[DONE]"
     for event in events[:-1]:
-        out += openai.parse_chunk(event.data)
+        out += openai_upstream.parse_chunk(event.data)
     assert out == [TextDelta("Hello"), TextDelta(" world"), Finish("stop"),
                    UsageReport(Usage(prompt_tokens=10, completion_tokens=20))]
 
 
 def test_openai_spec_mid_stream_error_is_an_upstream_error() -> None:
     with pytest.raises(UpstreamError):
-        openai.parse_chunk(OPENAI_SPEC_ERROR)
+        openai_upstream.parse_chunk(OPENAI_SPEC_ERROR)
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["whole", "byte-by-byte"])
 def test_anthropic_documented_tool_use_stream(split: bool) -> None:
-    parser = anthropic.StreamParser()
+    parser = anthropic_upstream.StreamParser()
     out: list[StreamEvent] = []
     for event in _events(ANTHROPIC_TOOL_USE, split):
         out += parser.feed(event.event, event.data)
@@ -128,7 +131,7 @@ def test_anthropic_documented_tool_use_stream(split: bool) -> None:
 
 @pytest.mark.parametrize("split", [False, True], ids=["whole", "byte-by-byte"])
 def test_gemini_documented_sse_stream(split: bool) -> None:
-    parser = gemini.StreamParser()
+    parser = gemini_upstream.StreamParser()
     out: list[StreamEvent] = []
     for event in _events(GEMINI_SSE, split):
         out += parser.feed(event.data)

@@ -1,9 +1,10 @@
-"""The Gemini ``generateContent`` dialect, client answers, sans-I/O.
+"""Gemini ``generateContent``, client answers: everything the gateway sends to a Gemini
+client.
 
 ``StreamEncoder`` renders stream events as ``GenerateContentResponse`` chunks, either as SSE
 (``?alt=sse``, what the SDKs ask for) or as the one JSON array ``streamGenerateContent`` sends
 otherwise; ``render_response`` renders a non-streaming answer; ``error_body`` renders Google's
-error shape. Import these from ``gateway.wire.gemini``, which re-exports them.
+error shape; ``wants_thoughts`` tells whether the client asked to see thoughts.
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
@@ -15,11 +16,13 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from gateway.canonical import (
+    ChatRequest,
     FinishReason,
     ReasoningDelta,
     StreamEvent,
@@ -30,7 +33,7 @@ from gateway.canonical import (
     UsageReport,
 )
 from gateway.errors import GatewayError
-from gateway.wire.gemini_common import STATUS_NAMES, _loads_object
+from gateway.wire.gemini.common import STATUS_NAMES, loads_object
 from gateway.wire.jsonbody import compact
 
 FINISH_TO_GEMINI: dict[FinishReason, str] = {
@@ -40,6 +43,13 @@ FINISH_TO_GEMINI: dict[FinishReason, str] = {
     "tool_calls": "STOP",
     "error": "OTHER",
 }
+
+
+def wants_thoughts(request: ChatRequest) -> bool:
+    """Whether a Gemini client asked to see thoughts (``thinkingConfig.includeThoughts``);
+    Gemini sends thought parts only then (the ``thoughts`` flag of ``StreamEncoder``)."""
+    thinking = request.extra.get("thinkingConfig") if request.dialect == "gemini" else None
+    return isinstance(thinking, Mapping) and thinking.get("includeThoughts") is True
 
 
 
@@ -78,7 +88,7 @@ def error_body(error: GatewayError, request_id: str | None = None) -> bytes:
 
 
 def _call_part(name: str, arguments: str) -> dict[str, Any]:
-    return {"functionCall": {"name": name, "args": _loads_object(arguments) or {}}}
+    return {"functionCall": {"name": name, "args": loads_object(arguments) or {}}}
 
 
 def _safe_for_js(text: str) -> str:

@@ -1,9 +1,9 @@
-"""The Anthropic Messages dialect, upstream side, sans-I/O.
+"""Anthropic Messages, upstream side: what the gateway sends to an Anthropic provider, and
+its answers read back as canonical events.
 
 ``upstream_body`` builds the body sent to an Anthropic upstream; ``StreamParser`` and
 ``parse_message`` turn its answers back into canonical events; ``upstream_error`` turns an
-error it sent into a ``GatewayError``. The client side is ``wire.anthropic``, which
-re-exports every name here.
+error it sent into a ``GatewayError``.
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
@@ -11,6 +11,7 @@ Rules:
   citations, and block types Anthropic may add later.
 - Upstream bodies are untrusted: anything malformed raises ``UpstreamProtocolError``,
   and an upstream error names only a known error type, never the provider's text.
+- ``extra`` is forwarded only when the client spoke this dialect too.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from gateway.canonical import (
     TextDelta,
     TextPart,
     ToolCallDelta,
+    ToolChoice,
     Usage,
     UsageReport,
 )
@@ -37,7 +39,7 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from gateway.wire.anthropic_common import ERROR_TYPES, _arguments
+from gateway.wire.anthropic.common import ERROR_TYPES, tool_input
 from gateway.wire.jsonbody import compact, is_int, upstream_object, without_surrogates
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; other dialects may leave it unset
@@ -84,17 +86,18 @@ def _content(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return blocks
 
 
-def _tool_choice_body(choice: Any) -> dict[str, Any] | None:
-    if choice == "auto":
-        return {"type": "auto"}
-    if choice == "required":
-        return {"type": "any"}
-    if choice == "none":
-        return {"type": "none"}
-    fn = choice.get("function") if isinstance(choice, dict) else None
-    if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-        return {"type": "tool", "name": fn["name"]}
-    return None
+TOOL_CHOICE_TYPES = {"auto": "auto", "required": "any", "none": "none", "tool": "tool"}
+
+
+def _tool_choice(choice: ToolChoice) -> dict[str, Any]:
+    """Anthropic's form of a tool choice; ``parallel`` goes in as
+    ``disable_parallel_tool_use``, except beside ``none``, where Anthropic has no use for it."""
+    out: dict[str, Any] = {"type": TOOL_CHOICE_TYPES[choice.mode]}
+    if choice.mode == "tool":
+        out["name"] = choice.name
+    if choice.parallel is not None and choice.mode != "none":
+        out["disable_parallel_tool_use"] = not choice.parallel
+    return out
 
 
 def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
@@ -129,7 +132,7 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
             results = None
             blocks = [b for b in blocks if b["type"] != "text" or b["text"]]
             blocks += [{"type": "tool_use", "id": c.id, "name": c.name,
-                        "input": _arguments(c.arguments)} for c in message.tool_calls]
+                        "input": tool_input(c.arguments)} for c in message.tool_calls]
             if blocks:
                 messages.append({"role": "assistant", "content": _content(blocks)})
     body: dict[str, Any] = {
@@ -157,16 +160,12 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
             }
             for t in request.tools
         ]
-    extra = dict(request.extra) if request.dialect == "anthropic" else {}
-    disable = extra.pop("disable_parallel_tool_use", None)
-    choice = _tool_choice_body(request.tool_choice)
-    if choice is not None:
-        if disable is not None and choice["type"] != "none":
-            choice["disable_parallel_tool_use"] = disable
-        body["tool_choice"] = choice
+    if request.tool_choice is not None:
+        body["tool_choice"] = _tool_choice(request.tool_choice)
     if request.user is not None:
         body["metadata"] = {"user_id": request.user}
-    body.update(extra)
+    if request.dialect == "anthropic":
+        body.update(request.extra)
     return body
 
 

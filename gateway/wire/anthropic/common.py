@@ -1,12 +1,12 @@
-"""What both sides of the Anthropic Messages dialect share, sans-I/O.
+"""What the client and upstream sides of the Anthropic Messages dialect share, sans-I/O.
 
 ``ERROR_TYPES`` (Anthropic's error type for each HTTP status) names the errors we send to
-clients and bounds the ones an upstream may name to them; the helpers check integers, dump
-compact JSON, and turn a tool call's arguments into the object Anthropic requires.
+clients (``render``) and bounds the ones an upstream may name to them (``upstream``);
+``tool_input`` turns a tool call's arguments into the object Anthropic requires.
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
-- Imports nothing from ``wire.anthropic`` or ``wire.anthropic_upstream`` (no cycles).
+- Imports no other module of ``wire.anthropic`` (no cycles).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ ERROR_TYPES: dict[int, str] = {
 }
 
 
-def _arguments(arguments: str) -> dict[str, Any]:
+def tool_input(arguments: str) -> dict[str, Any]:
     """A tool call's arguments as the object Anthropic requires ({} if they are not one)."""
     try:
         value = json.loads(arguments)

@@ -1,8 +1,10 @@
-"""Shared pieces of the Gemini ``generateContent`` dialect, sans-I/O.
+"""What more than one module of the Gemini ``generateContent`` dialect needs, sans-I/O.
 
-What more than one part of the dialect needs: the client side (``gateway.wire.gemini`` and
-``gateway.wire.gemini_render``) and the upstream side (``gateway.wire.gemini_upstream``)
-import from here, never the reverse, and this module imports none of them.
+``STATUS_NAMES`` (google.rpc status names by HTTP status) names the errors we send to
+clients (``render``) and bounds the ones an upstream may name (``upstream``);
+``GENERATION_EXTRA`` lists the ``generationConfig`` fields that ``request`` keeps for
+``upstream``; ``loads_object`` reads a JSON object out of tool-call text. ``request``,
+``render`` and ``upstream`` import from here, never the reverse.
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
@@ -47,7 +49,7 @@ GENERATION_EXTRA = (
 )
 
 
-def _loads_object(text: str) -> dict[str, Any] | None:
+def loads_object(text: str) -> dict[str, Any] | None:
     """``text`` as a JSON object, or None; escaped lone surrogates become U+FFFD."""
     try:
         value = json.loads(text)

@@ -1,9 +1,9 @@
-"""The Gemini ``generateContent`` dialect, upstream side, sans-I/O.
+"""Gemini ``generateContent``, upstream side: what the gateway sends to a Gemini provider,
+and its answers read back as canonical events.
 
 ``upstream_body`` builds the body sent to a Gemini upstream; ``StreamParser`` and
 ``parse_response`` turn its answers back into canonical events; ``upstream_error`` turns an
-error object it sent into an ``UpstreamError``. The client side is ``gateway.wire.gemini``,
-which re-exports these names; both share ``gateway.wire.gemini_common``.
+error object it sent into an ``UpstreamError``.
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
@@ -11,6 +11,7 @@ Rules:
   else builds them from the answer's ``responseId`` and the call's number.
 - Upstream bodies are untrusted: malformed ones raise ``UpstreamProtocolError``, and upstream
   error text is never repeated (Gemini errors can echo the API key in a URL).
+- ``extra`` is forwarded only when the client spoke this dialect too.
 """
 
 from __future__ import annotations
@@ -31,15 +32,12 @@ from gateway.canonical import (
     TextDelta,
     TextPart,
     ToolCallDelta,
+    ToolChoice,
     Usage,
     UsageReport,
 )
 from gateway.errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError
-from gateway.wire.gemini_common import (
-    GENERATION_EXTRA,
-    STATUS_NAMES,
-    _loads_object,
-)
+from gateway.wire.gemini.common import GENERATION_EXTRA, STATUS_NAMES, loads_object
 from gateway.wire.jsonbody import compact, is_int, upstream_object, without_surrogates
 
 # The words an upstream error may be labelled with: google.rpc status names, nothing else.
@@ -93,7 +91,7 @@ def _render_parts(content: tuple[Part, ...]) -> list[dict[str, Any]]:
 def _tool_result(text: str) -> dict[str, Any]:
     """A tool message as a ``functionResponse.response`` object (Gemini takes only objects;
     other results go under ``output``, the key its docs recommend)."""
-    value = _loads_object(text)
+    value = loads_object(text)
     return value if value is not None else {"output": text}
 
 
@@ -128,20 +126,22 @@ def _contents(messages: tuple[Message, ...]) -> tuple[list[dict[str, Any]], list
         for call in message.tool_calls:
             names[call.id] = call.name
             parts.append({"functionCall": {"name": call.name,
-                                           "args": _loads_object(call.arguments) or {}}})
+                                           "args": loads_object(call.arguments) or {}}})
         if parts:
             contents.append({"role": "model", "parts": parts})
     return contents, system
 
 
-def _tool_config(choice: Any) -> dict[str, Any] | None:
-    if choice in ("auto", "none", "required"):
-        mode = {"auto": "AUTO", "none": "NONE", "required": "ANY"}[choice]
-        return {"functionCallingConfig": {"mode": mode}}
-    fn = choice.get("function") if isinstance(choice, dict) else None
-    if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [fn["name"]]}}
-    return None
+FUNCTION_CALLING_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY"}
+
+
+def _tool_config(choice: ToolChoice) -> dict[str, Any]:
+    """Gemini's ``toolConfig`` for a tool choice: one named tool is ``ANY`` of that one.
+    ``parallel`` has no Gemini form and is dropped."""
+    calling: dict[str, Any] = {"mode": FUNCTION_CALLING_MODES[choice.mode]}
+    if choice.mode == "tool":
+        calling["allowedFunctionNames"] = [choice.name]
+    return {"functionCallingConfig": calling}
 
 
 def upstream_body(request: ChatRequest) -> dict[str, Any]:
@@ -179,9 +179,8 @@ def upstream_body(request: ChatRequest) -> dict[str, Any]:
             }
             for t in request.tools
         ]}]
-    tool_config = _tool_config(request.tool_choice)
-    if tool_config is not None:
-        body["toolConfig"] = tool_config
+    if request.tool_choice is not None:
+        body["toolConfig"] = _tool_config(request.tool_choice)
     if gemini and "safetySettings" in request.extra:
         body["safetySettings"] = request.extra["safetySettings"]
     return body

@@ -1,14 +1,9 @@
-"""The Gemini ``generateContent`` dialect, client side, sans-I/O.
+"""Gemini ``generateContent``, client requests: an untrusted body into a ``ChatRequest``.
 
 ``parse_request`` turns an untrusted ``GenerateContentRequest`` (the model comes from the URL
-path) into a ``ChatRequest``; ``wants_thoughts`` tells whether the client asked to see
-thoughts.
-
-This module is the dialect's public face: it also re-exports the client answers
-(``StreamEncoder``, ``render_response``, ``error_body``, from ``gateway.wire.gemini_render``)
-and the upstream side (``upstream_body``, ``StreamParser``, ``parse_response``,
-``upstream_error``, from ``gateway.wire.gemini_upstream``). What more than one of them needs
-lives in ``gateway.wire.gemini_common``.
+path, streaming from the method) into a ``ChatRequest``. Fields without a canonical home are
+validated and kept in ``extra`` for Gemini upstreams (``common.GENERATION_EXTRA``,
+``safetySettings``).
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
@@ -16,7 +11,7 @@ Rules:
   even within one object). Enum fields also take the integers that proto-JSON clients send.
   An unknown field is a 400 naming it, and so is a known feature the gateway cannot honour
   (``cachedContent``, built-in tools such as ``googleSearch``).
-- Gemini function calls carry no ids. The client side numbers them ``call_<n>`` in request
+- Gemini function calls carry no ids. This module numbers them ``call_<n>`` in request
   order and pairs each ``functionResponse`` with the earliest unanswered call of its name.
 """
 
@@ -29,6 +24,7 @@ from typing import Any
 import attrs
 
 from gateway.canonical import (
+    MAX_TOKENS_LIMIT,
     ChatRequest,
     ImagePart,
     Message,
@@ -36,29 +32,21 @@ from gateway.canonical import (
     TextPart,
     Tool,
     ToolCall,
+    ToolChoice,
+    ToolChoiceMode,
 )
 from gateway.errors import RequestError
-from gateway.wire.gemini_common import GENERATION_EXTRA as GENERATION_EXTRA
-from gateway.wire.gemini_common import STATUS_NAMES as STATUS_NAMES
-from gateway.wire.gemini_render import FINISH_TO_GEMINI as FINISH_TO_GEMINI
-from gateway.wire.gemini_render import StreamEncoder as StreamEncoder
-from gateway.wire.gemini_render import error_body as error_body
-from gateway.wire.gemini_render import render_response as render_response
-from gateway.wire.gemini_render import usage_json as usage_json
-from gateway.wire.gemini_upstream import FINISH_FROM_GEMINI as FINISH_FROM_GEMINI
-from gateway.wire.gemini_upstream import IMAGE_TYPES as IMAGE_TYPES
-from gateway.wire.gemini_upstream import UPSTREAM_STATUSES as UPSTREAM_STATUSES
-from gateway.wire.gemini_upstream import StreamParser as StreamParser
-from gateway.wire.gemini_upstream import parse_response as parse_response
-from gateway.wire.gemini_upstream import upstream_body as upstream_body
-from gateway.wire.gemini_upstream import upstream_error as upstream_error
+from gateway.wire.gemini.common import GENERATION_EXTRA
 from gateway.wire.jsonbody import compact, is_int
-from gateway.wire.openai import MAX_TOKENS_LIMIT
 
 MAX_STOP_SEQUENCES = 5
 MAX_SCHEMA_DEPTH = 64
 
 MODES = {0: "MODE_UNSPECIFIED", 1: "AUTO", 2: "ANY", 3: "NONE", 4: "VALIDATED"}
+CHOICE_MODES: dict[str, ToolChoiceMode | None] = {
+    "MODE_UNSPECIFIED": None, "AUTO": "auto", "VALIDATED": "auto", "NONE": "none",
+    "ANY": "required",
+}
 SCHEMA_TYPES = {1: "string", 2: "number", 3: "integer", 4: "boolean", 5: "array",
                 6: "object", 7: "null"}
 # Tool kinds Gemini offers that the gateway cannot run on every upstream.
@@ -108,10 +96,6 @@ def _fields(raw: Any, allowed: frozenset[str], param: str, what: str) -> dict[st
         if value is not None:
             out[name] = value
     return out
-
-
-# ---------------------------------------------------------------------------------------
-# Client requests
 
 
 @attrs.frozen
@@ -412,8 +396,12 @@ def _tools(raw: Any) -> tuple[Tool, ...]:
     return tuple(tools)
 
 
-def _tool_choice(raw: Any, tools: tuple[Tool, ...]) -> tuple[Any, tuple[Tool, ...]]:
-    """``toolConfig`` as a canonical ``tool_choice``, and the tools the model may call."""
+def _tool_choice(
+    raw: Any, tools: tuple[Tool, ...]
+) -> tuple[ToolChoice | None, tuple[Tool, ...]]:
+    """``toolConfig`` as a canonical ``tool_choice``, and the tools the model may call.
+    ``VALIDATED`` (calls checked against their schemas) reads as ``auto``: no other dialect
+    can ask for it."""
     param = "toolConfig.functionCallingConfig"
     config = _fields(raw, frozenset({"functionCallingConfig"}), "toolConfig", "'toolConfig'")
     calling = _fields(config.get("functionCallingConfig", {}),
@@ -435,14 +423,13 @@ def _tool_choice(raw: Any, tools: tuple[Tool, ...]) -> tuple[Any, tuple[Tool, ..
         if name not in declared:
             raise _fail(f"'allowedFunctionNames' names an undeclared function {name!r}", where)
     if mode == "ANY" and len(names) == 1:
-        return {"type": "function", "function": {"name": names[0]}}, tools
+        return ToolChoice("tool", names[0]), tools
     if names:
         # Several allowed names: the model may call only those, which is exactly what the
         # canonical tool list says when it holds only those.
         tools = tuple(t for t in tools if t.name in names)
-    choice = {"MODE_UNSPECIFIED": None, "AUTO": "auto", "VALIDATED": "auto", "NONE": "none",
-              "ANY": "required"}[str(mode)]
-    return choice, tools
+    canonical = CHOICE_MODES[str(mode)]
+    return (None if canonical is None else ToolChoice(canonical)), tools
 
 
 def _thinking(raw: Any) -> dict[str, Any]:
@@ -594,10 +581,3 @@ def parse_request(body: Any, model: str, *, stream: bool) -> ChatRequest:
         dialect="gemini",
         extra=extra,
     )
-
-
-def wants_thoughts(request: ChatRequest) -> bool:
-    """Whether a Gemini client asked to see thoughts (``thinkingConfig.includeThoughts``);
-    Gemini sends thought parts only then (the ``thoughts`` flag of ``StreamEncoder``)."""
-    thinking = request.extra.get("thinkingConfig") if request.dialect == "gemini" else None
-    return isinstance(thinking, Mapping) and thinking.get("includeThoughts") is True
