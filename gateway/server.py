@@ -49,7 +49,7 @@ from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
-from hypercorn.utils import repr_socket_addr, wrap_app
+from hypercorn.utils import LifespanFailureError, repr_socket_addr, wrap_app
 
 from gateway import framing
 from gateway.app import Gateway, create_app
@@ -188,7 +188,7 @@ async def serve(
         if not app.gateway.ready:
             # hypercorn's startup returns (its event is set in a ``finally``) even when the
             # app's startup failed: never report "listening" for a gateway that cannot serve.
-            raise RuntimeError("the gateway did not start (see the log above)")
+            raise LifespanFailureError("startup", "the gateway did not start")
         async with trio.open_nursery() as connections:
             try:
                 listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))

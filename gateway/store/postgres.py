@@ -715,7 +715,7 @@ def _describe(exc: psycopg.Error) -> str:
     if cause is None:
         cause = ("PostgreSQL could not be reached" if isinstance(exc, psycopg.OperationalError)
                  else "a database error")
-    log.warning("store error: %s", cause,
+    log.debug("store error: %s", cause,
                 extra={"error": type(exc).__name__, "sqlstate": code or None})
     return f"the store is unavailable: {cause}" + (f" (SQLSTATE {code})" if code else "")
 

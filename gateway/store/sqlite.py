@@ -468,8 +468,8 @@ def _describe(exc: BaseException) -> str:
     else:
         primary = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
         cause = _ERRORS.get(primary, "a database error")
-    log.warning("store error: %s", cause, extra={"error": type(exc).__name__,
-                                                 "sqlite_error": name or None})
+    log.debug("store error: %s", cause, extra={"error": type(exc).__name__,
+                                               "sqlite_error": name or None})
     return f"the store is unavailable: {cause}"
 
 
