@@ -19,9 +19,25 @@ from quart import request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from gateway import admin
-from gateway.accounts import Accounts
-from gateway.asgi import (
+from gateway.accounts.admission import Accounts
+from gateway.accounts.keys import ApiKey, parse_bearer, parse_key, verify
+from gateway.accounts.ledger import Ledger
+from gateway.accounts.liveness import Liveness, beat, new_instance, reconcile
+from gateway.accounts.outbox import Outbox
+from gateway.accounts.price_table import STALE_AFTER_DAYS
+from gateway.config import Config
+from gateway.errors import (
+    AuthenticationError,
+    GatewayError,
+    InternalError,
+    NotFound,
+    RequestError,
+    ShuttingDown,
+)
+from gateway.http import admin
+from gateway.http.dialects import ANTHROPIC, GEMINI, OPENAI
+from gateway.http.generation import GEMINI_PREFIXES, GeminiGeneration, Generation
+from gateway.http.messages import (
     Dispatcher,
     ErrorRenderer,
     Handler,
@@ -31,37 +47,21 @@ from gateway.asgi import (
     dumps,
     error_headers,
 )
-from gateway.catalog import Catalog
-from gateway.config import Config
-from gateway.dialects import ANTHROPIC, GEMINI, OPENAI
-from gateway.errors import (
-    AuthenticationError,
-    GatewayError,
-    InternalError,
-    NotFound,
-    RequestError,
-    ShuttingDown,
-)
-from gateway.generation import GEMINI_PREFIXES, GeminiGeneration, Generation
-from gateway.health import STATE_VALUES, Health
-from gateway.instances import Liveness, beat, new_instance, reconcile
-from gateway.keys import ApiKey, parse_bearer, parse_key, verify
-from gateway.ledger import Ledger
+from gateway.http.refusals import Refusals
 from gateway.limits.base import Limiter
 from gateway.limits.local import LocalLimiter
-from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from gateway.metrics import Metrics
-from gateway.outbox import Outbox
-from gateway.price_table import STALE_AFTER_DAYS
+from gateway.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.observe.metrics import Metrics
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider
 from gateway.providers.gemini import GeminiProvider
 from gateway.providers.http import ClientPool
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.simulator import SimulatorProvider
-from gateway.refusals import Refusals
-from gateway.relay import Exchange
-from gateway.routing import Attempt, Router
+from gateway.relay.attempts import Attempt, Router
+from gateway.relay.nursery import Exchange
+from gateway.routing.catalog import Catalog
+from gateway.routing.circuits import STATE_VALUES, Health
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.sqlite import SqliteStore
 from gateway.wire.gemini import render as gemini_render

@@ -37,12 +37,13 @@ import attrs
 import trio
 
 from gateway import config as config_mod
-from gateway import keys, logs
+from gateway.accounts import keys
+from gateway.accounts.keys import ApiKey
+from gateway.accounts.pricing import MoneyError
 from gateway.config import Config, ConfigError
 from gateway.errors import GatewayError
-from gateway.keys import ApiKey
-from gateway.preflight import CannotStart
-from gateway.pricing import MoneyError
+from gateway.observe import logs
+from gateway.serve.preflight import CannotStart
 from gateway.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("arouter.cli")
@@ -94,7 +95,7 @@ async def _opened(config: Config) -> AsyncIterator[Store]:
 
 
 async def _store_failure(config: Config, exc: Exception) -> CannotStart:
-    from gateway.preflight import explain_store
+    from gateway.serve.preflight import explain_store
 
     # Blocking probes (a TCP connect, one driver connect), each bounded.
     return CannotStart(await trio.to_thread.run_sync(explain_store, config, str(exc)))
@@ -110,7 +111,7 @@ async def _serve(config: Config, first: bool, hconfig: Any, sockets: Any,
     from hypercorn.utils import LifespanFailureError
 
     from gateway.app import create_app
-    from gateway.server import serve
+    from gateway.serve.server import serve
 
     app = create_app(config)
     stop = trio.Event()
@@ -179,7 +180,7 @@ def _serve_workers(config: Config, workers: int, first: bool, hconfig: Any, sock
     ``config`` (rule 4)."""
     from hypercorn.utils import repr_socket_addr
 
-    from gateway import workers as workers_mod
+    from gateway.serve import workers as workers_mod
 
     urls = [f"http://{repr_socket_addr(sock.family, sock.getsockname())}"
             for sock in sockets.insecure_sockets]
@@ -202,7 +203,7 @@ def _serve_workers(config: Config, workers: int, first: bool, hconfig: Any, sock
 
 
 def _address(config: Config) -> str:
-    from gateway.preflight import address
+    from gateway.serve.preflight import address
 
     return address(config.host, config.port)
 
@@ -228,7 +229,7 @@ def _leaves(group: BaseExceptionGroup[Any]) -> Any:
 
 
 def _prices_line(config: Config) -> str:
-    from gateway.catalog import Catalog
+    from gateway.routing.catalog import Catalog
 
     catalog = Catalog(config)
     table = catalog.table
@@ -242,7 +243,7 @@ def _prices_line(config: Config) -> str:
 
 def _banner(config: Config, bound: list[str], first_key: str | None,
             keys_hint: str | None = None) -> None:
-    from gateway.preflight import store_label
+    from gateway.serve.preflight import store_label
 
     url = bound[0] if bound else f"http://{_address(config)}"
     lines = [f"arouter listening on {url}  (store: {store_label(config)})"]
@@ -270,7 +271,7 @@ def _banner(config: Config, bound: list[str], first_key: str | None,
 def _policy_from_args(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     """Key policy options given on the command line, validated like the admin API's; the
     model allowlist also against the catalog (``_check_models``)."""
-    from gateway.admin import parse_policy
+    from gateway.http.admin import parse_policy
 
     raw: dict[str, Any] = {}
     if args.name is not None:
@@ -309,8 +310,8 @@ def _duration(text: str) -> float:
 def _check_models(config: Config, names: list[str]) -> None:
     """Every allowlisted name must be one the gateway would serve: a typo would otherwise
     make a key that is refused (403) for the model its owner meant."""
-    from gateway.catalog import Catalog
     from gateway.errors import ModelNotFound
+    from gateway.routing.catalog import Catalog
 
     catalog = Catalog(config)
     for name in names:
@@ -344,7 +345,7 @@ _KNOWN: tuple[type[Exception], ...] = (ConfigError, UsageError, GatewayError, Ca
 
 
 def _dollars(view: dict[str, Any]) -> str:
-    from gateway.pricing import format_usd
+    from gateway.accounts.pricing import format_usd
 
     return format_usd(view["balance_micro_usd"])
 
@@ -383,8 +384,8 @@ def _key_table(views: list[dict[str, Any]]) -> str:
 
 
 async def _keys_command(config: Config, args: argparse.Namespace) -> int:
-    from gateway.admin import key_view
-    from gateway.pricing import parse_usd
+    from gateway.accounts.pricing import parse_usd
+    from gateway.http.admin import key_view
 
     command = args.keys_command
     # Options are checked before the store is touched: a refused command changes nothing.
@@ -580,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve_command(args: argparse.Namespace) -> int:
     """Pre-flight (the store, then the address: rule 1), then serve in this process or in
     workers."""
-    from gateway.preflight import listen
+    from gateway.serve.preflight import listen
 
     config = _load_config(args)
     workers = args.workers or config.workers

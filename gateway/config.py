@@ -21,8 +21,8 @@ from typing import Any
 
 import attrs
 
-from gateway.price_table import TABLES as PRICE_TABLES
-from gateway.pricing import FREE, MoneyError, Price, parse_price
+from gateway.accounts.price_table import TABLES as PRICE_TABLES
+from gateway.accounts.pricing import FREE, MoneyError, Price, parse_price
 
 DIALECTS = ("openai", "anthropic", "gemini", "sim")
 

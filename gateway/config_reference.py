@@ -25,8 +25,8 @@ from typing import Any
 import attrs
 
 from gateway import config as config_mod
+from gateway.accounts.price_table import TABLES as PRICE_TABLES
 from gateway.config import ENV_PROVIDERS, Config
-from gateway.price_table import TABLES as PRICE_TABLES
 
 Default = Callable[[Config], Any] | str
 

@@ -33,8 +33,8 @@ import attrs
 import httpx
 import trio
 
-from gateway.price_table import STALE_AFTER_DAYS
-from gateway.pricing import format_usd
+from gateway.accounts.price_table import STALE_AFTER_DAYS
+from gateway.accounts.pricing import format_usd
 
 CHECKS = 6
 

@@ -35,7 +35,7 @@ A client that goes away is not an error of this tree: it is an outcome (``client
 
 from __future__ import annotations
 
-from gateway.redact import redact
+from gateway.observe.redact import redact
 
 
 class GatewayError(Exception):

@@ -19,7 +19,9 @@ import attrs
 import pytest
 import trio
 
-from gateway import keys
+from gateway.accounts import keys
+from gateway.accounts.keys import ApiKey
+from gateway.accounts.pricing import Price
 from gateway.app import open_store
 from gateway.config import (
     Config,
@@ -29,10 +31,8 @@ from gateway.config import (
     Routing,
     SimConfig,
 )
-from gateway.keys import ApiKey
-from gateway.logs import JsonFormatter, TextFormatter
-from gateway.pricing import Price
-from gateway.server import Running, running
+from gateway.observe.logs import JsonFormatter, TextFormatter
+from gateway.serve.server import Running, running
 from gateway.sim.scenarios import Plan
 from gateway.sim.server import Record, SimServer
 

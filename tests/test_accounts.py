@@ -21,8 +21,8 @@ import trio
 from gateway.canonical import ChatRequest, Message, TextPart
 from gateway.config import Accounts
 from gateway.limits.base import Limits
-from gateway.server import running
-from gateway.transcript import estimate_prompt_tokens
+from gateway.relay.transcript import estimate_prompt_tokens
+from gateway.serve.server import running
 from gateway.wire import sse
 from tests.conftest import FAKE_PROVIDER_KEY, GatewayFactory, Gw, Sim, make_config, new_key
 from tests.redis_server import redis_server

@@ -9,7 +9,7 @@ import httpx
 import trio
 
 from gateway.config import ModelRoute
-from gateway.relay import HIGH_WATER
+from gateway.relay.nursery import HIGH_WATER
 from gateway.wire import sse
 from tests.conftest import GatewayFactory, Gw, Sim
 

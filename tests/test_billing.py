@@ -24,8 +24,8 @@ import trio
 
 from gateway.canonical import ChatRequest, Message, TextPart
 from gateway.config import Routing
-from gateway.records import RequestRecord
-from gateway.transcript import estimate_prompt_tokens, estimate_tokens
+from gateway.relay.transcript import estimate_prompt_tokens, estimate_tokens
+from gateway.store.rows import RequestRecord
 from gateway.wire import sse
 from tests.conftest import GatewayFactory, Gw, Sim, new_key
 from tests.pg_server import drop_database, fresh_database, server_url
@@ -336,8 +336,8 @@ async def test_a_metered_key_is_refused_a_model_without_a_price(metered: Any, si
 async def test_a_model_marked_free_serves_metered_keys_at_no_cost(
     metered: Any, sim: Sim
 ) -> None:
+    from gateway.accounts.pricing import FREE
     from gateway.config import ModelRoute
-    from gateway.pricing import FREE
 
     models = {"gratis": ModelRoute(name="gratis", provider="fake-anthropic", model="lorem",
                                    price=FREE)}

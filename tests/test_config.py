@@ -337,13 +337,13 @@ def test_the_shipped_example_config_loads() -> None:
     assert config.models["gemini-flash"].provider == "google"
     assert config.deadlines.client_stall == 60
     # Every catalog model of the example has a price (or is free).
-    from gateway.catalog import Catalog
+    from gateway.routing.catalog import Catalog
 
     assert not [m for m in Catalog(config).unpriced() if "*" not in m]
 
 
 def test_prices_and_accounts_are_read_exactly(tmp_path: Path) -> None:
-    from gateway.pricing import Price
+    from gateway.accounts.pricing import Price
 
     path = tmp_path / "a.toml"
     path.write_text(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from gateway.catalog import Route
 from gateway.config import SIM_PROVIDER, Routing
-from gateway.health import CLOSED, HALF_OPEN, OPEN, Health
 from gateway.providers.base import Target
-from gateway.routing import Router
+from gateway.relay.attempts import Router
+from gateway.routing.catalog import Route
+from gateway.routing.circuits import CLOSED, HALF_OPEN, OPEN, Health
 
 
 class Clock:

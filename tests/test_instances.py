@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from gateway.instances import Liveness, _gone, new_instance, process_start
+from gateway.accounts.liveness import Liveness, _gone, new_instance, process_start
 from gateway.store.base import Instance
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import trio
 
+from gateway.accounts.ledger import GroupCommit, Ledger
 from gateway.canonical import Usage
-from gateway.ledger import GroupCommit, Ledger
 from gateway.store.base import Settlement, StoreUnavailable
 from gateway.store.sqlite import SqliteStore
 from tests.store.test_contract import make_key, record, reservation

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from gateway.errors import RequestError
-from gateway.logs import JsonFormatter, TextFormatter
+from gateway.observe.logs import JsonFormatter, TextFormatter
 from tests.conftest import GatewayFactory, Gw, new_key
 
 KEY = "lr_live_0123456789ab_" + "a" * 48

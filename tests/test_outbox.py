@@ -10,8 +10,8 @@ import httpx
 import pytest
 import trio
 
-from gateway.outbox import Outbox
-from gateway.server import running
+from gateway.accounts.outbox import Outbox
+from gateway.serve.server import running
 from gateway.store.base import Settlement
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import FAKE_PROVIDER_KEY, Sim, add_key, make_config

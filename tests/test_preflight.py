@@ -174,8 +174,9 @@ async def test_a_store_lost_after_the_preflight_is_still_explained(
 ) -> None:
     """The app's own startup fails (the store went away between the pre-flight and the
     serve): the same one line, and no banner, although hypercorn reports "started"."""
-    from gateway import cli, preflight
+    from gateway import cli
     from gateway.config import Config
+    from gateway.serve import preflight
 
     url = f"postgresql://u:{PASSWORD}@127.0.0.1:{free_port()}/db"
     config = Config(port=0, data_dir=tmp_path, database_url=url)

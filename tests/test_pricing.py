@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.canonical import Usage
-from gateway.pricing import (
+from gateway.accounts.pricing import (
     MoneyError,
     Price,
     cost,
@@ -16,6 +15,7 @@ from gateway.pricing import (
     parse_usd,
     reservation,
 )
+from gateway.canonical import Usage
 
 
 @pytest.mark.parametrize(("text", "micro"), [

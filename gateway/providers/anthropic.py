@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from gateway.canonical import ChatRequest
-from gateway.providers import answers
+from gateway.providers import call as upstream_call
 from gateway.providers.base import Sink, Target
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
@@ -32,9 +32,9 @@ class AnthropicProvider:
         ).encode()
         key = target.provider.api_key
         extra = {**headers, "anthropic-version": API_VERSION, **({"x-api-key": key} if key else {})}
-        await answers.call(
+        await upstream_call.call(
             self._clients, f"{target.provider.base_url}/v1/messages",
-            answers.request_headers(request.stream, extra), body, key, sink,
+            upstream_call.request_headers(request.stream, extra), body, key, sink,
             stream=request.stream, relay=_relay_stream, parse_whole=upstream.parse_message,
         )
 
@@ -47,4 +47,4 @@ async def _relay_stream(response: Response, sink: Sink) -> None:
             sink.emit(item)
         return parser.done
 
-    await answers.relay_events(response, sink, handle)
+    await upstream_call.relay_events(response, sink, handle)

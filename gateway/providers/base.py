@@ -18,9 +18,9 @@ from typing import Protocol
 
 import attrs
 
+from gateway.accounts.pricing import Price
 from gateway.canonical import ChatRequest, StreamEvent
 from gateway.config import ProviderConfig
-from gateway.pricing import Price
 
 
 @attrs.frozen

@@ -13,7 +13,7 @@ import re
 
 from gateway.canonical import ChatRequest
 from gateway.errors import RequestError
-from gateway.providers import answers
+from gateway.providers import call as upstream_call
 from gateway.providers.base import Sink, Target
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
@@ -36,9 +36,9 @@ class GeminiProvider:
         method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
         key = target.provider.api_key
         extra = {**headers, **({"x-goog-api-key": key} if key else {})}
-        await answers.call(
+        await upstream_call.call(
             self._clients, f"{target.provider.base_url}/v1beta/models/{target.model}:{method}",
-            answers.request_headers(request.stream, extra), body, key, sink,
+            upstream_call.request_headers(request.stream, extra), body, key, sink,
             stream=request.stream, relay=_relay_stream, parse_whole=upstream.parse_response,
         )
 
@@ -51,4 +51,4 @@ async def _relay_stream(response: Response, sink: Sink) -> None:
             sink.emit(item)
         return parser.done
 
-    await answers.relay_events(response, sink, handle)
+    await upstream_call.relay_events(response, sink, handle)

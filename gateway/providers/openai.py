@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from gateway.canonical import ChatRequest
-from gateway.providers import answers
+from gateway.providers import call as upstream_call
 from gateway.providers.base import Sink, Target
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
@@ -36,9 +36,9 @@ class OpenAIProvider:
         ).encode()
         key = target.provider.api_key
         auth = {"authorization": f"Bearer {key}"} if key else {}
-        await answers.call(
+        await upstream_call.call(
             self._clients, f"{target.provider.base_url}/chat/completions",
-            answers.request_headers(request.stream, {**headers, **auth}), body, key, sink,
+            upstream_call.request_headers(request.stream, {**headers, **auth}), body, key, sink,
             stream=request.stream, relay=_relay_stream, parse_whole=upstream.parse_completion,
         )
 
@@ -61,7 +61,7 @@ async def _relay_stream(response: Response, sink: Sink) -> None:
             sink.emit(item)
         return False
 
-    await answers.relay_events(response, sink, handle)
+    await upstream_call.relay_events(response, sink, handle)
 
 
 def _json_or_none(data: str) -> object:

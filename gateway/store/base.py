@@ -39,9 +39,9 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import trio
 
+from gateway.accounts.keys import POLICY_FIELDS, ApiKey
 from gateway.errors import GatewayError
-from gateway.keys import POLICY_FIELDS, ApiKey
-from gateway.records import RequestRecord
+from gateway.store.rows import RequestRecord
 
 T = TypeVar("T")
 

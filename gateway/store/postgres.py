@@ -56,8 +56,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
-from gateway.keys import ApiKey
-from gateway.records import RequestRecord
+from gateway.accounts.keys import ApiKey
 from gateway.store.base import (
     INSTANCE_FIELDS,
     KEY_FIELDS,
@@ -77,6 +76,7 @@ from gateway.store.base import (
     models_to_text,
     read_within,
 )
+from gateway.store.rows import RequestRecord
 
 T = TypeVar("T")
 Conn = psycopg.Connection[TupleRow]

@@ -28,9 +28,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from gateway.files import private_file, private_folder
-from gateway.keys import ApiKey
-from gateway.records import RequestRecord
+from gateway.accounts.keys import ApiKey
 from gateway.store.base import (
     INSTANCE_FIELDS,
     KEY_FIELDS,
@@ -50,6 +48,8 @@ from gateway.store.base import (
     models_to_text,
     read_within,
 )
+from gateway.store.files import private_file, private_folder
+from gateway.store.rows import RequestRecord
 
 T = TypeVar("T")
 log = logging.getLogger("arouter.store")

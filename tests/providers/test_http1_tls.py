@@ -19,7 +19,7 @@ import trustme
 from gateway.config import Deadlines, ProviderConfig
 from gateway.errors import UpstreamConnectError, UpstreamTimeout
 from gateway.providers.http import ClientPool
-from gateway.server import running
+from gateway.serve.server import running
 from tests.conftest import add_key, make_config
 from tests.providers.loopback import CHUNKED, CHUNKED_BODY, LENGTH, fetch, reply, serve
 

@@ -16,10 +16,9 @@ import attrs
 import pytest
 import trio
 
-from gateway import keys
-from gateway.instances import Liveness, beat, new_instance, reconcile
-from gateway.keys import ApiKey
-from gateway.records import RequestRecord
+from gateway.accounts import keys
+from gateway.accounts.keys import ApiKey
+from gateway.accounts.liveness import Liveness, beat, new_instance, reconcile
 from gateway.store.base import (
     Batch,
     Checkpoint,
@@ -31,6 +30,7 @@ from gateway.store.base import (
     Store,
     StoreUnavailable,
 )
+from gateway.store.rows import RequestRecord
 from gateway.store.sqlite import SqliteStore
 from tests.pg_server import fixture_postgres_db  # noqa: F401
 

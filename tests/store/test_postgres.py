@@ -19,8 +19,7 @@ import psycopg
 import pytest
 import trio
 
-from gateway.keys import ApiKey
-from gateway.records import RequestRecord
+from gateway.accounts.keys import ApiKey
 from gateway.store import postgres
 from gateway.store.base import (
     INSTANCE_FIELDS,
@@ -34,6 +33,7 @@ from gateway.store.base import (
     StoreUnavailable,
 )
 from gateway.store.postgres import MIGRATIONS, PostgresStore
+from gateway.store.rows import RequestRecord
 from tests import pg_server
 from tests.pg_server import fixture_postgres_db, free_port  # noqa: F401
 

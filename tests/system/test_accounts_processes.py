@@ -19,7 +19,7 @@ import httpx
 import pytest
 import trio
 
-from gateway import keys
+from gateway.accounts import keys
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import FAKE_PROVIDER_KEY, Sim

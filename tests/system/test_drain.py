@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 
-from gateway import keys
+from gateway.accounts import keys
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import Sim
 from tests.processes import free_port, serve

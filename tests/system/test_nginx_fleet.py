@@ -18,7 +18,7 @@ import httpx
 import pytest
 import trio
 
-from gateway import keys
+from gateway.accounts import keys
 from gateway.wire import sse
 from gateway.wire.sse import KEEPALIVE
 from tests.conftest import FAKE_PROVIDER_KEY, Sim

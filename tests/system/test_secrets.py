@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway import keys
+from gateway.accounts import keys
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import FAKE_PROVIDER_KEY, Sim
 from tests.processes import serve

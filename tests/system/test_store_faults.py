@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import trio
 
-from gateway.records import RequestRecord
 from gateway.store.postgres import PostgresStore
+from gateway.store.rows import RequestRecord
 from tests.conftest import Sim
 from tests.pg_server import fresh_database, private_server
 from tests.processes import Served, serve

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import trio
 
-from gateway import keys
+from gateway.accounts import keys
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import Sim
 from tests.processes import Served, free_port, serve

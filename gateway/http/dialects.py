@@ -15,11 +15,11 @@ from typing import Any
 
 import attrs
 
-from gateway.asgi import Scope, header_values
+from gateway.accounts.keys import parse_bearer, parse_key
 from gateway.canonical import ChatRequest, FinishReason, ToolCall, Usage
 from gateway.errors import AuthenticationError, GatewayError
-from gateway.keys import parse_bearer, parse_key
-from gateway.transcript import estimate_prompt_tokens
+from gateway.http.messages import Scope, header_values
+from gateway.relay.transcript import estimate_prompt_tokens
 from gateway.wire.anthropic import render as anthropic_render
 from gateway.wire.anthropic import request as anthropic_request
 from gateway.wire.encoder import Encoder

@@ -44,7 +44,7 @@ from gateway.canonical import ChatRequest, StreamEvent, Usage
 from gateway.config import Deadlines
 from gateway.errors import GatewayError, InternalError, OutputLimitExceeded, UpstreamTimeout
 from gateway.providers.base import Target
-from gateway.transcript import Transcript
+from gateway.relay.transcript import Transcript
 from gateway.wire.encoder import Encoder
 
 log = logging.getLogger("arouter.relay")

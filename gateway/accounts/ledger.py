@@ -29,8 +29,8 @@ from typing import Any, Generic, TypeVar
 import attrs
 import trio
 
+from gateway.accounts.outbox import Outbox
 from gateway.errors import GatewayError
-from gateway.outbox import Outbox
 from gateway.store.base import (
     Batch,
     Checkpoint,

@@ -21,7 +21,7 @@ from types import MappingProxyType
 
 import attrs
 
-from gateway.pricing import MoneyError, Price, parse_price
+from gateway.accounts.pricing import MoneyError, Price, parse_price
 
 TABLES = ("openai", "anthropic", "gemini")
 # Older than this, the start-up log says the table should be checked against the providers.
@@ -77,4 +77,4 @@ def parse(text: str) -> PriceTable:
 @functools.cache
 def builtin() -> PriceTable:
     """The table shipped with this package (read once per process)."""
-    return parse(resources.files("gateway").joinpath("prices.toml").read_text("utf-8"))
+    return parse(resources.files("gateway.accounts").joinpath("prices.toml").read_text("utf-8"))

@@ -40,8 +40,10 @@ from typing import Any
 import attrs
 import trio
 
+from gateway.accounts.keys import ApiKey
+from gateway.accounts.ledger import Ledger
+from gateway.accounts.pricing import FREE, cost, format_usd, reservation
 from gateway.canonical import ChatRequest, Usage
-from gateway.catalog import Route
 from gateway.config import Config
 from gateway.errors import (
     AuthenticationError,
@@ -50,15 +52,13 @@ from gateway.errors import (
     PermissionDenied,
     UnpricedModel,
 )
-from gateway.keys import ApiKey
-from gateway.ledger import Ledger
 from gateway.limits.base import Limiter, Limits
-from gateway.metrics import Metrics
-from gateway.pricing import FREE, cost, format_usd, reservation
+from gateway.observe.metrics import Metrics
 from gateway.providers.base import Target
-from gateway.records import RequestRecord
+from gateway.relay.transcript import estimate_prompt_tokens
+from gateway.routing.catalog import Route
 from gateway.store.base import Checkpoint, Reservation, Settlement, StoreUnavailable
-from gateway.transcript import estimate_prompt_tokens
+from gateway.store.rows import RequestRecord
 
 log = logging.getLogger("arouter.accounts")
 

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, request
 
-from gateway import keys
-from gateway.asgi import dumps
+from gateway.accounts import keys
+from gateway.accounts.keys import ApiKey
+from gateway.accounts.pricing import MoneyError, money, parse_usd
 from gateway.errors import (
     AuthenticationError,
     ModelNotFound,
@@ -45,8 +46,7 @@ from gateway.errors import (
     PermissionDenied,
     RequestError,
 )
-from gateway.keys import ApiKey
-from gateway.pricing import MoneyError, money, parse_usd
+from gateway.http.messages import dumps
 from gateway.wire import jsonbody
 
 if TYPE_CHECKING:

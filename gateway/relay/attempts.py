@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from gateway.catalog import Route
 from gateway.config import Routing
 from gateway.errors import (
     GatewayError,
@@ -45,12 +44,13 @@ from gateway.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from gateway.health import Health
 from gateway.providers.base import Provider, Target
+from gateway.routing.catalog import Route
+from gateway.routing.circuits import Health
 
 if TYPE_CHECKING:
     from gateway.canonical import StreamEvent
-    from gateway.relay import Exchange
+    from gateway.relay.nursery import Exchange
 
 log = logging.getLogger("arouter.routing")
 

@@ -20,13 +20,13 @@ from typing import Any
 
 import attrs
 
-from gateway import price_table
+from gateway.accounts import price_table
+from gateway.accounts.price_table import TABLES as PRICE_TABLES
+from gateway.accounts.price_table import PriceTable
+from gateway.accounts.pricing import FREE, Price
 from gateway.canonical import RoutingPrefs
 from gateway.config import ENV_PROVIDERS, Config, Deployment, ProviderConfig
 from gateway.errors import ModelNotFound, NoProviderAvailable
-from gateway.price_table import TABLES as PRICE_TABLES
-from gateway.price_table import PriceTable
-from gateway.pricing import FREE, Price
 from gateway.providers.base import Target
 
 

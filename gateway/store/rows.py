@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import attrs
 
-from gateway.pricing import money
+from gateway.accounts.pricing import money
 
 # ok             the upstream finished and the client got all of it
 # partial        the upstream failed after the commit point (terminal error event sent)

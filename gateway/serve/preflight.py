@@ -50,7 +50,7 @@ def address(host: str, port: int) -> str:
 def listen(config: Config) -> tuple[Any, Any]:
     """Hypercorn's config and the listening sockets for ``config``'s address, bound and
     listening; a failure to bind becomes ``CannotStart`` naming the address."""
-    from gateway.server import hypercorn_config
+    from gateway.serve.server import hypercorn_config
 
     hconfig = hypercorn_config(config)
     try:
@@ -252,7 +252,7 @@ def _connect_cause(params: dict[str, Any], source: str, failure: str) -> str:
 
 def _sqlite_cause(config: Config, failure: str) -> str:
     """Redo what ``SqliteStore`` does on open, keeping the operating system's own reason."""
-    from gateway.files import private_file, private_folder
+    from gateway.store.files import private_file, private_folder
 
     path = config.database_path
     hint = "choose a writable data directory (--data-dir or AROUTER_DATA_DIR)"

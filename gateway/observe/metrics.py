@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gateway.records import RequestRecord
+from gateway.store.rows import RequestRecord
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -40,8 +40,8 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
 import attrs
 
-from gateway.records import RequestRecord
 from gateway.store.base import Instance, Reservation, Settlement, Store
+from gateway.store.rows import RequestRecord
 
 log = logging.getLogger("arouter.instances")
 

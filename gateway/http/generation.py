@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from gateway import relay
-from gateway.accounts import Admission
-from gateway.asgi import (
+from gateway.accounts.admission import Admission
+from gateway.errors import GatewayError, NotFound, ShuttingDown
+from gateway.http.dialects import Answer, Call, ClientDialect
+from gateway.http.messages import (
     ClientGone,
     Receive,
     Scope,
@@ -30,9 +31,8 @@ from gateway.asgi import (
     send_error,
     send_json,
 )
-from gateway.dialects import Answer, Call, ClientDialect
-from gateway.errors import GatewayError, NotFound, ShuttingDown
-from gateway.records import RequestRecord
+from gateway.relay import nursery as relay
+from gateway.store.rows import RequestRecord
 from gateway.wire import jsonbody
 
 if TYPE_CHECKING:

@@ -51,10 +51,10 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import LifespanFailureError, repr_socket_addr, wrap_app
 
-from gateway import framing
 from gateway.app import Gateway, create_app
-from gateway.asgi import Dispatcher
 from gateway.config import Config
+from gateway.http.messages import Dispatcher
+from gateway.serve import framing
 
 framing.install()  # strict request framing for every connection this process serves
 

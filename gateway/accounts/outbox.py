@@ -24,9 +24,9 @@ from pathlib import Path
 import attrs
 import trio
 
-from gateway.files import private_folder
-from gateway.records import RequestRecord
 from gateway.store.base import Settlement
+from gateway.store.files import private_folder
+from gateway.store.rows import RequestRecord
 
 log = logging.getLogger("arouter.outbox")
 

@@ -189,8 +189,8 @@ def _worker(hconfig: Any, sockets: Any, supervisor: int, stage: Any, config: Con
             log_settings: tuple[str, str]) -> None:
     """A worker's main: the supervisor's config, served on the supervisor's sockets until
     the supervisor says stop, or is gone."""
-    from gateway import logs
     from gateway.app import create_app
+    from gateway.observe import logs
 
     logs.configure(*log_settings)
     trio.run(_serve_worker, create_app(config), hconfig, sockets, supervisor, stage)
@@ -198,7 +198,7 @@ def _worker(hconfig: Any, sockets: Any, supervisor: int, stage: Any, config: Con
 
 async def _serve_worker(app: Any, hconfig: Any, sockets: Any, supervisor: int,
                         stage: Any) -> None:
-    from gateway.server import serve
+    from gateway.serve.server import serve
 
     gateway = app.gateway
     stop = trio.Event()

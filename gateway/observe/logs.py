@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from gateway.redact import redact
+from gateway.observe.redact import redact
 
 # Attributes every LogRecord has; anything else came in through ``extra``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
