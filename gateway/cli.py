@@ -38,13 +38,13 @@ import trio
 
 from gateway import config as config_mod
 from gateway.accounts import keys
-from gateway.accounts.keys import ApiKey
 from gateway.accounts.pricing import MoneyError
 from gateway.config import Config, ConfigError
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StoreUnavailable
 from gateway.observe import logs
 from gateway.serve.preflight import CannotStart
-from gateway.store.base import Store, StoreUnavailable
+from gateway.store.base import Store
+from gateway.store.rows import ApiKey
 
 log = logging.getLogger("arouter.cli")
 
@@ -271,7 +271,7 @@ def _banner(config: Config, bound: list[str], first_key: str | None,
 def _policy_from_args(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     """Key policy options given on the command line, validated like the admin API's; the
     model allowlist also against the catalog (``_check_models``)."""
-    from gateway.http.admin import parse_policy
+    from gateway.accounts.policy import parse_policy
 
     raw: dict[str, Any] = {}
     if args.name is not None:
@@ -384,8 +384,8 @@ def _key_table(views: list[dict[str, Any]]) -> str:
 
 
 async def _keys_command(config: Config, args: argparse.Namespace) -> int:
+    from gateway.accounts.policy import key_view
     from gateway.accounts.pricing import parse_usd
-    from gateway.http.admin import key_view
 
     command = args.keys_command
     # Options are checked before the store is touched: a refused command changes nothing.

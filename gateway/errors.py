@@ -1,10 +1,11 @@
 """The gateway's one error tree.
 
-Every failure the gateway reports is a ``GatewayError``. Foreign exceptions (httpx, sqlite,
-json, h11) are mapped into this tree at exactly one place per library boundary, so code
-above those boundaries never catches a foreign type. Each class carries the HTTP status it
-implies *before* the commit point (``status``), a stable machine-readable ``type``, and
-whether a different deployment might succeed (``retryable``). After the commit point the same
+Every failure the gateway reports is a ``GatewayError``. Foreign exceptions (sqlite3,
+psycopg, redis, httptools, ssl and socket errors, json) are mapped into this tree at exactly
+one place per library boundary, so code above those boundaries never catches a foreign type.
+Each class carries the HTTP status it implies *before* the commit point (``status``), a
+stable machine-readable ``type``, and whether a different deployment might succeed
+(``retryable``). After the commit point the same
 error is rendered as the dialect's mid-stream error event instead.
 
     GatewayError
@@ -28,6 +29,9 @@ error is rendered as the dialect's mid-stream error event instead.
     │   └── OutputLimitExceeded     502  more output than the request's cap
     ├── NoProviderAvailable         503  every deployment failed or is cooling down
     ├── ShuttingDown                503  draining on SIGTERM
+    ├── StoreUnavailable            503  the store cannot answer (credits fail closed)
+    ├── NotMetered                  409  a top-up of a key without a balance limit
+    ├── LimiterUnavailable          503  the rate limiter's backend cannot answer
     └── InternalError               500  generic body, details only in logs
 
 A client that goes away is not an error of this tree: it is an outcome (``client_abort``).
@@ -201,3 +205,28 @@ class InternalError(GatewayError):
 
     def __init__(self, message: str = "internal error") -> None:
         super().__init__(message)
+
+
+class StoreUnavailable(GatewayError):
+    """The store cannot be reached or failed: credits fail closed, with a fast 503."""
+
+    status = 503
+    type = "service_unavailable"
+    retryable = True
+    retry_after = 1.0  # seconds a client should wait (a store outage is usually brief)
+
+
+class NotMetered(GatewayError):
+    """A top-up of a key that has no balance limit."""
+
+    status = 409
+    type = "invalid_request_error"
+
+
+class LimiterUnavailable(GatewayError):
+    """The rate limiter's backend (Redis) cannot answer; ``FallbackLimiter`` limits locally
+    instead."""
+
+    status = 503
+    type = "service_unavailable"
+    retryable = True

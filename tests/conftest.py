@@ -20,7 +20,6 @@ import pytest
 import trio
 
 from gateway.accounts import keys
-from gateway.accounts.keys import ApiKey
 from gateway.accounts.pricing import Price
 from gateway.app import open_store
 from gateway.config import (
@@ -35,6 +34,7 @@ from gateway.observe.logs import JsonFormatter, TextFormatter
 from gateway.serve.server import Running, running
 from gateway.sim.scenarios import Plan
 from gateway.sim.server import Record, SimServer
+from gateway.store.rows import ApiKey
 
 FAKE_PROVIDER_KEY = "sk-fake-upstream-CANARY-0123456789"
 # fake/lorem's price: 1 micro-dollar per prompt token, 2 per completion token.

@@ -9,7 +9,7 @@ import httpx
 import trio
 
 from gateway.config import ModelRoute
-from gateway.relay.nursery import HIGH_WATER
+from gateway.relay.exchange import HIGH_WATER
 from gateway.wire import sse
 from tests.conftest import GatewayFactory, Gw, Sim
 
@@ -26,7 +26,7 @@ async def test_a_client_that_reads_nothing_pauses_the_upstream(gw: Gw, sim: Sim)
         b"\r\nauthorization: Bearer " + gw.key.encode()
         + b"\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
     assert (await sock.recv(100)).startswith(b"HTTP/1.1 200")
-    # Let the buffers fill: socket buffers, then the relay's outbox up to its high water.
+    # Let the buffers fill: socket buffers, then the relay's pending bytes up to their high water.
     record = await sim.wait_record("bp", lambda r: r.tokens_sent > 1000)
     sent = -1
     with trio.fail_after(10):
@@ -37,7 +37,7 @@ async def test_a_client_that_reads_nothing_pauses_the_upstream(gw: Gw, sim: Sim)
     # most its high-water mark (plus one upstream read) for this stream.
     assert sent < 200_000
     [exchange] = gw.running.gateway.open_exchanges
-    assert len(exchange.outbox) <= HIGH_WATER + 64 * 1024
+    assert len(exchange.pending) <= HIGH_WATER + 64 * 1024
     sock.close()
     await sim.wait_record("bp", lambda r: r.client_gone_at is not None)
 

@@ -10,8 +10,8 @@ from gateway.accounts.price_table import builtin
 from gateway.accounts.pricing import FREE, Price
 from gateway.config import SIM_PROVIDER, ProviderConfig, from_dict
 from gateway.errors import ModelNotFound
-from gateway.providers.base import Target
 from gateway.routing.catalog import Catalog
+from gateway.routing.targets import Target
 
 LOCAL = {"base_url": "http://127.0.0.1:8000/v1", "models": ["llama-3.1-8b", "qwen/qwen3"]}
 

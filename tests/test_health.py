@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from gateway.config import SIM_PROVIDER, Routing
-from gateway.providers.base import Target
-from gateway.relay.attempts import Router
+from gateway.config import SIM_PROVIDER
 from gateway.routing.catalog import Route
-from gateway.routing.circuits import CLOSED, HALF_OPEN, OPEN, Health
+from gateway.routing.choice import choose
+from gateway.routing.circuits import CLOSED, HALF_OPEN, OPEN, Circuits
+from gateway.routing.targets import Target
 
 
 class Clock:
@@ -20,13 +20,13 @@ class Clock:
         return self.now
 
 
-def health(threshold: int = 3, cooldown: float = 10.0) -> tuple[Health, Clock, list[str]]:
+def health(threshold: int = 3, cooldown: float = 10.0) -> tuple[Circuits, Clock, list[str]]:
     clock, changes = Clock(), []
-    return Health(threshold, cooldown, clock, lambda label, state: changes.append(state)), \
+    return Circuits(threshold, cooldown, clock, lambda label, state: changes.append(state)), \
         clock, changes
 
 
-def fail(h: Health, label: str = "a", retry_after: float | None = None) -> None:
+def fail(h: Circuits, label: str = "a", retry_after: float | None = None) -> None:
     h.started(label)
     h.failed(label, "upstream_error", retry_after)
 
@@ -86,19 +86,25 @@ def target(name: str, weight: float = 1.0, priority: int = 0) -> Target:
     return Target(SIM_PROVIDER, name, weight=weight, priority=priority)
 
 
-def test_the_router_picks_by_priority_weight_health_and_busyness() -> None:
+def test_the_choice_is_by_priority_weight_health_and_busyness() -> None:
     h, _, _ = health(threshold=1)
     a, b, c = target("a", weight=3), target("b", weight=1), target("c", priority=1)
     route = Route("m", (a, b, c))
-    router = Router(Routing(), h, {}, rng=random.Random(7))
-    picks = Counter(router.pick(route, {}, set()).model for _ in range(4000))  # type: ignore
+    rng = random.Random(7)
+
+    def pick(tried: dict[str, int], excluded: set[str], strategy: str = "weighted",
+             circuits: Circuits = h) -> Target | None:
+        return choose(route if strategy == "weighted" else Route("m", (a, b)), circuits,
+                      tried, excluded, strategy=strategy, rng=rng)
+
+    picks = Counter(pick({}, set()).model for _ in range(4000))  # type: ignore[union-attr]
     assert set(picks) == {"a", "b"} and 2.6 < picks["a"] / picks["b"] < 3.4
-    assert router.pick(route, {"sim/a": 1}, set()) == b  # untried first
+    assert pick({"sim/a": 1}, set()) == b  # untried first
     fail(h, "sim/a")
     fail(h, "sim/b")
-    assert router.pick(route, {}, set()) == c  # both open: the next priority
-    assert router.pick(route, {}, {"sim/c"}) is None
+    assert pick({}, set()) == c  # both open: the next priority
+    assert pick({}, {"sim/c"}) is None
 
-    busy = Router(Routing(strategy="least_busy"), health()[0], {})
-    busy.health.started("sim/a")
-    assert busy.pick(Route("m", (a, b)), {}, set()) == b
+    busy = health()[0]
+    busy.started("sim/a")
+    assert pick({}, set(), "least_busy", busy) == b

@@ -7,7 +7,7 @@ import os
 import time
 
 from gateway.accounts.liveness import Liveness, _gone, new_instance, process_start
-from gateway.store.base import Instance
+from gateway.store.rows import Instance
 
 
 class Clock:

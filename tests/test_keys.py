@@ -8,8 +8,9 @@ import re
 import attrs
 import pytest
 
-from gateway.accounts.keys import ApiKey, generate, hash_key, parse_bearer, verify
+from gateway.accounts.keys import generate, hash_key, parse_bearer, verify
 from gateway.errors import AuthenticationError
+from gateway.store.rows import ApiKey
 
 KEY_FORMAT = re.compile(r"lr_live_([0-9a-f]{12})_([0-9a-f]{48})")
 

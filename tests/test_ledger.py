@@ -11,7 +11,8 @@ import trio
 
 from gateway.accounts.ledger import GroupCommit, Ledger
 from gateway.canonical import Usage
-from gateway.store.base import Settlement, StoreUnavailable
+from gateway.errors import StoreUnavailable
+from gateway.store.rows import Settlement
 from gateway.store.sqlite import SqliteStore
 from tests.store.test_contract import make_key, record, reservation
 

@@ -12,7 +12,7 @@ import trio
 
 from gateway.accounts.outbox import Outbox
 from gateway.serve.server import running
-from gateway.store.base import Settlement
+from gateway.store.rows import Settlement
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import FAKE_PROVIDER_KEY, Sim, add_key, make_config
 from tests.store.test_contract import make_key, record, reservation

@@ -106,7 +106,7 @@ async def test_a_429_cools_the_deployment_down_for_its_retry_after(
         first, _ = await chat(gw, "rl", "rl1")
         second, _ = await chat(gw, "rl", "rl2")
         alone, _ = await chat(gw, "only", "only1", stream=False)
-        health = {d["deployment"]: d for d in gw.running.gateway.health.snapshot()}
+        health = {d["deployment"]: d for d in gw.running.gateway.circuits.snapshot()}
         rows = await gw.wait_records(3)
     assert first.status_code == second.status_code == 200
     # The second request went straight to the fallback: the limited one was cooling down.
@@ -129,7 +129,7 @@ async def test_consecutive_failures_open_the_circuit_and_a_probe_closes_it(
     async with start_gateway(models=models, routing=routing) as gw:
         for n in range(3):
             assert (await chat(gw, "cb", f"cb{n}"))[0].status_code == 200
-        health = {d["deployment"]: d for d in gw.running.gateway.health.snapshot()}
+        health = {d["deployment"]: d for d in gw.running.gateway.circuits.snapshot()}
         assert health["dead/x"]["state"] == "open"
         assert (await chat(gw, "cb", "cb-open"))[0].status_code == 200
         await trio.sleep(0.6)  # the cooldown passes: one half-open probe may go
@@ -165,7 +165,7 @@ async def test_a_long_stream_as_the_half_open_probe_closes_the_circuit_at_its_fi
             async for line in lines:
                 if line.startswith("data: {"):
                     break  # the probe's first token has come; it streams on for 4 s
-            states = {d["deployment"]: d["state"] for d in gw.running.gateway.health.snapshot()}
+            states = {d["deployment"]: d["state"] for d in gw.running.gateway.circuits.snapshot()}
             assert states["fake/lorem"] == "closed"
             others = [await post("tokens=2") for _ in range(3)]
             assert [r.status_code for r in others] == [200, 200, 200]
@@ -192,7 +192,7 @@ async def test_hedging_cancels_the_slow_deployment_at_the_winners_first_token(
     # The loser's upstream connection closed within 50 ms of the winner's first token
     # (both fake upstreams share this process's monotonic clock).
     assert 0 <= loser.client_gone_at - winner.first_token_at < 0.05
-    health = {d["deployment"]: d for d in gw.running.gateway.health.snapshot()}
+    health = {d["deployment"]: d for d in gw.running.gateway.circuits.snapshot()}
     assert health["slow/lorem"]["state"] == "closed"  # losing a race is not a failure
 
 

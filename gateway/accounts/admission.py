@@ -40,7 +40,6 @@ from typing import Any
 import attrs
 import trio
 
-from gateway.accounts.keys import ApiKey
 from gateway.accounts.ledger import Ledger
 from gateway.accounts.pricing import FREE, cost, format_usd, reservation
 from gateway.canonical import ChatRequest, Usage
@@ -50,15 +49,15 @@ from gateway.errors import (
     GatewayError,
     InsufficientCredits,
     PermissionDenied,
+    StoreUnavailable,
     UnpricedModel,
 )
 from gateway.limits.base import Limiter, Limits
 from gateway.observe.metrics import Metrics
-from gateway.providers.base import Target
 from gateway.relay.transcript import estimate_prompt_tokens
 from gateway.routing.catalog import Route
-from gateway.store.base import Checkpoint, Reservation, Settlement, StoreUnavailable
-from gateway.store.rows import RequestRecord
+from gateway.routing.targets import Target
+from gateway.store.rows import ApiKey, Checkpoint, RequestRecord, Reservation, Settlement
 
 log = logging.getLogger("arouter.accounts")
 
@@ -113,7 +112,7 @@ class Accounts:
         if key.balance is not None:
             route = _priced(route)
         prompt = estimate_prompt_tokens(request)
-        output_cap = request.max_tokens or route.max_output_tokens
+        output_cap = output_tokens(request, route)
         # Whichever deployment serves it, the reservation covers it: the dearest one's price.
         # Sized even for a key cached as unmetered: the store's own balance column decides
         # whether it is held (and records 0 if not), so a balance set a moment ago counts;
@@ -196,6 +195,10 @@ class Accounts:
                 await self._release(admission, used - admission.prompt_tokens)
         return record
 
+    async def checkpoint(self, admission: Admission, usage: Usage, target: Target) -> None:
+        """Write the output so far into the request's reservation (what a crash charges)."""
+        await self.ledger.checkpoint(admission.checkpoint(usage, target))
+
     async def free_slots(self, orphans: Sequence[Reservation]) -> None:
         """Free the rate-limit slots of requests whose process died (reconciliation)."""
         try:
@@ -211,6 +214,17 @@ class Accounts:
             # A slot the limiter cannot free expires on its own (slot_ttl).
             log.exception("could not release a rate-limit slot",
                           extra={"generation_id": admission.generation_id})
+
+
+def output_tokens(request: ChatRequest, route: Route) -> int:
+    """The most output a request may produce: its ``max_tokens``, else its model's cap."""
+    return request.max_tokens or route.max_output_tokens
+
+
+def relayed_cap(request: ChatRequest, route: Route) -> int:
+    """Characters of output after which an upstream that ignores ``max_tokens`` is stopped:
+    half as much again as the reserved output (four characters to a token, as estimates)."""
+    return output_tokens(request, route) * 6 + 256
 
 
 def _priced(route: Route) -> Route:

@@ -18,40 +18,12 @@ import secrets
 import time
 from typing import Any
 
-import attrs
-
 from gateway.errors import AuthenticationError
+from gateway.store.rows import POLICY_FIELDS, ApiKey
 
 PREFIX = "lr_live_"
 _KEY = re.compile(r"lr_live_([0-9a-f]{12})_[0-9a-f]{48}")
 _DUMMY_HASH = hashlib.sha256(b"arouter: no such key").hexdigest()
-
-
-@attrs.frozen
-class ApiKey:
-    """A stored key and its policy. ``None`` limits mean "no limit"."""
-
-    id: str
-    hash: str  # sha256 hex of the whole key
-    name: str = ""
-    created_at: float = 0.0
-    revoked: bool = False
-    expires_at: float | None = None  # unix time
-    balance: int | None = None  # micro-units (pricing.py); None: not metered by balance
-    rpm: int | None = None  # requests per minute
-    tpm: int | None = None  # tokens per minute (prompt + completion)
-    max_concurrent: int | None = None  # open requests at once
-    models: tuple[str, ...] = ()  # public model names this key may use; empty: all
-
-    def expired(self, now: float) -> bool:
-        return self.expires_at is not None and now >= self.expires_at
-
-    def allows(self, model: str) -> bool:
-        return not self.models or model in self.models
-
-
-# The policy fields an operator may change after creation (CLI and admin API).
-POLICY_FIELDS = ("name", "expires_at", "balance", "rpm", "tpm", "max_concurrent", "models")
 
 
 def generate(name: str = "", created_at: float = 0.0, **policy: Any) -> tuple[str, ApiKey]:

@@ -30,16 +30,9 @@ import attrs
 import trio
 
 from gateway.accounts.outbox import Outbox
-from gateway.errors import GatewayError
-from gateway.store.base import (
-    Batch,
-    Checkpoint,
-    Release,
-    Reservation,
-    Settlement,
-    Store,
-    StoreUnavailable,
-)
+from gateway.errors import GatewayError, StoreUnavailable
+from gateway.store.base import Store
+from gateway.store.rows import Batch, Checkpoint, Release, Reservation, Settlement
 
 log = logging.getLogger("arouter.ledger")
 

@@ -40,8 +40,8 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
 import attrs
 
-from gateway.store.base import Instance, Reservation, Settlement, Store
-from gateway.store.rows import RequestRecord
+from gateway.store.base import Store
+from gateway.store.rows import Instance, RequestRecord, Reservation, Settlement
 
 log = logging.getLogger("arouter.instances")
 

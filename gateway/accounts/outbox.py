@@ -24,9 +24,8 @@ from pathlib import Path
 import attrs
 import trio
 
-from gateway.store.base import Settlement
 from gateway.store.files import private_folder
-from gateway.store.rows import RequestRecord
+from gateway.store.rows import RequestRecord, Settlement
 
 log = logging.getLogger("arouter.outbox")
 

@@ -1,4 +1,4 @@
-"""Key management: the admin HTTP API, and the policy parsing the CLI shares with it.
+"""Key management over HTTP: the admin API (its policy parsing is ``accounts/policy.py``).
 
 Routes (JSON; ``Authorization: Bearer <admin token>``, never a user key):
 
@@ -19,10 +19,11 @@ Rules:
 - Money goes in as dollars, as on the CLI: ``balance_usd`` and ``amount_usd`` (a decimal
   string, or a JSON number read through its shortest form). The unit-less ``balance`` and
   ``amount`` are refused by name rather than guessed at. Answers show every amount twice
-  (``balance_usd`` exact decimal string, ``balance_micro_usd`` integer; ``pricing.money``).
+  (``balance_usd`` exact decimal string, ``balance_micro_usd`` integer; ``pricing.money``),
+  parsed by ``accounts/policy.py``, which the CLI shares.
 - A key's view never holds its hash; its secret appears only in the creation answer.
 - A change made here drops this process's cached copy of the key; other processes see it
-  within ``KEY_CACHE_SECONDS``, and revocation everywhere at once (see ``accounts.py``).
+  within ``KEY_CACHE_SECONDS``, and revocation everywhere at once (``accounts/admission.py``).
 """
 
 from __future__ import annotations
@@ -31,14 +32,12 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from quart import Blueprint, request
 
 from gateway.accounts import keys
-from gateway.accounts.keys import ApiKey
-from gateway.accounts.pricing import MoneyError, money, parse_usd
+from gateway.accounts.policy import UNITLESS, dollars, key_view, parse_policy
 from gateway.errors import (
     AuthenticationError,
     ModelNotFound,
@@ -47,87 +46,11 @@ from gateway.errors import (
     RequestError,
 )
 from gateway.http.messages import dumps
+from gateway.http.service import Service
+from gateway.store.rows import ApiKey
 from gateway.wire import jsonbody
 
-if TYPE_CHECKING:
-    from gateway.app import Gateway
-
 log = logging.getLogger("arouter.admin")
-
-_INT_FIELDS = ("rpm", "tpm", "max_concurrent")
-# Amount fields without a unit in their name: refused, so that nobody's 5 becomes $0.000005.
-UNITLESS = {
-    "balance": 'balance: amounts are in dollars; give balance_usd (e.g. "5.00")',
-    "amount": 'amount: amounts are in dollars; give amount_usd (e.g. "5.00")',
-}
-
-
-def parse_policy(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated key policy fields from a JSON object (admin API) or CLI options.
-
-    ``balance_usd`` is dollars (a decimal string or number); ``null`` clears a limit.
-    """
-    policy: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name in UNITLESS:
-            raise RequestError(UNITLESS[name], param=name)
-        if name == "name":
-            if not isinstance(value, str) or len(value) > 200:
-                raise RequestError("name: expected a string of at most 200 characters",
-                                   param=name)
-            policy["name"] = value
-        elif name in _INT_FIELDS:
-            if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 0
-                or value > 2**62
-            ):
-                raise RequestError(f"{name}: expected a non-negative integer or null",
-                                   param=name)
-            policy[name] = value
-        elif name == "balance_usd":
-            policy["balance"] = None if value is None else _dollars(value, name)
-            if policy["balance"] is not None and policy["balance"] < 0:
-                raise RequestError("balance_usd: cannot be negative", param=name)
-        elif name == "models":
-            if not isinstance(value, list) or not all(
-                isinstance(m, str) and m and "\n" not in m for m in value
-            ):
-                raise RequestError("models: expected a list of model names", param=name)
-            policy["models"] = tuple(value)
-        elif name == "expires_at":
-            if value is not None and (
-                not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
-            ):
-                raise RequestError("expires_at: expected a unix time or null", param=name)
-            policy["expires_at"] = None if value is None else float(value)
-        else:
-            raise RequestError(f"unknown field {name!r}", param=name)
-    return policy
-
-
-def _dollars(value: Any, name: str) -> int:
-    """Micro-units from a dollar amount: a decimal string, or a JSON number (exactly)."""
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise RequestError(f"{name}: expected an amount in dollars, e.g. \"5.00\"", param=name)
-    try:
-        return parse_usd(value)
-    except MoneyError as exc:
-        raise RequestError(f"{name}: {exc}", param=name) from None
-
-
-def key_view(key: ApiKey) -> dict[str, Any]:
-    """A key as operators and its owner see it: policy and balance, never the hash."""
-    return {
-        "id": key.id,
-        "name": key.name,
-        "created_at": key.created_at,
-        "revoked": key.revoked,
-        "expires_at": key.expires_at,
-        **money("balance", key.balance),  # both null: no balance limit
-        "limits": {"rpm": key.rpm, "tpm": key.tpm, "max_concurrent": key.max_concurrent},
-        "models": list(key.models),
-    }
-
 
 def _same(presented: str, expected: str) -> bool:
     # Digests first, so the comparison's time depends on neither length.
@@ -136,7 +59,7 @@ def _same(presented: str, expected: str) -> bool:
     )
 
 
-def blueprint(gateway: Gateway) -> Blueprint:
+def blueprint(gateway: Service) -> Blueprint:
     admin = Blueprint("admin", __name__, url_prefix="/admin")
 
     @admin.before_request
@@ -237,7 +160,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
         if "amount_usd" not in raw:
             raise RequestError('expected amount_usd, in dollars (e.g. "5.00")',
                                param="amount_usd")
-        amount = _dollars(raw["amount_usd"], "amount_usd")
+        amount = dollars(raw["amount_usd"], "amount_usd")
         return changed(key_id, await gateway.store.top_up(key_id, amount), "key topped up",
                        amount_micro_usd=amount)
 
@@ -245,7 +168,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
     async def health() -> Any:
         """Each deployment's circuit as this process sees it, and the drain state."""
         return answer({
-            "deployments": gateway.health.snapshot(),
+            "deployments": gateway.circuits.snapshot(),
             "ready": gateway.ready,
             "draining": gateway.draining,
             "open_requests": len(gateway.open_exchanges),

@@ -1,8 +1,9 @@
 """The client dialects a generation route can speak, each as one value.
 
 A ``ClientDialect`` bundles what differs between the OpenAI, Anthropic and Gemini routes:
-where the key is presented, how a body becomes a ``ChatRequest``, which ``Encoder`` streams
-the answer, how a whole answer and an error are rendered. Everything else — the relay, the
+which header holds the key (``credentials.py`` finds it), how a body becomes a
+``ChatRequest``, which ``Encoder`` streams the answer, how a whole answer and an error are
+rendered. Everything else — the relay, the
 commit point, deadlines, cancellation, records — is the same code for all of them
 (``generation.py``).
 """
@@ -15,10 +16,8 @@ from typing import Any
 
 import attrs
 
-from gateway.accounts.keys import parse_bearer, parse_key
 from gateway.canonical import ChatRequest, FinishReason, ToolCall, Usage
-from gateway.errors import AuthenticationError, GatewayError
-from gateway.http.messages import Scope, header_values
+from gateway.errors import GatewayError
 from gateway.relay.transcript import estimate_prompt_tokens
 from gateway.wire.anthropic import render as anthropic_render
 from gateway.wire.anthropic import request as anthropic_request
@@ -30,8 +29,8 @@ from gateway.wire.openai import request as openai_request
 
 
 @attrs.frozen
-class Call:
-    """What the route itself says about a request, beyond its body."""
+class PathParams:
+    """What the route's path and query say about a request, beyond its body."""
 
     model: str | None = None  # Gemini names the model in the path
     stream: bool | None = None  # Gemini chooses streaming by the method in the path
@@ -53,31 +52,11 @@ class Answer:
 @attrs.frozen
 class ClientDialect:
     name: str
-    credentials: Callable[[Scope, Call], tuple[str, str]]  # (key id, key), else a 401
-    parse: Callable[[Any, Call], ChatRequest]
-    encoder: Callable[[str, ChatRequest, Call], Encoder]  # (generation id, request, call)
+    key_header: bytes | None  # where its clients present a key (else Bearer only)
+    parse: Callable[[Any, PathParams], ChatRequest]
+    encoder: Callable[[str, ChatRequest, PathParams], Encoder]  # (generation id, request, path)
     render: Callable[[str, ChatRequest, Answer], bytes]  # (generation id, request, answer)
     error_body: Callable[[GatewayError, str | None], bytes]
-
-
-def bearer(scope: Scope, call: Call) -> tuple[str, str]:
-    return parse_bearer(header_values(scope, b"authorization"))
-
-
-def api_key_header(name: bytes) -> Callable[[Scope, Call], tuple[str, str]]:
-    """A key in its own header (or ``?key=``), else ``Authorization: Bearer``."""
-
-    def credentials(scope: Scope, call: Call) -> tuple[str, str]:
-        values = header_values(scope, name)
-        if call.key is not None:
-            values = [*values, call.key.encode("latin-1")]
-        if not values:
-            return bearer(scope, call)
-        if len(values) != 1:
-            raise AuthenticationError()
-        return parse_key(values[0].decode("latin-1"))
-
-    return credentials
 
 
 def _openai_render(generation_id: str, request: ChatRequest, answer: Answer) -> bytes:
@@ -90,7 +69,7 @@ def _openai_render(generation_id: str, request: ChatRequest, answer: Answer) -> 
 
 OPENAI = ClientDialect(
     name="openai",
-    credentials=bearer,
+    key_header=None,
     parse=lambda body, call: openai_request.parse_request(body),
     encoder=lambda generation_id, request, call: openai_render.StreamEncoder(
         generation_id, request.model, int(time.time())
@@ -109,7 +88,7 @@ def _anthropic_render(generation_id: str, request: ChatRequest, answer: Answer) 
 
 ANTHROPIC = ClientDialect(
     name="anthropic",
-    credentials=api_key_header(b"x-api-key"),
+    key_header=b"x-api-key",
     parse=lambda body, call: anthropic_request.parse_request(body),
     encoder=lambda generation_id, request, call: anthropic_render.StreamEncoder(
         generation_id, request.model, estimate_prompt_tokens(request)
@@ -119,7 +98,7 @@ ANTHROPIC = ClientDialect(
 )
 
 
-def _gemini_parse(body: Any, call: Call) -> ChatRequest:
+def _gemini_parse(body: Any, call: PathParams) -> ChatRequest:
     assert call.model is not None and call.stream is not None  # set by GeminiGeneration
     return gemini_request.parse_request(body, call.model, stream=call.stream)
 
@@ -135,7 +114,7 @@ def _gemini_render(generation_id: str, request: ChatRequest, answer: Answer) -> 
 
 GEMINI = ClientDialect(
     name="gemini",
-    credentials=api_key_header(b"x-goog-api-key"),
+    key_header=b"x-goog-api-key",
     parse=_gemini_parse,
     encoder=lambda generation_id, request, call: gemini_render.StreamEncoder(
         generation_id, request.model, sse=call.sse, thoughts=gemini_render.wants_thoughts(request)

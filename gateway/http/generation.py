@@ -1,9 +1,10 @@
 """The generation routes, in every client dialect: everything before and after the relay.
 
 In order: media type, key, bounded body, strict JSON, dialect validation, model
-resolution — any failure is an HTTP error before an upstream is touched — then the relay
-(``relay.py``) owns the request, and finally one record is settled, shielded and bounded,
-whatever happened to the client, the upstream or the task.
+resolution, admission — any failure is an HTTP error before an upstream is touched — then
+the relay (``relay/nursery.py``) owns the request and runs its attempts, and finally one
+row is written, shielded and bounded, whatever happened to the client, the upstream or the
+task. Handlers see the gateway process only as ``http.service.Service``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import secrets
 import time
 import urllib.parse
 from functools import partial
-from typing import TYPE_CHECKING
 
 import trio
 
-from gateway.accounts.admission import Admission
+from gateway.accounts.admission import Admission, relayed_cap
 from gateway.errors import GatewayError, NotFound, ShuttingDown
-from gateway.http.dialects import Answer, Call, ClientDialect
+from gateway.http.credentials import presented_key
+from gateway.http.dialects import Answer, ClientDialect, PathParams
 from gateway.http.messages import (
     ClientGone,
     Receive,
@@ -31,12 +32,11 @@ from gateway.http.messages import (
     send_error,
     send_json,
 )
-from gateway.relay import nursery as relay
+from gateway.http.service import Service
+from gateway.relay.exchange import Exchange
+from gateway.relay.nursery import Upstream, relay_stream, relay_unary
 from gateway.store.rows import RequestRecord
 from gateway.wire import jsonbody
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 log = logging.getLogger("arouter.generation")
 
@@ -48,22 +48,24 @@ def new_generation_id() -> str:
 class Generation:
     """A generation route in one client dialect; ``handle`` serves one request."""
 
-    def __init__(self, gateway: Gateway, dialect: ClientDialect, route: str) -> None:
+    def __init__(self, gateway: Service, dialect: ClientDialect, route: str) -> None:
         self.gateway = gateway
         self.dialect = dialect
         self.route = route  # the metrics label
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.handle(scope, receive, send, Call())
+        await self.handle(scope, receive, send, PathParams())
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, call: Call) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send,
+                     call: PathParams) -> None:
         gateway, dialect = self.gateway, self.dialect
         generation_id = new_generation_id()
         key = None
         unread = has_body(scope)  # until the body is read, an answer must close
         try:
             check_json_content_type(scope)
-            key = await gateway.authenticate(*dialect.credentials(scope, call))
+            key = await gateway.authenticate(
+                *presented_key(scope["headers"], dialect.key_header, call.key))
             body = await read_body(scope, receive, gateway.config.max_body_bytes,
                                    gateway.config.deadlines.body)
             unread = False
@@ -73,11 +75,12 @@ class Generation:
                 raise ShuttingDown("the gateway is shutting down; retry on another instance")
             # Built before admission: nothing that could fail may stand between holding
             # credits and the try/finally that settles them.
-            exchange = relay.Exchange(
+            exchange = Exchange(
                 generation_id=generation_id,
                 request=request,
                 target=route.targets[0],
                 deadlines=gateway.config.deadlines,
+                output_cap=relayed_cap(request, route),
                 encoder=dialect.encoder(generation_id, request, call)
                 if request.stream
                 else None,
@@ -101,16 +104,13 @@ class Generation:
             await send_error(send, exc, dialect.error_body, generation_id, close=unread)
             return
 
-        # An upstream that ignores max_tokens is stopped at half as much again (output is
-        # counted in characters here, four to a token, as the estimates are).
-        exchange.output_cap = admission.output_cap * 6 + 256
         if request.stream:
             exchange.save = partial(self.checkpoint, exchange, admission)
             exchange.checkpoint_every = gateway.config.accounts.checkpoint
         # Admission's route: for a key with a balance, only its priced deployments.
         route = admission.route
         exchange.target = route.targets[0]
-        upstream = partial(gateway.router.run, exchange, route, scope["headers"])
+        upstream = Upstream(gateway.attempts, route, scope["headers"])
         reply_error = partial(send_error, send, render=dialect.error_body,
                               generation_id=generation_id)
         http_status = 499  # nginx's "client closed request", until something is sent
@@ -124,7 +124,7 @@ class Generation:
             if request.stream:
                 gateway.metrics.open_streams.inc()
                 try:
-                    await relay.relay_stream(exchange, upstream, receive, send, reply_error)
+                    await relay_stream(exchange, upstream, receive, send, reply_error)
                 finally:
                     gateway.metrics.open_streams.dec()
                 if exchange.committed_at is not None:
@@ -132,7 +132,7 @@ class Generation:
                 elif exchange.failure is not None and not exchange.aborted:
                     http_status = exchange.failure.status
             else:
-                await relay.relay_unary(exchange, upstream, receive)
+                await relay_unary(exchange, upstream, receive)
                 if not exchange.aborted:
                     if exchange.failure is not None:
                         http_status = exchange.failure.status
@@ -166,18 +166,18 @@ class Generation:
                 log.error("record not written: settle deadline passed",
                           extra={"generation_id": generation_id})
 
-    async def checkpoint(self, exchange: relay.Exchange, admission: Admission) -> None:
+    async def checkpoint(self, exchange: Exchange, admission: Admission) -> None:
         """The output so far into the request's reservation: what a crash would charge."""
         usage = exchange.transcript.so_far(exchange.request)
         try:
-            await self.gateway.ledger.checkpoint(admission.checkpoint(usage, exchange.target))
+            await self.gateway.accounts.checkpoint(admission, usage, exchange.target)
         except GatewayError:
             # Only a crash would need it, and the next one follows: never end a stream for it.
             self.gateway.metrics.store_errors.labels("checkpoint").inc()
             log.debug("checkpoint not written", extra={"generation_id": admission.generation_id})
 
     async def settle(
-        self, exchange: relay.Exchange, admission: Admission, http_status: int
+        self, exchange: Exchange, admission: Admission, http_status: int
     ) -> None:
         usage = exchange.usage
         now = trio.current_time()
@@ -270,6 +270,6 @@ class GeminiGeneration(Generation):
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
         keys = query.get("key", [])
         # Only ?alt=sse streams SSE; anything else (the old SDK sends "json") is one array.
-        call = Call(model=model, stream=stream, sse=query.get("alt") == ["sse"],
+        call = PathParams(model=model, stream=stream, sse=query.get("alt") == ["sse"],
                     key=keys[0] if len(keys) == 1 else None)
         await self.handle(scope, receive, send, call)

@@ -30,15 +30,7 @@ from typing import Protocol
 
 import attrs
 
-from gateway.errors import GatewayError
-
 WINDOW = 60.0  # seconds: the "minute" of rpm and tpm
-
-
-class LimiterUnavailable(GatewayError):
-    status = 503
-    type = "service_unavailable"
-    retryable = True
 
 
 @attrs.frozen

@@ -27,7 +27,8 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from gateway.limits.base import Limiter, LimiterUnavailable, Limits, Usage
+from gateway.errors import LimiterUnavailable
+from gateway.limits.base import Limiter, Limits, Usage
 
 log = logging.getLogger("arouter.limits")
 

@@ -30,7 +30,8 @@ from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
-from gateway.limits.base import WINDOW, LimiterUnavailable, Limits, Usage
+from gateway.errors import LimiterUnavailable
+from gateway.limits.base import WINDOW, Limits, Usage
 from gateway.limits.local import refill, refused
 
 T = TypeVar("T")

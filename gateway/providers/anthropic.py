@@ -11,9 +11,10 @@ import json
 
 from gateway.canonical import ChatRequest
 from gateway.providers import call as upstream_call
-from gateway.providers.base import Sink, Target
+from gateway.providers.base import Sink
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
+from gateway.routing.targets import Target
 from gateway.wire import sse
 from gateway.wire.anthropic import upstream
 

@@ -16,27 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-import attrs
-
-from gateway.accounts.pricing import Price
 from gateway.canonical import ChatRequest, StreamEvent
-from gateway.config import ProviderConfig
-
-
-@attrs.frozen
-class Target:
-    """A resolved deployment: which provider serves the request, as which upstream model."""
-
-    provider: ProviderConfig
-    model: str
-    price: Price | None = None  # None: unpriced (metered keys are refused it)
-    max_output_tokens: int = 4096  # the most output a request may produce (reservations)
-    weight: float = 1.0  # among targets of the same priority (routing.py)
-    priority: int = 0  # lower first
-
-    @property
-    def label(self) -> str:
-        return f"{self.provider.name}/{self.model}"
+from gateway.routing.targets import Target
 
 
 class Sink(Protocol):

@@ -14,9 +14,10 @@ import re
 from gateway.canonical import ChatRequest
 from gateway.errors import RequestError
 from gateway.providers import call as upstream_call
-from gateway.providers.base import Sink, Target
+from gateway.providers.base import Sink
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
+from gateway.routing.targets import Target
 from gateway.wire import sse
 from gateway.wire.gemini import upstream
 

@@ -25,7 +25,8 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from gateway.providers.base import Sink, Target
+from gateway.providers.base import Sink
+from gateway.routing.targets import Target
 from gateway.sim.scenarios import (
     SCENARIOS,
     Plan,

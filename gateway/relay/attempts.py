@@ -1,8 +1,10 @@
-"""Routing: which deployment serves a request, retried and hedged until its first token.
+"""The attempts: which deployments serve a request, retried and hedged until its first token.
 
-``Router.run`` is the relay's upstream call (the reader task of ``relay.py``). Each upstream
-call is an ``Attempt``, a child task of the router inside the request's nursery, so the
-client leaving, a deadline or the drain cancels every attempt at once.
+``Attempts.run`` is what the relay's reader runs (``nursery.Upstream``). Each upstream call
+is an ``Attempt``, a child task of ``run`` inside the request's nursery, so the client
+leaving, a deadline or the drain cancels every attempt at once. Which deployment to call
+next is a pure decision (``routing/choice.py``); how each call ends feeds its circuit
+(``routing/circuits.py``).
 
 Before the first token nothing has reached the client but keepalive comments, so a failed
 attempt is retried invisibly: on another deployment if one is available, else on the same
@@ -18,9 +20,8 @@ is synchronous, so exactly one can); every other attempt is cancelled on the spo
 upstream connection closed. After the first token there is no silent switch: a failure is
 the stream's terminal error event, and the ledger names the deployment that failed.
 
-The order of candidates: the route's order (the client's ``models`` and ``provider``
-preferences), then by priority, then weighted-random or least-busy among deployments whose
-circuit (``health.py``) lets a call through; untried deployments before tried ones.
+Every cancel says why: "hedge lost", "client disconnected", "stopped: ..." (the drain, an
+output cap).
 """
 
 from __future__ import annotations
@@ -30,30 +31,27 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
+from gateway.canonical import StreamEvent
 from gateway.config import Routing
 from gateway.errors import (
     GatewayError,
     InternalError,
-    NoProviderAvailable,
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from gateway.providers.base import Provider, Target
+from gateway.providers.base import Provider
+from gateway.relay.exchange import Exchange
 from gateway.routing.catalog import Route
-from gateway.routing.circuits import Health
-
-if TYPE_CHECKING:
-    from gateway.canonical import StreamEvent
-    from gateway.relay.nursery import Exchange
+from gateway.routing.choice import choose, none_available
+from gateway.routing.circuits import Circuits
+from gateway.routing.targets import Target
 
 log = logging.getLogger("arouter.routing")
-
 
 
 @attrs.define(eq=False)
@@ -69,7 +67,7 @@ class Attempt:
     outcome: str = "running"  # ok | hedge_lost | cancelled | an error type
     error: GatewayError | None = None
     _abort: Callable[[], None] | None = None
-    on_answer: Callable[[], None] = lambda: None  # the router's, at the first event
+    on_answer: Callable[[], None] = lambda: None  # the circuit's, at the first event
 
     # -- Sink -----------------------------------------------------------------------------
 
@@ -90,7 +88,7 @@ class Attempt:
         self.first.deadline = math.inf
         self.on_answer()  # a half-open circuit closes at its probe's first token
         for other in exchange.attempts:
-            if other is not self and other.ended_at is None:
+            if isinstance(other, Attempt) and other is not self and other.ended_at is None:
                 other.lose()
         return True
 
@@ -118,7 +116,7 @@ class Attempt:
     def lose(self) -> None:
         self.outcome = "hedge_lost"
         self.abort()
-        self.scope.cancel()
+        self.scope.cancel("hedge lost")
 
 
 def _upstream_failed(error: GatewayError) -> bool:
@@ -127,35 +125,24 @@ def _upstream_failed(error: GatewayError) -> bool:
     return isinstance(error, UpstreamError)
 
 
-class Router:
+class Attempts:
+    """The retry and hedge loop over a route's deployments (one per gateway process)."""
+
     def __init__(
-        self, policy: Routing, health: Health, providers: Mapping[str, Provider],
+        self, policy: Routing, circuits: Circuits, providers: Mapping[str, Provider],
         on_attempt: Callable[[Attempt], None] = lambda attempt: None,
         rng: random.Random | None = None,
     ) -> None:
         self.policy = policy
-        self.health = health
+        self.circuits = circuits
         self.providers = providers
         self._on_attempt = on_attempt
         self._rng = rng or random.Random()
 
-    def pick(
-        self, route: Route, tried: Mapping[str, int], excluded: set[str]
-    ) -> Target | None:
-        """The next deployment to call, or None if none may be called now."""
-        pool = [t for t in route.targets
-                if t.label not in excluded and self.health.available(t.label)]
-        fresh = [t for t in pool if not tried.get(t.label)]
-        pool = fresh or pool
-        if not pool:
-            return None
-        top = min(t.priority for t in pool)
-        pool = [t for t in pool if t.priority == top]
-        if len(pool) == 1:
-            return pool[0]
-        if self.policy.strategy == "least_busy":
-            return min(pool, key=lambda t: (self.health.in_flight(t.label), -t.weight))
-        return self._rng.choices(pool, weights=[t.weight for t in pool])[0]
+    def _choose(self, route: Route, tried: Mapping[str, int],
+                excluded: set[str]) -> Target | None:
+        return choose(route, self.circuits, tried, excluded, strategy=self.policy.strategy,
+                      rng=self._rng)
 
     async def run(
         self, exchange: Exchange, route: Route, headers: list[tuple[bytes, bytes]]
@@ -179,13 +166,13 @@ class Router:
                     # (No checkpoint unless cancelled: choosing and launching stay together.)
                     await trio.lowlevel.checkpoint_if_cancelled()
                     busy = {a.target.label for a in running}
-                    target = self.pick(route, tried, excluded | busy)
+                    target = self._choose(route, tried, excluded | busy)
                     if target is not None and tried.get(target.label) and not running:
                         # Only deployments already tried are left: back off, then choose
                         # again, since a circuit may have opened meanwhile. Choosing and
                         # launching must not be split by a checkpoint.
                         await trio.sleep(policy.backoff * 2 ** (tried[target.label] - 1))
-                        target = self.pick(route, tried, excluded)
+                        target = self._choose(route, tried, excluded)
                     if target is not None:
                         retries = tried.get(target.label, 0)
                         attempt = self._launch(nursery, exchange, target, headers, send,
@@ -217,6 +204,7 @@ class Router:
             if failures:
                 exchange.target = failures[-1].target  # the ledger names who failed last
             raise self._failure(route, failures)
+        assert isinstance(winner, Attempt)  # only attempts claim an exchange
         if winner.error is not None:
             raise winner.error  # after the first token: the stream's terminal error
 
@@ -226,10 +214,10 @@ class Router:
         first_token: float,
     ) -> Attempt:
         attempt = Attempt(exchange, target, trio.current_time(),
-                          on_answer=partial(self.health.answered, target.label))
+                          on_answer=partial(self.circuits.answered, target.label))
         attempt.first.deadline = attempt.started + first_token
         exchange.attempts.append(attempt)
-        self.health.started(target.label)
+        self.circuits.started(target.label)
         nursery.start_soon(self._attempt, attempt, headers, send)
         return attempt
 
@@ -285,30 +273,25 @@ class Router:
         label, error = attempt.target.label, attempt.error
         exchange = attempt.exchange
         if error is None and attempt.outcome == "ok":
-            self.health.succeeded(label)
+            self.circuits.succeeded(label)
         elif attempt.outcome == "hedge_lost" or exchange.client_gone_at is not None or (
             exchange.stopped is not None
         ):
             # Closed under it by us (the client left, a hedge won, the drain): its errors
             # say nothing about the deployment.
-            self.health.ended(label)
+            self.circuits.ended(label)
         elif error is not None and _upstream_failed(error) and not (
             isinstance(error, UpstreamTimeout) and error.deadline == "total"
         ):  # a request too long for its total deadline says nothing about the deployment
             retry_after = getattr(error, "retry_after", None)
             is_429 = isinstance(error, UpstreamStatusError) and error.upstream_status == 429
-            self.health.failed(label, error.type, retry_after if is_429 else None)
+            self.circuits.failed(label, error.type, retry_after if is_429 else None)
         else:
-            self.health.ended(label)
+            self.circuits.ended(label)
 
     def _failure(self, route: Route, failures: list[Attempt]) -> GatewayError:
         if failures:
             error = failures[-1].error
             assert error is not None
             return error
-        waits = [s["open_for_seconds"] for s in self.health.snapshot()
-                 if s["deployment"] in {t.label for t in route.targets}
-                 and isinstance(s["open_for_seconds"], float)]
-        return NoProviderAvailable(
-            "no available providers: every deployment of this model is cooling down after "
-            "failures", retry_after=min(waits) if waits else None)
+        return none_available(route, self.circuits)

@@ -10,7 +10,7 @@ A streamed request runs as siblings in one nursery owned by the ASGI handler:
     saver     every ``checkpoint`` seconds while output flows, hands the output so far to
               ``Exchange.save`` (the ledger writes it into the reservation: what a crash
               would charge); it never holds the stream up
-    (writer)  the handler's own body: decides the commit point, then drains the outbox
+    (writer)  the handler's own body: decides the commit point, then drains the pending
 
 Whichever ends the request cancels the group; the upstream connection closes when the
 reader's ``async with`` unwinds. Bookkeeping then runs shielded with a deadline.
@@ -23,7 +23,7 @@ upstream finished.
 Rules:
 - Never catch ``trio.Cancelled`` except to re-raise; never yield inside a cancel scope.
 - The hand-over from reader to writer never checkpoints (``Exchange.emit`` is sync), so a
-  block of upstream bytes becomes one write; the outbox is bounded (backpressure).
+  block of upstream bytes becomes one write; the pending is bounded (backpressure).
 - Deadlines: ``total`` and, from the first event, ``idle`` (moved on every event, not on
   bytes, so a slow drip cannot defeat it) on one cancel scope around the upstream call;
   ``first_token`` per attempt (``routing.py``), since a retry gets its own.
@@ -40,190 +40,30 @@ from typing import Any
 import attrs
 import trio
 
-from gateway.canonical import ChatRequest, StreamEvent, Usage
-from gateway.config import Deadlines
-from gateway.errors import GatewayError, InternalError, OutputLimitExceeded, UpstreamTimeout
-from gateway.providers.base import Target
-from gateway.relay.transcript import Transcript
-from gateway.wire.encoder import Encoder
+from gateway.errors import GatewayError, InternalError
+from gateway.relay.attempts import Attempts
+from gateway.relay.exchange import Exchange
+from gateway.routing.catalog import Route
 
 log = logging.getLogger("arouter.relay")
 
-HIGH_WATER = 256 * 1024  # bytes buffered for a slow client before the upstream read pauses
-
-ASGIReceive = Any
-ASGISend = Any
-
-
-@attrs.define(eq=False)
-class Exchange:
-    """Task-local state of one generation request; also the providers' ``Sink``."""
-
-    generation_id: str
-    request: ChatRequest
-    target: Target
-    deadlines: Deadlines
-    encoder: Encoder | None  # None for a non-streaming answer
-    started: float = attrs.field(factory=trio.current_time)
-    transcript: Transcript = attrs.field(factory=Transcript)
-    outbox: bytearray = attrs.field(factory=bytearray)
-    wake: trio.Event = attrs.field(factory=trio.Event)
-    drained: trio.Event | None = None
-    ready: trio.Event = attrs.field(factory=trio.Event)  # first event, or the end
-    finished: bool = False
-    failure: GatewayError | None = None
-    first_event_at: float | None = None
-    committed_at: float | None = None
-    ended_at: float | None = None
-    upstream_closed_at: float | None = None  # the provider call returned or unwound
-    delivered: bool = False  # the last byte of the answer was handed to the server
-    client_gone_at: float | None = None
-    last_write: float = 0.0
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    _moved_at: float = -1e9  # when the idle deadline was last moved
-    stopped: GatewayError | None = None  # why ``stop`` ended the request
-    output_cap: int | None = None  # characters of output relayed before ``stop``
-
-    attempts: list[Any] = attrs.field(factory=list)  # routing.Attempt, in launch order
-    winner: Any = None  # the attempt whose answer this is
-    # Checkpoints the output so far (streams only); set by the generation handler.
-    save: Callable[[], Awaitable[None]] | None = None
-    checkpoint_every: float = 5.0
-
-    def __attrs_post_init__(self) -> None:
-        self.scope.deadline = self.started + self.deadlines.total
-        if self.encoder is not None:
-            self.outbox += self.encoder.start()
-
-    # -- Sink -----------------------------------------------------------------------------
-
-    def _heard(self) -> None:
-        """The upstream produced an event: the first one commits; each one is liveness."""
-        now = trio.current_time()
-        if self.first_event_at is None:
-            self.first_event_at = now
-            self.ready.set()
-        # Moving a deadline costs more than the rest of an emit; moving it at most every
-        # idle/64 seconds keeps the idle deadline within 1.6 % of its nominal value.
-        if now - self._moved_at >= self.deadlines.idle / 64:
-            self._moved_at = now
-            self.scope.deadline = min(
-                self.started + self.deadlines.total, now + self.deadlines.idle
-            )
-
-    @property
-    def passthrough(self) -> str | None:
-        """The client's dialect if its encoder can splice that dialect's upstream chunks."""
-        return self.encoder.splices if self.encoder is not None else None
-
-    def _check_cap(self) -> None:
-        if self.output_cap is not None and self.transcript.chars > self.output_cap:
-            self.stop(OutputLimitExceeded())
-
-    def emit(self, event: StreamEvent) -> None:
-        self._heard()
-        self.transcript.add(event)
-        self._check_cap()
-        if self.encoder is not None:
-            data = self.encoder.event(event)
-            if data:
-                self.outbox += data
-                self.wake.set()
-
-    def emit_spliced(self, data: str, at: int, chars: int) -> None:
-        """The fast path for the bulk of a same-dialect stream: no parse, no re-encode."""
-        assert self.encoder is not None  # passthrough is only offered to streams
-        self._heard()
-        self.transcript.events += 1
-        self.transcript.chars += chars
-        self._check_cap()
-        self.outbox += self.encoder.splice(data, at)
-        self.wake.set()
-
-    def abort_all(self) -> None:
-        """Close every running attempt's upstream connection at once (sync)."""
-        for attempt in self.attempts:
-            attempt.abort()
-
-    def stop(self, error: GatewayError) -> None:
-        """End the upstream call now; ``error`` becomes the request's terminal event."""
-        if self.stopped is None and self.ended_at is None:
-            self.stopped = error
-            self.abort_all()  # the sockets close now, ahead of the cancellation
-            self.scope.cancel()
-
-    async def writable(self) -> None:
-        # Deliberately no checkpoint on the fast path: the read loop already checkpoints
-        # on every network read, and one here would undo write coalescing.
-        if len(self.outbox) > HIGH_WATER:
-            # A slow client is not a silent upstream: the idle deadline pauses while we
-            # wait (``client_stall`` and ``total`` still bound the wait).
-            total = self.started + self.deadlines.total
-            self.scope.deadline = total
-            self.drained = trio.Event()
-            await self.drained.wait()
-            self.scope.deadline = min(total, trio.current_time() + self.deadlines.idle)
-
-    # -- Outcome --------------------------------------------------------------------------
-
-    @property
-    def usage(self) -> Usage:
-        return self.transcript.usage(self.request)
-
-    def deadline_failure(self) -> GatewayError:
-        now = trio.current_time()
-        if now >= self.started + self.deadlines.total:
-            return UpstreamTimeout("the request exceeded its total deadline", deadline="total")
-        if self.first_event_at is None:
-            return UpstreamTimeout("the upstream sent no first token in time",
-                                   deadline="first_token")
-        return UpstreamTimeout("the upstream went silent mid-stream", deadline="idle")
-
-    def end(self) -> None:
-        """Record the upstream call's end and queue the stream's tail."""
-        self.ended_at = trio.current_time()
-        if self.encoder is not None:
-            if self.failure is not None:
-                self.outbox += self.encoder.error(self.failure, self.usage)
-            else:
-                self.outbox += self.encoder.tail(self.usage, self.transcript.finish)
-        self.finished = True
-        self.ready.set()
-        self.wake.set()
-
-    @property
-    def aborted(self) -> bool:
-        """The client left before the whole answer was handed to the server."""
-        return self.client_gone_at is not None and not self.delivered
-
-    @property
-    def cancel_phase(self) -> str | None:
-        """Where the request was when its client left, or None if it did not."""
-        if not self.aborted:
-            return None
-        if self.first_event_at is None:
-            return "before_first_token"
-        return "streaming" if self.ended_at is None else "after_upstream_done"
-
-    @property
-    def propagation(self) -> float | None:
-        """Seconds from seeing the client leave to the upstream connection closing."""
-        gone, closed = self.client_gone_at, self.upstream_closed_at
-        if not self.aborted or gone is None or closed is None or closed < gone:
-            return None  # no abort, or the upstream had finished before the client left
-        return closed - gone
-
-    @property
-    def outcome(self) -> str:
-        """The record's status: ok, partial, upstream_error or client_abort."""
-        if self.aborted:
-            return "client_abort"
-        if self.failure is None and self.finished:
-            return "ok"
-        return "partial" if self.committed_at is not None else "upstream_error"
+# The ASGI callables, as the relay uses them (the HTTP side's types are above this layer).
+ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
 
 
-Upstream = Callable[[], Awaitable[None]]
+@attrs.frozen
+class Upstream:
+    """What the reader runs: the route's attempts (``attempts.Attempts.run``: retries,
+    fallbacks and hedges until one deployment answers), for this request."""
+
+    attempts: Attempts
+    route: Route
+    headers: Headers  # the client's, of which each provider gets its allowlist
+
+    async def run(self, exchange: Exchange) -> None:
+        await self.attempts.run(exchange, self.route, self.headers)
 
 
 async def read_upstream(exchange: Exchange, upstream: Upstream) -> None:
@@ -231,7 +71,7 @@ async def read_upstream(exchange: Exchange, upstream: Upstream) -> None:
     try:
         try:
             with exchange.scope:
-                await upstream()
+                await upstream.run(exchange)
         finally:
             # Also on cancellation: when the client left, this is when the upstream closed
             # (unless the watcher closed it first and noted the time itself).
@@ -267,7 +107,7 @@ async def watch_disconnect(
                 # the reader: on a saturated loop that is a whole scheduler pass sooner.
                 exchange.abort_all()
                 exchange.upstream_closed_at = trio.current_time()
-            cancel_scope.cancel()
+            cancel_scope.cancel("client disconnected")
             return
 
 
@@ -278,13 +118,13 @@ async def tick_keepalive(exchange: Exchange) -> None:
         await trio.sleep_until(exchange.last_write + interval)
         if trio.current_time() < exchange.last_write + interval:
             continue  # the writer sent something meanwhile
-        if exchange.outbox:
+        if exchange.pending:
             # Bytes are waiting on a slow client: that is not silence.
             await trio.sleep(interval)
             continue
-        # Comments only ever go between whole events: the outbox holds whole events.
+        # Comments only ever go between whole events: the pending holds whole events.
         assert exchange.encoder is not None  # only streams tick
-        exchange.outbox += exchange.encoder.keepalive
+        exchange.pending += exchange.encoder.keepalive
         exchange.last_write = trio.current_time()
         exchange.wake.set()
 
@@ -313,12 +153,12 @@ def stream_headers(generation_id: str) -> list[tuple[bytes, bytes]]:
 async def _drain(exchange: Exchange, send: ASGISend) -> None:
     """The writer: everything pending goes out in one send; the last send ends the body."""
     while True:
-        if not exchange.outbox and not exchange.finished:
+        if not exchange.pending and not exchange.finished:
             exchange.wake = trio.Event()
             await exchange.wake.wait()
         last = exchange.delivered = exchange.finished
-        data = bytes(exchange.outbox)
-        exchange.outbox.clear()
+        data = bytes(exchange.pending)
+        exchange.pending.clear()
         if exchange.drained is not None:
             exchange.drained.set()
         # A client that leaves once it has read [DONE] left after the answer, not during it.
@@ -361,7 +201,7 @@ async def relay_stream(
                 if exchange.save is not None:
                     nursery.start_soon(save_progress, exchange)
                 await _drain(exchange, send)
-            nursery.cancel_scope.cancel()
+            nursery.cancel_scope.cancel("the response is complete")
 
 
 async def relay_unary(exchange: Exchange, upstream: Upstream, receive: ASGIReceive) -> None:
@@ -369,4 +209,4 @@ async def relay_unary(exchange: Exchange, upstream: Upstream, receive: ASGIRecei
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_disconnect, exchange, receive, nursery.cancel_scope)
         await read_upstream(exchange, upstream)
-        nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel("the answer is complete")

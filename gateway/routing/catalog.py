@@ -27,7 +27,7 @@ from gateway.accounts.pricing import FREE, Price
 from gateway.canonical import RoutingPrefs
 from gateway.config import ENV_PROVIDERS, Config, Deployment, ProviderConfig
 from gateway.errors import ModelNotFound, NoProviderAvailable
-from gateway.providers.base import Target
+from gateway.routing.targets import Target
 
 
 @attrs.frozen

@@ -1,4 +1,4 @@
-"""Deployment health: a circuit breaker per deployment, and how busy each one is.
+"""Circuit breakers: one per deployment, and how busy each one is.
 
     closed     calls flow; ``failure_threshold`` consecutive failures open the circuit
     open       no calls for ``cooldown`` seconds (or the upstream's Retry-After, if longer)
@@ -8,7 +8,7 @@
 
 A deployment that answers 429 with ``Retry-After`` is opened at once for that long: the
 provider said when to come back (FAULTS.md C2). What counts as a failure is the router's
-call (``routing.py``): upstream faults and first-token timeouts, not a client's bad request
+call (``relay/attempts.py``): upstream faults and first-token timeouts, not a client's bad request
 and not a client that left.
 
 Pure state on a clock: the router feeds outcomes in, the admin API and the metrics read
@@ -36,7 +36,7 @@ class _Circuit:
     last_error: str | None = None
 
 
-class Health:
+class Circuits:
     def __init__(
         self, failure_threshold: int, cooldown: float, clock: Callable[[], float],
         on_change: Callable[[str, str], None] = lambda label, state: None,

@@ -17,7 +17,7 @@ Rules this module keeps (the drain itself, for requests the app holds, is ``Gate
 1. Shutdown is one step, whoever asks (SIGTERM, the supervisor, the supervisor's death,
    ``Running.stop``): stop accepting, the gateway drains (``Gateway.begin_drain``: new
    requests get 503), and no connection is kept alive any more. From then on every response
-   says ``Connection: close`` (``asgi.Dispatcher``) and the connection closes after it.
+   says ``Connection: close`` (``http/dispatch.py``) and the connection closes after it.
 2. The server closes a kept-alive connection only when nothing of a request has arrived on
    it: not in h11's buffer, not in the socket. A request head on its way in gets
    ``REQUEST_HEAD_GRACE`` to arrive whole and is then answered; one the reader has taken is
@@ -51,10 +51,11 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import LifespanFailureError, repr_socket_addr, wrap_app
 
-from gateway.app import Gateway, create_app
+from gateway.app import create_app
 from gateway.config import Config
-from gateway.http.messages import Dispatcher
+from gateway.http.dispatch import Dispatcher
 from gateway.serve import framing
+from gateway.service import Gateway
 
 framing.install()  # strict request framing for every connection this process serves
 
@@ -123,7 +124,7 @@ class _Connection(TCPServer):
             # Closed by the server (a response with Connection: close, or no keep-alive
             # during the drain). A pipelined request behind it would leave the reader parked
             # until the graceful timeout: nothing more will be read here.
-            self._reading.cancel()
+            self._reading.cancel("the server closed the connection")
 
     async def _idle_timeout(self) -> None:
         if not isinstance(self.protocol.protocol, H11Protocol):
@@ -159,7 +160,7 @@ class _Connection(TCPServer):
 
 
 async def serve(
-    app: Dispatcher,
+    app: Dispatcher[Gateway],
     config: Config,
     *,
     shutdown_trigger: Callable[[], Awaitable[Any]],
@@ -203,19 +204,19 @@ async def serve(
                         for sock in sockets.insecure_sockets])
                     await shutdown_trigger()
                     app.gateway.begin_drain()
-                    accepting.cancel_scope.cancel()  # the listeners close on the way out
+                    accepting.cancel_scope.cancel("shutting down")  # listeners close
             finally:
                 await context.terminated.set()  # no keep-alive; idle connections close
                 connections.cancel_scope.deadline = (
                     trio.current_time() + hconfig.graceful_timeout)
         await lifespan.wait_for_shutdown()
-        lifespan_nursery.cancel_scope.cancel()
+        lifespan_nursery.cancel_scope.cancel("served and shut down")
 
 
 @attrs.frozen
 class Running:
     url: str  # http://127.0.0.1:PORT
-    app: Dispatcher
+    app: Dispatcher[Gateway]
     _stop: trio.Event
 
     @property

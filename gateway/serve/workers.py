@@ -219,7 +219,7 @@ async def _serve_worker(app: Any, hconfig: Any, sockets: Any, supervisor: int,
         nursery.start_soon(_watch_supervisor, stopping)
         await serve(app, gateway.config, shutdown_trigger=stop.wait, hconfig=hconfig,
                     sockets=sockets)
-        nursery.cancel_scope.cancel()  # served and settled: stop listening for signals
+        nursery.cancel_scope.cancel("served and settled")  # stop listening for signals
 
 
 async def _signals(stopping: Callable[[bool], None], supervisor: int, stage: Any, *,

@@ -39,106 +39,18 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import trio
 
-from gateway.accounts.keys import POLICY_FIELDS, ApiKey
-from gateway.errors import GatewayError
-from gateway.store.rows import RequestRecord
+from gateway.errors import StoreUnavailable
+from gateway.store.rows import (
+    POLICY_FIELDS,
+    ApiKey,
+    Batch,
+    Instance,
+    RequestRecord,
+    Reservation,
+    Settlement,
+)
 
 T = TypeVar("T")
-
-
-class StoreUnavailable(GatewayError):
-    """The store cannot be reached or failed: credits fail closed, with a fast 503."""
-
-    status = 503
-    type = "service_unavailable"
-    retryable = True
-    retry_after = 1.0  # seconds a client should wait (a store outage is usually brief)
-
-
-class NotMetered(GatewayError):
-    """A top-up of a key that has no balance limit."""
-
-    status = 409
-    type = "invalid_request_error"
-
-
-def _column(default: Any) -> Any:
-    """A field that is not stored: it only travels with the item (after every column)."""
-    return attrs.field(default=default, metadata={"stored": False})
-
-
-@attrs.frozen
-class Reservation:
-    """Credits held for one admitted request until it settles."""
-
-    generation_id: str
-    key_id: str
-    amount: int  # micro-units held (0 for an unmetered key)
-    instance: str  # the gateway process that admitted it
-    model: str
-    deployment: str  # the first choice at admission; the serving one after a checkpoint
-    client_dialect: str
-    upstream_dialect: str
-    stream: bool
-    prompt_tokens: int  # the admission estimate
-    created_at: float  # unix time
-    # The last checkpoint (``Checkpoint``): output relayed so far, and what the request would
-    # cost if it ended now. What an ``interrupted`` row charges; 0 until a checkpoint.
-    completion_tokens: int = 0
-    served_cost: int = 0
-    # Not stored: False if a deployment of the request has no price, in which case only a
-    # key without a balance may hold it (checked in the reservation's own transaction).
-    priced: bool = _column(True)
-
-
-@attrs.frozen
-class Settlement:
-    record: RequestRecord  # carries the generation id and the real cost
-
-
-@attrs.frozen
-class Checkpoint:
-    """A streaming request's progress, written into its open reservation."""
-
-    generation_id: str
-    deployment: str
-    upstream_dialect: str
-    completion_tokens: int
-    served_cost: int
-
-
-@attrs.frozen
-class Release:
-    """A reservation nobody holds any more (its admission gave up waiting for the store):
-    deleted, its whole amount returned, no ledger row."""
-
-    generation_id: str
-
-
-@attrs.frozen
-class Batch:
-    """One transaction's worth of the ledger's writes, applied in this order: settlements
-    (their credits serve the reservations after them), releases, checkpoints, reservations."""
-
-    reservations: Sequence[Reservation] = ()
-    settlements: Sequence[Settlement] = ()
-    checkpoints: Sequence[Checkpoint] = ()
-    releases: Sequence[Release] = ()
-
-
-@attrs.frozen
-class Instance:
-    id: str
-    host: str  # hostname, boot and PID namespace: where ``pid`` means this process
-    pid: int
-    started_at: float
-    heartbeat_at: float
-    # The process's start in clock ticks since boot (/proc/PID/stat), which tells a PID
-    # that was reused from the one this instance ran as; 0 where /proc cannot tell.
-    pid_start: int = 0
-    # Holds a liveness claim (``Store.claim``) while it lives: a process of a version that
-    # did not is judged by its heartbeat instead, so a rolling upgrade misjudges nobody.
-    claims: bool = False
 
 
 class Store(Protocol):

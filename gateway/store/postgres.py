@@ -56,27 +56,28 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
-from gateway.accounts.keys import ApiKey
+from gateway.errors import NotMetered, StoreUnavailable
 from gateway.store.base import (
     INSTANCE_FIELDS,
     KEY_FIELDS,
     RECORD_FIELDS,
     RESERVATION_FIELDS,
-    Batch,
-    Checkpoint,
-    Instance,
-    NotMetered,
-    Release,
-    Reservation,
-    Settlement,
-    StoreUnavailable,
     check_changes,
     check_where,
     models_from_text,
     models_to_text,
     read_within,
 )
-from gateway.store.rows import RequestRecord
+from gateway.store.rows import (
+    ApiKey,
+    Batch,
+    Checkpoint,
+    Instance,
+    Release,
+    RequestRecord,
+    Reservation,
+    Settlement,
+)
 
 T = TypeVar("T")
 Conn = psycopg.Connection[TupleRow]

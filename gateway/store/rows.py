@@ -1,4 +1,7 @@
-"""The usage ledger's row: exactly one per accepted generation request.
+"""Every persisted type: keys, the ledger row, reservations and what the ledger writes, and
+live instances. Pure data (attrs), shared by the store backends and everything above them.
+
+The ledger's row (``RequestRecord``): exactly one per accepted generation request.
 
 Written by the request's shielded, deadline-bounded settle step after its nursery has
 closed, in the same transaction that closes its credit reservation; or, if the process died
@@ -6,6 +9,9 @@ first, by the next start's reconciliation (status ``interrupted``, usage estimat
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
@@ -52,3 +58,109 @@ class RequestRecord:
         row["id"] = row.pop("generation_id")
         row.update(money("cost", row.pop("cost")))
         return row
+
+
+@attrs.frozen
+class ApiKey:
+    """A stored key and its policy. ``None`` limits mean "no limit"."""
+
+    id: str
+    hash: str  # sha256 hex of the whole key
+    name: str = ""
+    created_at: float = 0.0
+    revoked: bool = False
+    expires_at: float | None = None  # unix time
+    balance: int | None = None  # micro-units (pricing.py); None: not metered by balance
+    rpm: int | None = None  # requests per minute
+    tpm: int | None = None  # tokens per minute (prompt + completion)
+    max_concurrent: int | None = None  # open requests at once
+    models: tuple[str, ...] = ()  # public model names this key may use; empty: all
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def allows(self, model: str) -> bool:
+        return not self.models or model in self.models
+
+
+# The policy fields an operator may change after creation (CLI and admin API).
+POLICY_FIELDS = ("name", "expires_at", "balance", "rpm", "tpm", "max_concurrent", "models")
+
+
+def _column(default: Any) -> Any:
+    """A field that is not stored: it only travels with the item (after every column)."""
+    return attrs.field(default=default, metadata={"stored": False})
+
+
+@attrs.frozen
+class Reservation:
+    """Credits held for one admitted request until it settles."""
+
+    generation_id: str
+    key_id: str
+    amount: int  # micro-units held (0 for an unmetered key)
+    instance: str  # the gateway process that admitted it
+    model: str
+    deployment: str  # the first choice at admission; the serving one after a checkpoint
+    client_dialect: str
+    upstream_dialect: str
+    stream: bool
+    prompt_tokens: int  # the admission estimate
+    created_at: float  # unix time
+    # The last checkpoint (``Checkpoint``): output relayed so far, and what the request would
+    # cost if it ended now. What an ``interrupted`` row charges; 0 until a checkpoint.
+    completion_tokens: int = 0
+    served_cost: int = 0
+    # Not stored: False if a deployment of the request has no price, in which case only a
+    # key without a balance may hold it (checked in the reservation's own transaction).
+    priced: bool = _column(True)
+
+
+@attrs.frozen
+class Settlement:
+    record: RequestRecord  # carries the generation id and the real cost
+
+
+@attrs.frozen
+class Checkpoint:
+    """A streaming request's progress, written into its open reservation."""
+
+    generation_id: str
+    deployment: str
+    upstream_dialect: str
+    completion_tokens: int
+    served_cost: int
+
+
+@attrs.frozen
+class Release:
+    """A reservation nobody holds any more (its admission gave up waiting for the store):
+    deleted, its whole amount returned, no ledger row."""
+
+    generation_id: str
+
+
+@attrs.frozen
+class Batch:
+    """One transaction's worth of the ledger's writes, applied in this order: settlements
+    (their credits serve the reservations after them), releases, checkpoints, reservations."""
+
+    reservations: Sequence[Reservation] = ()
+    settlements: Sequence[Settlement] = ()
+    checkpoints: Sequence[Checkpoint] = ()
+    releases: Sequence[Release] = ()
+
+
+@attrs.frozen
+class Instance:
+    id: str
+    host: str  # hostname, boot and PID namespace: where ``pid`` means this process
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    # The process's start in clock ticks since boot (/proc/PID/stat), which tells a PID
+    # that was reused from the one this instance ran as; 0 where /proc cannot tell.
+    pid_start: int = 0
+    # Holds a liveness claim (``Store.claim``) while it lives: a process of a version that
+    # did not is judged by its heartbeat instead, so a rolling upgrade misjudges nobody.
+    claims: bool = False

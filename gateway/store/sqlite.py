@@ -28,20 +28,12 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from gateway.accounts.keys import ApiKey
+from gateway.errors import NotMetered, StoreUnavailable
 from gateway.store.base import (
     INSTANCE_FIELDS,
     KEY_FIELDS,
     RECORD_FIELDS,
     RESERVATION_FIELDS,
-    Batch,
-    Checkpoint,
-    Instance,
-    NotMetered,
-    Release,
-    Reservation,
-    Settlement,
-    StoreUnavailable,
     check_changes,
     check_where,
     models_from_text,
@@ -49,7 +41,16 @@ from gateway.store.base import (
     read_within,
 )
 from gateway.store.files import private_file, private_folder
-from gateway.store.rows import RequestRecord
+from gateway.store.rows import (
+    ApiKey,
+    Batch,
+    Checkpoint,
+    Instance,
+    Release,
+    RequestRecord,
+    Reservation,
+    Settlement,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("arouter.store")

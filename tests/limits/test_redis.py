@@ -13,8 +13,8 @@ import pytest
 import redis
 import trio
 
-from gateway.errors import RateLimited
-from gateway.limits.base import Limiter, LimiterUnavailable, Limits, Usage
+from gateway.errors import LimiterUnavailable, RateLimited
+from gateway.limits.base import Limiter, Limits, Usage
 from gateway.limits.fallback import FallbackLimiter
 from gateway.limits.local import LocalLimiter
 from gateway.limits.redis import RedisLimiter

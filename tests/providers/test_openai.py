@@ -17,9 +17,9 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from gateway.providers.base import Target
 from gateway.providers.http import ClientPool
 from gateway.providers.openai import OpenAIProvider
+from gateway.routing.targets import Target
 from gateway.wire.openai import request as openai_request
 from tests.providers.loopback import Handler, Peer, Server, serve
 

@@ -17,20 +17,19 @@ import pytest
 import trio
 
 from gateway.accounts import keys
-from gateway.accounts.keys import ApiKey
 from gateway.accounts.liveness import Liveness, beat, new_instance, reconcile
-from gateway.store.base import (
+from gateway.errors import NotMetered, StoreUnavailable
+from gateway.store.base import Store
+from gateway.store.rows import (
+    ApiKey,
     Batch,
     Checkpoint,
     Instance,
-    NotMetered,
     Release,
+    RequestRecord,
     Reservation,
     Settlement,
-    Store,
-    StoreUnavailable,
 )
-from gateway.store.rows import RequestRecord
 from gateway.store.sqlite import SqliteStore
 from tests.pg_server import fixture_postgres_db  # noqa: F401
 

@@ -19,21 +19,11 @@ import psycopg
 import pytest
 import trio
 
-from gateway.accounts.keys import ApiKey
+from gateway.errors import NotMetered, StoreUnavailable
 from gateway.store import postgres
-from gateway.store.base import (
-    INSTANCE_FIELDS,
-    KEY_FIELDS,
-    RECORD_FIELDS,
-    RESERVATION_FIELDS,
-    Instance,
-    NotMetered,
-    Reservation,
-    Settlement,
-    StoreUnavailable,
-)
+from gateway.store.base import INSTANCE_FIELDS, KEY_FIELDS, RECORD_FIELDS, RESERVATION_FIELDS
 from gateway.store.postgres import MIGRATIONS, PostgresStore
-from gateway.store.rows import RequestRecord
+from gateway.store.rows import ApiKey, Instance, RequestRecord, Reservation, Settlement
 from tests import pg_server
 from tests.pg_server import fixture_postgres_db, free_port  # noqa: F401
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store.base import StoreUnavailable
+from gateway.errors import StoreUnavailable
 from gateway.store.sqlite import SqliteStore
 
 CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z]+(Error|Exception)\b")
