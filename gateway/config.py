@@ -67,7 +67,7 @@ class ProviderConfig:
     # Client request headers forwarded to this provider, by lowercase name (allowlist).
     forward_headers: tuple[str, ...] = ()
     # Prices of this provider's upstream models, for ``provider/model`` names; they win over
-    # the built-in table named by ``price_table`` (``price_table.py``; None: no table).
+    # the built-in table named by ``price_table`` (``accounts/price_table.py``; None: no table).
     prices: Mapping[str, Price] = attrs.field(factory=dict)
     price_table: str | None = None
     free: bool = False  # every model of this provider costs nothing (the operator says so)
@@ -117,7 +117,7 @@ STRATEGIES = ("weighted", "least_busy")
 
 @attrs.frozen
 class Routing:
-    """Retries, fallbacks, hedging and circuit breaking (``routing.py``, ``health.py``)."""
+    """Retries, fallbacks, hedging and circuit breaking (``relay/attempts.py``, ``routing/``)."""
 
     max_attempts: int = 3  # upstream calls per request, across deployments and retries
     backoff: float = 0.25  # seconds before retrying a deployment already tried, doubling
@@ -128,8 +128,8 @@ class Routing:
 
 
 @attrs.frozen
-class Accounts:
-    """Credits, limits and crash reconciliation (``accounts.py``)."""
+class AccountsConfig:
+    """Credits, limits and crash reconciliation (``accounts/``)."""
 
     # Reserved output when a request sets no max_tokens and its model names no cap.
     max_output_tokens: int = 4096
@@ -175,7 +175,7 @@ class Config:
     database: str | None = None  # SQLite path; default <data_dir>/arouter.db
     # postgresql://... for a fleet (else the SQLite file above); from AROUTER_DATABASE_URL.
     database_url: str | None = None
-    accounts: Accounts = Accounts()
+    accounts: AccountsConfig = AccountsConfig()
     routing: Routing = Routing()
     max_body_bytes: int = 16 * 1024 * 1024
     # The most of one upstream answer held in memory: a whole non-streamed answer, or one
@@ -429,12 +429,12 @@ def _price(parent: _Reader, key: str) -> Price:
         raise ConfigError(f"{table.where}{exc}") from None
 
 
-def _accounts(table: _Reader, environ: Mapping[str, str]) -> Accounts:
-    default = Accounts()
+def _accounts(table: _Reader, environ: Mapping[str, str]) -> AccountsConfig:
+    default = AccountsConfig()
     redis_url = table.opt_str("redis_url") or environ.get("AROUTER_REDIS_URL") or None
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("accounts.redis_url: expected a redis://, rediss:// or unix:// URL")
-    accounts = Accounts(
+    accounts = AccountsConfig(
         max_output_tokens=table.integer("max_output_tokens", default.max_output_tokens) or 1,
         heartbeat=table.positive("heartbeat", default.heartbeat),
         checkpoint=table.positive("checkpoint", default.checkpoint),

@@ -98,7 +98,7 @@ class Gateway:
     async def start(self) -> None:
         await self.store.open()
         assert self.nursery is not None, "start() runs inside lifespan()"
-        # Row and claim before the first reservation (see instances.py), then settle
+        # Row and claim before the first reservation (see accounts/liveness.py), then settle
         # whatever dead processes left open.
         await beat(self.store, self.liveness)
         # Real usage first: rows a dead process could not settle wait in its outbox file;

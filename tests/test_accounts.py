@@ -19,10 +19,10 @@ import pytest
 import trio
 
 from gateway.canonical import ChatRequest, Message, TextPart
-from gateway.config import Accounts
+from gateway.config import AccountsConfig
 from gateway.limits.base import Limits
-from gateway.relay.transcript import estimate_prompt_tokens
 from gateway.serve.server import running
+from gateway.tokens import estimate_prompt_tokens
 from gateway.wire import sse
 from tests.conftest import FAKE_PROVIDER_KEY, GatewayFactory, Gw, Sim, make_config, new_key
 from tests.redis_server import redis_server
@@ -454,7 +454,7 @@ async def test_limits_are_shared_through_redis_and_degrade_to_local_when_it_dies
     monkeypatch.setenv("AROUTER_TEST_FAKE_KEY", FAKE_PROVIDER_KEY)
     with redis_server() as redis:
         config = make_config(tmp_path, sim.url)
-        config = attrs.evolve(config, accounts=Accounts(redis_url=redis.url))
+        config = attrs.evolve(config, accounts=AccountsConfig(redis_url=redis.url))
         async with running(config) as run:
             gw = Gw(run, "")
             secret, _ = await new_key(gw, rpm=2)

@@ -24,8 +24,8 @@ import trio
 
 from gateway.canonical import ChatRequest, Message, TextPart
 from gateway.config import Routing
-from gateway.relay.transcript import estimate_prompt_tokens, estimate_tokens
 from gateway.store.rows import RequestRecord
+from gateway.tokens import estimate_prompt_tokens, estimate_tokens
 from gateway.wire import sse
 from tests.conftest import GatewayFactory, Gw, Sim, new_key
 from tests.pg_server import drop_database, fresh_database, server_url

@@ -14,7 +14,8 @@ from gateway.canonical import (
     Usage,
     UsageReport,
 )
-from gateway.relay.transcript import Transcript, estimate_prompt_tokens, estimate_tokens
+from gateway.relay.transcript import Transcript
+from gateway.tokens import estimate_prompt_tokens, estimate_tokens
 
 REQUEST = ChatRequest(
     model="sim/echo",

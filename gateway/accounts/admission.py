@@ -54,10 +54,10 @@ from gateway.errors import (
 )
 from gateway.limits.base import Limiter, Limits
 from gateway.observe.metrics import Metrics
-from gateway.relay.transcript import estimate_prompt_tokens
 from gateway.routing.catalog import Route
 from gateway.routing.targets import Target
 from gateway.store.rows import ApiKey, Checkpoint, RequestRecord, Reservation, Settlement
+from gateway.tokens import estimate_prompt_tokens
 
 log = logging.getLogger("arouter.accounts")
 
@@ -66,13 +66,25 @@ log = logging.getLogger("arouter.accounts")
 class Admission:
     """What one admitted request holds until it settles."""
 
-    generation_id: str
     key: ApiKey
     route: Route
     limits: Limits
-    prompt_tokens: int  # the estimate charged to tpm at admission
     output_cap: int
-    reserved: int  # micro-units held in the store
+    held: Reservation  # as written to the store (its row is built from it: ``record``)
+
+    @property
+    def generation_id(self) -> str:
+        return self.held.generation_id
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The estimate charged to tpm at admission."""
+        return self.held.prompt_tokens
+
+    @property
+    def reserved(self) -> int:
+        """Micro-units asked for in the store (an unmetered key holds none of them)."""
+        return self.held.amount
 
     def charge(self, record: RequestRecord, target: Target) -> RequestRecord:
         """``record`` with its cost at the prices of the deployment that served it."""
@@ -120,8 +132,21 @@ class Accounts:
         reserved = max(reservation(prompt, output_cap, t.price or FREE) for t in route.targets)
         target = route.targets[0]
         limits = _limits(key)
-        admission = Admission(generation_id, key, route, limits, prompt, output_cap, reserved)
-        priced = all(t.price is not None for t in route.targets)
+        held = Reservation(
+            generation_id=generation_id,
+            key_id=key.id,
+            amount=reserved,
+            instance=self.instance,
+            model=request.model,
+            deployment=target.label,
+            client_dialect=request.dialect,
+            upstream_dialect=target.provider.dialect,
+            stream=request.stream,
+            prompt_tokens=prompt,
+            created_at=created_at,
+            priced=all(t.price is not None for t in route.targets),
+        )
+        admission = Admission(key, route, limits, output_cap, held)
         admitted = False
         within = self.config.deadlines.admission
         try:
@@ -129,20 +154,7 @@ class Accounts:
                 if not limits.none:
                     await self.limiter.acquire(key.id, limits, generation_id, prompt,
                                                self.slot_ttl())
-                admitted = await self.ledger.reserve(Reservation(
-                    generation_id=generation_id,
-                    key_id=key.id,
-                    amount=reserved,
-                    instance=self.instance,
-                    model=request.model,
-                    deployment=target.label,
-                    client_dialect=request.dialect,
-                    upstream_dialect=target.provider.dialect,
-                    stream=request.stream,
-                    prompt_tokens=prompt,
-                    created_at=created_at,
-                    priced=priced,
-                ))
+                admitted = await self.ledger.reserve(held)
                 if not admitted:
                     raise await self._refusal(key, reserved, request.model, route)
                 return admission

@@ -153,14 +153,9 @@ class Liveness:
 def interrupted(reservation: Reservation, now: float) -> RequestRecord:
     """The ledger row of a request whose process died: its last checkpoint, honestly."""
     output = reservation.completion_tokens
-    return RequestRecord(
-        generation_id=reservation.generation_id,
-        key_id=reservation.key_id,
-        model=reservation.model,
+    return reservation.record(
         deployment=reservation.deployment,
-        client_dialect=reservation.client_dialect,
         upstream_dialect=reservation.upstream_dialect,
-        stream=reservation.stream,
         status="interrupted",
         http_status=0,  # unknown: the process died before it could say
         # No checkpoint: no output is known of, and a request that produced none is free.

@@ -14,7 +14,8 @@ Routes (JSON; ``Authorization: Bearer <admin token>``, never a user key):
 Rules:
 - The admin token comes from the environment (``AROUTER_ADMIN_TOKEN`` by default), never
   from the config file. Without one the admin API answers 403 "disabled". A wrong token,
-  a user key, or none at all get the uniform 401 of ``keys.py``; comparison is constant-time.
+  a user key, or none at all get the uniform 401 of ``accounts/keys.py``; comparison is
+  constant-time.
 - Bodies are strict JSON (``wire/jsonbody``); an unknown field is a 400 naming it.
 - Money goes in as dollars, as on the CLI: ``balance_usd`` and ``amount_usd`` (a decimal
   string, or a JSON number read through its shortest form). The unit-less ``balance`` and

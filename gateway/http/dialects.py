@@ -18,7 +18,7 @@ import attrs
 
 from gateway.canonical import ChatRequest, FinishReason, ToolCall, Usage
 from gateway.errors import GatewayError
-from gateway.relay.transcript import estimate_prompt_tokens
+from gateway.tokens import estimate_prompt_tokens
 from gateway.wire.anthropic import render as anthropic_render
 from gateway.wire.anthropic import request as anthropic_request
 from gateway.wire.encoder import Encoder

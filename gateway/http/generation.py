@@ -35,7 +35,6 @@ from gateway.http.messages import (
 from gateway.http.service import Service
 from gateway.relay.exchange import Exchange
 from gateway.relay.nursery import Upstream, relay_stream, relay_unary
-from gateway.store.rows import RequestRecord
 from gateway.wire import jsonbody
 
 log = logging.getLogger("arouter.generation")
@@ -159,7 +158,7 @@ class Generation:
             try:
                 with trio.move_on_after(gateway.config.deadlines.settle,
                                         shield=True) as settling:
-                    await self.settle(exchange, admission, http_status)
+                    await self.write_row(exchange, admission, http_status)
             finally:
                 gateway.untrack(exchange)  # shutdown waits for this before closing the ledger
             if settling.cancelled_caught:
@@ -176,21 +175,17 @@ class Generation:
             self.gateway.metrics.store_errors.labels("checkpoint").inc()
             log.debug("checkpoint not written", extra={"generation_id": admission.generation_id})
 
-    async def settle(
+    async def write_row(
         self, exchange: Exchange, admission: Admission, http_status: int
     ) -> None:
+        """The request's one ledger row, settled with its credits and its limiter slot."""
         usage = exchange.usage
         now = trio.current_time()
         # A request that never called a deployment (none available, the drain) names none.
         called = bool(exchange.attempts)
-        record = RequestRecord(
-            generation_id=exchange.generation_id,
-            key_id=admission.key.id,
-            model=exchange.request.model,
+        record = admission.held.record(
             deployment=exchange.target.label if called else "",
-            client_dialect=exchange.request.dialect,
             upstream_dialect=exchange.target.provider.dialect if called else "",
-            stream=exchange.request.stream,
             status=exchange.outcome,
             http_status=http_status,
             prompt_tokens=usage.prompt_tokens,

@@ -45,7 +45,7 @@ class Limits:
 
 
 @attrs.frozen
-class Usage:
+class Held:
     """What a key holds right now, for ``GET /v1/key`` and the contract tests."""
 
     concurrent: int
@@ -67,6 +67,6 @@ class Limiter(Protocol):
     async def forget(self, held: Sequence[tuple[str, str]]) -> None:
         """Free the slots of these (key id, generation id) pairs, if still held."""
 
-    async def usage(self, key_id: str, limits: Limits) -> Usage: ...
+    async def usage(self, key_id: str, limits: Limits) -> Held: ...
 
     async def aclose(self) -> None: ...

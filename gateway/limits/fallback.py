@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 import trio
 
 from gateway.errors import LimiterUnavailable
-from gateway.limits.base import Limiter, Limits, Usage
+from gateway.limits.base import Held, Limiter, Limits
 
 log = logging.getLogger("arouter.limits")
 
@@ -132,7 +132,7 @@ class FallbackLimiter:
             log.warning("could not free %d rate-limit slots of a dead process; they expire "
                         "by their TTL", len(held))
 
-    async def usage(self, key_id: str, limits: Limits) -> Usage:
+    async def usage(self, key_id: str, limits: Limits) -> Held:
         if self._primary_due():
             try:
                 usage = await self._primary.usage(key_id, limits)

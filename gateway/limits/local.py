@@ -25,7 +25,7 @@ import attrs
 import trio
 
 from gateway.errors import RateLimited
-from gateway.limits.base import WINDOW, Limits, Usage
+from gateway.limits.base import WINDOW, Held, Limits
 
 # Retry-After is whole seconds; a wait within this of a whole second is not rounded up to
 # the next one just because of floating-point noise.
@@ -160,11 +160,11 @@ class LocalLimiter:
             if state is not None:
                 state.slots.pop(generation_id, None)
 
-    async def usage(self, key_id: str, limits: Limits) -> Usage:
+    async def usage(self, key_id: str, limits: Limits) -> Held:
         await trio.lowlevel.checkpoint()
         now = self._clock()
         state = self._keys.get(key_id) or _Key()
-        return Usage(
+        return Held(
             concurrent=sum(1 for expiry in state.slots.values() if expiry > now),
             rpm_left=None if limits.rpm is None else _level(state.rpm, limits.rpm, now),
             tpm_left=None if limits.tpm is None else _level(state.tpm, limits.tpm, now),

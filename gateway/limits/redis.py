@@ -31,7 +31,7 @@ from redis.commands.core import Script
 from redis.retry import Retry
 
 from gateway.errors import LimiterUnavailable
-from gateway.limits.base import WINDOW, Limits, Usage
+from gateway.limits.base import WINDOW, Held, Limits
 from gateway.limits.local import refill, refused
 
 T = TypeVar("T")
@@ -221,7 +221,7 @@ class RedisLimiter:
         with trio.CancelScope(shield=True):  # bounded by the socket timeouts
             await self._run(remove)
 
-    async def usage(self, key_id: str, limits: Limits) -> Usage:
+    async def usage(self, key_id: str, limits: Limits) -> Held:
         rpm, tpm, slots = _keys(key_id)
         now = self._clock()
 
@@ -233,7 +233,7 @@ class RedisLimiter:
                 return pipe.execute()
 
         rpm_state, tpm_state, held = await self._run(read)
-        return Usage(
+        return Held(
             concurrent=int(held),
             rpm_left=_level(rpm_state, limits.rpm, now),
             tpm_left=_level(tpm_state, limits.tpm, now),

@@ -1,8 +1,10 @@
 """Masking of key-shaped strings: ``lr_live_…``, ``sk-…``, ``AIza…`` and bearer tokens.
 
-Defence in depth, applied where text leaves the process: every log line (``logs.py``) and
-every error message and ``param`` (``errors.GatewayError``), so a key a client put where an
-error echoes a value (an unknown field's name, a model name) is never sent back or written.
+Defence in depth, applied where text leaves the process: every log line (``logs.py``),
+every error message and ``param`` (``errors.GatewayError``), and an upstream's error text
+(``providers/call.py``), so a key a client put where an error echoes a value (an unknown
+field's name, a model name), or a provider's key its error quotes, is never sent back or
+written. The one redactor: nothing else masks.
 A gateway key keeps its public id, which is not a secret and helps support.
 """
 
@@ -17,6 +19,11 @@ _SECRET = re.compile(
 )
 
 
-def redact(text: str) -> str:
+def redact(text: str, *known: str | None) -> str:
+    """``text`` with every key-shaped string masked, and each ``known`` secret (a provider
+    key that may not look like one) removed whole."""
+    for secret in known:
+        if secret:
+            text = text.replace(secret, "[redacted]")
     return _SECRET.sub(lambda m: next(g for g in m.groups() if g is not None) + "[redacted]",
                        text)

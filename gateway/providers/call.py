@@ -32,6 +32,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamStatusError,
 )
+from gateway.observe.redact import redact
 from gateway.providers.base import Sink
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
@@ -163,13 +164,3 @@ def upstream_text(message: str, key: str | None) -> str:
     if len(message) > MAX_RELAYED:
         message = message[:MAX_RELAYED - 1].rstrip() + "\u2026"
     return message or "no detail given"
-
-
-def redact(text: str, key: str | None) -> str:
-    if key:
-        text = text.replace(key, "[redacted]")
-    # Bearer tokens and key-shaped words never leave, whoever's they are.
-    return " ".join(
-        "[redacted]" if word.startswith(("sk-", "lr_live_", "AIza", "Bearer")) else word
-        for word in text.split(" ")
-    )

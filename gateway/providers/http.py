@@ -129,7 +129,7 @@ class ClientPool:
 
     def stream(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes
-    ) -> Call:
+    ) -> UpstreamRequest:
         """``async with pool.stream("POST", url, headers, body) as response: ...``"""
         split = self._urls.get(url)
         if split is None:
@@ -141,7 +141,8 @@ class ClientPool:
                 self._urls.clear()
             self._urls[url] = split
         origin, target = split
-        return Call(self, origin, render_request(method, target, origin.authority, headers, body))
+        return UpstreamRequest(self, origin,
+                               render_request(method, target, origin.authority, headers, body))
 
     @property
     def idle_count(self) -> int:
@@ -157,7 +158,7 @@ class ClientPool:
         self._released.clear()
         await trio.lowlevel.checkpoint()
 
-    # -- used by Call ---------------------------------------------------------------------
+    # -- used by UpstreamRequest ------------------------------------------------------------
 
     async def _open(self, origin: Origin) -> Connection:
         context = None
@@ -215,7 +216,7 @@ class ClientPool:
                 stack.remove(connection)
 
 
-class Call:
+class UpstreamRequest:
     """One request on the pool, as an async context manager yielding the ``Response``."""
 
     __slots__ = ("_connection", "_data", "_origin", "_pool", "_response")

@@ -2,7 +2,7 @@
 
 A streamed request runs as siblings in one nursery owned by the ASGI handler:
 
-    reader    runs the upstream call (the router's attempts, ``routing.py``, all inside the
+    reader    runs the upstream call (``attempts.py``: retries, fallbacks and hedges, all inside the
               nursery), feeds events to the ``Exchange`` and appends the stream's tail
               (usage + [DONE], or the error)
     ticker    an SSE comment after ``keepalive`` seconds of client-side silence
@@ -26,7 +26,7 @@ Rules:
   block of upstream bytes becomes one write; the pending is bounded (backpressure).
 - Deadlines: ``total`` and, from the first event, ``idle`` (moved on every event, not on
   bytes, so a slow drip cannot defeat it) on one cancel scope around the upstream call;
-  ``first_token`` per attempt (``routing.py``), since a retry gets its own.
+  ``first_token`` per attempt (``attempts.py``), since a retry gets its own.
 - ``stop(error)`` ends a request from outside (the drain, an output cap) with that error as
   its terminal event.
 """

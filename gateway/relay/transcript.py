@@ -3,9 +3,8 @@
 Pure. It accumulates canonical events (for the non-streaming body, the usage estimate of an
 interrupted stream, and the record), and knows nothing about dialects or sockets.
 
-Token estimates are ``ceil(chars / 4)``, the usual rule of thumb for English BPE
-vocabularies; they are used only when the provider did not report usage (an aborted or
-truncated stream), and are always flagged ``estimated``.
+Token estimates (``tokens.py``) are used only when the provider did not report usage (an
+aborted or truncated stream), and are always flagged ``estimated``.
 
 The billing rule lives here, in ``usage``: **a request that produced no output is free**
 unless its provider reported usage for it. Output means any text, reasoning or tool-call
@@ -29,17 +28,9 @@ from gateway.canonical import (
     Usage,
     UsageReport,
 )
+from gateway.tokens import estimate_prompt_tokens
 
 NOTHING = Usage()  # what a request that produced no output (and no report) is billed
-
-
-def estimate_tokens(text: str) -> int:
-    return (len(text) + 3) // 4
-
-
-def estimate_prompt_tokens(request: ChatRequest) -> int:
-    # A few tokens of per-message framing, as chat templates add.
-    return estimate_tokens(request.prompt_text) + 4 * len(request.messages)
 
 
 @attrs.define

@@ -7,7 +7,8 @@ specified"). Names are only ever looked up, never used to build URLs.
 
 A ``Route`` is every deployment that may serve a request, in the client's order of models
 (``model``, then its ``models`` fallbacks), filtered by its provider preferences. The
-router (``routing.py``) picks among them by priority, weight and health. Each target
+attempts (``relay/attempts.py``, choosing with ``choice.py``) pick among them by priority,
+weight and circuit state. Each target
 carries its price (the alias's, else the provider's for that upstream model, else the
 built-in price table's, else free if the provider is marked free, else none: unpriced) and
 its output cap, which admission uses to size the credit reservation.

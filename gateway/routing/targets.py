@@ -20,7 +20,7 @@ class Target:
     model: str
     price: Price | None = None  # None: unpriced (metered keys are refused it)
     max_output_tokens: int = 4096  # the most output a request may produce (reservations)
-    weight: float = 1.0  # among targets of the same priority (routing.py)
+    weight: float = 1.0  # among targets of the same priority (choice.py)
     priority: int = 0  # lower first
 
     @property

@@ -30,14 +30,14 @@ import attrs
 
 from gateway.sim.dialect import (
     Answer,
+    Asked,
     BadRequest,
-    Call,
+    Counted,
     Dialect,
     Finish,
     Headers,
     Render,
     Request,
-    Usage,
     bearer,
     dumps,
     json_object,
@@ -162,7 +162,7 @@ class _Events:
     def token(self, text: str) -> bytes:
         return _TOKEN_OPEN + json_string(text) + _TOKEN_CLOSE
 
-    def closing(self, finish: Finish, usage: Usage) -> bytes:
+    def closing(self, finish: Finish, usage: Counted) -> bytes:
         delta: dict[str, Any] = {
             "type": "message_delta",
             "delta": {"stop_reason": _STOP_REASONS[finish], "stop_sequence": None},
@@ -179,7 +179,7 @@ class _Events:
     def malformed_event(self) -> bytes:
         return _MALFORMED_EVENT
 
-    def whole(self, text: str, finish: Finish, usage: Usage) -> Answer:
+    def whole(self, text: str, finish: Finish, usage: Counted) -> Answer:
         content = [{"type": "text", "text": text}]
         return Answer(200, dumps(self._message(content, _STOP_REASONS[finish], usage.completion)))
 
@@ -187,7 +187,7 @@ class _Events:
     def _tool_use_id(self) -> str:
         return "toolu_" + self.message_id.removeprefix("msg_")
 
-    def tool_stream(self, name: str, fragments: Sequence[str], usage: Usage) -> list[bytes]:
+    def tool_stream(self, name: str, fragments: Sequence[str], usage: Counted) -> list[bytes]:
         # As Anthropic streams a call: a tool_use block with an empty input, an empty
         # input_json_delta, one per fragment, then the usual ends with stop_reason tool_use.
         block = {"type": "content_block_start", "index": 0, "content_block": {
@@ -201,7 +201,7 @@ class _Events:
         pieces[-1] += self.closing("tool_calls", usage)
         return pieces
 
-    def tool_whole(self, name: str, fragments: Sequence[str], usage: Usage) -> Answer:
+    def tool_whole(self, name: str, fragments: Sequence[str], usage: Counted) -> Answer:
         content = [{"type": "tool_use", "id": self._tool_use_id, "name": name,
                     "input": json.loads("".join(fragments))}]
         message = self._message(content, _STOP_REASONS["tool_calls"], usage.completion)
@@ -224,7 +224,7 @@ def _credential(request: Request) -> str | None:
     return key if key is not None else bearer(request)
 
 
-def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
+def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
     data = json_object(
         request.body,
         "There was an error parsing the body of your request: not valid JSON.",
@@ -255,7 +255,7 @@ def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
              and (text_of(m.get("content")) or not _tool_results(m))]
     prompt = text_of(users[-1].get("content")) if users else ""
     everything = text_of(system) + "".join(text_of(m.get("content")) for m in messages)
-    call = Call(
+    call = Asked(
         model=model,
         stream=stream,
         max_tokens=max_tokens,

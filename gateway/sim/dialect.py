@@ -1,7 +1,7 @@
 """The contract between the fake upstream's HTTP core and the dialects it speaks.
 
 The server (``gateway.sim.server``) reads a request and asks the dialect that owns its path
-to ``read`` it into a ``Call`` and a way to ``Render`` its answer. The play
+to ``read`` it into a ``Asked`` and a way to ``Render`` its answer. The play
 (``gateway.sim.play``) decides what happens and when: which tokens, at what times, how the
 answer ends. A dialect only says how each of those looks on the wire in its own shape
 (``gateway.sim.openai``, ``gateway.sim.anthropic``, ``gateway.sim.gemini``).
@@ -29,8 +29,9 @@ from gateway.sim.scenarios import Plan, parse_plan
 __all__ = [
     "MALFORMED_BODY",
     "Answer",
+    "Asked",
     "BadRequest",
-    "Call",
+    "Counted",
     "Dialect",
     "DialectName",
     "Finish",
@@ -38,7 +39,6 @@ __all__ = [
     "Render",
     "Rendering",
     "Request",
-    "Usage",
     "bearer",
     "dumps",
     "json_object",
@@ -76,7 +76,7 @@ class Request:
 
 
 @attrs.frozen
-class Call:
+class Asked:
     """What the play needs from a request, whatever dialect it came in."""
 
     model: str
@@ -90,7 +90,7 @@ class Call:
 
 
 @attrs.frozen
-class Usage:
+class Counted:
     prompt: int
     completion: int
 
@@ -137,7 +137,7 @@ class Rendering(Protocol):
 
     def token(self, text: str) -> bytes: ...
 
-    def closing(self, finish: Finish, usage: Usage) -> bytes:
+    def closing(self, finish: Finish, usage: Counted) -> bytes:
         """The end of a complete stream."""
         ...
 
@@ -149,15 +149,15 @@ class Rendering(Protocol):
         """An event whose data is not JSON, after which the body ends."""
         ...
 
-    def whole(self, text: str, finish: Finish, usage: Usage) -> Answer: ...
+    def whole(self, text: str, finish: Finish, usage: Counted) -> Answer: ...
 
-    def tool_stream(self, name: str, fragments: Sequence[str], usage: Usage) -> list[bytes]:
+    def tool_stream(self, name: str, fragments: Sequence[str], usage: Counted) -> list[bytes]:
         """A whole stream that calls tool ``name`` with the arguments whose JSON text is the
         concatenation of ``fragments``: its pieces in the order they are sent (the first
         carries the opening, the last ends the stream)."""
         ...
 
-    def tool_whole(self, name: str, fragments: Sequence[str], usage: Usage) -> Answer:
+    def tool_whole(self, name: str, fragments: Sequence[str], usage: Counted) -> Answer:
         """A non-streamed answer that calls tool ``name`` (arguments as in ``tool_stream``)."""
         ...
 
@@ -177,7 +177,7 @@ class Dialect:
     name: DialectName
     serves: Callable[[str], bool]  # path -> whether this dialect owns it
     # (request, default plan) -> the call and how to render its answer; raises BadRequest
-    read: Callable[[Request, Plan], tuple[Call, Render]]
+    read: Callable[[Request, Plan], tuple[Asked, Render]]
     # request -> the credential it carries (the server keeps only a prefix)
     credential: Callable[[Request], str | None]
     # (status, message or None for the default) -> an error in this dialect's shape

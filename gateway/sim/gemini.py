@@ -35,14 +35,14 @@ import attrs
 
 from gateway.sim.dialect import (
     Answer,
+    Asked,
     BadRequest,
-    Call,
+    Counted,
     Dialect,
     Finish,
     Headers,
     Render,
     Request,
-    Usage,
     bearer,
     dumps,
     json_object,
@@ -152,7 +152,7 @@ class _Chunks:
     def _end(self) -> bytes:
         return b"" if self.sse else b"]"
 
-    def _last(self, part: bytes, finish: Finish, usage: Usage) -> bytes:
+    def _last(self, part: bytes, finish: Finish, usage: Counted) -> bytes:
         """The chunk that ends an answer; ``part`` is its one part as a JSON object."""
         chunk = (
             _PARTS_OPEN + part + b'],"role":"model"},"finishReason":"'
@@ -171,7 +171,7 @@ class _Chunks:
     def token(self, text: str) -> bytes:
         return self._frame(_CANDIDATE_OPEN + json_string(text) + self.token_close)
 
-    def closing(self, finish: Finish, usage: Usage) -> bytes:
+    def closing(self, finish: Finish, usage: Counted) -> bytes:
         # Like Gemini's own last chunk: an empty text part beside the finish reason and
         # the full usage.
         return self._frame(self._last(b'{"text":""}', finish, usage)) + self._end()
@@ -182,20 +182,20 @@ class _Chunks:
     def malformed_event(self) -> bytes:
         return self._frame(_MALFORMED)
 
-    def whole(self, text: str, finish: Finish, usage: Usage) -> Answer:
+    def whole(self, text: str, finish: Finish, usage: Counted) -> Answer:
         return Answer(200, self._last(dumps({"text": text}), finish, usage), _JSON_HEADERS)
 
     @staticmethod
     def _function_call(name: str, fragments: Sequence[str]) -> bytes:
         return dumps({"functionCall": {"name": name, "args": json.loads("".join(fragments))}})
 
-    def tool_stream(self, name: str, fragments: Sequence[str], usage: Usage) -> list[bytes]:
+    def tool_stream(self, name: str, fragments: Sequence[str], usage: Counted) -> list[bytes]:
         # Gemini streams no argument fragments: the whole functionCall comes in one chunk,
         # beside the finish reason and the full usage.
         part = self._function_call(name, fragments)
         return [self._frame(self._last(part, "tool_calls", usage)) + self._end()]
 
-    def tool_whole(self, name: str, fragments: Sequence[str], usage: Usage) -> Answer:
+    def tool_whole(self, name: str, fragments: Sequence[str], usage: Counted) -> Answer:
         part = self._function_call(name, fragments)
         return Answer(200, self._last(part, "tool_calls", usage), _JSON_HEADERS)
 
@@ -267,7 +267,7 @@ def _responses(content: Mapping[str, Any]) -> bool:
     )
 
 
-def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
+def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
     model, stream = _method(request.path)
     data = json_object(
         request.body,
@@ -288,7 +288,7 @@ def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
     system = data.get("systemInstruction", data.get("system_instruction"))
     system_text = text_of(system.get("parts")) if isinstance(system, dict) else ""
     everything = system_text + "".join(text_of(c.get("parts")) for c in contents)
-    call = Call(
+    call = Asked(
         model=model,
         stream=stream,
         max_tokens=max_tokens,

@@ -24,14 +24,14 @@ import attrs
 
 from gateway.sim.dialect import (
     Answer,
+    Asked,
     BadRequest,
-    Call,
+    Counted,
     Dialect,
     Finish,
     Headers,
     Render,
     Request,
-    Usage,
     bearer,
     dumps,
     json_object,
@@ -84,7 +84,7 @@ def error(status: int, message: str | None = None, retry_after: int | None = Non
     return Answer(status, dumps(_error_body(status, message)), headers)
 
 
-def _usage(usage: Usage) -> dict[str, Any]:
+def _usage(usage: Counted) -> dict[str, Any]:
     return {
         "prompt_tokens": usage.prompt,
         "completion_tokens": usage.completion,
@@ -136,7 +136,7 @@ class _Chunks:
     def token(self, text: str) -> bytes:
         return self.token_open + json_string(text) + self.token_close
 
-    def closing(self, finish: Finish, usage: Usage) -> bytes:
+    def closing(self, finish: Finish, usage: Counted) -> bytes:
         choice = f'"choices":[{{"index":0,"delta":{{}},"finish_reason":"{_FINISH[finish]}"}}]'
         out = self.head + choice.encode() + self.tail
         if self.include_usage and self.usage:
@@ -149,10 +149,10 @@ class _Chunks:
     def malformed_event(self) -> bytes:
         return _MALFORMED_EVENT
 
-    def whole(self, text: str, finish: Finish, usage: Usage) -> Answer:
+    def whole(self, text: str, finish: Finish, usage: Counted) -> Answer:
         return self._whole({"role": "assistant", "content": text}, finish, usage)
 
-    def _whole(self, message: dict[str, Any], finish: Finish, usage: Usage) -> Answer:
+    def _whole(self, message: dict[str, Any], finish: Finish, usage: Counted) -> Answer:
         body: dict[str, Any] = {
             "id": self.completion_id,
             "object": "chat.completion",
@@ -172,7 +172,7 @@ class _Chunks:
         choice = {"index": 0, "delta": delta, "finish_reason": None}
         return self.head + b'"choices":' + dumps([choice]) + self.tail
 
-    def tool_stream(self, name: str, fragments: Sequence[str], usage: Usage) -> list[bytes]:
+    def tool_stream(self, name: str, fragments: Sequence[str], usage: Counted) -> list[bytes]:
         # As OpenAI streams a call: the role chunk names the call with empty arguments,
         # then one chunk per argument fragment, then the finish chunk.
         start = self._tool_delta({
@@ -189,7 +189,7 @@ class _Chunks:
         pieces[-1] += self.closing("tool_calls", usage)
         return pieces
 
-    def tool_whole(self, name: str, fragments: Sequence[str], usage: Usage) -> Answer:
+    def tool_whole(self, name: str, fragments: Sequence[str], usage: Counted) -> Answer:
         call = {"id": self._tool_call_id, "type": "function",
                 "function": {"name": name, "arguments": "".join(fragments)}}
         message = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
@@ -199,7 +199,7 @@ class _Chunks:
         return error(status, None, retry_after)
 
 
-def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
+def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
     data = json_object(
         request.body,
         "We could not parse the JSON body of your request.",
@@ -227,7 +227,7 @@ def read(request: Request, defaults: Plan) -> tuple[Call, Render]:
     declared = [t.get("function") for t in tools or () if isinstance(t, dict)]
     declared += functions or []
     given = [limit for limit in limits if isinstance(limit, int)]
-    call = Call(
+    call = Asked(
         model=model,
         stream=stream,
         max_tokens=min(given) if given else None,

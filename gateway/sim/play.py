@@ -38,16 +38,16 @@ import trio
 from gateway.sim.dialect import (
     MALFORMED_BODY,
     Answer,
-    Call,
+    Asked,
+    Counted,
     DialectName,
     Finish,
     Headers,
     Rendering,
-    Usage,
 )
 from gateway.sim.scenarios import Scenario, token_texts
 
-__all__ = ["Disposition", "Exchange", "Outcome", "Record"]
+__all__ = ["Answering", "Disposition", "Outcome", "Record"]
 
 Outcome = Literal[
     "running", "completed", "client_gone", "cut", "reset", "error_status", "error_event"
@@ -83,14 +83,14 @@ class Record:
 
 
 @attrs.define
-class Exchange:
+class Answering:
     """One request being answered: the socket, h11's state, the record to keep, and the
     call with its rendering."""
 
     stream: trio.SocketStream
     conn: h11.Connection
     record: Record
-    call: Call
+    call: Asked
     rendering: Rendering
     scenario: Scenario
     start: float  # trio.current_time() when the request was read
@@ -230,8 +230,8 @@ class Exchange:
         plan = self.call.plan
         return self.start + plan.first_token_delay + i * plan.interval
 
-    def _usage(self, completion: int) -> Usage:
-        return Usage(self.call.prompt_tokens, completion)
+    def _usage(self, completion: int) -> Counted:
+        return Counted(self.call.prompt_tokens, completion)
 
     def _kind(self) -> str:
         return "echo" if self.call.model.endswith("echo") else "lorem"

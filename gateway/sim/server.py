@@ -47,7 +47,7 @@ import trio
 
 from gateway.sim import anthropic, gemini, openai
 from gateway.sim.dialect import Answer, BadRequest, Dialect, Request
-from gateway.sim.play import Disposition, Exchange, Outcome, Record
+from gateway.sim.play import Answering, Disposition, Outcome, Record
 from gateway.sim.scenarios import SCENARIOS, Plan, plan_from
 
 __all__ = ["Outcome", "Record", "SimServer", "main", "run"]
@@ -269,7 +269,7 @@ class SimServer:
         record.scenario = plan.scenario
         scenario = SCENARIOS[plan.scenario]
         rendering = render(record.id, scenario.usage)
-        exchange = Exchange(stream, conn, record, call, rendering, scenario, trio.current_time())
+        exchange = Answering(stream, conn, record, call, rendering, scenario, trio.current_time())
         disposition: Disposition = "close"  # unless the exchange finishes
         try:
             async with trio.open_nursery() as nursery:

@@ -22,13 +22,13 @@ Semantics every backend keeps:
 - **A release** deletes a reservation whose admission gave up waiting for it (a deadline)
   and returns its whole amount, with no ledger row: that request was answered 503.
 - **Reservations belong to an instance** (one gateway process). The reservations of a dead
-  instance are settled by whoever reconciles (``instances.reconcile``); whether an instance
+  instance are settled by whoever reconciles (``accounts/liveness.py``); whether an instance
   is alive is for the store to say where it can (``claimed``), never a heartbeat's age.
 - Foreign driver errors become ``StoreUnavailable`` inside the backend, nowhere else.
 - Blocking drivers run in worker threads under a bounded limiter; no lock or transaction is
   held across an ``await``. Reads take a deadline (``timeout``) and abandon their thread
   when it passes (a hung server must not hold a request); a batch of writes is waited for,
-  since the ledger must know what it did (``ledger.py`` bounds the waiters instead).
+  since the ledger must know what it did (``accounts/ledger.py`` bounds the waiters instead).
 """
 
 from __future__ import annotations

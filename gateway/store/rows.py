@@ -115,6 +115,13 @@ class Reservation:
     # key without a balance may hold it (checked in the reservation's own transaction).
     priced: bool = _column(True)
 
+    def record(self, **outcome: Any) -> RequestRecord:
+        """The request's ledger row: who and what from the reservation, how it ended from
+        ``outcome`` (every other ``RequestRecord`` field). The one place a row is built."""
+        return RequestRecord(
+            generation_id=self.generation_id, key_id=self.key_id, model=self.model,
+            client_dialect=self.client_dialect, stream=self.stream, **outcome)
+
 
 @attrs.frozen
 class Settlement:

@@ -349,7 +349,7 @@ class SqliteStore:
         await self._run(lambda db: db.execute("DELETE FROM instances WHERE id = ?", (instance_id,)))
 
     async def claim(self, instance: Instance) -> bool:
-        # One file, one host: whether a process lives is for its PID to say (instances.py).
+        # One file, one host: whether a process lives is for its PID to say (accounts/liveness.py).
         await trio.lowlevel.checkpoint()
         return True
 

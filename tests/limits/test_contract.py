@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from gateway.errors import RateLimited
-from gateway.limits.base import Limiter, Limits, Usage
+from gateway.limits.base import Held, Limiter, Limits
 from gateway.limits.local import LocalLimiter
 from gateway.limits.redis import RedisLimiter
 
@@ -185,7 +185,7 @@ async def test_release_of_unknown_generation_is_harmless(limiter: Limiter) -> No
     limits = Limits(rpm=10, tpm=100, concurrent=1)
     await limiter.release(KEY, limits, "never-acquired", 50)
     await limiter.release("never-seen-key", limits, "never-acquired", -50)
-    assert await limiter.usage(KEY, limits) == Usage(concurrent=0, rpm_left=10, tpm_left=100)
+    assert await limiter.usage(KEY, limits) == Held(concurrent=0, rpm_left=10, tpm_left=100)
 
 
 async def test_expired_slot_frees_itself(limiter: Limiter, clock: FakeClock) -> None:
@@ -220,21 +220,21 @@ async def test_concurrency_refusal_takes_no_tokens(limiter: Limiter) -> None:
     await admit(limiter, limits, gen(), tokens=10)
     before = await limiter.usage(KEY, limits)
     await refuse(limiter, limits, gen(), tokens=10)
-    assert await limiter.usage(KEY, limits) == before == Usage(1, 9, 90)
+    assert await limiter.usage(KEY, limits) == before == Held(1, 9, 90)
 
 
 async def test_rpm_refusal_takes_no_tokens_or_slot(limiter: Limiter) -> None:
     limits, gen = Limits(rpm=1, tpm=100, concurrent=5), Gen()
     await admit(limiter, limits, gen(), tokens=10)
     await refuse(limiter, limits, gen(), tokens=10)
-    assert await limiter.usage(KEY, limits) == Usage(1, 0, 90)
+    assert await limiter.usage(KEY, limits) == Held(1, 0, 90)
 
 
 async def test_tpm_refusal_takes_no_request_or_slot(limiter: Limiter) -> None:
     limits, gen = Limits(rpm=10, tpm=10, concurrent=5), Gen()
     await admit(limiter, limits, gen(), tokens=20)
     await refuse(limiter, limits, gen(), tokens=1)
-    assert await limiter.usage(KEY, limits) == Usage(1, 9, -10)
+    assert await limiter.usage(KEY, limits) == Held(1, 9, -10)
 
 
 async def test_refusal_by_several_limits_waits_for_the_slowest(limiter: Limiter) -> None:
@@ -253,7 +253,7 @@ async def test_no_limits_means_unlimited(limiter: Limiter) -> None:
     assert limits.none
     for _ in range(200):
         await admit(limiter, limits, gen(), tokens=1_000_000)
-    assert await limiter.usage(KEY, limits) == Usage(0, None, None)
+    assert await limiter.usage(KEY, limits) == Held(0, None, None)
 
 
 async def test_each_limit_is_off_when_none(limiter: Limiter) -> None:
@@ -268,11 +268,11 @@ async def test_each_limit_is_off_when_none(limiter: Limiter) -> None:
 
 async def test_usage_reports(limiter: Limiter, clock: FakeClock) -> None:
     limits, gen = Limits(rpm=60, tpm=600, concurrent=3), Gen()
-    assert await limiter.usage(KEY, limits) == Usage(0, 60, 600)
+    assert await limiter.usage(KEY, limits) == Held(0, 60, 600)
     first = gen()
     await admit(limiter, limits, first, tokens=100)
     await admit(limiter, limits, gen(), tokens=100)
-    assert await limiter.usage(KEY, limits) == Usage(2, 58, 400)
+    assert await limiter.usage(KEY, limits) == Held(2, 58, 400)
     clock.advance(1)  # refills 1 request and 10 tokens
     usage = await limiter.usage(KEY, limits)
     assert usage.concurrent == 2
@@ -287,7 +287,7 @@ async def test_keys_are_independent(limiter: Limiter) -> None:
     await admit(limiter, limits, gen(), key="a")
     await refuse(limiter, limits, gen(), key="a")
     await admit(limiter, limits, gen(), key="b")
-    assert (await limiter.usage("c", limits)) == Usage(0, 1, None)
+    assert (await limiter.usage("c", limits)) == Held(0, 1, None)
 
 
 async def test_clock_going_back_neither_refills_nor_drains(
@@ -314,7 +314,7 @@ async def test_local_limiter_forgets_idle_keys(clock: FakeClock) -> None:
     clock.advance(61)
     await admit(limiter, limits, gen(), key="trigger")  # sweeps: refilled, slots expired
     assert limiter.tracked_keys == 3  # the debtor, the long slot's holder, the trigger
-    assert (await limiter.usage("k7", limits)) == Usage(0, 60, 600)
+    assert (await limiter.usage("k7", limits)) == Held(0, 60, 600)
     clock.advance(1000)
     await admit(limiter, limits, gen(), key="trigger")
     assert limiter.tracked_keys == 1

@@ -14,7 +14,7 @@ import redis
 import trio
 
 from gateway.errors import LimiterUnavailable, RateLimited
-from gateway.limits.base import Limiter, Limits, Usage
+from gateway.limits.base import Held, Limiter, Limits
 from gateway.limits.fallback import FallbackLimiter
 from gateway.limits.local import LocalLimiter
 from gateway.limits.redis import RedisLimiter
@@ -147,7 +147,7 @@ class Counting:
         self.calls += 1
         await self.inner.release(key_id, limits, generation_id, extra_tokens)
 
-    async def usage(self, key_id: str, limits: Limits) -> Usage:
+    async def usage(self, key_id: str, limits: Limits) -> Held:
         self.calls += 1
         return await self.inner.usage(key_id, limits)
 
