@@ -1,67 +1,31 @@
-"""Shared fixtures: a fake upstream and gateways on real loopback sockets.
+"""The suite's fixtures: a fake upstream and gateways on loopback sockets, the real servers'
+fixtures (PostgreSQL, Redis) as plugins, and the canary watch over every log line.
 
-Everything here serves over real TCP on 127.0.0.1 inside the test's own Trio run: the fake
-upstream (``gateway.sim.server``) and the gateway through ``gateway.server.running``, the
-same composition ``arouter serve`` uses.
+Helpers and types live in ``tests/support/``; this file only declares fixtures and hooks.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
 import trio
 
-from gateway.accounts import keys
-from gateway.accounts.pricing import Price
-from gateway.app import open_store
-from gateway.config import (
-    Config,
-    Deadlines,
-    ModelRoute,
-    ProviderConfig,
-    Routing,
-    SimConfig,
-)
+from gateway.config import ModelRoute, ProviderConfig, Routing
 from gateway.observe.logs import JsonFormatter, TextFormatter
-from gateway.serve.server import Running, running
+from gateway.serve.server import running
 from gateway.sim.scenarios import Plan
-from gateway.sim.server import Record, SimServer
-from gateway.store.rows import ApiKey
+from gateway.sim.server import SimServer
+from tests.support.gateways import FAKE_PROVIDER_KEY, GatewayFactory, Gw, Sim, add_key, make_config
 
-FAKE_PROVIDER_KEY = "sk-fake-upstream-CANARY-0123456789"
-# fake/lorem's price: 1 micro-dollar per prompt token, 2 per completion token.
-TEST_PRICE = Price(prompt=1_000_000, completion=2_000_000)
-
-
-@attrs.frozen
-class Sim:
-    server: SimServer
-    url: str  # http://127.0.0.1:PORT
-
-    def records(self, tag: str | None = None) -> list[Record]:
-        return self.server.find(tag) if tag is not None else list(self.server.records)
-
-    async def wait_record(
-        self, tag: str, predicate: Callable[[Record], bool], within: float = 5.0
-    ) -> Record:
-        """Poll (real time) until this tag's record satisfies ``predicate``."""
-        deadline = time.monotonic() + within
-        while True:
-            found = [r for r in self.server.find(tag) if predicate(r)]
-            if found:
-                return found[0]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no record for {tag!r} satisfied the condition: "
-                                     f"{self.server.find(tag)}")
-            await trio.sleep(0.001)
+# Fixtures of the real servers the tests start (by name: postgres_url, postgres_db,
+# redis_server_session, redis_url, redis_clean_url).
+pytest_plugins = ["tests.support.pg_server", "tests.support.redis_server"]
 
 
 @pytest.fixture
@@ -69,96 +33,6 @@ async def sim(nursery: trio.Nursery) -> Sim:
     server = SimServer(defaults=Plan(tokens=10, interval=0.002))
     port = await nursery.start(server.serve)
     return Sim(server, f"http://127.0.0.1:{port}")
-
-
-@attrs.frozen
-class Gw:
-    running: Running
-    key: str
-
-    @property
-    def url(self) -> str:
-        return self.running.url
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.key}"}
-
-    async def records(self, **where: Any) -> list[Any]:
-        return await self.running.gateway.store.records(**where)
-
-    async def wait_records(self, count: int, within: float = 5.0, **where: Any) -> list[Any]:
-        """The store's records, once ``count`` of them exist (settling is asynchronous)."""
-        deadline = time.monotonic() + within
-        while True:
-            found = await self.records(**where)
-            if len(found) >= count or time.monotonic() > deadline:
-                return found
-            await trio.sleep(0.005)
-
-
-def make_config(data_dir: Path, sim_url: str | None, **deadlines: float) -> Config:
-    providers = {"sim": ProviderConfig(name="sim", dialect="sim", models=("echo", "lorem"))}
-    models = {}
-    if sim_url is not None:
-        providers["fake"] = ProviderConfig(
-            name="fake",
-            dialect="openai",
-            base_url=f"{sim_url}/v1",
-            api_key_env="AROUTER_TEST_FAKE_KEY",
-            prices={"lorem": TEST_PRICE},
-        )
-        models["fast"] = ModelRoute(name="fast", provider="fake", model="lorem")
-        # The same fake upstream, spoken to in its two other dialects.
-        providers["fake-anthropic"] = ProviderConfig(
-            name="fake-anthropic", dialect="anthropic", base_url=sim_url,
-            api_key_env="AROUTER_TEST_FAKE_KEY",
-        )
-        providers["fake-gemini"] = ProviderConfig(
-            name="fake-gemini", dialect="gemini", base_url=sim_url,
-            api_key_env="AROUTER_TEST_FAKE_KEY",
-        )
-        # Gemini SDKs put the model in a path segment and refuse a "/" in it: aliases.
-        for dialect, provider in (("openai", "fake"), ("anthropic", "fake-anthropic"),
-                                  ("gemini", "fake-gemini")):
-            models[f"{dialect}-lorem"] = ModelRoute(name=f"{dialect}-lorem", provider=provider,
-                                                    model="lorem")
-        # Nothing listens on port 1 of the loopback: every connect is refused at once.
-        providers["dead"] = ProviderConfig(
-            name="dead", dialect="openai", base_url="http://127.0.0.1:1/v1",
-            prices={"x": TEST_PRICE},
-        )
-    return Config(
-        host="127.0.0.1",
-        port=0,
-        data_dir=data_dir,
-        # A short drain: a test that ends with a stream open does not wait two minutes.
-        deadlines=attrs.evolve(Deadlines(), **{"drain": 1.0, **deadlines}),
-        sim=SimConfig(tokens=10, tokens_per_second=500.0),
-        providers=providers,
-        models=models,
-    )
-
-
-async def add_key(config: Config, name: str = "test") -> str:
-    store = open_store(config)  # the config's own store: SQLite, or PostgreSQL by URL
-    await store.open()
-    try:
-        secret, row = keys.generate(name=name, created_at=time.time())
-        await store.add_key(row)
-    finally:
-        await store.aclose()
-    return secret
-
-
-async def new_key(gw: Gw, **policy: Any) -> tuple[str, ApiKey]:
-    """A key with ``policy`` (balance, rpm, ...), added to a running gateway's store."""
-    secret, row = keys.generate(name="policy", created_at=time.time(), **policy)
-    await gw.running.gateway.store.add_key(row)
-    return secret, row
-
-
-GatewayFactory = Callable[..., Any]
 
 
 @pytest.fixture

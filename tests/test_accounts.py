@@ -18,14 +18,20 @@ import httpx
 import pytest
 import trio
 
-from gateway.canonical import ChatRequest, Message, TextPart
 from gateway.config import AccountsConfig
 from gateway.limits.base import Limits
 from gateway.serve.server import running
-from gateway.tokens import estimate_prompt_tokens
 from gateway.wire import sse
-from tests.conftest import FAKE_PROVIDER_KEY, GatewayFactory, Gw, Sim, make_config, new_key
-from tests.redis_server import redis_server
+from tests.support.gateways import (
+    FAKE_PROVIDER_KEY,
+    GatewayFactory,
+    Gw,
+    Sim,
+    make_config,
+    new_key,
+    reservation_for,
+)
+from tests.support.redis_server import redis_server
 
 MAX_TOKENS = 10
 
@@ -38,13 +44,6 @@ def body(tag: str, directive: str = "", *, stream: bool = True,
         "max_tokens": max_tokens,
         "messages": [{"role": "user", "content": f"#sim tag={tag} {directive}\nhello"}],
     }
-
-
-def reservation_for(payload: dict[str, Any]) -> int:
-    """What admission reserves for ``payload`` at fake/lorem's prices."""
-    text = payload["messages"][0]["content"]
-    request = ChatRequest(model="fake/lorem", messages=(Message("user", (TextPart(text),)),))
-    return estimate_prompt_tokens(request) * 1 + payload["max_tokens"] * 2
 
 
 async def post(gw: Gw, secret: str, payload: dict[str, Any],

@@ -11,7 +11,7 @@ import trio
 from gateway.config import ModelRoute
 from gateway.relay.exchange import HIGH_WATER
 from gateway.wire import sse
-from tests.conftest import GatewayFactory, Gw, Sim
+from tests.support.gateways import GatewayFactory, Gw, Sim
 
 
 async def test_a_client_that_reads_nothing_pauses_the_upstream(gw: Gw, sim: Sim) -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import GatewayFactory, Gw, Sim
+from tests.support.gateways import GatewayFactory, Gw, Sim
 
 MSGS = [{"role": "user", "content": "hi"}]
 

@@ -27,8 +27,8 @@ from gateway.config import Routing
 from gateway.store.rows import RequestRecord
 from gateway.tokens import estimate_prompt_tokens, estimate_tokens
 from gateway.wire import sse
-from tests.conftest import GatewayFactory, Gw, Sim, new_key
-from tests.pg_server import drop_database, fresh_database, server_url
+from tests.support.gateways import GatewayFactory, Gw, Sim, new_key
+from tests.support.pg_server import drop_database, fresh_database, server_url
 
 START = 10_000_000  # micro-dollars on every key here
 

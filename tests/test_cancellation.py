@@ -17,10 +17,11 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import GatewayFactory, Gw, Sim
+from tests.support.gateways import GatewayFactory, Gw, Sim
 
-PROPAGATION_BUDGET = 0.050  # seconds, client close -> upstream sees its connection close
-propagation: dict[str, float] = {}
+# Seconds from the client's close to the upstream seeing its connection close: a generous
+# bound for a shared machine (measured: benchmarks/RESULTS.md, column "cancel p99").
+PROPAGATION_BUDGET = 0.050
 
 
 def _body(tag: str, directive: str) -> dict[str, object]:
@@ -94,7 +95,6 @@ async def test_client_abort_closes_upstream(
         closed_at = await _abort_after(gw, _body(phase, directive), ready)
         record = await sim.wait_record(phase, lambda r: r.client_gone_at is not None)
         delay = record.client_gone_at - closed_at
-        propagation[phase] = delay
         assert delay < PROPAGATION_BUDGET, f"upstream saw the close after {delay * 1000:.1f} ms"
         assert record.outcome == "client_gone"
         tokens = record.tokens_sent
@@ -158,13 +158,6 @@ async def test_non_stream_abort_closes_upstream(start_gateway: GatewayFactory, s
         assert record.client_gone_at - closed_at < PROPAGATION_BUDGET
         [row] = await gw.wait_records(1)
         assert (row.status, row.stream, row.http_status) == ("client_abort", False, 499)
-
-
-def test_report_propagation(capsys: pytest.CaptureFixture[str]) -> None:
-    """Prints the measured figures (run with -s); runs after the phase tests."""
-    with capsys.disabled():
-        for phase, delay in propagation.items():
-            print(f"\ncancel propagation {phase}: {delay * 1000:.2f} ms", end="")
 
 
 async def test_client_that_stops_reading_is_dropped(

@@ -19,9 +19,9 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.processes import ROOT, ARouter, serve
-from tests.processes import env as _env
-from tests.processes import free_port as _free_port
+from tests.support.processes import ROOT, ARouter, serve
+from tests.support.processes import env as _env
+from tests.support.processes import free_port as _free_port
 
 README = (ROOT / "README.md").read_text()
 

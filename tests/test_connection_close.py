@@ -12,7 +12,7 @@ import json
 import pytest
 import trio
 
-from tests.conftest import Gw
+from tests.support.gateways import Gw
 
 
 async def _until_eof(gw: Gw, request: bytes) -> bytes:

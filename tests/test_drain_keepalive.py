@@ -14,8 +14,8 @@ import time
 
 import trio
 
-from tests.conftest import GatewayFactory, Gw
-from tests.raw_http import RawConnection, Reply, chat, request
+from tests.support.gateways import GatewayFactory, Gw
+from tests.support.raw_http import RawConnection, Reply, chat, request
 
 READYZ = request("GET", "/readyz")
 

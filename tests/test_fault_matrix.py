@@ -23,12 +23,12 @@ import pytest
 
 from gateway.config import ModelRoute, Routing
 from gateway.wire import sse
-from tests.conftest import GatewayFactory, Gw, Sim
+from tests.support.gateways import GatewayFactory, Gw, Sim
+from tests.support.streams import check_done_rule
 
 DEADLINES = {"first_token": 0.5, "idle": 0.5, "total": 1.5, "commit_grace": 1.4}
 ROUTING = Routing(max_attempts=2, backoff=0.05)
 DIALECTS = ("openai", "anthropic", "gemini")
-FINISHED = {"stop", "length", "tool_calls", "content_filter"}
 
 
 @attrs.frozen
@@ -112,19 +112,6 @@ def ending(dialect: str, raw: bytes) -> str:
         return "error"
     finished = chunks and chunks[-1].get("candidates", [{}])[0].get("finishReason")
     return "finished" if finished else "cut"
-
-
-def check_done_rule(raw: bytes) -> None:
-    """``data: [DONE]`` appears only after a chunk with a real finish_reason and never
-    after an error; nothing follows it."""
-    events = [e.data for e in sse.Decoder().feed(raw)]
-    if "[DONE]" not in events:
-        return
-    assert events.index("[DONE]") == len(events) - 1, "bytes after [DONE]"
-    reasons = [c["finish_reason"] for data in events[:-1]
-               for c in json.loads(data).get("choices", []) if c.get("finish_reason")]
-    assert reasons and reasons[-1] in FINISHED, f"[DONE] after {reasons}"
-    assert "error" not in reasons
 
 
 def route_for(row: Row, dialect: str) -> str:

@@ -15,7 +15,7 @@ import httpx
 import trio
 
 from gateway.wire import sse
-from tests.conftest import GatewayFactory, Sim
+from tests.support.gateways import GatewayFactory, Sim
 
 STORE = {"admission": 1e6, "store": 1e6}  # virtual seconds no jump reaches
 

@@ -14,7 +14,7 @@ from gateway.canonical import Usage
 from gateway.errors import StoreUnavailable
 from gateway.store.rows import Settlement
 from gateway.store.sqlite import SqliteStore
-from tests.store.test_contract import make_key, record, reservation
+from tests.support.rows import make_key, record, reservation
 
 
 async def test_a_batch_that_raises_anything_fails_its_waiters_and_the_writer_goes_on(

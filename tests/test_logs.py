@@ -10,7 +10,7 @@ import pytest
 
 from gateway.errors import RequestError
 from gateway.observe.logs import JsonFormatter, TextFormatter
-from tests.conftest import GatewayFactory, Gw, new_key
+from tests.support.gateways import GatewayFactory, Gw, new_key
 
 KEY = "lr_live_0123456789ab_" + "a" * 48
 PROVIDER = "sk-proj-abcdefghijklmnop"

@@ -7,7 +7,7 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import GatewayFactory, Gw, Sim
+from tests.support.gateways import GatewayFactory, Gw, Sim
 
 
 async def _scrape(gw: Gw) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -6,7 +6,7 @@ import openai
 import pytest
 import trio
 
-from tests.conftest import FAKE_PROVIDER_KEY, Gw, Sim
+from tests.support.gateways import FAKE_PROVIDER_KEY, Gw, Sim
 
 PROMPT = "#sim tokens=12 interval_ms=1 tag={tag}\nHow would you build the tallest building?"
 

@@ -14,8 +14,8 @@ from gateway.accounts.outbox import Outbox
 from gateway.serve.server import running
 from gateway.store.rows import Settlement
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import FAKE_PROVIDER_KEY, Sim, add_key, make_config
-from tests.store.test_contract import make_key, record, reservation
+from tests.support.gateways import FAKE_PROVIDER_KEY, Sim, add_key, make_config
+from tests.support.rows import make_key, record, reservation
 
 
 async def test_rows_round_trip_and_a_torn_line_is_skipped(tmp_path: Path) -> None:

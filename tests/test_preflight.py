@@ -18,8 +18,8 @@ import psycopg
 import pytest
 import trio
 
-from tests.pg_server import private_server
-from tests.processes import ROOT, ARouter, env, free_port, serve
+from tests.support.pg_server import private_server
+from tests.support.processes import ROOT, ARouter, env, free_port, serve
 
 PASSWORD = "s3cret-CANARY-pw"
 

@@ -17,8 +17,8 @@ from gateway.config import Deployment, ModelRoute, ProviderConfig, Routing
 from gateway.sim.scenarios import Plan
 from gateway.sim.server import SimServer
 from gateway.wire import sse
-from tests.conftest import GatewayFactory, Gw, Sim
-from tests.test_fault_matrix import check_done_rule
+from tests.support.gateways import GatewayFactory, Gw, Sim
+from tests.support.streams import check_done_rule
 
 
 async def start_sim(nursery: trio.Nursery, **plan: Any) -> Sim:

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from gateway.wire import sse
-from tests.conftest import GatewayFactory, Gw, Sim
+from tests.support.gateways import GatewayFactory, Gw, Sim
 
 
 def _body(tag: str, directive: str, *, stream: bool = True, model: str = "fake/lorem") -> dict:

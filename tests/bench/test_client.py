@@ -12,7 +12,7 @@ import trio
 from gateway.bench.client import Pool, RequestSpec, perform, render_chat
 from gateway.bench.http1 import Endpoint
 from gateway.sim.server import SimServer
-from tests.conftest import Sim
+from tests.support.gateways import Sim
 
 
 @pytest.fixture

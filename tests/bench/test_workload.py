@@ -21,7 +21,7 @@ import pytest
 from gateway.bench import report, workload
 from gateway.bench.samples import RequestResult
 from gateway.bench.workload import RunResult, Settings, Target, TargetRun
-from tests.conftest import GatewayFactory, Sim
+from tests.support.gateways import GatewayFactory, Sim
 
 SETTINGS = Settings(
     requests=40,

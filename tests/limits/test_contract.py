@@ -16,22 +16,10 @@ from gateway.errors import RateLimited
 from gateway.limits.base import Held, Limiter, Limits
 from gateway.limits.local import LocalLimiter
 from gateway.limits.redis import RedisLimiter
-
-pytest_plugins = ["tests.redis_server"]
+from tests.support.clocks import FakeClock
 
 KEY = "key-1"
 TTL = 300.0  # slot TTL when a test does not care
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -18,10 +18,8 @@ from gateway.limits.base import Held, Limiter, Limits
 from gateway.limits.fallback import FallbackLimiter
 from gateway.limits.local import LocalLimiter
 from gateway.limits.redis import RedisLimiter
-from tests.limits.test_contract import FakeClock
-from tests.redis_server import RedisServer, redis_server
-
-pytest_plugins = ["tests.redis_server"]
+from tests.support.clocks import FakeClock
+from tests.support.redis_server import RedisServer, redis_server
 
 KEY = "key-1"
 

@@ -17,7 +17,7 @@ from gateway.config import Deadlines
 from gateway.errors import UpstreamConnectError, UpstreamProtocolError
 from gateway.providers.http import ClientPool, split_url
 from gateway.providers.http1 import Connection, Response, render_request
-from tests.providers.loopback import (
+from tests.support.loopback import (
     CHUNKED,
     CHUNKED_BODY,
     LENGTH,

@@ -20,8 +20,8 @@ from gateway.config import Deadlines, ProviderConfig
 from gateway.errors import UpstreamConnectError, UpstreamTimeout
 from gateway.providers.http import ClientPool
 from gateway.serve.server import running
-from tests.conftest import add_key, make_config
-from tests.providers.loopback import CHUNKED, CHUNKED_BODY, LENGTH, fetch, reply, serve
+from tests.support.gateways import add_key, make_config
+from tests.support.loopback import CHUNKED, CHUNKED_BODY, LENGTH, fetch, reply, serve
 
 CA = trustme.CA
 

@@ -21,7 +21,7 @@ from gateway.providers.http import ClientPool
 from gateway.providers.openai import OpenAIProvider
 from gateway.routing.targets import Target
 from gateway.wire.openai import request as openai_request
-from tests.providers.loopback import Handler, Peer, Server, serve
+from tests.support.loopback import Handler, Peer, Server, serve
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 CHUNK = {"id": "c1", "object": "chat.completion.chunk", "model": "m",

@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from gateway.sim.scenarios import token_texts
-from tests.sim.conftest import (
+from tests.support.sim_clients import (
     ANTHROPIC_KEY,
     CLIENT_GENERATORS_LEFT_OPEN,
     PROMPT,
     SPEAKERS,
-    Sim,
+    SimAt,
     sse_events,
 )
 
@@ -26,7 +26,7 @@ TOKENS = "".join(token_texts("echo", PROMPT, 10))
 
 
 @pytest.fixture
-async def sdk(sim: Sim) -> AsyncIterator[anthropic.AsyncAnthropic]:
+async def sdk(sim: SimAt) -> AsyncIterator[anthropic.AsyncAnthropic]:
     async with anthropic.AsyncAnthropic(
         base_url=sim.url, api_key=ANTHROPIC_KEY, max_retries=0, timeout=5
     ) as sdk:
@@ -63,7 +63,7 @@ def text_of(events: list[tuple[str | None, Any]]) -> str:
 
 
 async def test_sdk_stream_yields_the_text_and_a_final_message(
-    sim: Sim, sdk: anthropic.AsyncAnthropic
+    sim: SimAt, sdk: anthropic.AsyncAnthropic
 ) -> None:
     async with sdk.messages.stream(
         model="claude-echo", max_tokens=100, messages=messages("tokens=5 tag=s")
@@ -83,7 +83,7 @@ async def test_sdk_stream_yields_the_text_and_a_final_message(
 
 
 async def test_sdk_create_returns_a_message_cut_by_max_tokens(
-    sim: Sim, sdk: anthropic.AsyncAnthropic
+    sim: SimAt, sdk: anthropic.AsyncAnthropic
 ) -> None:
     message = await sdk.messages.create(
         model="claude-lorem",
@@ -101,7 +101,7 @@ async def test_sdk_create_returns_a_message_cut_by_max_tokens(
 
 
 async def test_raw_stream_is_the_messages_event_sequence(
-    sim: Sim, client: httpx.AsyncClient
+    sim: SimAt, client: httpx.AsyncClient
 ) -> None:
     events = await stream_events(client, "tag=r")
     names = [event for event, _ in events]
@@ -151,7 +151,7 @@ async def test_max_tokens_stops_the_stream_with_stop_reason_max_tokens(
     ],
 )
 async def test_status_scenarios_answer_with_anthropic_error_bodies(
-    sim: Sim, client: httpx.AsyncClient, status: int, kind: str, stream: bool
+    sim: SimAt, client: httpx.AsyncClient, status: int, kind: str, stream: bool
 ) -> None:
     request = SPEAKER.request(f"scenario=status_{status} tag=e", stream=stream)
     response = await client.post(**request)
@@ -180,7 +180,7 @@ async def test_sdk_maps_status_scenarios_to_its_exceptions(
 
 @CLIENT_GENERATORS_LEFT_OPEN
 async def test_midstream_error_is_an_error_event_after_half(
-    sim: Sim, client: httpx.AsyncClient, sdk: anthropic.AsyncAnthropic
+    sim: SimAt, client: httpx.AsyncClient, sdk: anthropic.AsyncAnthropic
 ) -> None:
     events = await stream_events(client, "scenario=midstream_error tag=m")
     assert events[-1] == ("error", {
@@ -209,7 +209,7 @@ async def test_non_stream_midstream_error_is_a_529(client: httpx.AsyncClient) ->
 
 
 async def test_malformed_and_invalid_json_send_a_broken_delta(
-    sim: Sim, client: httpx.AsyncClient
+    sim: SimAt, client: httpx.AsyncClient
 ) -> None:
     events = await stream_events(client, "scenario=malformed")
     assert events[-1] == ("content_block_delta", "{not json")
@@ -232,7 +232,7 @@ async def test_no_usage_leaves_out_every_usage(client: httpx.AsyncClient) -> Non
 
 
 async def test_bad_requests_get_anthropic_400s_and_a_record(
-    sim: Sim, client: httpx.AsyncClient
+    sim: SimAt, client: httpx.AsyncClient
 ) -> None:
     body = SPEAKER.request()["json"]
     cases: list[tuple[bytes | dict[str, Any], str]] = [

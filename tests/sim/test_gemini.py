@@ -16,7 +16,7 @@ from google import genai
 from google.genai import errors, types
 
 from gateway.sim.scenarios import token_texts
-from tests.sim.conftest import GEMINI_KEY, PROMPT, SPEAKERS, Sim, sse_events
+from tests.support.sim_clients import GEMINI_KEY, PROMPT, SPEAKERS, SimAt, sse_events
 
 SPEAKER = SPEAKERS["gemini"]
 TOKENS = "".join(token_texts("echo", PROMPT, 10))
@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-def sdk(sim: Sim) -> Iterator[genai.Client]:
+def sdk(sim: SimAt) -> Iterator[genai.Client]:
     client = genai.Client(api_key=GEMINI_KEY, http_options={"base_url": sim.url, "timeout": 5000})
     try:
         yield client
@@ -60,7 +60,7 @@ def text_of(chunks: list[Any]) -> str:
     )
 
 
-async def test_sdk_stream_yields_the_text_and_the_usage(sim: Sim, sdk: genai.Client) -> None:
+async def test_sdk_stream_yields_the_text_and_the_usage(sim: SimAt, sdk: genai.Client) -> None:
     # google-genai 3.x calls /v1/models/...:streamGenerateContent?alt=sse by default.
     chunks = await in_thread(
         lambda: list(sdk.models.generate_content_stream(
@@ -81,7 +81,7 @@ async def test_sdk_stream_yields_the_text_and_the_usage(sim: Sim, sdk: genai.Cli
     assert GEMINI_KEY not in json.dumps(record.to_json())
 
 
-async def test_sdk_generate_content_on_v1beta_stops_at_max_output_tokens(sim: Sim) -> None:
+async def test_sdk_generate_content_on_v1beta_stops_at_max_output_tokens(sim: SimAt) -> None:
     client = genai.Client(
         api_key=GEMINI_KEY,
         http_options={"base_url": sim.url, "api_version": "v1beta", "timeout": 5000},
@@ -105,7 +105,7 @@ async def test_sdk_generate_content_on_v1beta_stops_at_max_output_tokens(sim: Si
 
 
 async def test_raw_sse_chunks_are_generate_content_responses(
-    sim: Sim, client: httpx.AsyncClient
+    sim: SimAt, client: httpx.AsyncClient
 ) -> None:
     chunks = await sse_chunks(client, "tag=r")
     assert len(chunks) == 10 + 1  # a chunk per token, then the finish
@@ -137,7 +137,7 @@ async def test_max_output_tokens_finishes_the_stream_with_max_tokens(
 
 
 async def test_without_alt_sse_the_stream_is_one_json_array_growing(
-    sim: Sim, client: httpx.AsyncClient
+    sim: SimAt, client: httpx.AsyncClient
 ) -> None:
     request = SPEAKER.request("tag=a interval_ms=10")
     del request["params"]
@@ -189,7 +189,7 @@ async def test_array_mode_ends_with_an_error_element_or_breaks_off(
     ],
 )
 async def test_status_scenarios_answer_with_google_error_bodies(
-    sim: Sim, client: httpx.AsyncClient, status: int, name: str, stream: bool
+    sim: SimAt, client: httpx.AsyncClient, status: int, name: str, stream: bool
 ) -> None:
     request = SPEAKER.request(f"scenario=status_{status} tag=e", stream=stream)
     response = await client.post(**request)
@@ -220,7 +220,7 @@ async def test_sdk_maps_status_scenarios_to_its_errors(sdk: genai.Client) -> Non
 
 
 async def test_midstream_error_is_an_error_chunk_after_half(
-    sim: Sim, client: httpx.AsyncClient, sdk: genai.Client
+    sim: SimAt, client: httpx.AsyncClient, sdk: genai.Client
 ) -> None:
     chunks = await sse_chunks(client, "scenario=midstream_error tag=m")
     assert chunks[-1] == {"error": {
@@ -245,7 +245,7 @@ async def test_midstream_error_is_an_error_chunk_after_half(
 
 
 async def test_malformed_and_invalid_json_send_a_broken_chunk(
-    sim: Sim, client: httpx.AsyncClient
+    sim: SimAt, client: httpx.AsyncClient
 ) -> None:
     chunks = await sse_chunks(client, "scenario=malformed")
     assert chunks[-1] == "{not json"
@@ -265,7 +265,7 @@ async def test_no_usage_leaves_out_every_usage_metadata(client: httpx.AsyncClien
 
 
 async def test_bad_requests_get_google_errors_and_a_record(
-    sim: Sim, client: httpx.AsyncClient
+    sim: SimAt, client: httpx.AsyncClient
 ) -> None:
     body = SPEAKER.request()["json"]
     url = "/v1beta/models/sim-echo:generateContent"

@@ -11,11 +11,11 @@ import openai
 import pytest
 
 from gateway.sim.scenarios import token_texts
-from tests.sim.conftest import CLIENT_GENERATORS_LEFT_OPEN, OPENAI_KEY, PROMPT, Sim
+from tests.support.sim_clients import CLIENT_GENERATORS_LEFT_OPEN, OPENAI_KEY, PROMPT, SimAt
 
 
 @pytest.fixture
-async def sdk(sim: Sim) -> AsyncIterator[openai.AsyncOpenAI]:
+async def sdk(sim: SimAt) -> AsyncIterator[openai.AsyncOpenAI]:
     async with openai.AsyncOpenAI(
         base_url=f"{sim.url}/v1", api_key=OPENAI_KEY, max_retries=0, timeout=5
     ) as sdk:
@@ -60,7 +60,7 @@ def contents(events: list[str]) -> str:
 
 @CLIENT_GENERATORS_LEFT_OPEN
 async def test_sdk_stream_with_include_usage_ends_with_a_usage_chunk(
-    sim: Sim, sdk: openai.AsyncOpenAI
+    sim: SimAt, sdk: openai.AsyncOpenAI
 ) -> None:
     stream = await sdk.chat.completions.create(
         model="sim-echo",
@@ -87,7 +87,7 @@ async def test_sdk_stream_with_include_usage_ends_with_a_usage_chunk(
 
 
 async def test_raw_stream_without_include_usage_has_no_usage(
-    sim: Sim, client: httpx.AsyncClient
+    sim: SimAt, client: httpx.AsyncClient
 ) -> None:
     async with client.stream("POST", "/v1/chat/completions", json=chat("tag=r")) as response:
         raw = await response.aread()
@@ -123,7 +123,7 @@ async def test_max_tokens_cuts_the_stream_with_finish_reason_length(
 
 
 async def test_sdk_non_stream_returns_a_completion_with_usage(
-    sim: Sim, sdk: openai.AsyncOpenAI
+    sim: SimAt, sdk: openai.AsyncOpenAI
 ) -> None:
     completion = await sdk.chat.completions.create(
         model="gpt-lorem", messages=[{"role": "user", "content": "hi\n#sim tokens=4 tag=n"}]
@@ -141,7 +141,7 @@ async def test_sdk_non_stream_returns_a_completion_with_usage(
 @pytest.mark.parametrize("stream", [True, False])
 @pytest.mark.parametrize("status", [401, 429, 500, 502, 503, 529])
 async def test_status_scenarios_answer_with_openai_error_bodies(
-    sim: Sim, client: httpx.AsyncClient, status: int, stream: bool
+    sim: SimAt, client: httpx.AsyncClient, status: int, stream: bool
 ) -> None:
     body = chat(f"scenario=status_{status} tag=s", stream=stream)
     response = await client.post("/v1/chat/completions", json=body)
@@ -173,7 +173,7 @@ async def test_sdk_maps_status_scenarios_to_its_exceptions(sdk: openai.AsyncOpen
 
 @CLIENT_GENERATORS_LEFT_OPEN
 async def test_midstream_error_sends_an_error_event_and_ends(
-    sim: Sim, client: httpx.AsyncClient, sdk: openai.AsyncOpenAI
+    sim: SimAt, client: httpx.AsyncClient, sdk: openai.AsyncOpenAI
 ) -> None:
     body = chat("scenario=midstream_error tag=e", usage=True)
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
@@ -203,7 +203,7 @@ async def test_malformed_sends_a_broken_event_after_half(client: httpx.AsyncClie
 
 
 async def test_invalid_json_breaks_both_shapes_from_the_start(
-    sim: Sim, client: httpx.AsyncClient
+    sim: SimAt, client: httpx.AsyncClient
 ) -> None:
     body = chat("scenario=invalid_json", stream=False)
     whole = await client.post("/v1/chat/completions", json=body)
@@ -243,7 +243,7 @@ async def test_byte_split_stream_decodes_like_a_normal_one(client: httpx.AsyncCl
 
 
 async def test_bad_requests_get_openai_400s_and_a_record(
-    sim: Sim, client: httpx.AsyncClient
+    sim: SimAt, client: httpx.AsyncClient
 ) -> None:
     cases: list[tuple[bytes | dict[str, Any], str]] = [
         (b"hello", "parse the JSON"),

@@ -10,9 +10,9 @@ import httpx
 import pytest
 import trio
 
-from tests.sim.conftest import (
+from tests.support.sim_clients import (
     CLIENT_GENERATORS_LEFT_OPEN,
-    Sim,
+    SimAt,
     Speaker,
     assert_gone_promptly,
     poll,
@@ -24,7 +24,7 @@ STREAM_END = {"openai": b"[DONE]", "anthropic": b"message_stop", "gemini": b"fin
 
 
 async def test_a_complete_stream_sends_every_token(
-    sim: Sim, client: httpx.AsyncClient, speaker: Speaker
+    sim: SimAt, client: httpx.AsyncClient, speaker: Speaker
 ) -> None:
     async with client.stream("POST", **speaker.request("tag=ok")) as response:
         raw = await response.aread()
@@ -40,7 +40,7 @@ async def test_a_complete_stream_sends_every_token(
 
 
 async def test_cut_ends_the_connection_mid_body(
-    sim: Sim, client: httpx.AsyncClient, speaker: Speaker
+    sim: SimAt, client: httpx.AsyncClient, speaker: Speaker
 ) -> None:
     received = bytearray()
     with pytest.raises(httpx.RemoteProtocolError):
@@ -54,7 +54,7 @@ async def test_cut_ends_the_connection_mid_body(
 
 
 async def test_non_stream_cut_delivers_half_the_announced_body(
-    sim: Sim, client: httpx.AsyncClient, speaker: Speaker
+    sim: SimAt, client: httpx.AsyncClient, speaker: Speaker
 ) -> None:
     with pytest.raises(httpx.RemoteProtocolError):
         await client.post(**speaker.request("scenario=cut tag=c", stream=False))
@@ -62,7 +62,7 @@ async def test_non_stream_cut_delivers_half_the_announced_body(
 
 
 async def test_reset_ends_the_connection_with_an_rst(
-    sim: Sim, client: httpx.AsyncClient, speaker: Speaker
+    sim: SimAt, client: httpx.AsyncClient, speaker: Speaker
 ) -> None:
     received = bytearray()
     with pytest.raises(httpx.ReadError, match="reset"):  # ECONNRESET, not a clean EOF
@@ -76,7 +76,7 @@ async def test_reset_ends_the_connection_with_an_rst(
 
 
 async def test_slow_first_token_sends_headers_then_waits(
-    sim: Sim, client: httpx.AsyncClient, speaker: Speaker
+    sim: SimAt, client: httpx.AsyncClient, speaker: Speaker
 ) -> None:
     request = speaker.request("scenario=slow_first_token first_token_ms=60 tokens=2 tag=f")
     async with client.stream("POST", **request) as response:
@@ -90,7 +90,7 @@ async def test_slow_first_token_sends_headers_then_waits(
 
 @pytest.mark.parametrize("stream", [True, False])
 async def test_status_529_is_overloaded_in_every_dialect(
-    sim: Sim, client: httpx.AsyncClient, speaker: Speaker, stream: bool
+    sim: SimAt, client: httpx.AsyncClient, speaker: Speaker, stream: bool
 ) -> None:
     response = await client.post(**speaker.request("scenario=status_529 tag=o", stream=stream))
     assert response.status_code == 529
@@ -101,7 +101,7 @@ async def test_status_529_is_overloaded_in_every_dialect(
 
 
 async def test_byte_split_sends_the_same_tokens(
-    sim: Sim, client: httpx.AsyncClient, speaker: Speaker
+    sim: SimAt, client: httpx.AsyncClient, speaker: Speaker
 ) -> None:
     async with client.stream(
         "POST", **speaker.request("scenario=byte_split tokens=6 tag=b")
@@ -114,7 +114,7 @@ async def test_byte_split_sends_the_same_tokens(
 @CLIENT_GENERATORS_LEFT_OPEN
 @pytest.mark.usefixtures("no_gc_pauses")
 async def test_client_closing_mid_stream_is_seen_at_once(
-    sim: Sim, client: httpx.AsyncClient, speaker: Speaker
+    sim: SimAt, client: httpx.AsyncClient, speaker: Speaker
 ) -> None:
     closed_at = await read_then_leave(client, speaker, "tokens=100000 tag=g", 3)
     record = sim.record("g")
@@ -125,7 +125,7 @@ async def test_client_closing_mid_stream_is_seen_at_once(
 @CLIENT_GENERATORS_LEFT_OPEN
 @pytest.mark.usefixtures("no_gc_pauses")
 async def test_client_leaving_a_stall_is_seen(
-    sim: Sim, client: httpx.AsyncClient, speaker: Speaker
+    sim: SimAt, client: httpx.AsyncClient, speaker: Speaker
 ) -> None:
     closed_at = await read_then_leave(client, speaker, "scenario=stall tag=st", 5, linger=0.01)
     record = sim.record("st")
@@ -136,7 +136,7 @@ async def test_client_leaving_a_stall_is_seen(
 @CLIENT_GENERATORS_LEFT_OPEN
 @pytest.mark.usefixtures("no_gc_pauses")
 async def test_client_leaving_before_headers_is_seen(
-    sim: Sim, client: httpx.AsyncClient, speaker: Speaker
+    sim: SimAt, client: httpx.AsyncClient, speaker: Speaker
 ) -> None:
     cancel = trio.CancelScope()
 

@@ -21,12 +21,7 @@ import trio.testing
 
 from gateway.sim.scenarios import SCENARIOS
 from gateway.sim.server import main
-from tests.sim.conftest import (
-    SPEAKERS,
-    Sim,
-    assert_gone_promptly,
-    receive_until,
-)
+from tests.support.sim_clients import SPEAKERS, SimAt, assert_gone_promptly, receive_until
 
 REPO = Path(__file__).resolve().parents[2]
 OPENAI = SPEAKERS["openai"]
@@ -38,7 +33,7 @@ def chat(directive: str = "", *, stream: bool = True) -> dict[str, Any]:
 
 
 async def test_keep_alive_reuses_the_connection_across_dialects(
-    sim: Sim, client: httpx.AsyncClient
+    sim: SimAt, client: httpx.AsyncClient
 ) -> None:
     for tag, speaker in zip(("k1", "k2", "k3"), SPEAKERS.values(), strict=True):
         response = await client.post(**speaker.request(f"tag={tag}", stream=False))
@@ -48,7 +43,7 @@ async def test_keep_alive_reuses_the_connection_across_dialects(
     assert len({r.connection_id for r in records}) == 1
 
 
-async def test_control_routes(sim: Sim, client: httpx.AsyncClient) -> None:
+async def test_control_routes(sim: SimAt, client: httpx.AsyncClient) -> None:
     for tag in ("a", "b", "a"):
         await client.post("/v1/chat/completions", json=chat(f"tag={tag} tokens=1", stream=False))
     listed = (await client.get("/_sim/requests", params={"tag": "a"})).json()
@@ -65,7 +60,7 @@ async def test_control_routes(sim: Sim, client: httpx.AsyncClient) -> None:
 
 
 async def test_records_keep_only_a_prefix_of_any_credential(
-    sim: Sim, client: httpx.AsyncClient
+    sim: SimAt, client: httpx.AsyncClient
 ) -> None:
     key = "secret-CANARY-0123456789"
     cases: list[tuple[str, str, dict[str, str], dict[str, str]]] = [
@@ -99,7 +94,7 @@ def raw_post(body: dict[str, Any]) -> bytes:
 
 
 @pytest.mark.usefixtures("no_gc_pauses")
-async def test_client_reset_mid_stream_is_seen(sim: Sim) -> None:
+async def test_client_reset_mid_stream_is_seen(sim: SimAt) -> None:
     stream = await trio.open_tcp_stream("127.0.0.1", sim.port)
     await stream.send_all(raw_post(chat("tokens=100000 tag=rst")))
     await receive_until(stream, lambda got: got.count(b'"content":" ') >= 3)
@@ -109,7 +104,7 @@ async def test_client_reset_mid_stream_is_seen(sim: Sim) -> None:
     await assert_gone_promptly(sim.record("rst"), closed_at)
 
 
-async def test_pipelined_requests_are_answered_in_order(sim: Sim) -> None:
+async def test_pipelined_requests_are_answered_in_order(sim: SimAt) -> None:
     async with await trio.open_tcp_stream("127.0.0.1", sim.port) as stream:
         await stream.send_all(
             raw_post(chat("tag=p1 tokens=2", stream=False))
@@ -122,7 +117,7 @@ async def test_pipelined_requests_are_answered_in_order(sim: Sim) -> None:
     assert first.connection_id == second.connection_id
 
 
-async def test_garbage_gets_a_400_and_a_close(sim: Sim) -> None:
+async def test_garbage_gets_a_400_and_a_close(sim: SimAt) -> None:
     async with await trio.open_tcp_stream("127.0.0.1", sim.port) as stream:
         await stream.send_all(b"NOT HTTP AT ALL\r\n\r\n")
         received = await receive_until(stream, lambda got: b"\r\n\r\n" in got)
@@ -158,7 +153,7 @@ def test_cli_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 async def test_scenario_waits_follow_trios_clock(
-    sim: Sim, client: httpx.AsyncClient, autojump_clock: trio.testing.MockClock
+    sim: SimAt, client: httpx.AsyncClient, autojump_clock: trio.testing.MockClock
 ) -> None:
     # slow_first_token's default 30 s pass in virtual time: gateway tests of long deadlines
     # can run against this server under a MockClock.

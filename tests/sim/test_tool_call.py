@@ -15,12 +15,12 @@ from google import genai
 from google.genai import types
 
 from gateway.sim.scenarios import SCENARIOS, token_texts
-from tests.sim.conftest import (
+from tests.support.sim_clients import (
     ANTHROPIC_KEY,
     CLIENT_GENERATORS_LEFT_OPEN,
     GEMINI_KEY,
     OPENAI_KEY,
-    Sim,
+    SimAt,
 )
 
 DIRECTIVE = "#sim scenario=tool_call tokens=3"
@@ -44,13 +44,13 @@ OPENAI_TOOLS: Any = [
 ]
 
 
-def _openai(sim: Sim) -> openai.AsyncOpenAI:
+def _openai(sim: SimAt) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{sim.url}/v1", api_key=OPENAI_KEY, max_retries=0,
                               timeout=5)
 
 
 @CLIENT_GENERATORS_LEFT_OPEN
-async def test_openai_stream_calls_the_first_tool_in_fragments(sim: Sim) -> None:
+async def test_openai_stream_calls_the_first_tool_in_fragments(sim: SimAt) -> None:
     async with _openai(sim) as sdk:
         stream = await sdk.chat.completions.create(
             model="sim-lorem", messages=[{"role": "user", "content": QUESTION}],
@@ -69,7 +69,7 @@ async def test_openai_stream_calls_the_first_tool_in_fragments(sim: Sim) -> None
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
 
 
-async def test_openai_completion_calls_the_tool_then_answers_the_result(sim: Sim) -> None:
+async def test_openai_completion_calls_the_tool_then_answers_the_result(sim: SimAt) -> None:
     async with _openai(sim) as sdk:
         messages: Any = [{"role": "user", "content": QUESTION}]
         first = await sdk.chat.completions.create(model="sim-lorem", messages=messages,
@@ -91,7 +91,7 @@ async def test_openai_completion_calls_the_tool_then_answers_the_result(sim: Sim
     assert first_record.outcome == second_record.outcome == "completed"
 
 
-async def test_openai_without_tools_the_scenario_is_text(sim: Sim) -> None:
+async def test_openai_without_tools_the_scenario_is_text(sim: SimAt) -> None:
     async with _openai(sim) as sdk:
         answer = await sdk.chat.completions.create(
             model="sim-lorem", messages=[{"role": "user", "content": QUESTION}])
@@ -105,13 +105,13 @@ ANTHROPIC_TOOLS: Any = [{"name": "get_weather", "input_schema": SCHEMA},
                         {"name": "get_time", "input_schema": SCHEMA}]
 
 
-def _anthropic(sim: Sim) -> anthropic.AsyncAnthropic:
+def _anthropic(sim: SimAt) -> anthropic.AsyncAnthropic:
     return anthropic.AsyncAnthropic(base_url=sim.url, api_key=ANTHROPIC_KEY, max_retries=0,
                                     timeout=5)
 
 
 @CLIENT_GENERATORS_LEFT_OPEN
-async def test_anthropic_stream_ends_with_a_tool_use_block(sim: Sim) -> None:
+async def test_anthropic_stream_ends_with_a_tool_use_block(sim: SimAt) -> None:
     async with _anthropic(sim) as sdk, sdk.messages.stream(
         model="sim-lorem", max_tokens=100, tools=ANTHROPIC_TOOLS,
         messages=[{"role": "user", "content": QUESTION}],
@@ -128,7 +128,7 @@ async def test_anthropic_stream_ends_with_a_tool_use_block(sim: Sim) -> None:
     assert final.usage.output_tokens == 2
 
 
-async def test_anthropic_message_calls_the_tool_then_answers_the_result(sim: Sim) -> None:
+async def test_anthropic_message_calls_the_tool_then_answers_the_result(sim: SimAt) -> None:
     async with _anthropic(sim) as sdk:
         messages: Any = [{"role": "user", "content": QUESTION}]
         first = await sdk.messages.create(model="sim-lorem", max_tokens=100,
@@ -157,12 +157,12 @@ GEMINI_TOOLS: list[Any] = [types.Tool(function_declarations=[
 ])]
 
 
-def _gemini(sim: Sim) -> genai.Client:
+def _gemini(sim: SimAt) -> genai.Client:
     return genai.Client(api_key=GEMINI_KEY, http_options={"base_url": sim.url, "timeout": 5000})
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
-async def test_gemini_calls_the_tool_then_answers_the_result(sim: Sim, stream: bool) -> None:
+async def test_gemini_calls_the_tool_then_answers_the_result(sim: SimAt, stream: bool) -> None:
     config = types.GenerateContentConfig(
         tools=GEMINI_TOOLS,
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),

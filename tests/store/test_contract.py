@@ -10,13 +10,11 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
 import trio
 
-from gateway.accounts import keys
 from gateway.accounts.liveness import Liveness, beat, new_instance, reconcile
 from gateway.errors import NotMetered, StoreUnavailable
 from gateway.store.base import Store
@@ -26,12 +24,11 @@ from gateway.store.rows import (
     Checkpoint,
     Instance,
     Release,
-    RequestRecord,
     Reservation,
     Settlement,
 )
 from gateway.store.sqlite import SqliteStore
-from tests.pg_server import fixture_postgres_db  # noqa: F401
+from tests.support.rows import balance, make_key, record, reservation
 
 StoreFactory = Callable[[], Store]
 
@@ -55,37 +52,6 @@ async def store(new_store: StoreFactory) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.aclose()
-
-
-async def make_key(store: Store, **policy: Any) -> ApiKey:
-    _, row = keys.generate(name="t", created_at=time.time(), **policy)
-    await store.add_key(row)
-    return row
-
-
-def reservation(key: ApiKey, amount: int, gen: str, instance: str = "i1") -> Reservation:
-    return Reservation(
-        generation_id=gen, key_id=key.id, amount=amount, instance=instance, model="m",
-        deployment="p/m", client_dialect="openai", upstream_dialect="openai", stream=True,
-        prompt_tokens=10, created_at=time.time(),
-    )
-
-
-def record(key: ApiKey, gen: str, cost: int, **changes: Any) -> RequestRecord:
-    row = RequestRecord(
-        generation_id=gen, key_id=key.id, model="m", deployment="p/m", client_dialect="openai",
-        upstream_dialect="anthropic", stream=True, status="ok", http_status=200,
-        prompt_tokens=11, completion_tokens=22, cached_tokens=3, reasoning_tokens=4,
-        usage_estimated=False, cost=cost, error_type=None, ttft_ms=1.5, duration_ms=20.25,
-        cancelled=False, created_at=1_700_000_000.5,
-    )
-    return attrs.evolve(row, **changes)
-
-
-async def balance(store: Store, key: ApiKey) -> int | None:
-    found = await store.find_key(key.id)
-    assert found is not None
-    return found.balance
 
 
 # -- schema -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""PostgreSQL-specific behaviour of ``PostgresStore`` against a real server (``pg_server.py``).
+"""PostgreSQL-specific behaviour of ``PostgresStore`` against a real server
+(``tests/support/pg_server.py``).
 
 The store contract itself is checked for every backend by ``test_contract.py``; this module
 covers what only a multi-process server exposes: migrations raced by several processes,
@@ -24,8 +25,8 @@ from gateway.store import postgres
 from gateway.store.base import INSTANCE_FIELDS, KEY_FIELDS, RECORD_FIELDS, RESERVATION_FIELDS
 from gateway.store.postgres import MIGRATIONS, PostgresStore
 from gateway.store.rows import ApiKey, Instance, RequestRecord, Reservation, Settlement
-from tests import pg_server
-from tests.pg_server import fixture_postgres_db, free_port  # noqa: F401
+from tests.support import pg_server
+from tests.support.pg_server import free_port
 
 pytestmark = pytest.mark.system
 

@@ -19,54 +19,11 @@ import httpx
 import pytest
 import trio
 
-from gateway.accounts import keys
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import FAKE_PROVIDER_KEY, Sim
-from tests.pg_server import fixture_postgres_db  # noqa: F401
-from tests.processes import serve
-from tests.redis_server import redis_clean_url, redis_server_session  # noqa: F401
-
-
-def write_config(path: Path, sim: Sim, *, store_url: str | None = None,
-                 redis_url: str | None = None, **accounts: float) -> Path:
-    """A config with the fake upstream's provider, and ``accounts`` settings beside a 0.5 s
-    heartbeat."""
-    lines = [
-        "[providers.fake]",
-        'dialect = "openai"',
-        f'base_url = "{sim.url}/v1"',
-        'api_key_env = "AROUTER_TEST_FAKE_KEY"',
-        "[providers.fake.prices.lorem]",
-        "prompt = 1",  # dollars per million tokens: 1 micro-dollar per token
-        "completion = 2",
-        "[accounts]",
-        *(f"{name} = {value}" for name, value in {"heartbeat": 0.5, **accounts}.items()),
-    ]
-    if redis_url:
-        lines.append(f'redis_url = "{redis_url}"')
-    if store_url:
-        lines += ["[store]", f'url = "{store_url}"']
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-ENV = {"AROUTER_TEST_FAKE_KEY": FAKE_PROVIDER_KEY}
-
-
-async def add_key(store: Store, **policy: Any) -> tuple[str, keys.ApiKey]:
-    await store.open()
-    try:
-        secret, row = keys.generate(name="proc", created_at=time.time(), **policy)
-        await store.add_key(row)
-        return secret, row
-    finally:
-        await store.aclose()
-
-
-def payload(tag: str, directive: str = "tokens=5", max_tokens: int = 10) -> dict[str, Any]:
-    return {"model": "fake/lorem", "stream": True, "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": f"#sim tag={tag} {directive}\nhi"}]}
+from tests.support.gateways import FAKE_PROVIDER_KEY, Sim
+from tests.support.processes import ENV, payload, serve, write_config
+from tests.support.processes import add_store_key as add_key
 
 
 @attrs.define
@@ -188,7 +145,7 @@ async def test_sigkill_then_restart_charges_each_stream_its_last_checkpoint(
 
 
 async def test_a_dead_processes_redis_slots_are_freed_when_it_is_reconciled(
-    tmp_path: Path, sim: Sim, redis_clean_url: str  # noqa: F811
+    tmp_path: Path, sim: Sim, redis_clean_url: str
 ) -> None:
     """FAULTS F5: a key with max_concurrent = 5 and 5 streams open on a process that is
     SIGKILLed. Its slots in Redis would otherwise be held until their TTL (about 16
@@ -227,7 +184,7 @@ async def test_a_dead_processes_redis_slots_are_freed_when_it_is_reconciled(
 
 
 async def test_two_processes_on_postgres_and_redis_share_credits_and_limits(
-    tmp_path: Path, sim: Sim, postgres_db: str, redis_clean_url: str  # noqa: F811
+    tmp_path: Path, sim: Sim, postgres_db: str, redis_clean_url: str
 ) -> None:
     from gateway.store.postgres import PostgresStore
 
@@ -235,7 +192,7 @@ async def test_two_processes_on_postgres_and_redis_share_credits_and_limits(
                           redis_url=redis_clean_url)
     one_request = payload("fleet")
     # What admission reserves for this payload: its prompt estimate plus 10 output tokens.
-    from tests.test_accounts import reservation_for
+    from tests.support.gateways import reservation_for
 
     poor, poor_key = await add_key(PostgresStore(postgres_db),
                                    balance=reservation_for(one_request))

@@ -23,30 +23,13 @@ import trio
 
 from gateway.accounts import keys
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import Sim
-from tests.processes import free_port, serve
-from tests.raw_http import RawConnection, chat, request, wait_ready
-from tests.system.test_accounts_processes import ENV, write_config
+from tests.support.gateways import Sim
+from tests.support.processes import ENV, dechunk, free_port, serve, write_config
+from tests.support.raw_http import RawConnection, chat, request, wait_ready
 
 STREAMS = 200
 ENDED: dict[str, float] = {}  # tag -> when its stream ended (time.monotonic)
 DRAIN = 3.0
-
-
-def dechunk(raw: bytes) -> tuple[int, bytes]:
-    """(status, body) of a whole HTTP/1.1 response with a chunked body."""
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    if b"transfer-encoding: chunked" not in head.lower():
-        return status, rest
-    body = b""
-    while rest:
-        size_line, _, rest = rest.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        body, rest = body + rest[:size], rest[size + 2:]
-    return status, body
 
 
 async def stream(url: str, secret: str, tag: str, directive: str, started: trio.Semaphore,

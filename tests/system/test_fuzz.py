@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.processes import ROOT
+from tests.support.processes import ROOT
 
 FUZZ_EXAMPLES = int(os.environ.get("AROUTER_FUZZ_EXAMPLES", "600"))
 ADMIN = "fuzz-admin-" + "0" * 32

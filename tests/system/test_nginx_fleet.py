@@ -21,12 +21,9 @@ import trio
 from gateway.accounts import keys
 from gateway.wire import sse
 from gateway.wire.sse import KEEPALIVE
-from tests.conftest import FAKE_PROVIDER_KEY, Sim
-from tests.nginx_server import nginx
-from tests.pg_server import fixture_postgres_db  # noqa: F401
-from tests.processes import ROOT, ARouter, Served, free_port, serve
-from tests.redis_server import redis_clean_url, redis_server_session  # noqa: F401
-from tests.system.test_accounts_processes import write_config
+from tests.support.gateways import FAKE_PROVIDER_KEY, Sim
+from tests.support.nginx_server import nginx
+from tests.support.processes import ROOT, ARouter, Served, free_port, serve, write_config
 
 ENV = {"AROUTER_TEST_FAKE_KEY": FAKE_PROVIDER_KEY}
 
@@ -50,7 +47,7 @@ async def add_key(url: str, **policy: Any) -> tuple[str, keys.ApiKey]:
 
 
 @pytest.fixture
-async def fleet(tmp_path: Path, sim: Sim, postgres_db: str, redis_clean_url: str  # noqa: F811
+async def fleet(tmp_path: Path, sim: Sim, postgres_db: str, redis_clean_url: str
                 ) -> Any:
     config = write_config(tmp_path / "arouter.toml", sim, store_url=postgres_db,
                           redis_url=redis_clean_url)
@@ -115,7 +112,7 @@ async def test_the_fleet_behind_nginx(fleet: Any, sim: Sim) -> None:
 
 async def test_credits_and_rate_limits_hold_across_both_instances(fleet: Any, sim: Sim) -> None:
     url, _, database = fleet
-    from tests.test_accounts import reservation_for
+    from tests.support.gateways import reservation_for
 
     one = body("credit", "tokens=5", max_tokens=10)
     poor, _ = await add_key(database, balance=reservation_for(one))

@@ -16,9 +16,8 @@ import httpx
 
 from gateway.accounts import keys
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import FAKE_PROVIDER_KEY, Sim
-from tests.processes import serve
-from tests.system.test_accounts_processes import ENV, write_config
+from tests.support.gateways import FAKE_PROVIDER_KEY, Sim
+from tests.support.processes import ENV, serve, write_config
 
 
 async def test_no_key_leaks_into_logs_bodies_metrics_or_the_database(
@@ -79,7 +78,7 @@ async def test_no_key_leaks_into_logs_bodies_metrics_or_the_database(
             seen.append((await client.get("/metrics")).text)
 
     logged = log.read_text()
-    assert '"generation settled"' in logged or "generation settled" in logged  # DEBUG ran
+    assert "generation settled" in logged  # the DEBUG lines were written
     database = b"".join(p.read_bytes() for p in data.glob("arouter.db*"))
     canaries = [secret, secret.split("_")[-1], wrong.split("_")[-1], unknown.split("_")[-1],
                 FAKE_PROVIDER_KEY, FAKE_PROVIDER_KEY.removeprefix("sk-")]

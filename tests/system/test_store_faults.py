@@ -22,10 +22,10 @@ import trio
 
 from gateway.store.postgres import PostgresStore
 from gateway.store.rows import RequestRecord
-from tests.conftest import Sim
-from tests.pg_server import fresh_database, private_server
-from tests.processes import Served, serve
-from tests.system.test_accounts_processes import ENV, add_key, payload, write_config
+from tests.support.gateways import Sim
+from tests.support.pg_server import fresh_database, private_server
+from tests.support.processes import ENV, Served, payload, serve, write_config
+from tests.support.processes import add_store_key as add_key
 
 START = 100_000_000
 

@@ -18,11 +18,9 @@ import trio
 
 from gateway.accounts import keys
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import Sim
-from tests.processes import Served, free_port, serve
-from tests.raw_http import RawConnection, Reply, chat, ready, request
-from tests.system.test_accounts_processes import ENV, write_config
-from tests.system.test_drain import dechunk
+from tests.support.gateways import Sim
+from tests.support.processes import ENV, Served, dechunk, free_port, serve, write_config
+from tests.support.raw_http import RawConnection, Reply, chat, ready, request
 
 DRAIN = 3.0
 

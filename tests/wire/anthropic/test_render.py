@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -54,11 +54,11 @@ from gateway.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from gateway.wire import jsonbody, sse
+from gateway.wire import jsonbody
 from gateway.wire.anthropic.render import StreamEncoder, error_body, render_message
 from gateway.wire.anthropic.request import parse_request
 from gateway.wire.encoder import Encoder
-from tests.wire.anthropic.test_request import MODEL
+from tests.support.wire_anthropic import MODEL, encode, sse_events
 
 # ---------------------------------------------------------------------------------------
 # StreamEncoder: the event sequence
@@ -93,22 +93,6 @@ def message_end(stop_reason: str, usage: dict[str, Any]) -> bytes:
     return sse_event("message_delta", {
         "type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
         "usage": usage}) + sse_event("message_stop", {"type": "message_stop"})
-
-
-def encode(
-    events: Iterable[StreamEvent],
-    usage: Usage | None = None,
-    finish: FinishReason | None = None,
-    *,
-    error: GatewayError | None = None,
-) -> bytes:
-    """A whole stream, in the order the relay drives an encoder."""
-    enc = StreamEncoder("msg_1", MODEL)
-    out = enc.start()
-    for event in events:
-        out += enc.event(event)
-    usage = usage or Usage()
-    return out + (enc.error(error, usage) if error is not None else enc.tail(usage, finish))
 
 
 def test_keepalive_is_anthropics_ping_event_and_nothing_is_spliced() -> None:
@@ -264,14 +248,6 @@ TRICKY_TEXT = [
     "h\u00e9llo \u4e16\u754c \U0001f30d \U0001f468\u200d\U0001f469\u200d\U0001f467",
     "\u2028\u2029\x85",
 ]
-
-
-def sse_events(stream: bytes, chunk: int | None = None) -> list[sse.Event]:
-    decoder = sse.Decoder()
-    size = chunk or len(stream) or 1
-    events = [e for i in range(0, len(stream), size) for e in decoder.feed(stream[i:i + size])]
-    assert not decoder.pending
-    return events
 
 
 @pytest.mark.parametrize("text", TRICKY_TEXT)

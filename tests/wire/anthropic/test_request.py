@@ -22,21 +22,7 @@ from gateway.canonical import (
 )
 from gateway.errors import RequestError
 from gateway.wire.anthropic.request import parse_request
-
-MODEL = "anthropic/claude-sonnet"
-
-
-DROP = object()
-
-
-USER_HI = {"role": "user", "content": "hi"}
-
-
-def body(**changes: Any) -> dict[str, Any]:
-    """A minimal valid client body with ``changes`` applied (``DROP`` removes a key)."""
-    out: dict[str, Any] = {"model": MODEL, "max_tokens": 256, "messages": [USER_HI]}
-    out.update(changes)
-    return {k: v for k, v in out.items() if v is not DROP}
+from tests.support.wire_anthropic import DROP, MODEL, PASSTHROUGH_VALUES, USER_HI, body
 
 
 def messages_of(*raw: dict[str, Any]) -> tuple[Message, ...]:
@@ -189,17 +175,6 @@ def test_sampling_metadata_and_stop_sequences() -> None:
     assert request.stop == ("END", "\n\nHuman:")
     assert request.user == "u-1"
     assert parse_request(body(metadata={"user_id": None})).user is None
-
-
-PASSTHROUGH_VALUES: dict[str, Any] = {
-    "top_k": 40,
-    "thinking": {"type": "enabled", "budget_tokens": 2048},
-    "service_tier": "standard_only",
-    "output_config": {"effort": "high"},
-    "cache_control": {"type": "ephemeral"},
-    "inference_geo": "us",
-    "speed": "fast",
-}
 
 
 def test_passthrough_parameters_land_in_extra_unchanged() -> None:

@@ -41,8 +41,7 @@ from gateway.wire.anthropic.upstream import (
     upstream_error,
 )
 from gateway.wire.openai import request as openai_request
-from tests.wire.anthropic.test_render import encode, sse_events
-from tests.wire.anthropic.test_request import MODEL, PASSTHROUGH_VALUES, body
+from tests.support.wire_anthropic import MODEL, PASSTHROUGH_VALUES, body, encode, sse_events
 
 # ---------------------------------------------------------------------------------------
 # upstream_body

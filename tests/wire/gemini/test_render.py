@@ -46,7 +46,7 @@ from gateway.errors import (
 from gateway.wire.gemini.render import StreamEncoder, error_body, render_response
 from gateway.wire.gemini.upstream import StreamParser, parse_response
 from gateway.wire.sse import Decoder
-from tests.wire.gemini.test_request import MODEL, genai_client
+from tests.support.wire_gemini import MODEL, genai_client
 
 with warnings.catch_warnings():
     # Both SDKs warn on import (Python 3.11 support ending; google-generativeai deprecated).

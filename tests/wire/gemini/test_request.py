@@ -28,6 +28,17 @@ from gateway.canonical import (
 from gateway.errors import RequestError
 from gateway.wire.gemini.render import render_response, wants_thoughts
 from gateway.wire.gemini.request import parse_request
+from tests.support.wire_gemini import (
+    DROP,
+    MODEL,
+    answer,
+    body,
+    call,
+    genai_client,
+    model_turn,
+    parse,
+    user,
+)
 
 with warnings.catch_warnings():
     # Both SDKs warn on import (Python 3.11 support ending; google-generativeai deprecated).
@@ -36,40 +47,7 @@ with warnings.catch_warnings():
     from google.ai.generativelanguage_v1beta.services.generative_service.transports import (
         rest_base,
     )
-    from google.genai import Client, types
-
-
-MODEL = "gemini-2.5-flash"
-
-
-DROP = object()
-
-
-def body(**changes: Any) -> dict[str, Any]:
-    """A minimal valid client body with ``changes`` applied (``DROP`` removes a key)."""
-    out: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
-    out.update(changes)
-    return {k: v for k, v in out.items() if v is not DROP}
-
-
-def parse(raw: Any, *, stream: bool = False) -> ChatRequest:
-    return parse_request(raw, MODEL, stream=stream)
-
-
-def user(*parts: dict[str, Any]) -> dict[str, Any]:
-    return {"role": "user", "parts": list(parts)}
-
-
-def model_turn(*parts: dict[str, Any]) -> dict[str, Any]:
-    return {"role": "model", "parts": list(parts)}
-
-
-def call(name: str, **args: Any) -> dict[str, Any]:
-    return {"functionCall": {"name": name, "args": args}}
-
-
-def answer(name: str, **response: Any) -> dict[str, Any]:
-    return {"functionResponse": {"name": name, "response": response}}
+    from google.genai import types
 
 
 def messages(*contents: dict[str, Any]) -> tuple[Message, ...]:
@@ -566,11 +544,6 @@ def test_schemas_nested_too_deep_are_a_400() -> None:
 
 # ---------------------------------------------------------------------------------------
 # The bodies the Google SDKs really send
-
-def genai_client(handler: Any) -> Client:
-    transport = httpx.MockTransport(handler)
-    return Client(api_key="AIza-test", http_options=types.HttpOptions(
-        base_url="http://gateway.test", client_args={"transport": transport}))
 
 
 def test_google_genai_request_body_is_accepted() -> None:

@@ -32,7 +32,7 @@ from gateway.canonical import (
 from gateway.errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError
 from gateway.wire.gemini.render import StreamEncoder
 from gateway.wire.gemini.upstream import StreamParser, parse_response, upstream_body, upstream_error
-from tests.wire.gemini.test_request import answer, body, call, model_turn, parse, user
+from tests.support.wire_gemini import answer, body, call, model_turn, parse, user
 
 # ---------------------------------------------------------------------------------------
 # upstream_body

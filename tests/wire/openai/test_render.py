@@ -34,7 +34,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.wire.openai.render import StreamEncoder, error_body, render_completion
-from tests.wire.openai.test_request import CREATED, MODEL
+from tests.support.wire_openai import CREATED, MODEL, encoder, payload
 
 # ---------------------------------------------------------------------------------------
 # StreamEncoder: byte-exact against the spec's examples
@@ -73,21 +73,6 @@ def spec_event(line: str) -> bytes:
     marker = '"object":"chat.completion.chunk",'
     assert marker in line
     return (line.replace(marker, f'{marker}"created":{CREATED},') + "\n\n").encode()
-
-
-def encoder() -> StreamEncoder:
-    return StreamEncoder("chatcmpl-xxx", MODEL, CREATED)
-
-
-def payload(event: bytes) -> dict[str, Any]:
-    """The JSON of one rendered event, after checking its SSE framing."""
-    assert event.startswith(b"data: ")
-    assert event.endswith(b"\n\n")
-    line = event[len(b"data: "):-2]
-    assert b"\n" not in line and b"\r" not in line
-    value = json.loads(line.decode("utf-8"))
-    assert isinstance(value, dict)
-    return value
 
 
 def test_role_chunk_opens_the_stream() -> None:

@@ -22,21 +22,7 @@ from gateway.canonical import (
 )
 from gateway.errors import RequestError
 from gateway.wire.openai.request import parse_request
-
-MODEL = "openai/gpt-5.4"
-
-
-CREATED = 1700000000
-
-
-DROP = object()
-
-
-def body(**changes: Any) -> dict[str, Any]:
-    """A minimal valid client body with ``changes`` applied (``DROP`` removes a key)."""
-    out: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
-    out.update(changes)
-    return {k: v for k, v in out.items() if v is not DROP}
+from tests.support.wire_openai import DROP, MODEL, PASSTHROUGH_VALUES, TOOL, body
 
 
 def one_message(message: dict[str, Any]) -> Message:
@@ -180,24 +166,6 @@ def test_sampling_parameters() -> None:
     assert request.stream is True
 
 
-PASSTHROUGH_VALUES: dict[str, Any] = {
-    "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
-    "logit_bias": {"50256": -100, "11": 2.5},
-    "metadata": {"team": "search", "ticket": "T-1"},
-    "frequency_penalty": -2,
-    "presence_penalty": 1.5,
-    "logprobs": True,
-    "top_logprobs": 20,
-    "parallel_tool_calls": False,
-    "reasoning_effort": "low",
-    "verbosity": "high",
-    "service_tier": "flex",
-    "store": False,
-    "prompt_cache_key": "k",
-    "safety_identifier": "s",
-}
-
-
 def test_passthrough_parameters_land_in_extra_unchanged() -> None:
     request = parse_request(body(**PASSTHROUGH_VALUES))
     assert dict(request.extra) == PASSTHROUGH_VALUES
@@ -209,8 +177,6 @@ def test_null_passthrough_parameters_are_left_out_of_extra() -> None:
 
 # ---------------------------------------------------------------------------------------
 # parse_request: rejections, each blaming the right param
-
-TOOL = {"type": "function", "function": {"name": "f"}}
 
 
 REJECTIONS: list[tuple[str, Any, str | None]] = [

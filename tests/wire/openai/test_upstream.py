@@ -37,8 +37,7 @@ from gateway.wire.openai.upstream import (
     plain_delta,
     upstream_body,
 )
-from tests.wire.openai.test_render import encoder, payload
-from tests.wire.openai.test_request import MODEL, PASSTHROUGH_VALUES, TOOL, body
+from tests.support.wire_openai import MODEL, PASSTHROUGH_VALUES, TOOL, body, encoder, payload
 
 # ---------------------------------------------------------------------------------------
 # upstream_body

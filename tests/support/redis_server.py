@@ -12,11 +12,12 @@ Use:
 - ``redis_server()`` (context manager): a server of one's own, to stop, kill and restart
   (``RedisServer.stop/kill/start``) when testing what happens while Redis is down.
 
-A test module gets the fixtures with ``pytest_plugins = ["tests.redis_server"]`` (which
-registers this module as a plugin, so the fixtures' own dependencies resolve too) and the
-context manager with ``from tests.redis_server import redis_server``. Being imported before
-being registered would make pytest warn that it cannot rewrite this module's asserts (an
-error under ``filterwarnings = error``); it has none worth rewriting: PYTEST_DONT_REWRITE.
+The root ``tests/conftest.py`` registers this module as a plugin
+(``pytest_plugins = [..., "tests.support.redis_server"]``), so the fixtures' own dependencies
+resolve too; the context manager is ``from tests.support.redis_server import redis_server``.
+Being imported before being registered would make pytest warn that it cannot rewrite this
+module's asserts (an error under ``filterwarnings = error``); it has none worth rewriting:
+PYTEST_DONT_REWRITE.
 Without a redis-server binary the tests skip, unless ``AROUTER_REQUIRE_SERVICES=1`` asks
 for a failure instead (CI, where a skip would hide that nothing ran).
 """

@@ -1,9 +1,8 @@
 """A real, throwaway PostgreSQL server for tests, started from the binaries on this machine.
 
-Use it from a test module (or a conftest.py) by importing the fixtures, which pytest then
-finds in that module's namespace by their names, ``postgres_url`` and ``postgres_db``::
-
-    from tests.pg_server import fixture_postgres_db, fixture_postgres_url  # noqa: F401
+The root ``tests/conftest.py`` registers this module as a plugin
+(``pytest_plugins = ["tests.support.pg_server", ...]``), so any test can ask for the fixtures
+``postgres_url`` and ``postgres_db`` by name::
 
     async def test_something(postgres_db: str) -> None:   # a new empty database per test
         store = PostgresStore(postgres_db)

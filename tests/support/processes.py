@@ -13,14 +13,20 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
 
-ROOT = Path(__file__).resolve().parent.parent
+from gateway.accounts import keys
+from gateway.store.base import Store
+from tests.support.gateways import FAKE_PROVIDER_KEY, Sim
+
+ROOT = Path(__file__).resolve().parents[2]
 ARouter = [sys.executable, "-m", "gateway"]
 
 
@@ -93,3 +99,59 @@ async def serve(
         log_file.close()
 
 
+def write_config(path: Path, sim: Sim, *, store_url: str | None = None,
+                 redis_url: str | None = None, **accounts: float) -> Path:
+    """A config with the fake upstream's provider, and ``accounts`` settings beside a 0.5 s
+    heartbeat."""
+    lines = [
+        "[providers.fake]",
+        'dialect = "openai"',
+        f'base_url = "{sim.url}/v1"',
+        'api_key_env = "AROUTER_TEST_FAKE_KEY"',
+        "[providers.fake.prices.lorem]",
+        "prompt = 1",  # dollars per million tokens: 1 micro-dollar per token
+        "completion = 2",
+        "[accounts]",
+        *(f"{name} = {value}" for name, value in {"heartbeat": 0.5, **accounts}.items()),
+    ]
+    if redis_url:
+        lines.append(f'redis_url = "{redis_url}"')
+    if store_url:
+        lines += ["[store]", f'url = "{store_url}"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+ENV = {"AROUTER_TEST_FAKE_KEY": FAKE_PROVIDER_KEY}
+
+
+async def add_store_key(store: Store, **policy: Any) -> tuple[str, keys.ApiKey]:
+    """A key with ``policy`` in a store the test opens and closes (no gateway running)."""
+    await store.open()
+    try:
+        secret, row = keys.generate(name="proc", created_at=time.time(), **policy)
+        await store.add_key(row)
+        return secret, row
+    finally:
+        await store.aclose()
+
+
+def payload(tag: str, directive: str = "tokens=5", max_tokens: int = 10) -> dict[str, Any]:
+    return {"model": "fake/lorem", "stream": True, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": f"#sim tag={tag} {directive}\nhi"}]}
+
+
+def dechunk(raw: bytes) -> tuple[int, bytes]:
+    """(status, body) of a whole HTTP/1.1 response with a chunked body."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" not in head.lower():
+        return status, rest
+    body = b""
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        body, rest = body + rest[:size], rest[size + 2:]
+    return status, body
