@@ -10,6 +10,7 @@ but the CLI and the serving loop.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -58,8 +59,11 @@ def open_limiter(config: Config, metrics: Metrics) -> Limiter:
     )
 
 
-def create_app(config: Config) -> Dispatcher[Gateway]:
-    """The ASGI application for ``config``; its ``gateway`` attribute is the ``Gateway``."""
+def create_app(
+    config: Config, *, clock: Callable[[], float] = trio.current_time
+) -> Dispatcher[Gateway]:
+    """The ASGI application for ``config``; its ``gateway`` attribute is the ``Gateway``.
+    ``clock`` is what the circuits' cooldowns are measured on (a test moves its own)."""
     metrics = Metrics()
 
     def circuit_changed(label: str, state: str) -> None:
@@ -71,7 +75,7 @@ def create_app(config: Config) -> Dispatcher[Gateway]:
         metrics.attempts.labels(metrics.bounded(attempt.target.label), attempt.outcome).inc()
 
     routing = config.routing
-    circuits = Circuits(routing.failure_threshold, routing.cooldown, trio.current_time,
+    circuits = Circuits(routing.failure_threshold, routing.cooldown, clock,
                         on_change=circuit_changed)
     providers: dict[str, Provider] = {}  # filled when the gateway starts
     gateway = Gateway(

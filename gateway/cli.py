@@ -310,30 +310,14 @@ def _duration(text: str) -> float:
 def _check_models(config: Config, names: list[str]) -> None:
     """Every allowlisted name must be one the gateway would serve: a typo would otherwise
     make a key that is refused (403) for the model its owner meant."""
-    from gateway.errors import ModelNotFound
     from gateway.routing.catalog import Catalog
 
     catalog = Catalog(config)
     for name in names:
-        try:
-            catalog.resolve(name)
-        except ModelNotFound:
-            pass
-        else:
-            continue
-        known = sorted(config.models) + [f"{p.name}/{m}" for p in config.providers.values()
-                                          for m in p.models]
-        open_providers = sorted(p.name for p in config.providers.values() if not p.models)
-        hint = f"known models: {', '.join(known)}"
-        if open_providers:
-            hint += f"; any model of {', '.join(open_providers)} as provider/model"
-        env = {name: var for name, _, var, _, _ in config_mod.ENV_PROVIDERS}
-        provider = name.partition("/")[0]
-        if provider in env and provider not in config.providers:
-            hint += (f"; provider {provider!r} is switched on by {env[provider]}, which is not "
-                     "set in this shell")
-        raise UsageError(f"--models: unknown model {name!r} ({hint}). Fix the name, or pass "
-                         "--allow-unknown-models for a model you will configure later")
+        if not catalog.serves(name):
+            raise UsageError(f"--models: {catalog.not_served(name, listing=True)} Fix the "
+                             "name, or pass --allow-unknown-models for a model you will "
+                             "configure later")
 
 
 class UsageError(Exception):

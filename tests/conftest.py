@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -41,7 +41,7 @@ def start_gateway(
 ) -> GatewayFactory:
     """``async with start_gateway(commit_grace=0.1) as gw:`` — a gateway in front of ``sim``;
     ``routing``, extra ``models`` and ``providers`` change the config too, and ``store_url``
-    puts its store on PostgreSQL instead of SQLite."""
+    puts its store on PostgreSQL instead of SQLite; ``clock`` is the circuits' clock."""
     monkeypatch.setenv("AROUTER_TEST_FAKE_KEY", FAKE_PROVIDER_KEY)
     counter = iter(range(1000))
 
@@ -49,6 +49,7 @@ def start_gateway(
     async def start(routing: Routing | None = None, models: dict[str, ModelRoute] | None = None,
                     providers: dict[str, ProviderConfig] | None = None,
                     store_url: str | None = None, max_answer_bytes: int | None = None,
+                    clock: Callable[[], float] = trio.current_time,
                     **deadlines: float) -> AsyncIterator[Gw]:
         config = make_config(tmp_path / f"gw{next(counter)}", sim.url, **deadlines)
         config = attrs.evolve(
@@ -60,7 +61,7 @@ def start_gateway(
             max_answer_bytes=max_answer_bytes or config.max_answer_bytes,
         )
         key = await add_key(config)
-        async with running(config) as run:
+        async with running(config, clock=clock) as run:
             yield Gw(run, key)
 
     return start

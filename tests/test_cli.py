@@ -286,13 +286,13 @@ async def test_keys_create_refuses_a_model_the_config_does_not_serve(tmp_path: P
     code, out, err = await _arouter(tmp_path, "keys", "create", "--models",
                                     "sim/echo,nonexistent", check=False)
     assert code == 2 and out == ""
-    assert err.startswith("arouter: --models: unknown model 'nonexistent' (known models: "
-                          "sim-echo, sim-lorem, sim/echo, sim/lorem). Fix the name, or pass "
-                          "--allow-unknown-models")
+    assert err.startswith("arouter: --models: Invalid model specified: 'nonexistent'. "
+                          "Served here: sim-echo, sim-lorem, sim/echo, sim/lorem. Fix the "
+                          "name, or pass --allow-unknown-models")
     # A provider the service switches on by its key variable, absent from this shell.
     code, _, err = await _arouter(tmp_path, "keys", "create", "--models", "openai/gpt-4.1",
                                   check=False)
-    assert code == 2 and "switched on by OPENAI_API_KEY, which is not set in this shell" in err
+    assert code == 2 and "The provider 'openai' is not enabled: set OPENAI_API_KEY" in err
     _, out, _ = await _arouter(tmp_path, "keys", "list")
     assert out.startswith("no keys")  # refused before the store was touched
     _, out, _ = await _arouter(tmp_path, "keys", "create", "--models", "nonexistent",
@@ -300,7 +300,7 @@ async def test_keys_create_refuses_a_model_the_config_does_not_serve(tmp_path: P
     assert json.loads(out)["models"] == ["nonexistent"]
     code, _, err = await _arouter(tmp_path, "keys", "update", json.loads(out)["id"],
                                   "--models", "sim/ech0", check=False)
-    assert code == 2 and "unknown model 'sim/ech0'" in err
+    assert code == 2 and "Invalid model specified: 'sim/ech0'. Close to: sim/echo" in err
 
 
 async def test_a_start_without_a_first_key_says_how_to_make_one(tmp_path: Path) -> None:

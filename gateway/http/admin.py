@@ -41,7 +41,6 @@ from gateway.accounts import keys
 from gateway.accounts.policy import UNITLESS, dollars, key_view, parse_policy
 from gateway.errors import (
     AuthenticationError,
-    ModelNotFound,
     NotFound,
     PermissionDenied,
     RequestError,
@@ -92,11 +91,9 @@ def blueprint(gateway: Service) -> Blueprint:
                                param="allow_unknown_models")
         parsed = parse_policy(raw)
         for name in () if allow else parsed.get("models", ()):
-            try:
-                gateway.catalog.resolve(name)
-            except ModelNotFound as exc:
-                raise RequestError(f"models: {exc.message} (or send "
-                                   '"allow_unknown_models": true)', param="models") from None
+            if not gateway.catalog.serves(name):
+                raise RequestError(f"models: {gateway.catalog.not_served(name)} (or send "
+                                   '"allow_unknown_models": true)', param="models")
         return parsed
 
     async def found(key_id: str) -> ApiKey:

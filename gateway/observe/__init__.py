@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics, JSON logs, and the one redactor every output uses."""

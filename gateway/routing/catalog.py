@@ -84,12 +84,24 @@ class Catalog:
         provider_name, sep, model = name.partition("/")
         found = config.providers.get(provider_name)
         if not sep or found is None or not model or (found.models and model not in found.models):
-            raise ModelNotFound(f"Invalid model specified: {name!r}. {self.hint(name)}")
+            raise ModelNotFound(self.not_served(name))
         return [self._target(found, Deployment(provider_name, model), None, None)], None
 
-    def hint(self, name: str) -> str:
-        """What to do about a name nobody serves: the provider to enable, the names close
-        to it, and where the list is."""
+    def serves(self, name: str) -> bool:
+        """Whether ``name`` resolves to a deployment (an allowlist's check)."""
+        try:
+            self._targets(name)
+        except ModelNotFound:
+            return False
+        return True
+
+    def not_served(self, name: str, *, listing: bool = False) -> str:
+        """Why ``name`` is refused and what to do about it: the provider to enable, the
+        names close to it, and where the list is (``listing``: the list itself, for an
+        operator at a shell rather than a client with an HTTP API)."""
+        return f"Invalid model specified: {name!r}. {self._hint(name, listing)}"
+
+    def _hint(self, name: str, listing: bool) -> str:
         config = self._config
         provider_name, sep, _ = name.partition("/")
         said = []
@@ -109,7 +121,10 @@ class Catalog:
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         if close:
             said.append("Close to: " + ", ".join(close) + ".")
-        said.append("GET /v1/models lists what this gateway serves.")
+        if listing:
+            said.append("Served here: " + ", ".join(known) + ".")
+        else:
+            said.append("GET /v1/models lists what this gateway serves.")
         return " ".join(said)
 
     def price(self, provider: ProviderConfig, model: str, own: Price | None = None) -> Price | None:

@@ -1,0 +1,1 @@
+"""Serving: hypercorn under the gateway's own loop, strict framing, preflight, workers."""

@@ -230,9 +230,12 @@ class Running:
 
 
 @asynccontextmanager
-async def running(config: Config) -> AsyncIterator[Running]:
-    """A gateway serving ``config`` (port 0 picks a free port) for the duration of the block."""
-    app = create_app(config)
+async def running(
+    config: Config, *, clock: Callable[[], float] = trio.current_time
+) -> AsyncIterator[Running]:
+    """A gateway serving ``config`` (port 0 picks a free port) for the duration of the block;
+    ``clock`` as in ``create_app``."""
+    app = create_app(config, clock=clock)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))

@@ -80,12 +80,17 @@ class Gw:
         return await self.running.gateway.store.records(**where)
 
     async def wait_records(self, count: int, within: float = 5.0, **where: Any) -> list[Any]:
-        """The store's records, once ``count`` of them exist (settling is asynchronous)."""
+        """The store's records, once ``count`` of them exist (settling is asynchronous).
+
+        Fewer than ``count`` after ``within`` seconds fails the test: a lenient wait would
+        let a missing row pass as slowness."""
         deadline = time.monotonic() + within
         while True:
             found = await self.records(**where)
-            if len(found) >= count or time.monotonic() > deadline:
+            if len(found) >= count:
                 return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(found)} of {count} records after {within} s: {found}")
             await trio.sleep(0.005)
 
 

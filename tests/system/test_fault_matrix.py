@@ -8,7 +8,7 @@ ledger row; and that every upstream connection the case opened is closed afterwa
 OpenAI-dialect body is also held to the byte-exact rule: ``data: [DONE]`` only ever follows
 a real finish, never a failure.
 
-(Section E's rows are elsewhere: store down in ``test_accounts.py``, Redis down there too,
+(Section E's rows are elsewhere: store down in ``accounts/test_admission.py``, Redis down there too,
 SIGTERM in ``system/test_drain.py``, SIGKILL in ``system/test_accounts_processes.py``.)
 """
 

@@ -17,6 +17,7 @@ from gateway.config import Deployment, ModelRoute, ProviderConfig, Routing
 from gateway.sim.scenarios import Plan
 from gateway.sim.server import SimServer
 from gateway.wire import sse
+from tests.support.clocks import FakeClock
 from tests.support.gateways import GatewayFactory, Gw, Sim
 from tests.support.streams import check_done_rule
 
@@ -121,24 +122,30 @@ async def test_a_429_cools_the_deployment_down_for_its_retry_after(
     assert health["limited/lorem"]["open_for_seconds"] > 18
 
 
-async def test_consecutive_failures_open_the_circuit_and_a_probe_closes_it(
+async def test_consecutive_failures_open_the_circuit_and_a_failed_probe_opens_it_again(
     start_gateway: GatewayFactory, sim: Sim
 ) -> None:
     models = {"cb": route("cb", Deployment("dead", "x"), Deployment("fake", "lorem", priority=1))}
-    routing = Routing(failure_threshold=3, cooldown=0.5, backoff=0.01)
-    async with start_gateway(models=models, routing=routing) as gw:
+    routing = Routing(failure_threshold=3, cooldown=30, backoff=0.01)
+    clock = FakeClock()
+    async with start_gateway(models=models, routing=routing, clock=clock) as gw:
         for n in range(3):
             assert (await chat(gw, "cb", f"cb{n}"))[0].status_code == 200
         health = {d["deployment"]: d for d in gw.running.gateway.circuits.snapshot()}
         assert health["dead/x"]["state"] == "open"
         assert (await chat(gw, "cb", "cb-open"))[0].status_code == 200
-        await trio.sleep(0.6)  # the cooldown passes: one half-open probe may go
+        clock.advance(29)
+        assert (await chat(gw, "cb", "cb-still-open"))[0].status_code == 200
+        clock.advance(1)  # the cooldown passes: one half-open probe may go
         assert (await chat(gw, "cb", "cb-probe"))[0].status_code == 200
-        rows = {r.attempts for r in await gw.wait_records(5)}
+        rows = {r.generation_id: r.attempts for r in await gw.wait_records(6)}
         async with httpx.AsyncClient(timeout=10) as client:
             metrics = (await client.get(f"{gw.url}/metrics")).text
-    assert "fake/lorem=ok" in rows  # while open, the dead deployment was skipped
-    assert "dead/x=upstream_error;fake/lorem=ok" in rows
+    # Three failures open the circuit; while open (twice) the dead deployment is skipped;
+    # the probe after the cooldown tries it once more, fails, and the circuit opens again.
+    assert sorted(rows.values()) == sorted(
+        ["dead/x=upstream_error;fake/lorem=ok"] * 3 + ["fake/lorem=ok"] * 2
+        + ["dead/x=upstream_error;fake/lorem=ok"])
     assert 'arouter_deployment_circuit{deployment="dead/x"} 1.0' in metrics
 
 
@@ -146,8 +153,10 @@ async def test_a_long_stream_as_the_half_open_probe_closes_the_circuit_at_its_fi
     start_gateway: GatewayFactory, sim: Sim
 ) -> None:
     """FAULTS F10: the probe need not finish for the deployment to serve again."""
-    routing = Routing(failure_threshold=1, cooldown=0.3, max_attempts=1)
-    async with start_gateway(routing=routing) as gw, httpx.AsyncClient(timeout=30) as client:
+    routing = Routing(failure_threshold=1, cooldown=30, max_attempts=1)
+    clock = FakeClock()
+    async with (start_gateway(routing=routing, clock=clock) as gw,
+                httpx.AsyncClient(timeout=30) as client):
         async def post(directive: str) -> httpx.Response:
             return await client.post(f"{gw.url}/v1/chat/completions", headers=gw.headers,
                                      json={"model": "fast", "stream": True, "messages": [
@@ -155,7 +164,7 @@ async def test_a_long_stream_as_the_half_open_probe_closes_the_circuit_at_its_fi
 
         assert (await post("scenario=status_500")).status_code == 502  # the circuit opens
         assert (await post("tokens=1")).status_code == 503  # while open: none available
-        await trio.sleep(0.35)  # the cooldown passes: one half-open probe may go
+        clock.advance(30)  # the cooldown passes: one half-open probe may go
         async with client.stream(
             "POST", f"{gw.url}/v1/chat/completions", headers=gw.headers,
             json={"model": "fast", "stream": True, "messages": [
@@ -204,11 +213,15 @@ async def test_the_clients_own_fallbacks_and_provider_order(gw: Gw, sim: Sim) ->
     only, _ = await chat(gw, "dead/x", "only", models=["fake/lorem"],
                          provider={"only": ["dead"]})
     nowhere, _ = await chat(gw, "fake/lorem", "none", provider={"ignore": ["fake"]})
-    rows = {r.attempts for r in await gw.wait_records(4)}
+    # Three rows: the 503 had nowhere to go, so it was refused before admission.
+    rows = sorted(r.attempts for r in await gw.wait_records(3))
     assert ordered.status_code == 200
     assert only.status_code == 502
     assert nowhere.status_code == 503
-    assert "dead/x=upstream_error;fake/lorem=ok" in rows
-    assert "fake/lorem=ok" in rows  # provider.order put fake first
+    assert rows == [
+        "dead/x=upstream_error;dead/x=upstream_error;dead/x=upstream_error",  # only dead
+        "dead/x=upstream_error;fake/lorem=ok",
+        "fake/lorem=ok",  # provider.order put fake first
+    ]
     unknown, _ = await chat(gw, "fake/lorem", "bad", models=["nope"])
     assert unknown.status_code == 400
