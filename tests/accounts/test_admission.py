@@ -18,6 +18,8 @@ import httpx
 import pytest
 import trio
 
+from gateway import service
+from gateway.accounts import keys
 from gateway.config import AccountsConfig
 from gateway.limits.base import Limits
 from gateway.serve.server import running
@@ -182,7 +184,14 @@ async def test_every_failed_key_costs_one_store_read_known_id_or_not(
         reads.append(key_id)
         return await find_key(key_id)
 
+    compared: list[str] = []
+
+    def verify(presented: str, row: Any) -> Any:
+        compared.append(presented)
+        return keys.verify(presented, row)
+
     monkeypatch.setattr(gateway.store, "find_key", counted)
+    monkeypatch.setattr(service, "verify", verify)
     assert (await post(gw, secret, body("warm"))).status_code == 200  # now cached
     wrong = f"lr_live_{key.id}_{'0' * 48}"
     unknown = f"lr_live_{'f' * 12}_{'0' * 48}"
@@ -192,6 +201,8 @@ async def test_every_failed_key_costs_one_store_read_known_id_or_not(
         assert (await post(gw, secret, body("ok"))).status_code == 200
     assert reads.count(key.id) == 1 + 3  # the first lookup, then once per wrong secret
     assert reads.count("f" * 12) == 3  # once per attempt, never cached
+    # The same hash comparisons too: the cached row's or a dummy's, then the stored row's.
+    assert compared.count(wrong) == compared.count(unknown) == 2 * 3
 
 
 async def test_an_expired_key_is_401(gw: Gw) -> None:
