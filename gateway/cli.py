@@ -137,7 +137,7 @@ async def _serve(config: Config, first: bool, hconfig: Any, sockets: Any,
     async def serve_until_stopped(task_status: trio.TaskStatus[list[str]]) -> None:
         await serve(app, config, shutdown_trigger=stop.wait, task_status=task_status,
                     hconfig=hconfig, sockets=sockets)
-        nursery.cancel_scope.cancel()  # served and settled: stop listening for signals
+        nursery.cancel_scope.cancel("served and settled")  # stop listening for signals
 
     try:
         async with trio.open_nursery() as nursery:

@@ -148,3 +148,18 @@ def test_only_the_cli_and_the_serving_loop_import_the_composition_root() -> None
     importers = {m for m in MODULES if "gateway.app" in gateway_imports(m)}
     assert importers <= {"gateway.cli", "gateway.serve.server", "gateway.serve.workers",
                          "gateway.serve.preflight"}
+
+
+def _cancels_without_a_reason(path: Path) -> Iterator[int]:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "cancel" and not node.args and not node.keywords):
+            yield node.lineno
+
+
+def test_every_cancel_carries_a_reason() -> None:
+    # trio >= 0.34 shows the reason in Cancelled's repr: a cancelled task explains itself
+    # in a traceback or a log ("client disconnected", "hedge lost", "shutting down").
+    bare = [f"{path.relative_to(ROOT)}:{line}" for path in sorted(MODULES.values())
+            for line in _cancels_without_a_reason(path)]
+    assert bare == []

@@ -252,7 +252,7 @@ async def run(
                     if server_before is not None and server_after is not None:
                         tally.server_cpu = (tally.server_cpu or 0.0) + server_after - server_before
             cut_short = whole.cancelled_caught
-            nursery.cancel_scope.cancel()
+            nursery.cancel_scope.cancel("workload done: stop the progress line")
     finally:
         for tally in tallies.values():
             tally.pool.close()

@@ -94,7 +94,7 @@ async def _watch_client(
             data = b""
         if not data:
             _client_gone(record)
-            scope.cancel()
+            scope.cancel("client disconnected")
             return
         # A pipelining client: h11 keeps the bytes for the next cycle.
         conn.receive_data(data)
@@ -278,7 +278,7 @@ class SimServer:
                     disposition = await exchange.play()
                 except trio.BrokenResourceError:  # a write found it first
                     _client_gone(record, write_failed=True)
-                nursery.cancel_scope.cancel()
+                nursery.cancel_scope.cancel("answer played")
         finally:
             if record.ended_at is None:
                 record.ended_at = time.monotonic()
@@ -325,7 +325,7 @@ async def _serve_until_signalled(host: str, port: int, defaults: Plan) -> None:
             print(f"arouter sim: listening on http://{host}:{bound}", flush=True)
             async for _ in signals:
                 break
-            nursery.cancel_scope.cancel()
+            nursery.cancel_scope.cancel("signalled to stop")
 
 
 def run(host: str = "127.0.0.1", port: int = 9100, defaults: Plan | None = None) -> None:
