@@ -12,8 +12,14 @@ Rules:
 - No dialect's shapes: a field means the same whatever dialect filled it (a ``ToolChoice``,
   not one dialect's JSON for it).
 - Text is already validated (no lone surrogates) when it reaches these types.
-- ``extra`` holds dialect-specific parameters that were validated by the dialect that parsed
-  them; only an upstream of the same dialect forwards them, others drop them knowingly.
+- Same dialect is lossless: ``raw`` is the client's whole body, and an upstream of the
+  client's own dialect is sent that body with only the gateway's rewrites (model, stream,
+  usage on streams), so every field the gateway does not interpret reaches it as sent.
+- Across dialects a request travels only through these types. ``features`` names every
+  part of the request that not every dialect can honour (a canonical ``FEATURES`` name, or
+  ``dialect:param`` for a field with no canonical meaning) with the client's own name for
+  it; an upstream dialect declares which features it honours, and the rest is refused by
+  name or, where the operator allowed it, dropped (``routing/fidelity.py``).
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    is_error: bool = False  # a tool result reporting that the call failed
 
     @property
     def text(self) -> str:
@@ -84,15 +91,71 @@ class ToolChoice:
     """Whether the model may, must or must not call a tool, and which one.
 
     ``auto``: the model decides; ``none``: no tool call; ``required``: at least one call, of
-    any tool; ``tool``: a call of the tool ``name``. ``parallel`` is whether one turn may
-    hold several calls (Anthropic's ``disable_parallel_tool_use``, negated); None leaves it
-    to the provider. OpenAI's ``parallel_tool_calls`` is a request field of its own, not
-    part of the choice, and travels in ``ChatRequest.extra``.
+    any tool; ``tool``: a call of the tool ``name``. Whether one turn may hold several calls
+    is ``ChatRequest.parallel_tool_calls``.
     """
 
     mode: ToolChoiceMode
     name: str | None = attrs.field(default=None, validator=_named_only_as_tool)
-    parallel: bool | None = None
+
+
+@attrs.frozen
+class ResponseFormat:
+    """Structured output: any JSON object (``json_object``), or an instance of ``schema``
+    (``json_schema``; ``strict``: the provider must enforce it)."""
+
+    kind: Literal["json_object", "json_schema"]
+    schema: Mapping[str, Any] | None = None
+    name: str = "response"
+    description: str | None = None
+    strict: bool | None = None
+
+
+Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+EFFORTS: tuple[Effort, ...] = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+
+
+@attrs.frozen
+class Reasoning:
+    """How much the model thinks before it answers.
+
+    ``effort`` (OpenAI's words) or ``budget`` (thinking tokens, Anthropic's and Gemini's
+    words), or neither (the provider's default amount); ``enabled`` False turns thinking
+    off; ``include`` is whether thoughts come back (None: the provider's default).
+    """
+
+    enabled: bool = True
+    effort: Effort | None = None
+    budget: int | None = None
+    include: bool | None = None
+
+    @property
+    def as_effort(self) -> Effort | None:
+        """The effort, or the least effort whose budget covers ``budget``."""
+        if not self.enabled:
+            return "none"
+        if self.effort is not None or self.budget is None:
+            return self.effort
+        return next((e for e, b in EFFORT_BUDGETS.items() if self.budget <= b), "max")
+
+    def as_budget(self, max_tokens: int | None) -> int | None:
+        """Thinking tokens: the budget, or the effort's (below ``max_tokens`` if given, as
+        Anthropic requires); 0 when thinking is off, None for the provider's default."""
+        if not self.enabled:
+            return 0
+        budget = self.budget
+        if budget is None and self.effort is not None:
+            budget = EFFORT_BUDGETS.get(self.effort, 0)
+        if budget is None:
+            return None
+        if max_tokens is not None:
+            budget = min(budget, max_tokens - 1)
+        return budget
+
+
+# OpenRouter's reading of efforts as thinking budgets (tokens).
+EFFORT_BUDGETS: dict[Effort, int] = {"minimal": 1024, "low": 2048, "medium": 8192,
+                                     "high": 16384, "xhigh": 24576, "max": 32768}
 
 
 @attrs.frozen
@@ -106,6 +169,8 @@ class RoutingPrefs:
     allow_fallbacks: bool = True  # False: only providers named in ``order``
     only: tuple[str, ...] = ()  # if set, no other provider
     ignore: tuple[str, ...] = ()  # never these providers
+    sort: Literal["price"] | None = None  # the cheapest deployments first
+    require_parameters: bool = False  # True: no deployment may drop anything asked for
 
 
 @attrs.frozen
@@ -123,9 +188,21 @@ class ChatRequest:
     tool_choice: ToolChoice | None = None  # None: the client said nothing
     user: str | None = None
     seed: int | None = None
-    dialect: str = "openai"
+    top_k: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    parallel_tool_calls: bool | None = None  # None: the provider's default
+    response_format: ResponseFormat | None = None
+    reasoning: Reasoning | None = None
+    dialect: str = ""  # the client's; "" for a request the gateway made (always translated)
+    # The client's parameters the gateway does not interpret, as sent (an upstream of the
+    # same dialect gets them with ``raw``; kept for the dialects' own renderers).
     extra: Mapping[str, Any] = attrs.field(factory=dict)
     routing: RoutingPrefs = RoutingPrefs()
+    raw: Mapping[str, Any] = attrs.field(factory=dict)  # the client's body, as parsed
+    # The client's own API headers (``anthropic-beta``, ...), for an upstream of its dialect.
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    features: Mapping[str, str] = attrs.field(factory=dict)  # feature -> the client's name
 
     @property
     def prompt_text(self) -> str:
@@ -137,6 +214,14 @@ class ChatRequest:
             if message.role == "user":
                 return message.text
         return ""
+
+
+# What a request may ask for that not every upstream dialect can honour. A dialect's own
+# parameter without a canonical meaning is the feature ``"<dialect>:<param>"``.
+FEATURES = (
+    "temperature", "top_p", "stop", "seed", "top_k", "presence_penalty", "frequency_penalty",
+    "user", "parallel_tool_calls", "response_format", "reasoning", "images", "tool_errors",
+)
 
 
 MAX_COUNT = 10**9  # tokens: more than any request can hold, far below what a column overflows

@@ -72,6 +72,11 @@ class ProviderConfig:
     price_table: str | None = None
     free: bool = False  # every model of this provider costs nothing (the operator says so)
     max_output_tokens: int | None = None  # the provider's output cap (reservations)
+    # What a request this provider cannot honour may lose instead of being refused: True
+    # (anything), or parameter / feature names (``routing/fidelity.py``).
+    drop_unsupported: bool | tuple[str, ...] = False
+    # Features honoured beyond its dialect's (vLLM's OpenAI API takes top_k, min_p, ...).
+    accepts: tuple[str, ...] = ()
 
     @property
     def api_key(self) -> str | None:
@@ -106,6 +111,7 @@ class ModelRoute:
     deployments: tuple[Deployment, ...] = ()  # empty: just provider/model
     # Start the next deployment if the first token has not come after this many seconds.
     hedge_after: float | None = None
+    drop_unsupported: bool | tuple[str, ...] | None = None  # None: each provider's
 
     @property
     def all_deployments(self) -> tuple[Deployment, ...]:
@@ -336,7 +342,21 @@ def _provider(name: str, table: _Reader) -> ProviderConfig:
         price_table=None if price_table == "none" else price_table,
         free=table.boolean("free", default=False),
         max_output_tokens=table.opt_int("max_output_tokens"),
+        drop_unsupported=table.bool_or_names("drop_unsupported") or False,
+        accepts=_accepts(name, dialect, table.str_list("accepts")),
     )
+
+
+# Parameters an OpenAI-compatible server may take beyond OpenAI's own (vLLM, SGLang, ...).
+ACCEPTABLE = ("top_k", "min_p", "repetition_penalty")
+
+
+def _accepts(name: str, dialect: str, names: list[str]) -> tuple[str, ...]:
+    for feature in names:
+        if dialect != "openai" or feature not in ACCEPTABLE:
+            raise ConfigError(f"providers.{name}.accepts: an OpenAI-dialect provider may "
+                              f"accept {list(ACCEPTABLE)}; {feature!r} is not one of them")
+    return tuple(names)
 
 
 def _workers(server: _Reader) -> int:
@@ -385,6 +405,7 @@ def _route(name: str, table: _Reader, providers: Mapping[str, ProviderConfig]) -
         max_output_tokens=table.opt_int("max_output_tokens"),
         deployments=tuple(deployments),
         hedge_after=table.positive("hedge_after", 0.0) or None,
+        drop_unsupported=table.bool_or_names("drop_unsupported"),
     )
     if route.provider not in providers:
         raise ConfigError(f"models.{name}.provider: unknown provider {route.provider!r}")
@@ -530,6 +551,15 @@ class _Reader:
         if not isinstance(value, bool):
             raise ConfigError(f"{self._name(key)}: expected true or false")
         return value
+
+    def bool_or_names(self, key: str) -> bool | tuple[str, ...] | None:
+        """``true``/``false``, or a list of names; None when absent."""
+        value = self._get(key)
+        if value is None or isinstance(value, bool):
+            return value
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{self._name(key)}: expected true, false or a list of names")
+        return tuple(value)
 
     def opt_int(self, key: str) -> int | None:
         return None if self.raw.get(key) is None else self.integer(key, 0)

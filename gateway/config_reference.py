@@ -187,6 +187,14 @@ SECTIONS: tuple[Section, ...] = (
             "Every model of this provider costs nothing (your own hardware)."),
         Key("max_output_tokens", "integer", "none",
             "The provider's output cap, used to size credit reservations."),
+        Key("drop_unsupported", "true, false or list of strings", "`false`",
+            "What a request from another dialect may lose here instead of a 400: `true` "
+            "(anything this upstream cannot honour) or parameter names, e.g. "
+            '`["logit_bias", "safetySettings"]`. The ledger row names what was dropped '
+            "([compatibility](compatibility.md))."),
+        Key("accepts", 'list of `"top_k"`, `"min_p"`, `"repetition_penalty"`', "none",
+            "Sampling parameters this OpenAI-compatible server takes beyond OpenAI's "
+            "(vLLM, SGLang): forwarded instead of refused."),
     )),
     Section("models.<alias>", "`[models.\"NAME\"]`",
             "A catalog alias: a public model name served by one upstream model "
@@ -205,6 +213,9 @@ SECTIONS: tuple[Section, ...] = (
             "Several upstream models for one name: weighted, with fallbacks by priority."),
         Key("hedge_after", SECONDS, "`[routing] hedge_after`",
             "No first token after this long: start the next deployment too."),
+        Key("drop_unsupported", "true, false or list of strings",
+            "each provider's `drop_unsupported`",
+            "Like the provider's, for this alias's deployments."),
     )),
     Section("models.<alias>.deployments[]", "`[[models.\"NAME\".deployments]]`",
             "One way to serve an alias.", (

@@ -11,7 +11,7 @@ commit point, deadlines, cancellation, records — is the same code for all of t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -36,6 +36,7 @@ class PathParams:
     stream: bool | None = None  # Gemini chooses streaming by the method in the path
     sse: bool = True  # Gemini streams SSE only with ?alt=sse, else one JSON array
     key: str | None = None  # Gemini's ?key= query parameter
+    headers: Mapping[str, str] = attrs.field(factory=dict)  # the client's, names lower-case
 
 
 @attrs.frozen
@@ -89,7 +90,7 @@ def _anthropic_render(generation_id: str, request: ChatRequest, answer: Answer) 
 ANTHROPIC = ClientDialect(
     name="anthropic",
     key_header=b"x-api-key",
-    parse=lambda body, call: anthropic_request.parse_request(body),
+    parse=lambda body, call: anthropic_request.parse_request(body, call.headers),
     encoder=lambda generation_id, request, call: anthropic_render.StreamEncoder(
         generation_id, request.model, estimate_prompt_tokens(request)
     ),

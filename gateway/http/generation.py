@@ -15,6 +15,7 @@ import time
 import urllib.parse
 from functools import partial
 
+import attrs
 import trio
 
 from gateway.accounts.admission import Admission, relayed_cap
@@ -35,6 +36,7 @@ from gateway.http.messages import (
 from gateway.http.service import Service
 from gateway.relay.exchange import Exchange
 from gateway.relay.nursery import Upstream, relay_stream, relay_unary
+from gateway.routing.fidelity import fit_route
 from gateway.wire import jsonbody
 
 log = logging.getLogger("arouter.generation")
@@ -68,8 +70,13 @@ class Generation:
             body = await read_body(scope, receive, gateway.config.max_body_bytes,
                                    gateway.config.deadlines.body)
             unread = False
+            call = attrs.evolve(call, headers={
+                name.decode("latin-1"): value.decode("latin-1")
+                for name, value in scope["headers"]})
             request = dialect.parse(jsonbody.parse(body), call)
-            route = gateway.catalog.resolve(request.model, request.routing)
+            # Only deployments that can honour the whole request (or may drop what they
+            # cannot): a 400 naming the field when none can.
+            route = fit_route(request, gateway.catalog.resolve(request.model, request.routing))
             if gateway.draining:
                 raise ShuttingDown("the gateway is shutting down; retry on another instance")
             # Built before admission: nothing that could fail may stand between holding
@@ -201,7 +208,10 @@ class Generation:
             duration_ms=(now - exchange.started) * 1000,
             cancelled=exchange.aborted,
             created_at=time.time(),
-            attempts=";".join(f"{a.target.label}={a.outcome}" for a in exchange.attempts),
+            attempts=";".join([
+                *(f"{label}=skipped: {why}" for label, why in admission.route.skipped),
+                *(f"{a.target.label}={a.outcome}" for a in exchange.attempts)]),
+            dropped=",".join(exchange.target.dropped) if called else "",
         )
         metrics = self.gateway.metrics
         started = trio.current_time()

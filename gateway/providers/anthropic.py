@@ -32,7 +32,10 @@ class AnthropicProvider:
             upstream.upstream_body(request, target.model), ensure_ascii=False
         ).encode()
         key = target.provider.api_key
-        extra = {**headers, "anthropic-version": API_VERSION, **({"x-api-key": key} if key else {})}
+        # A client of this dialect has its own API headers (anthropic-beta, ...) go along.
+        own = request.headers if request.dialect == "anthropic" else {}
+        extra = {**headers, **own, "anthropic-version": API_VERSION,
+                 **({"x-api-key": key} if key else {})}
         await upstream_call.call(
             self._clients, f"{target.provider.base_url}/v1/messages",
             upstream_call.request_headers(request.stream, extra), body, key, sink,

@@ -33,7 +33,8 @@ class OpenAIProvider:
         self, request: ChatRequest, target: Target, sink: Sink, headers: dict[str, str]
     ) -> None:
         body = json.dumps(
-            upstream.upstream_body(request, target.model), ensure_ascii=False
+            upstream.upstream_body(request, target.model, target.provider.accepts),
+            ensure_ascii=False,
         ).encode()
         key = target.provider.api_key
         auth = {"authorization": f"Bearer {key}"} if key else {}

@@ -36,10 +36,25 @@ class Route:
     model: str  # the public name the client asked for
     targets: tuple[Target, ...]  # every candidate deployment, by preference
     hedge_after: float | None = None
+    # Deployments left out because they cannot honour the request (``fidelity.py``).
+    skipped: tuple[tuple[str, str], ...] = ()  # (label, why)
 
     @property
     def max_output_tokens(self) -> int:
         return max(t.max_output_tokens for t in self.targets)
+
+
+def _by_priority(target: Target) -> tuple[int, ...]:
+    return (target.priority,)
+
+
+def _by_price(target: Target) -> tuple[int, ...]:
+    """OpenRouter's ``provider.sort = "price"``: the cheapest per token first (prompt and
+    completion rates added), unpriced last, then the usual order."""
+    price = target.price
+    if price is None:
+        return (1, 0, target.priority)
+    return (0, price.prompt + price.completion, target.priority)
 
 
 class Catalog:
@@ -66,7 +81,7 @@ class Catalog:
                 if all(t.label != seen.label for seen in targets):
                     targets.append(t)
         allowed = sorted((t for t in targets if _allowed(t.provider.name, prefs)),
-                         key=lambda t: t.priority)
+                         key=_by_price if prefs.sort == "price" else _by_priority)
         if not allowed:
             raise NoProviderAvailable("no deployment of this model matches the provider "
                                       "preferences")
@@ -78,7 +93,7 @@ class Catalog:
         if route is not None:
             return [
                 self._target(config.providers[d.provider], d, route.price,
-                             route.max_output_tokens)
+                             route.max_output_tokens, route.drop_unsupported)
                 for d in route.all_deployments
             ], route.hedge_after
         provider_name, sep, model = name.partition("/")
@@ -139,9 +154,9 @@ class Catalog:
 
     def _target(
         self, provider: ProviderConfig, deployment: Deployment, price: Price | None,
-        max_out: int | None,
+        max_out: int | None, drop: bool | tuple[str, ...] | None = None,
     ) -> Target:
-        # An alias's own price and cap win over its provider's entry for the upstream model.
+        # An alias's own price, cap and drop policy win over its provider's.
         model = deployment.model
         return Target(
             provider,
@@ -152,6 +167,7 @@ class Catalog:
             or self._config.accounts.max_output_tokens,
             weight=deployment.weight,
             priority=deployment.priority,
+            drop_unsupported=provider.drop_unsupported if drop is None else drop,
         )
 
     @property

@@ -22,6 +22,10 @@ class Target:
     max_output_tokens: int = 4096  # the most output a request may produce (reservations)
     weight: float = 1.0  # among targets of the same priority (choice.py)
     priority: int = 0  # lower first
+    # What the operator lets this deployment leave out of a request it cannot honour in
+    # full: True (anything), or the parameter or feature names (``routing/fidelity.py``).
+    drop_unsupported: bool | tuple[str, ...] = False
+    dropped: tuple[str, ...] = ()  # for one request: the client's names of what it leaves out
 
     @property
     def label(self) -> str:

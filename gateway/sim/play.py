@@ -77,6 +77,8 @@ class Record:
     headers_sent: bool = False
     request_headers: dict[str, str] = attrs.field(factory=dict)  # never the Authorization
     saw_authorization: str | None = None  # first 8 characters of the credential, if any
+    # The request body as JSON (None if it was not): what a test checks reached the upstream.
+    body: Any = None
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)

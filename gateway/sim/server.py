@@ -38,7 +38,7 @@ import struct
 import sys
 import time
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs
 
 import attrs
@@ -100,6 +100,13 @@ async def _watch_client(
         conn.receive_data(data)
         if len(conn.trailing_data[0]) > PIPELINE_LIMIT:
             await trio.sleep_forever()
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def _kept_headers(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -256,6 +263,7 @@ class SimServer:
             started_at=time.monotonic(),
             request_headers=_kept_headers(request.headers),
             saw_authorization=None if credential is None else credential[:_SECRET_PREFIX],
+            body=_json_or_none(request.body),
         )
         self._add(record)
         try:

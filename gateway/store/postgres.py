@@ -202,6 +202,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE instances ADD COLUMN pid_start BIGINT NOT NULL DEFAULT 0",
         "ALTER TABLE instances ADD COLUMN claims BOOLEAN NOT NULL DEFAULT FALSE",
     ),
+    # 4: what the deployment that served a request left out of it, as the operator allowed
+    # (``drop_unsupported``, issue 14).
+    ("ALTER TABLE requests ADD COLUMN dropped TEXT NOT NULL DEFAULT ''",),
 )
 
 

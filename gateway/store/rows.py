@@ -48,8 +48,12 @@ class RequestRecord:
     cancelled: bool
     created_at: float  # unix time
     # Every upstream call, in order: "provider/model=outcome;..." (ok, hedge_lost, an error
-    # type); the last one, or the winner, is ``deployment``.
+    # type); the last one, or the winner, is ``deployment``. Deployments passed over because
+    # they cannot honour the request come first: "provider/model=skipped: cannot honour 'x'".
     attempts: str = ""
+    # The client's names of what ``deployment`` left out of the request, comma-separated, as
+    # the operator allowed (``drop_unsupported``); empty when nothing was.
+    dropped: str = ""
 
     def public(self) -> dict[str, object]:
         """The row as ``GET /v1/generation`` shows it to the key that owns it: money in

@@ -131,6 +131,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE instances ADD COLUMN pid_start INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE instances ADD COLUMN claims INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: what the deployment that served a request left out of it, as the operator allowed
+    # (``drop_unsupported``, issue 14)
+    "ALTER TABLE requests ADD COLUMN dropped TEXT NOT NULL DEFAULT ''",
 )
 
 _BOOL_KEY = ("revoked",)

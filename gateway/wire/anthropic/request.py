@@ -1,29 +1,34 @@
 """Anthropic Messages, client requests: an untrusted body into a ``ChatRequest``.
 
 ``parse_request`` validates a ``POST /v1/messages`` body (already strict-JSON-parsed) and
-returns the canonical request; ``PASSTHROUGH`` lists the Anthropic parameters the gateway
-forwards to Anthropic upstreams without interpreting them.
+returns the canonical request.
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
-- Every field of a client body is validated here; an unknown top-level field is a 400
-  naming it, as Anthropic answers, so routing fields are never honoured (FAULTS.md S6).
-  Anthropic's error body has no ``param``, so each message starts with the field's path.
-- What the canonical model cannot hold is dropped knowingly: thinking blocks in the
-  history, ``cache_control`` and ``citations`` on blocks, a tool result's ``is_error``.
+- The fields the gateway interprets (model, max_tokens, messages, system, stream, tools,
+  and every field with a canonical meaning) are validated here. Anything else, at the top
+  level or in a block (``cache_control``, ``citations``, thinking blocks and their
+  signatures, documents, server tools, ...), goes to an Anthropic upstream as sent and is
+  the feature ``anthropic:<name>``, which no other dialect honours: refused by name there,
+  or dropped where allowed (``routing/fidelity.py``).
+- Endpoint fields are a 400 (FAULTS.md S6). Anthropic's error body has no ``param``, so
+  each message starts with the field's path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.canonical import (
+    EFFORTS,
     MAX_TOKENS_LIMIT,
     ChatRequest,
     ImagePart,
     Message,
     Part,
+    Reasoning,
+    ResponseFormat,
     TextPart,
     Tool,
     ToolCall,
@@ -31,6 +36,7 @@ from gateway.canonical import (
     ToolChoiceMode,
 )
 from gateway.errors import RequestError
+from gateway.wire.features import Features as BaseFeatures
 from gateway.wire.jsonbody import compact, is_int
 
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
@@ -48,6 +54,51 @@ def _block(raw: Any, param: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
         raise _fail("a content block must be an object with a string 'type'", param)
     return raw["type"], raw
+
+
+# What the canonical model carries of each block type; any other key is the client's
+# business with an Anthropic upstream (``Features.extras``).
+BLOCK_KEYS = {
+    "text": {"type", "text"},
+    "image": {"type", "source"},
+    "tool_use": {"type", "id", "name", "input"},
+    "tool_result": {"type", "tool_use_id", "content", "is_error"},
+}
+
+
+# Block types a place cannot hold, and OpenAI's part types sent here by mistake: a 400 now
+# rather than an upstream's refusal later (or a refusal by name on another dialect).
+MISPLACED = {
+    "user": {"tool_use", "thinking", "redacted_thinking"},
+    "assistant": {"tool_result", "image"},
+    "tool_result": {"tool_result", "tool_use", "thinking", "redacted_thinking"},
+}
+OPENAI_PARTS = {"image_url", "input_audio", "file", "function"}
+
+
+def _check_role(kind: str, place: str, at: str) -> None:
+    if kind in OPENAI_PARTS:
+        raise _fail(f"unsupported block type {kind!r} (an OpenAI Chat Completions shape; "
+                    "this is the Anthropic Messages API)", at)
+    if kind in MISPLACED[place]:
+        where = "a tool result" if place == "tool_result" else f"an {place} message" \
+            if place == "assistant" else f"a {place} message"
+        raise _fail(f"unsupported block type {kind!r} in {where}", at)
+
+
+class Features(BaseFeatures):
+    def __init__(self) -> None:
+        super().__init__("anthropic")
+
+    def extras(self, block: Mapping[str, Any], kind: str, where: str) -> None:
+        """A block's keys beyond what the canonical model carries of its type, or the block
+        itself when the canonical model has no such type."""
+        known = BLOCK_KEYS.get(kind)
+        if known is None:
+            self.own(kind, f"{where} ({kind} block)")
+            return
+        for key in sorted(block.keys() - known):
+            self.own(key, f"{where}.{key}")
 
 
 def _text(block: Mapping[str, Any], param: str) -> TextPart:
@@ -78,32 +129,36 @@ def _image(block: Mapping[str, Any], param: str) -> ImagePart:
     raise _fail("an image block needs a 'source' of type base64 or url", param)
 
 
-def _tool_result(block: Mapping[str, Any], param: str) -> Message:
+def _tool_result(block: Mapping[str, Any], param: str, features: Features) -> Message:
     tool_use_id = block.get("tool_use_id")
     if not isinstance(tool_use_id, str) or not tool_use_id:
         raise _fail("a tool_result block needs a string 'tool_use_id'", param)
-    if not isinstance(block.get("is_error", False), bool):
+    is_error = block.get("is_error", False)
+    if not isinstance(is_error, bool):
         raise _fail("'is_error' must be true or false", param)
+    if is_error:
+        features.note("tool_errors", f"{param}.is_error")
     raw = block.get("content")
     parts: list[Part] = []
     if isinstance(raw, str):
         parts.append(TextPart(raw))
     elif isinstance(raw, list):
         for k, item in enumerate(raw):
-            kind, inner = _block(item, f"{param}.content.{k}")
+            at = f"{param}.content.{k}"
+            kind, inner = _block(item, at)
+            _check_role(kind, "tool_result", at)
+            features.extras(inner, kind, at)
             if kind == "text":
-                parts.append(_text(inner, f"{param}.content.{k}"))
+                parts.append(_text(inner, at))
             elif kind == "image":
-                parts.append(_image(inner, f"{param}.content.{k}"))
-            else:
-                raise _fail(f"unsupported block type {kind!r} in a tool result",
-                            f"{param}.content.{k}")
+                parts.append(_image(inner, at))
     elif raw is not None:
         raise _fail("a tool result's 'content' must be a string or an array of blocks", param)
-    return Message(role="tool", content=tuple(parts), tool_call_id=tool_use_id)
+    return Message(role="tool", content=tuple(parts), tool_call_id=tool_use_id,
+                   is_error=is_error)
 
 
-def _user_messages(content: Any, param: str) -> list[Message]:
+def _user_messages(content: Any, param: str, features: Features) -> list[Message]:
     """One user turn as canonical messages: each tool result becomes a tool message."""
     if isinstance(content, str):
         return [Message(role="user", content=(TextPart(content),))]
@@ -114,6 +169,8 @@ def _user_messages(content: Any, param: str) -> list[Message]:
     for j, raw in enumerate(content):
         at = f"{param}.content.{j}"
         kind, block = _block(raw, at)
+        _check_role(kind, "user", at)
+        features.extras(block, kind, at)
         if kind == "text":
             parts.append(_text(block, at))
         elif kind == "image":
@@ -122,15 +179,15 @@ def _user_messages(content: Any, param: str) -> list[Message]:
             if parts:
                 out.append(Message(role="user", content=tuple(parts)))
                 parts = []
-            out.append(_tool_result(block, at))
-        else:
-            raise _fail(f"unsupported block type {kind!r} in a user message", at)
+            out.append(_tool_result(block, at, features))
+        # Any other block (a document, a search result, ...) is an Anthropic upstream's to
+        # read: ``extras`` noted it.
     if parts:
         out.append(Message(role="user", content=tuple(parts)))
     return out
 
 
-def _assistant_message(content: Any, param: str) -> Message:
+def _assistant_message(content: Any, param: str, features: Features) -> Message:
     if isinstance(content, str):
         return Message(role="assistant", content=(TextPart(content),))
     if not isinstance(content, list):
@@ -140,6 +197,8 @@ def _assistant_message(content: Any, param: str) -> Message:
     for j, raw in enumerate(content):
         at = f"{param}.content.{j}"
         kind, block = _block(raw, at)
+        _check_role(kind, "assistant", at)
+        features.extras(block, kind, at)
         if kind == "text":
             parts.append(_text(block, at))
         elif kind == "tool_use":
@@ -149,13 +208,11 @@ def _assistant_message(content: Any, param: str) -> Message:
                 raise _fail("a tool_use block needs string 'id' and 'name' and an object "
                             "'input'", at)
             calls.append(ToolCall(call_id, name, compact(args)))
-        elif kind not in ("thinking", "redacted_thinking"):
-            # Thinking blocks are dropped: the canonical history has no place for them.
-            raise _fail(f"unsupported block type {kind!r} in an assistant message", at)
+        # Thinking blocks with their signatures, server tool blocks, ...: ``extras``.
     return Message(role="assistant", content=tuple(parts), tool_calls=tuple(calls))
 
 
-def _messages(raw: Any) -> list[Message]:
+def _messages(raw: Any, features: Features) -> list[Message]:
     if not isinstance(raw, list) or not raw:
         raise _fail("must be a non-empty array of messages", "messages")
     out: list[Message] = []
@@ -167,9 +224,9 @@ def _messages(raw: Any) -> list[Message]:
         if role in ("user", "assistant") and "content" not in item:
             raise _fail("Field required", f"{param}.content")
         if role == "user":
-            out.extend(_user_messages(item["content"], param))
+            out.extend(_user_messages(item["content"], param, features))
         elif role == "assistant":
-            out.append(_assistant_message(item["content"], param))
+            out.append(_assistant_message(item["content"], param, features))
         elif role in ("system", "developer"):
             raise _fail(
                 f"role {role!r} is not allowed in the Anthropic Messages API; put system "
@@ -180,7 +237,7 @@ def _messages(raw: Any) -> list[Message]:
     return out
 
 
-def _system(raw: Any) -> Message | None:
+def _system(raw: Any, features: Features) -> Message | None:
     if raw is None:
         return None
     parts: list[Part] = []
@@ -191,6 +248,7 @@ def _system(raw: Any) -> Message | None:
             kind, block = _block(item, f"system.{j}")
             if kind != "text":
                 raise _fail("'system' blocks must be text blocks", f"system.{j}")
+            features.extras(block, kind, f"system.{j}")
             parts.append(_text(block, f"system.{j}"))
     else:
         raise _fail("must be a string or an array of text blocks", "system")
@@ -206,7 +264,7 @@ def _number(body: Mapping[str, Any], key: str, low: float, high: float) -> float
     return float(value)
 
 
-def _tools(raw: Any) -> tuple[Tool, ...]:
+def _tools(raw: Any, features: Features) -> tuple[Tool, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -216,9 +274,16 @@ def _tools(raw: Any) -> tuple[Tool, ...]:
         param = f"tools.{i}"
         if not isinstance(item, dict):
             raise _fail("a tool must be an object", param)
-        if item.get("type", "custom") not in ("custom", None):
-            raise _fail(f"unsupported tool type {item['type']!r}; only custom tools "
-                        "{name, description, input_schema} are supported", param)
+        kind = item.get("type", "custom")
+        if kind == "function":
+            raise _fail("an OpenAI-shaped tool; Anthropic tools are {name, description, "
+                        "input_schema}", param)
+        if kind not in ("custom", None):
+            # A server tool (web search, code execution, ...): an Anthropic upstream runs it.
+            features.own(str(kind), param)
+            continue
+        for key in item.keys() - {"type", "name", "description", "input_schema", "strict"}:
+            features.own(key, f"{param}.{key}")
         name, schema = item.get("name"), item.get("input_schema")
         if not isinstance(name, str) or not name:
             raise _fail("a tool needs a non-empty string 'name'", param)
@@ -236,23 +301,23 @@ def _tools(raw: Any) -> tuple[Tool, ...]:
 MODES: dict[str, ToolChoiceMode] = {"auto": "auto", "any": "required", "none": "none"}
 
 
-def _tool_choice(raw: Any) -> ToolChoice | None:
+def _tool_choice(raw: Any) -> tuple[ToolChoice | None, bool | None]:
     """``{type: auto|any|none}`` or ``{type: tool, name}``, each with an optional
-    ``disable_parallel_tool_use`` (kept as ``parallel``, negated)."""
+    ``disable_parallel_tool_use`` (returned apart, negated: whether calls may be parallel)."""
     if raw is None:
-        return None
+        return None, None
     kind = raw.get("type") if isinstance(raw, dict) else None
     disable = raw.get("disable_parallel_tool_use") if isinstance(raw, dict) else None
     if disable is not None and not isinstance(disable, bool):
         raise _fail("'disable_parallel_tool_use' must be true or false", "tool_choice")
     parallel = None if disable is None else not disable
     if isinstance(kind, str) and kind in MODES:
-        return ToolChoice(MODES[kind], parallel=parallel)
+        return ToolChoice(MODES[kind]), parallel
     if kind == "tool":
         assert isinstance(raw, dict)
         name = raw.get("name")
         if isinstance(name, str) and name:
-            return ToolChoice("tool", name, parallel=parallel)
+            return ToolChoice("tool", name), parallel
     raise _fail("must be {type: auto|any|none} or {type: tool, name}", "tool_choice")
 
 
@@ -275,30 +340,60 @@ def _stop_sequences(raw: Any) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def _thinking(value: Any) -> bool:
-    if not isinstance(value, dict):
-        return False
-    kind, budget = value.get("type"), value.get("budget_tokens")
+def _reasoning(thinking: Any, config: Any) -> Reasoning | None:
+    """``thinking`` ({type: enabled, budget_tokens} | disabled | adaptive | between_tools,
+    with an optional ``display``) and ``output_config.effort``."""
+    effort = config.get("effort") if isinstance(config, dict) else None
+    if effort is not None and effort not in EFFORTS:
+        raise _fail(f"must be one of {', '.join(EFFORTS)}", "output_config.effort")
+    if thinking is None:
+        return None if effort is None else Reasoning(effort=effort)
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    display = thinking.get("display") if isinstance(thinking, dict) else None
+    if display not in (None, "summarized", "omitted"):
+        raise _fail("must be 'summarized' or 'omitted'", "thinking.display")
+    include = None if display is None else display == "summarized"
     if kind == "enabled":
-        return is_int(budget) and 1 <= budget <= MAX_TOKENS_LIMIT
-    return kind in ("disabled", "adaptive", "between_tools")
+        assert isinstance(thinking, dict)
+        budget = thinking.get("budget_tokens")
+        if not (is_int(budget) and 1 <= budget <= MAX_TOKENS_LIMIT):
+            raise _fail(f"must be an integer between 1 and {MAX_TOKENS_LIMIT}",
+                        "thinking.budget_tokens")
+        return Reasoning(effort=effort, budget=budget, include=include)
+    if kind == "disabled":
+        return Reasoning(enabled=False)
+    if kind in ("adaptive", "between_tools"):
+        return Reasoning(effort=effort, include=include)
+    raise _fail("must be {type: enabled, budget_tokens} or {type: disabled|adaptive}",
+                "thinking")
 
 
-# Anthropic parameters the gateway does not interpret but forwards to Anthropic upstreams.
-# Each is type-checked; anything not listed here or handled above is rejected.
-PASSTHROUGH: dict[str, Callable[[Any], bool]] = {
-    "top_k": lambda v: is_int(v) and v >= 0,
-    "thinking": _thinking,
-    "service_tier": lambda v: v in ("auto", "standard_only"),
-    "output_config": lambda v: isinstance(v, dict),
-    "cache_control": lambda v: isinstance(v, dict),
-    "inference_geo": lambda v: isinstance(v, str),
-    "speed": lambda v: v in ("standard", "fast"),
-}
+def _output_format(config: Any) -> ResponseFormat | None:
+    """``output_config.format``: ``{type: json_schema, schema}``."""
+    if config is None:
+        return None
+    if not isinstance(config, dict) or set(config) - {"effort", "format"}:
+        raise _fail("must be an object with 'effort' and 'format'", "output_config")
+    fmt = config.get("format")
+    if fmt is None:
+        return None
+    if (not isinstance(fmt, dict) or fmt.get("type") != "json_schema"
+            or not isinstance(fmt.get("schema"), dict)):
+        raise _fail("must be {type: json_schema, schema}", "output_config.format")
+    return ResponseFormat("json_schema", fmt["schema"], strict=True)
+
+
+# Never honoured from a body: where a request goes is the gateway's configuration.
+ENDPOINT_FIELDS = frozenset({
+    "api_base", "base_url", "api_key", "api_version", "extra_headers", "extra_query",
+    "custom_llm_provider", "organization", "deployment_id",
+})
 HANDLED = {
-    "model", "max_tokens", "messages", "system", "stream", "temperature", "top_p",
-    "stop_sequences", "tools", "tool_choice", "metadata",
+    "model", "max_tokens", "messages", "system", "stream", "temperature", "top_p", "top_k",
+    "stop_sequences", "tools", "tool_choice", "metadata", "thinking", "output_config",
 }
+CANONICAL = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
+             "stop_sequences": "stop", "metadata": "user"}
 # OpenAI Chat Completions fields a client may send here by mistake, and what to use instead.
 OPENAI_NAMES = {"stop": "stop_sequences", "user": "metadata.user_id",
                 "max_completion_tokens": "max_tokens"}
@@ -307,22 +402,54 @@ OPENAI_ONLY = frozenset({"n", "seed", "stream_options", "response_format", "logi
                          "parallel_tool_calls", "functions", "function_call"})
 
 
-def _unknown(key: str) -> RequestError:
+def _mistaken(key: str) -> RequestError | None:
+    """An OpenAI field sent here: Anthropic would refuse it, so the gateway says why."""
     message = "Extra inputs are not permitted"
     if key in OPENAI_NAMES:
-        message += f" (this is the Anthropic Messages API: use '{OPENAI_NAMES[key]}')"
-    elif key in OPENAI_ONLY:
-        message += " (an OpenAI Chat Completions field; this is the Anthropic Messages API)"
-    return _fail(message, key)
+        return _fail(f"{message} (this is the Anthropic Messages API: use "
+                     f"'{OPENAI_NAMES[key]}')", key)
+    if key in OPENAI_ONLY:
+        return _fail(f"{message} (an OpenAI Chat Completions field; this is the Anthropic "
+                     "Messages API)", key)
+    if key in ENDPOINT_FIELDS:
+        return _fail(f"{message} (where a request goes is the gateway's configuration)", key)
+    return None
 
 
-def parse_request(body: Any) -> ChatRequest:
-    """Validate a client's Messages body (already strict-JSON-parsed)."""
+# Headers of the Messages API that an Anthropic upstream reads; the SDKs send some of their
+# parameters this way. Another dialect's upstream cannot honour them.
+API_HEADERS = ("anthropic-beta", "anthropic-user-profile-id")
+# Never honoured from a client: the operator's key and configuration decide.
+REFUSED_HEADERS = {"anthropic-workspace-id": "the operator's API key decides the workspace"}
+
+
+def _api_headers(headers: Mapping[str, str], features: Features) -> dict[str, str]:
+    for name, why in REFUSED_HEADERS.items():
+        if name in headers:
+            raise _fail(f"the {name} header is not honoured: {why}", name)
+    kept = {name: headers[name] for name in API_HEADERS if name in headers}
+    for name in kept:
+        features.own(name, f"{name} header")
+    return kept
+
+
+def parse_request(body: Any, headers: Mapping[str, str] | None = None) -> ChatRequest:
+    """Validate a client's Messages body (already strict-JSON-parsed) and its API headers
+    (names lower-case)."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
-    for key in body:
-        if key not in HANDLED and key not in PASSTHROUGH:
-            raise _unknown(key)
+    features = Features()
+    api_headers = _api_headers(headers or {}, features)
+    extra: dict[str, Any] = {}
+    for key, value in body.items():
+        if key in HANDLED:
+            continue
+        mistake = _mistaken(key)
+        if mistake is not None:
+            raise mistake
+        if value is not None:
+            extra[key] = value
+            features.own(key, key)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _fail("must be a non-empty string", "model")
@@ -332,29 +459,48 @@ def parse_request(body: Any) -> ChatRequest:
                     "bodies belong on /v1/chat/completions)", "max_tokens")
     if not is_int(max_tokens) or not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
         raise _fail(f"must be an integer between 1 and {MAX_TOKENS_LIMIT}", "max_tokens")
-    messages = _messages(body.get("messages"))
-    system = _system(body.get("system"))
+    messages = _messages(body.get("messages"), features)
+    system = _system(body.get("system"), features)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _fail("must be true or false", "stream")
-    tool_choice = _tool_choice(body.get("tool_choice"))
-    extra: dict[str, Any] = {}
-    for key, check in PASSTHROUGH.items():
-        if key in body and body[key] is not None:
-            if not check(body[key]):
-                raise _fail("invalid value", key)
-            extra[key] = body[key]
+    tool_choice, parallel = _tool_choice(body.get("tool_choice"))
+    top_k = body.get("top_k")
+    if top_k is not None and not (is_int(top_k) and top_k >= 0):
+        raise _fail("must be a non-negative integer", "top_k")
+    found = features.found
+    for key, feature in CANONICAL.items():
+        if body.get(key) is not None:
+            found[feature] = key
+    if parallel is not None:
+        found["parallel_tool_calls"] = "tool_choice.disable_parallel_tool_use"
+    response_format = _output_format(body.get("output_config"))
+    if response_format is not None:
+        found["response_format"] = "output_config.format"
+    reasoning = _reasoning(body.get("thinking"), body.get("output_config"))
+    if reasoning is not None:
+        found["reasoning"] = "thinking" if "thinking" in body else "output_config.effort"
+    parsed = (system, *messages) if system is not None else tuple(messages)
+    if any(isinstance(p, ImagePart) for m in parsed for p in m.content):
+        found["images"] = "image"
     return ChatRequest(
         model=model,
-        messages=(system, *messages) if system is not None else tuple(messages),
+        messages=parsed,
         stream=stream,
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 0, 1),
         top_p=_number(body, "top_p", 0, 1),
+        top_k=top_k,
         stop=_stop_sequences(body.get("stop_sequences")),
-        tools=_tools(body.get("tools")),
+        tools=_tools(body.get("tools"), features),
         tool_choice=tool_choice,
+        parallel_tool_calls=parallel,
         user=_user(body.get("metadata")),
+        response_format=response_format,
+        reasoning=reasoning,
         dialect="anthropic",
         extra=extra,
+        raw=body,
+        features=found,
+        headers=api_headers,
     )

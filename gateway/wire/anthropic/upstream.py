@@ -11,7 +11,9 @@ Rules:
   citations, and block types Anthropic may add later.
 - Upstream bodies are untrusted: anything malformed raises ``UpstreamProtocolError``,
   and an upstream error names only a known error type, never the provider's text.
-- ``extra`` is forwarded only when the client spoke this dialect too.
+- A client of this dialect is passed through: its body goes as sent, with only the model
+  rewritten. Any other client's request is built from the canonical fields this dialect
+  honours (``HONOURS``); ``routing/fidelity.py`` has refused or allowed dropping the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from gateway.canonical import (
     Finish,
     FinishReason,
     Part,
+    Reasoning,
     ReasoningDelta,
+    ResponseFormat,
     StreamEvent,
     TextDelta,
     TextPart,
@@ -89,25 +93,60 @@ def _content(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
 TOOL_CHOICE_TYPES = {"auto": "auto", "required": "any", "none": "none", "tool": "tool"}
 
 
-def _tool_choice(choice: ToolChoice) -> dict[str, Any]:
-    """Anthropic's form of a tool choice; ``parallel`` goes in as
+def _tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict[str, Any] | None:
+    """Anthropic's form of a tool choice; whether calls may run in parallel goes in as
     ``disable_parallel_tool_use``, except beside ``none``, where Anthropic has no use for it."""
-    out: dict[str, Any] = {"type": TOOL_CHOICE_TYPES[choice.mode]}
-    if choice.mode == "tool":
+    if choice is None and parallel is None:
+        return None
+    mode = choice.mode if choice is not None else "auto"
+    out: dict[str, Any] = {"type": TOOL_CHOICE_TYPES[mode]}
+    if choice is not None and choice.mode == "tool":
         out["name"] = choice.name
-    if choice.parallel is not None and choice.mode != "none":
-        out["disable_parallel_tool_use"] = not choice.parallel
+    if parallel is not None and mode != "none":
+        out["disable_parallel_tool_use"] = not parallel
     return out
 
 
+# The canonical features an Anthropic upstream honours (``routing/fidelity.py``).
+HONOURS = frozenset({
+    "temperature", "top_p", "stop", "top_k", "user", "parallel_tool_calls",
+    "response_format", "reasoning", "images", "tool_errors",
+})
+
+
+def output_format(fmt: ResponseFormat) -> dict[str, Any]:
+    """Structured output as Anthropic's ``output_config.format``: any JSON object is the
+    schema ``{"type": "object"}``."""
+    schema = dict(fmt.schema) if fmt.kind == "json_schema" and fmt.schema else {"type": "object"}
+    return {"type": "json_schema", "schema": schema}
+
+
+MIN_THINKING_BUDGET = 1024  # the least budget Anthropic takes
+
+
+def thinking(reasoning: Reasoning, max_tokens: int) -> dict[str, Any]:
+    """A thinking budget below ``max_tokens`` but never below Anthropic's least (a request
+    with less room than that is Anthropic's to refuse); the provider's default amount,
+    adaptive, when only "think" was said."""
+    if not reasoning.enabled:
+        return {"type": "disabled"}
+    budget = reasoning.as_budget(max_tokens)
+    if budget is None:
+        return {"type": "adaptive"}
+    return {"type": "enabled", "budget_tokens": max(budget, MIN_THINKING_BUDGET)}
+
+
 def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
-    """The body for an Anthropic upstream.
+    """The body for an Anthropic upstream: a client of this dialect's own, or the
+    translation of another's.
 
     System messages, wherever they were, become the top-level ``system``. Tool messages
     become ``tool_result`` blocks of one user message, with the user text that follows
     them. An assistant message with nothing left to say is left out (Anthropic rejects
     empty turns). A temperature above Anthropic's 1.0 (OpenAI allows 2) is sent as 1.0.
     """
+    if request.dialect == "anthropic":
+        return {**request.raw, "model": model}
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     results: list[dict[str, Any]] | None = None  # the user turn that tool results open
@@ -116,8 +155,11 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
         if message.role == "system":
             system.extend(b for b in blocks if b["type"] == "text")
         elif message.role == "tool":
-            block = {"type": "tool_result", "tool_use_id": message.tool_call_id or "",
-                     "content": _content(blocks)}
+            block: dict[str, Any] = {"type": "tool_result",
+                                     "tool_use_id": message.tool_call_id or "",
+                                     "content": _content(blocks)}
+            if message.is_error:
+                block["is_error"] = True
             if results is None:
                 results = []
                 messages.append({"role": "user", "content": results})
@@ -160,12 +202,17 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
             }
             for t in request.tools
         ]
-    if request.tool_choice is not None:
-        body["tool_choice"] = _tool_choice(request.tool_choice)
+    choice = _tool_choice(request.tool_choice, request.parallel_tool_calls)
+    if choice is not None:
+        body["tool_choice"] = choice
     if request.user is not None:
         body["metadata"] = {"user_id": request.user}
-    if request.dialect == "anthropic":
-        body.update(request.extra)
+    if request.top_k is not None:
+        body["top_k"] = request.top_k
+    if request.response_format is not None:
+        body["output_config"] = {"format": output_format(request.response_format)}
+    if request.reasoning is not None:
+        body["thinking"] = thinking(request.reasoning, body["max_tokens"])
     return body
 
 

@@ -2,8 +2,7 @@
 
 ``STATUS_NAMES`` (google.rpc status names by HTTP status) names the errors we send to
 clients (``render``) and bounds the ones an upstream may name (``upstream``);
-``GENERATION_EXTRA`` lists the ``generationConfig`` fields that ``request`` keeps for
-``upstream``; ``loads_object`` reads a JSON object out of tool-call text. ``request``,
+``loads_object`` reads a JSON object out of tool-call text. ``request``,
 ``render`` and ``upstream`` import from here, never the reverse.
 
 Rules:
@@ -42,11 +41,6 @@ STATUS_NAMES = {
 
 # generationConfig fields without a canonical field: validated, kept in ``extra`` and
 # forwarded only to Gemini upstreams. ``safetySettings`` travels the same way at top level.
-GENERATION_EXTRA = (
-    "topK", "presencePenalty", "frequencyPenalty", "responseMimeType", "responseSchema",
-    "responseJsonSchema", "responseModalities", "responseLogprobs", "logprobs",
-    "thinkingConfig", "mediaResolution",
-)
 
 
 def loads_object(text: str) -> dict[str, Any] | None:

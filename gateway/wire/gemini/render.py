@@ -16,7 +16,6 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -48,8 +47,7 @@ FINISH_TO_GEMINI: dict[FinishReason, str] = {
 def wants_thoughts(request: ChatRequest) -> bool:
     """Whether a Gemini client asked to see thoughts (``thinkingConfig.includeThoughts``);
     Gemini sends thought parts only then (the ``thoughts`` flag of ``StreamEncoder``)."""
-    thinking = request.extra.get("thinkingConfig") if request.dialect == "gemini" else None
-    return isinstance(thinking, Mapping) and thinking.get("includeThoughts") is True
+    return request.reasoning is not None and request.reasoning.include is True
 
 
 

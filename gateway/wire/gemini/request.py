@@ -1,16 +1,18 @@
 """Gemini ``generateContent``, client requests: an untrusted body into a ``ChatRequest``.
 
 ``parse_request`` turns an untrusted ``GenerateContentRequest`` (the model comes from the URL
-path, streaming from the method) into a ``ChatRequest``. Fields without a canonical home are
-validated and kept in ``extra`` for Gemini upstreams (``common.GENERATION_EXTRA``,
-``safetySettings``).
+path, streaming from the method) into a ``ChatRequest``.
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
 - Keys are read in camelCase or snake_case, as the REST API reads them (the SDKs mix both,
   even within one object). Enum fields also take the integers that proto-JSON clients send.
-  An unknown field is a 400 naming it, and so is a known feature the gateway cannot honour
-  (``cachedContent``, built-in tools such as ``googleSearch``).
+- The fields the gateway interprets (contents, system instruction, function tools, token
+  caps, and every field with a canonical meaning) are validated here. Anything else, at the
+  top level, in ``generationConfig``, in a tool or in a part (``safetySettings``,
+  ``cachedContent``, built-in tools, thought signatures, PDF and audio data, ...) goes to a
+  Gemini upstream as sent and is the feature ``gemini:<name>``, which no other dialect
+  honours: refused by name there, or dropped where allowed (``routing/fidelity.py``).
 - Gemini function calls carry no ids. This module numbers them ``call_<n>`` in request
   order and pairs each ``functionResponse`` with the earliest unanswered call of its name.
 """
@@ -26,9 +28,12 @@ import attrs
 from gateway.canonical import (
     MAX_TOKENS_LIMIT,
     ChatRequest,
+    Effort,
     ImagePart,
     Message,
     Part,
+    Reasoning,
+    ResponseFormat,
     TextPart,
     Tool,
     ToolCall,
@@ -36,7 +41,7 @@ from gateway.canonical import (
     ToolChoiceMode,
 )
 from gateway.errors import RequestError
-from gateway.wire.gemini.common import GENERATION_EXTRA
+from gateway.wire.features import Features
 from gateway.wire.jsonbody import compact, is_int
 
 MAX_STOP_SEQUENCES = 5
@@ -49,14 +54,6 @@ CHOICE_MODES: dict[str, ToolChoiceMode | None] = {
 }
 SCHEMA_TYPES = {1: "string", 2: "number", 3: "integer", 4: "boolean", 5: "array",
                 6: "object", 7: "null"}
-# Tool kinds Gemini offers that the gateway cannot run on every upstream.
-BUILTIN_TOOLS = frozenset({
-    "googleSearch", "googleSearchRetrieval", "codeExecution", "urlContext", "fileSearch",
-    "computerUse", "googleMaps", "retrieval", "enterpriseWebSearch", "mcpServers",
-})
-UNSUPPORTED_PARTS = frozenset({
-    "executableCode", "codeExecutionResult", "videoMetadata", "toolCall", "toolResponse",
-})
 
 
 def _fail(message: str, param: str) -> RequestError:
@@ -76,13 +73,21 @@ def _join(param: str, name: str | int) -> str:
     return f"{param}.{name}" if param else str(name)
 
 
-def _fields(raw: Any, allowed: frozenset[str], param: str, what: str) -> dict[str, Any]:
-    """An object's fields under their camelCase names; null fields count as absent."""
+_INDEX = re.compile(r"\.\d+")  # a feature is named without array indexes
+
+
+def _fields(raw: Any, allowed: frozenset[str], param: str, what: str,
+            own: Features | None = None) -> dict[str, Any]:
+    """An object's fields under their camelCase names; null fields count as absent. An
+    unknown field is a 400 naming it, or, given ``own``, a Gemini upstream's business."""
     if not isinstance(raw, dict):
         raise _fail(f"{what} must be an object", param or "body")
     out: dict[str, Any] = {}
     for key, value in raw.items():
         name = _camel(key)
+        if name not in allowed and own is not None:
+            own.own(_INDEX.sub("", _join(param, name)), _join(param, key))
+            continue
         if name not in allowed:
             where = f" at '{param}'" if param else ""
             raise _fail(
@@ -137,34 +142,45 @@ class _Calls:
         return waiting.pop(0)
 
 
-def _image_type(raw: Any, param: str, *, required: bool) -> str | None:
+def _media_type(raw: Any, param: str, *, required: bool) -> str | None:
     if raw is None and not required:
         return None
-    if not isinstance(raw, str) or not raw.lower().startswith("image/"):
-        raise _fail("only image media is supported ('mimeType' must be image/...)", param)
+    if not isinstance(raw, str) or "/" not in raw:
+        raise _fail("'mimeType' must be a media type", param)
     return raw
+
+
+def _is_image(mime: str | None) -> bool:
+    return mime is None or mime.lower().startswith("image/")
 
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
 
 
-def _inline_data(raw: Any, param: str) -> ImagePart:
+def _inline_data(raw: Any, param: str, own: Features) -> ImagePart | None:
+    """An image, or other media (PDF, audio, video) that only a Gemini upstream reads."""
     blob = _fields(raw, frozenset({"mimeType", "data", "displayName"}), param, "'inlineData'")
-    mime = _image_type(blob.get("mimeType"), _join(param, "mimeType"), required=True)
+    mime = _media_type(blob.get("mimeType"), _join(param, "mimeType"), required=True)
     data = blob.get("data")
     if not isinstance(data, str) or not data or not _BASE64.fullmatch(data):
         raise _fail("'data' must be base64 text", _join(param, "data"))
+    if not _is_image(mime):
+        own.own("inlineData", f"{param} ({mime})")
+        return None
     # The REST API also reads URL-safe base64; a data: URL holds the standard alphabet.
     data = data.replace("-", "+").replace("_", "/")
     return ImagePart(f"data:{mime};base64,{data}")
 
 
-def _file_data(raw: Any, param: str) -> ImagePart:
+def _file_data(raw: Any, param: str, own: Features) -> ImagePart | None:
     ref = _fields(raw, frozenset({"mimeType", "fileUri", "displayName"}), param, "'fileData'")
-    _image_type(ref.get("mimeType"), _join(param, "mimeType"), required=False)
+    mime = _media_type(ref.get("mimeType"), _join(param, "mimeType"), required=False)
     uri = ref.get("fileUri")
-    if not isinstance(uri, str) or not uri.lower().startswith(("https://", "http://")):
-        raise _fail("'fileUri' must be an http(s) URL", _join(param, "fileUri"))
+    if not isinstance(uri, str) or not uri:
+        raise _fail("'fileUri' must be a URI", _join(param, "fileUri"))
+    if not _is_image(mime) or not uri.lower().startswith(("https://", "http://")):
+        own.own("fileData", f"{param} ({mime or uri})")  # a Files API upload, a video, ...
+        return None
     return ImagePart(uri)
 
 
@@ -205,7 +221,7 @@ def _function_response(raw: Any, param: str) -> _Response:
 
 
 DATA_FIELDS = ("text", "inlineData", "fileData", "functionCall", "functionResponse")
-PART_FIELDS = frozenset(DATA_FIELDS) | UNSUPPORTED_PARTS | {"thought", "thoughtSignature"}
+PART_FIELDS = frozenset(DATA_FIELDS) | {"thought", "thoughtSignature"}
 ROLE_PARTS = {
     "user": {"text", "inlineData", "fileData", "functionResponse"},
     "model": {"text", "inlineData", "fileData", "functionCall"},
@@ -214,14 +230,15 @@ ROLE_PARTS = {
 
 
 def _part(
-    raw: Any, param: str, role: str, calls: _Calls
+    raw: Any, param: str, role: str, calls: _Calls, own: Features
 ) -> Part | ToolCall | _Response | None:
-    """One part; None for a model's earlier thought, which no upstream takes back."""
-    part = _fields(raw, PART_FIELDS, param, "a part")
-    unsupported = sorted(UNSUPPORTED_PARTS & part.keys())
-    if unsupported:
-        raise _fail(f"'{unsupported[0]}' parts are not supported", _join(param, unsupported[0]))
+    """One part; None for what only a Gemini upstream reads (a model's earlier thought,
+    code execution, PDF data, ...), which ``own`` notes."""
+    before = len(own.found)
+    part = _fields(raw, PART_FIELDS, param, "a part", own)
     kinds = [name for name in DATA_FIELDS if name in part]
+    if not kinds and len(own.found) > before:
+        return None  # executableCode, videoMetadata, ...: noted
     if len(kinds) != 1:
         raise _fail("a part must hold exactly one of " + ", ".join(DATA_FIELDS), param)
     [kind] = kinds
@@ -233,16 +250,21 @@ def _part(
                     _join(param, "thought"))
     if not isinstance(part.get("thoughtSignature", ""), str):
         raise _fail("'thoughtSignature' must be base64 text", _join(param, "thoughtSignature"))
+    if "thoughtSignature" in part:
+        own.own("thoughtSignature", _join(param, "thoughtSignature"))
     value = part[kind]
     where = _join(param, kind)
     if kind == "text":
         if not isinstance(value, str):
             raise _fail("'text' must be a string", where)
-        return None if thought else TextPart(value)
+        if thought:
+            own.own("thought", _join(param, "thought"))
+            return None
+        return TextPart(value)
     if kind == "inlineData":
-        return _inline_data(value, where)
+        return _inline_data(value, where, own)
     if kind == "fileData":
-        return _file_data(value, where)
+        return _file_data(value, where, own)
     if kind == "functionCall":
         return _function_call(value, where, calls)
     return _function_response(value, where)
@@ -251,7 +273,7 @@ def _part(
 ROLES = {"user": "user", "function": "user", "model": "model"}
 
 
-def _content(raw: Any, index: int, calls: _Calls) -> list[Message]:
+def _content(raw: Any, index: int, calls: _Calls, own: Features) -> list[Message]:
     """One ``Content`` turn as canonical messages: a user turn's function responses become
     tool messages placed before its other parts, as chat APIs need them."""
     param = f"contents.{index}"
@@ -268,7 +290,7 @@ def _content(raw: Any, index: int, calls: _Calls) -> list[Message]:
     answers: list[Message] = []
     for i, raw_part in enumerate(parts):
         where = f"{param}.parts.{i}"
-        part = _part(raw_part, where, role, calls)
+        part = _part(raw_part, where, role, calls, own)
         if isinstance(part, ToolCall):
             tool_calls.append(part)
         elif isinstance(part, _Response):
@@ -286,7 +308,7 @@ def _content(raw: Any, index: int, calls: _Calls) -> list[Message]:
     return answers
 
 
-def _system(raw: Any) -> Message:
+def _system(raw: Any, own: Features) -> Message:
     param = "systemInstruction"
     instruction = _fields(raw, frozenset({"role", "parts"}), param, "'systemInstruction'")
     if not isinstance(instruction.get("role", ""), str):
@@ -295,7 +317,8 @@ def _system(raw: Any) -> Message:
     if not isinstance(parts, list) or not parts:
         raise _fail("'parts' must be a non-empty array", _join(param, "parts"))
     calls = _Calls()
-    content = [_part(p, f"{param}.parts.{i}", "system", calls) for i, p in enumerate(parts)]
+    content = [_part(p, f"{param}.parts.{i}", "system", calls, own)
+               for i, p in enumerate(parts)]
     return Message(role="system", content=tuple(p for p in content if isinstance(p, TextPart)))
 
 
@@ -375,18 +398,15 @@ def _declaration(raw: Any, param: str) -> Tool:
     return Tool(name, description, parameters)
 
 
-def _tools(raw: Any) -> tuple[Tool, ...]:
+def _tools(raw: Any, own: Features) -> tuple[Tool, ...]:
+    """Function declarations; a built-in tool (``googleSearch``, ``codeExecution``, ...)
+    runs at a Gemini upstream only, so ``own`` notes it."""
     if not isinstance(raw, list):
         raise _fail("'tools' must be an array", "tools")
     tools: list[Tool] = []
     for i, item in enumerate(raw):
         param = f"tools.{i}"
-        tool = _fields(item, frozenset({"functionDeclarations"}) | BUILTIN_TOOLS, param,
-                       "a tool")
-        builtin = sorted(BUILTIN_TOOLS & tool.keys())
-        if builtin:
-            raise _fail(f"the '{builtin[0]}' tool is not supported; only functionDeclarations "
-                        "are", _join(param, builtin[0]))
+        tool = _fields(item, frozenset({"functionDeclarations"}), param, "a tool", own)
         decls = tool.get("functionDeclarations", [])
         if not isinstance(decls, list):
             raise _fail("'functionDeclarations' must be an array",
@@ -432,17 +452,70 @@ def _tool_choice(
     return (None if canonical is None else ToolChoice(canonical)), tools
 
 
-def _thinking(raw: Any) -> dict[str, Any]:
+def _reasoning(raw: Any) -> Reasoning:
+    """``thinkingConfig``: a ``thinkingBudget`` (0: off, -1: the model decides) or a
+    ``thinkingLevel``, and ``includeThoughts``."""
     param = "generationConfig.thinkingConfig"
     fields = frozenset({"includeThoughts", "thinkingBudget", "thinkingLevel"})
     config = _fields(raw, fields, param, "'thinkingConfig'")
-    if not isinstance(config.get("includeThoughts", False), bool):
+    include = config.get("includeThoughts")
+    if include is not None and not isinstance(include, bool):
         raise _fail("'includeThoughts' must be a boolean", f"{param}.includeThoughts")
-    if not is_int(config.get("thinkingBudget", 0)):
-        raise _fail("'thinkingBudget' must be an integer", f"{param}.thinkingBudget")
-    if not isinstance(config.get("thinkingLevel", ""), str):
-        raise _fail("'thinkingLevel' must be a string", f"{param}.thinkingLevel")
-    return config
+    budget = config.get("thinkingBudget")
+    if budget is not None and not (is_int(budget) and -1 <= budget <= MAX_TOKENS_LIMIT):
+        raise _fail("'thinkingBudget' must be an integer, -1 or more", f"{param}.thinkingBudget")
+    level = config.get("thinkingLevel")
+    if level is not None and (not isinstance(level, str)
+                              or level.lower() not in LEVELS):
+        raise _fail(f"'thinkingLevel' must be one of {', '.join(LEVELS)}",
+                    f"{param}.thinkingLevel")
+    return Reasoning(enabled=budget != 0,
+                     effort=None if level is None else LEVELS[level.lower()],
+                     budget=budget if budget and budget > 0 else None, include=include)
+
+
+# Gemini's thinking levels, as efforts ("thinking_level_unspecified" leaves it to the model).
+LEVELS: dict[str, Effort | None] = {"thinking_level_unspecified": None, "minimal": "minimal",
+                                    "low": "low", "medium": "medium", "high": "high"}
+
+
+def _response_format(config: Mapping[str, Any]) -> ResponseFormat | None:
+    """``responseMimeType: application/json`` with ``responseJsonSchema`` (JSON Schema) or
+    ``responseSchema`` (Gemini's OpenAPI subset); any other type is Gemini's own."""
+    param = "generationConfig"
+    mime = config.get("responseMimeType")
+    if mime is not None and not isinstance(mime, str):
+        raise _fail("'responseMimeType' must be a string", f"{param}.responseMimeType")
+    if "responseSchema" in config and "responseJsonSchema" in config:
+        raise _fail("'responseSchema' and 'responseJsonSchema' are mutually exclusive", param)
+    schema = None
+    named = "responseSchema" if "responseSchema" in config else "responseJsonSchema"
+    if "responseSchema" in config:
+        schema = _json_schema(config["responseSchema"], f"{param}.responseSchema")
+    elif "responseJsonSchema" in config:
+        schema = config["responseJsonSchema"]
+        if not isinstance(schema, dict):
+            raise _fail("'responseJsonSchema' must be an object", f"{param}.responseJsonSchema")
+    if mime != "application/json":
+        if schema is not None and mime != "text/x.enum":
+            raise _fail(f"'{named}' needs responseMimeType application/json",
+                        f"{param}.{named}")
+        return None
+    if schema is None:
+        return ResponseFormat("json_object")
+    return ResponseFormat("json_schema", schema)
+
+
+def _safety(raw: Any) -> None:
+    if not isinstance(raw, list):
+        raise _fail("'safetySettings' must be an array", "safetySettings")
+    for i, item in enumerate(raw):
+        param = f"safetySettings.{i}"
+        setting = _fields(item, frozenset({"category", "threshold", "method"}), param,
+                          "a safety setting")
+        for key in ("category", "threshold"):
+            if not isinstance(setting.get(key), str | int) or isinstance(setting[key], bool):
+                raise _fail(f"'{key}' must be an enum name", _join(param, key))
 
 
 def _text_only(value: Any) -> bool:
@@ -451,20 +524,22 @@ def _text_only(value: Any) -> bool:
     )
 
 
+# Gemini's own generationConfig fields, checked where the gateway knows their type (an
+# unknown one goes to a Gemini upstream unchecked). Only text answers can be relayed.
 GENERATION_CHECKS: dict[str, Callable[[Any], bool]] = {
-    "topK": lambda v: _is_number(v) and v >= 1,
-    "presencePenalty": lambda v: _is_number(v) and -2 <= v <= 2,
-    "frequencyPenalty": lambda v: _is_number(v) and -2 <= v <= 2,
-    "responseMimeType": lambda v: isinstance(v, str),
-    "responseSchema": lambda v: isinstance(v, dict),
-    "responseJsonSchema": lambda v: isinstance(v, dict | bool),
     "responseModalities": _text_only,
     "responseLogprobs": lambda v: isinstance(v, bool),
     "logprobs": lambda v: is_int(v) and 0 <= v <= 20,
     "mediaResolution": lambda v: isinstance(v, str),
 }
-GENERATION_FIELDS = frozenset(GENERATION_EXTRA) | {
-    "maxOutputTokens", "temperature", "topP", "stopSequences", "candidateCount", "seed",
+# generationConfig fields with a canonical meaning, under Gemini's names.
+GENERATION_CANONICAL = {
+    "maxOutputTokens": None, "temperature": "temperature", "topP": "top_p",
+    "stopSequences": "stop", "seed": "seed", "topK": "top_k",
+    "presencePenalty": "presence_penalty", "frequencyPenalty": "frequency_penalty",
+    "responseMimeType": "response_format", "responseSchema": "response_format",
+    "responseJsonSchema": "response_format", "thinkingConfig": "reasoning",
+    "candidateCount": None,
 }
 
 
@@ -475,15 +550,27 @@ class _Generation:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
-    extra: Mapping[str, Any] = attrs.field(factory=dict)
+    top_k: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    response_format: ResponseFormat | None = None
+    reasoning: Reasoning | None = None
 
 
-def _generation(raw: Any) -> _Generation:
+def _generation(raw: Any, own: Features) -> _Generation:
     param = "generationConfig"
-    config = _fields(raw, GENERATION_FIELDS, param, "'generationConfig'")
+    config = _fields(raw, frozenset(GENERATION_CANONICAL) | frozenset(GENERATION_CHECKS),
+                     param, "'generationConfig'", own)
+    for key, check in GENERATION_CHECKS.items():
+        if key in config:
+            if not check(config[key]):
+                raise _fail(f"invalid value for '{key}'", f"{param}.{key}")
+            if key != "responseModalities":  # text only: what every answer is
+                own.own(f"generationConfig.{key}", f"{param}.{key}")
     count = config.get("candidateCount", 1)
     if not (is_int(count) and count == 1):
-        raise _fail("only candidateCount=1 is supported", f"{param}.candidateCount")
+        raise _fail("only candidateCount=1 is supported: the gateway relays one candidate",
+                    f"{param}.candidateCount")
     max_tokens = config.get("maxOutputTokens")
     if max_tokens is not None and not (is_int(max_tokens)
                                        and 1 <= max_tokens <= MAX_TOKENS_LIMIT):
@@ -497,42 +584,37 @@ def _generation(raw: Any) -> _Generation:
     seed = config.get("seed")
     if seed is not None and not is_int(seed):
         raise _fail("'seed' must be an integer", f"{param}.seed")
-    extra: dict[str, Any] = {}
-    for key, check in GENERATION_CHECKS.items():
-        if key in config:
-            if not check(config[key]):
-                raise _fail(f"invalid value for '{key}'", f"{param}.{key}")
-            extra[key] = config[key]
-    if "thinkingConfig" in config:
-        extra["thinkingConfig"] = _thinking(config["thinkingConfig"])
+    top_k = config.get("topK")
+    if top_k is not None and not (_is_number(top_k) and top_k >= 1):
+        raise _fail("'topK' must be a positive number", f"{param}.topK")
+    for key, feature in GENERATION_CANONICAL.items():
+        if feature is not None and key in config:
+            own.note(feature, f"{param}.{key}")
+    response_format = _response_format(config)
+    if response_format is None:
+        own.found.pop("response_format", None)  # text/plain is no constraint
+        if config.get("responseMimeType") not in (None, "text/plain"):
+            own.own("generationConfig.responseMimeType", f"{param}.responseMimeType")
     return _Generation(
         max_tokens=max_tokens,
         temperature=_number(config, "temperature", 0, 2),
         top_p=_number(config, "topP", 0, 1),
         stop=tuple(stop),
         seed=seed,
-        extra=extra,
+        top_k=None if top_k is None else int(top_k),
+        presence_penalty=_number(config, "presencePenalty", -2, 2),
+        frequency_penalty=_number(config, "frequencyPenalty", -2, 2),
+        response_format=response_format,
+        reasoning=_reasoning(config["thinkingConfig"]) if "thinkingConfig" in config else None,
     )
 
 
-def _safety(raw: Any) -> list[dict[str, Any]]:
-    if not isinstance(raw, list):
-        raise _fail("'safetySettings' must be an array", "safetySettings")
-    settings = []
-    for i, item in enumerate(raw):
-        param = f"safetySettings.{i}"
-        setting = _fields(item, frozenset({"category", "threshold", "method"}), param,
-                          "a safety setting")
-        for key in ("category", "threshold"):
-            if not isinstance(setting.get(key), str | int) or isinstance(setting[key], bool):
-                raise _fail(f"'{key}' must be an enum name", _join(param, key))
-        settings.append(setting)
-    return settings
-
-
+# Never honoured from a body: where a request goes is the gateway's configuration.
+ENDPOINT_FIELDS = frozenset({"apiBase", "baseUrl", "apiKey", "apiVersion", "extraHeaders",
+                             "customLlmProvider", "httpOptions"})
 TOP_FIELDS = frozenset({
-    "contents", "systemInstruction", "generationConfig", "tools", "toolConfig",
-    "safetySettings", "cachedContent", "model",
+    "contents", "systemInstruction", "generationConfig", "tools", "toolConfig", "model",
+    "safetySettings",
 })
 
 
@@ -541,32 +623,39 @@ def parse_request(body: Any, model: str, *, stream: bool) -> ChatRequest:
     is the one the URL path names."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
-    request = _fields(body, TOP_FIELDS, "", "the request body")
+    for key in body:
+        if _camel(key) in ENDPOINT_FIELDS:
+            raise _fail(f'Invalid JSON payload received. Unknown name "{key}": Cannot find '
+                        "field. (where a request goes is the gateway's configuration)", key)
+    own = Features("gemini")
+    request = _fields(body, TOP_FIELDS, "", "the request body", own)
     if not isinstance(model, str) or not model:
         raise _fail("the URL must name a model", "model")
     if not isinstance(request.get("model", ""), str):
         raise _fail("'model' must be a string", "model")  # the URL path's model wins
-    if "cachedContent" in request:
-        raise _fail("cached content is not supported", "cachedContent")
     contents = request.get("contents")
     if not isinstance(contents, list) or not contents:
         raise _fail("'contents' must be a non-empty array", "contents")
     messages: list[Message] = []
     if "systemInstruction" in request:
-        messages.append(_system(request["systemInstruction"]))
+        messages.append(_system(request["systemInstruction"], own))
     calls = _Calls()
     for i, turn in enumerate(contents):
-        messages.extend(_content(turn, i, calls))
-    if not any(m.role != "system" for m in messages):
+        messages.extend(_content(turn, i, calls, own))
+    if not any(m.role != "system" for m in messages) and not own.found:
         raise _fail("'contents' holds nothing but thoughts", "contents")
-    tools = _tools(request["tools"]) if "tools" in request else ()
+    tools = _tools(request["tools"], own) if "tools" in request else ()
     tool_choice = None
     if "toolConfig" in request:
         tool_choice, tools = _tool_choice(request["toolConfig"], tools)
-    generation = _generation(request.get("generationConfig", {}))
-    extra = dict(generation.extra)
+    generation = _generation(request.get("generationConfig", {}), own)
     if "safetySettings" in request:
-        extra["safetySettings"] = _safety(request["safetySettings"])
+        _safety(request["safetySettings"])  # a Gemini upstream's: checked, then noted
+        own.own("safetySettings", "safetySettings")
+    if any(isinstance(p, ImagePart) for m in messages for p in m.content):
+        own.note("images", "inlineData")
+    extra = {k: v for k, v in body.items()
+             if _camel(k) not in TOP_FIELDS or _camel(k) == "safetySettings"}
     return ChatRequest(
         model=model,
         messages=tuple(messages),
@@ -578,6 +667,13 @@ def parse_request(body: Any, model: str, *, stream: bool) -> ChatRequest:
         tools=tools,
         tool_choice=tool_choice,
         seed=generation.seed,
+        top_k=generation.top_k,
+        presence_penalty=generation.presence_penalty,
+        frequency_penalty=generation.frequency_penalty,
+        response_format=generation.response_format,
+        reasoning=generation.reasoning,
         dialect="gemini",
         extra=extra,
+        raw=body,
+        features=own.found,
     )

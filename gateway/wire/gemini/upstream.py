@@ -11,7 +11,9 @@ Rules:
   else builds them from the answer's ``responseId`` and the call's number.
 - Upstream bodies are untrusted: malformed ones raise ``UpstreamProtocolError``, and upstream
   error text is never repeated (Gemini errors can echo the API key in a URL).
-- ``extra`` is forwarded only when the client spoke this dialect too.
+- A client of this dialect is passed through: its body goes as sent (the model is in the
+  URL). Any other client's request is built from the canonical fields this dialect honours
+  (``HONOURS``); ``routing/fidelity.py`` has refused or allowed dropping the rest.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from gateway.canonical import (
     ImagePart,
     Message,
     Part,
+    Reasoning,
     ReasoningDelta,
     StreamEvent,
     TextDelta,
@@ -37,7 +40,7 @@ from gateway.canonical import (
     UsageReport,
 )
 from gateway.errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError
-from gateway.wire.gemini.common import GENERATION_EXTRA, STATUS_NAMES, loads_object
+from gateway.wire.gemini.common import STATUS_NAMES, loads_object
 from gateway.wire.jsonbody import compact, is_int, upstream_object, without_surrogates
 
 # The words an upstream error may be labelled with: google.rpc status names, nothing else.
@@ -106,8 +109,11 @@ def _contents(messages: tuple[Message, ...]) -> tuple[list[dict[str, Any]], list
             continue
         if message.role == "tool":
             call_id = message.tool_call_id or ""
+            # A failed call's result is an ``error`` object, as Gemini's docs put it.
+            response = ({"error": message.text} if message.is_error
+                        else _tool_result(message.text))
             part = {"functionResponse": {"name": names.get(call_id) or message.name or call_id,
-                                         "response": _tool_result(message.text)}}
+                                         "response": response}}
             if answers is None:
                 answers = [part]
                 contents.append({"role": "user", "parts": answers})
@@ -136,16 +142,35 @@ FUNCTION_CALLING_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY", "to
 
 
 def _tool_config(choice: ToolChoice) -> dict[str, Any]:
-    """Gemini's ``toolConfig`` for a tool choice: one named tool is ``ANY`` of that one.
-    ``parallel`` has no Gemini form and is dropped."""
+    """Gemini's ``toolConfig`` for a tool choice: one named tool is ``ANY`` of that one."""
     calling: dict[str, Any] = {"mode": FUNCTION_CALLING_MODES[choice.mode]}
     if choice.mode == "tool":
         calling["allowedFunctionNames"] = [choice.name]
     return {"functionCallingConfig": calling}
 
 
+# The canonical features a Gemini upstream honours (``routing/fidelity.py``).
+HONOURS = frozenset({
+    "temperature", "top_p", "stop", "seed", "top_k", "presence_penalty", "frequency_penalty",
+    "response_format", "reasoning", "images", "tool_errors",
+})
+
+
+def thinking_config(reasoning: Reasoning) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    budget = reasoning.as_budget(None)
+    if budget is not None:
+        config["thinkingBudget"] = budget
+    if reasoning.include is not None:
+        config["includeThoughts"] = reasoning.include
+    return config
+
+
 def upstream_body(request: ChatRequest) -> dict[str, Any]:
-    """The ``GenerateContentRequest`` for a Gemini upstream (the model goes in the URL)."""
+    """The ``GenerateContentRequest`` for a Gemini upstream (the model goes in the URL): a
+    client of this dialect's own, or the translation of another's."""
+    if request.dialect == "gemini":
+        return {k: v for k, v in request.raw.items() if k != "model"}
     contents, system = _contents(request.messages)
     body: dict[str, Any] = {"contents": contents}
     if system:
@@ -159,11 +184,19 @@ def upstream_body(request: ChatRequest) -> dict[str, Any]:
         config["topP"] = request.top_p
     if request.stop:
         config["stopSequences"] = list(request.stop)
-    if request.seed is not None:
-        config["seed"] = request.seed
-    gemini = request.dialect == "gemini"
-    if gemini:
-        config.update((k, request.extra[k]) for k in GENERATION_EXTRA if k in request.extra)
+    for key, name in (("seed", "seed"), ("top_k", "topK"),
+                      ("presence_penalty", "presencePenalty"),
+                      ("frequency_penalty", "frequencyPenalty")):
+        value = getattr(request, key)
+        if value is not None:
+            config[name] = value
+    fmt = request.response_format
+    if fmt is not None:
+        config["responseMimeType"] = "application/json"
+        if fmt.kind == "json_schema" and fmt.schema is not None:
+            config["responseJsonSchema"] = dict(fmt.schema)
+    if request.reasoning is not None:
+        config["thinkingConfig"] = thinking_config(request.reasoning)
     if config:
         body["generationConfig"] = config
     if request.tools:
@@ -181,8 +214,6 @@ def upstream_body(request: ChatRequest) -> dict[str, Any]:
         ]}]
     if request.tool_choice is not None:
         body["toolConfig"] = _tool_config(request.tool_choice)
-    if gemini and "safetySettings" in request.extra:
-        body["safetySettings"] = request.extra["safetySettings"]
     return body
 
 

@@ -1,15 +1,21 @@
 """OpenAI Chat Completions, client requests: an untrusted body into a ``ChatRequest``.
 
 ``parse_request`` validates a ``POST /v1/chat/completions`` body (already strict-JSON-parsed)
-and returns the canonical request; ``PASSTHROUGH`` lists the OpenAI parameters the gateway
-forwards to OpenAI-dialect upstreams without interpreting them.
+and returns the canonical request.
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
-- Every field of a client body is validated here; an unknown field is a 400 naming it, as
-  OpenAI itself answers. Endpoint fields (``api_base``, ``base_url``, ``api_key``,
-  ``extra_headers``, ...) are therefore never honoured (FAULTS.md S6); the routing
-  preferences ``models`` and ``provider`` only choose among names the catalog knows.
+- The fields the gateway interprets (model, messages, stream, token caps, tools, and every
+  field with a canonical meaning) are validated here. Any other field is the client's
+  business with an OpenAI-dialect upstream: it goes there as sent, and is the feature
+  ``openai:<field>`` that no other dialect honours (refused by name there, or dropped where
+  allowed: ``routing/fidelity.py``).
+- Endpoint fields (``api_base``, ``base_url``, ``api_key``, ``extra_headers``, ...) are a
+  400 (FAULTS.md S6); the routing preferences ``models`` and ``provider`` only choose among
+  names the catalog knows.
+- OpenRouter's extensions are honoured where they mean something to a self-hosted gateway
+  (``reasoning``, ``usage``, ``provider.sort``, ``provider.require_parameters``, ``top_k``,
+  ``min_p``, ``repetition_penalty``) and the rest is a 400 naming them.
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.canonical import (
+    EFFORTS,
     MAX_TOKENS_LIMIT,
     ChatRequest,
     ImagePart,
     Message,
     Part,
+    Reasoning,
+    ResponseFormat,
     RoutingPrefs,
     TextPart,
     Tool,
@@ -62,7 +71,11 @@ def _number(body: Mapping[str, Any], key: str, low: float, high: float) -> float
     return float(value)
 
 
-def _part(raw: Any, param: str) -> Part:
+# Content parts an OpenAI-dialect upstream takes as sent; no other dialect has them yet.
+OWN_PARTS = ("file", "input_audio")
+
+
+def _part(raw: Any, param: str) -> Part | None:
     if not isinstance(raw, dict):
         raise _fail("a content part must be an object", param)
     kind = raw.get("type")
@@ -80,6 +93,8 @@ def _part(raw: Any, param: str) -> Part:
         if detail is not None and detail not in ("auto", "low", "high"):
             raise _fail("'detail' must be auto, low or high", param)
         return ImagePart(url, detail)
+    if kind in OWN_PARTS:
+        return None
     raise _fail(f"unsupported content part type {kind!r}", param)
 
 
@@ -89,7 +104,8 @@ def _content(raw: Any, param: str) -> tuple[Part, ...]:
     if isinstance(raw, str):
         return (TextPart(raw),)
     if isinstance(raw, list):
-        return tuple(_part(item, f"{param}.{i}") for i, item in enumerate(raw))
+        parts = (_part(item, f"{param}.{i}") for i, item in enumerate(raw))
+        return tuple(p for p in parts if p is not None)
     raise _fail("'content' must be a string, an array of parts or null", param)
 
 
@@ -124,7 +140,7 @@ def _message(raw: Any, index: int) -> Message:
         )
     content = _content(raw.get("content"), f"{param}.content")
     tool_calls = _tool_calls(raw.get("tool_calls"), f"{param}.tool_calls")
-    if not content and not tool_calls and role != "assistant":
+    if raw.get("content") in (None, []) and not tool_calls and role != "assistant":
         raise _fail("'content' is required", f"{param}.content")
     tool_call_id = raw.get("tool_call_id")
     if role == "tool" and not isinstance(tool_call_id, str):
@@ -196,17 +212,12 @@ def _is(kind: type) -> Callable[[Any], bool]:
     return lambda value: isinstance(value, kind)
 
 
-# OpenAI parameters the gateway does not interpret but forwards to OpenAI-dialect upstreams.
-# Each is type-checked; anything not listed here or handled above is rejected.
+# OpenAI parameters the gateway does not interpret: each value is checked where OpenAI
+# documents its type, then forwarded as sent. Fields not listed are forwarded unchecked.
 PASSTHROUGH: dict[str, Callable[[Any], bool]] = {
-    "frequency_penalty": lambda v: _is_number(v) and -2 <= v <= 2,
-    "presence_penalty": lambda v: _is_number(v) and -2 <= v <= 2,
     "logit_bias": lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
     "logprobs": _is(bool),
     "top_logprobs": lambda v: is_int(v) and 0 <= v <= 20,
-    "response_format": _is(dict),
-    "parallel_tool_calls": _is(bool),
-    "reasoning_effort": _is(str),
     "verbosity": _is(str),
     "service_tier": _is(str),
     "store": _is(bool),
@@ -216,13 +227,30 @@ PASSTHROUGH: dict[str, Callable[[Any], bool]] = {
     and len(v) <= 16
     and all(isinstance(x, str) for x in v.values()),
 }
+# Never honoured from a body: where a request goes is the gateway's configuration.
+ENDPOINT_FIELDS = frozenset({
+    "api_base", "base_url", "api_key", "api_version", "extra_headers", "extra_query",
+    "custom_llm_provider", "organization", "deployment_id",
+})
+# OpenRouter fields with no meaning for a self-hosted gateway, and why.
+ROUTER_REFUSED = {
+    "transforms": "arouter does not compress prompts (OpenRouter's 'transforms')",
+    "plugins": "arouter runs no plugins (web search, file parsing)",
+    "route": "arouter's fallbacks are 'models' and its own routing configuration",
+}
+# The canonical fields, under the names OpenAI (or OpenRouter) gives them.
+CANONICAL = ("temperature", "top_p", "stop", "seed", "user", "presence_penalty",
+             "frequency_penalty", "parallel_tool_calls", "response_format", "top_k")
 HANDLED = {
     "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
-    "temperature", "top_p", "n", "stop", "tools", "tool_choice", "user", "seed",
+    "n", "tools", "tool_choice", "reasoning_effort", "reasoning", "usage",
+    "min_p", "repetition_penalty",
     "models", "provider",  # routing preferences, as OpenRouter takes them
+    *CANONICAL,
 }
 MAX_FALLBACKS = 8
-PROVIDER_PREFS = {"order", "allow_fallbacks", "only", "ignore"}
+PROVIDER_PREFS = {"order", "allow_fallbacks", "only", "ignore", "sort", "require_parameters"}
+SORTS = ("price",)  # "latency" needs measured latencies per deployment: not yet
 
 
 def _names(value: Any, key: str) -> tuple[str, ...]:
@@ -241,15 +269,92 @@ def _routing(body: dict[str, Any]) -> RoutingPrefs:
     prefs = body.get("provider")
     if prefs is None:
         return RoutingPrefs(fallbacks=fallbacks)
-    if not isinstance(prefs, dict) or set(prefs) - PROVIDER_PREFS:
+    if not isinstance(prefs, dict):
         raise _fail(f"'provider' must be an object with keys {sorted(PROVIDER_PREFS)}",
                     "provider")
+    for key in prefs:
+        if key not in PROVIDER_PREFS:
+            raise _fail(f"'provider.{key}' is not supported by arouter (it takes "
+                        f"{', '.join(sorted(PROVIDER_PREFS))})", f"provider.{key}")
     allow = prefs.get("allow_fallbacks", True)
     if not isinstance(allow, bool):
         raise _fail("'provider.allow_fallbacks' must be true or false", "provider")
+    required = prefs.get("require_parameters", False)
+    if not isinstance(required, bool):
+        raise _fail("'provider.require_parameters' must be true or false",
+                    "provider.require_parameters")
+    sort = prefs.get("sort")
+    if sort is not None and sort not in SORTS:
+        raise _fail(f"'provider.sort' must be one of {', '.join(SORTS)}", "provider.sort")
     lists = {k: _names(prefs[k], f"provider.{k}") if prefs.get(k) is not None else ()
              for k in ("order", "only", "ignore")}
-    return RoutingPrefs(fallbacks=fallbacks, allow_fallbacks=allow, **lists)
+    return RoutingPrefs(fallbacks=fallbacks, allow_fallbacks=allow, sort=sort,
+                        require_parameters=required, **lists)
+
+
+def _response_format(raw: Any) -> ResponseFormat | None:
+    """``{type: text}``, ``{type: json_object}`` or ``{type: json_schema, json_schema:
+    {name, schema, description?, strict?}}``."""
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ResponseFormat("json_object")
+    spec = raw.get("json_schema") if isinstance(raw, dict) else None
+    if kind == "json_schema" and isinstance(spec, dict):
+        name, schema = spec.get("name"), spec.get("schema")
+        description, strict = spec.get("description"), spec.get("strict")
+        if (isinstance(name, str) and name and isinstance(schema, dict | None)
+                and isinstance(description, str | None) and isinstance(strict, bool | None)):
+            return ResponseFormat("json_schema", schema, name, description, strict)
+    raise _fail("'response_format' must be {type: text}, {type: json_object} or {type: "
+                "json_schema, json_schema: {name, schema, strict?}}", "response_format")
+
+
+def _reasoning(body: Mapping[str, Any]) -> Reasoning | None:
+    """``reasoning_effort`` (OpenAI) or ``reasoning`` {effort | max_tokens, exclude,
+    enabled} (OpenRouter's)."""
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in EFFORTS:
+        raise _fail(f"'reasoning_effort' must be one of {', '.join(EFFORTS)}",
+                    "reasoning_effort")
+    raw = body.get("reasoning")
+    if raw is None:
+        return None if effort is None else Reasoning(enabled=effort != "none", effort=effort)
+    if not isinstance(raw, dict) or set(raw) - {"effort", "max_tokens", "exclude", "enabled"}:
+        raise _fail("'reasoning' must be an object with keys effort, max_tokens, exclude, "
+                    "enabled", "reasoning")
+    effort = raw.get("effort", effort)
+    budget, exclude, enabled = raw.get("max_tokens"), raw.get("exclude"), raw.get("enabled")
+    if effort is not None and effort not in EFFORTS:
+        raise _fail(f"'reasoning.effort' must be one of {', '.join(EFFORTS)}",
+                    "reasoning.effort")
+    if budget is not None and not (is_int(budget) and 0 <= budget <= MAX_TOKENS_LIMIT):
+        raise _fail("'reasoning.max_tokens' must be a non-negative integer",
+                    "reasoning.max_tokens")
+    if effort is not None and budget is not None:
+        raise _fail("give 'reasoning.effort' or 'reasoning.max_tokens', not both", "reasoning")
+    for key, value in (("exclude", exclude), ("enabled", enabled)):
+        if value is not None and not isinstance(value, bool):
+            raise _fail(f"'reasoning.{key}' must be true or false", f"reasoning.{key}")
+    on = enabled is not False and effort != "none" and budget != 0
+    return Reasoning(enabled=on, effort=effort, budget=budget or None,
+                     include=None if exclude is None else not exclude)
+
+
+def _extensions(body: Mapping[str, Any]) -> None:
+    """OpenRouter's fields that are honoured as a whole (``usage``) or refused by name."""
+    for key, why in ROUTER_REFUSED.items():
+        if key in body:
+            raise _fail(f"'{key}' is not supported: {why}", key)
+    usage = body.get("usage")
+    if usage is not None and not (isinstance(usage, dict) and set(usage) <= {"include"}
+                                  and isinstance(usage.get("include", True), bool)):
+        raise _fail("'usage' must be {include: bool} (usage is always reported)", "usage")
+    for key, low, high in (("min_p", 0, 1), ("repetition_penalty", 0, 2)):
+        value = body.get(key)
+        if value is not None and not (_is_number(value) and low <= value <= high):
+            raise _fail(f"'{key}' must be a number between {low} and {high}", key)
 
 
 def parse_request(body: Any) -> ChatRequest:
@@ -257,8 +362,10 @@ def parse_request(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     for key in body:
-        if key not in HANDLED and key not in PASSTHROUGH:
-            raise _fail(f"Unrecognized request argument supplied: {key}", key)
+        if key in ENDPOINT_FIELDS:
+            raise _fail(f"Unrecognized request argument supplied: {key} (where a request "
+                        "goes is the gateway's configuration, never the body's)", key)
+    _extensions(body)
     model = _string(body, "model", required=True)
     assert model is not None
     messages = body.get("messages")
@@ -284,23 +391,46 @@ def parse_request(body: Any) -> ChatRequest:
         max_tokens = value if max_tokens is None else min(max_tokens, value)
     n = body.get("n")
     if n is not None and not (is_int(n) and n == 1):
-        raise _fail("only n=1 is supported", "n")
+        raise _fail("only n=1 is supported: the gateway relays one choice", "n")
     seed = body.get("seed")
     if seed is not None and not is_int(seed):
         raise _fail("'seed' must be an integer", "seed")
+    top_k = body.get("top_k")
+    if top_k is not None and not (is_int(top_k) and top_k >= 0):
+        raise _fail("'top_k' must be a non-negative integer", "top_k")
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise _fail("'parallel_tool_calls' must be true or false", "parallel_tool_calls")
     extra: dict[str, Any] = {}
-    if body.get("max_completion_tokens") is not None:
-        # Newer OpenAI models refuse max_tokens; an OpenAI-dialect upstream hears the name
-        # the client used.
-        extra["max_completion_tokens"] = max_tokens
-    for key, check in PASSTHROUGH.items():
-        if key in body and body[key] is not None:
-            if not check(body[key]):
-                raise _fail(f"invalid value for '{key}'", key)
-            extra[key] = body[key]
+    features: dict[str, str] = {}
+    for key, value in body.items():
+        if key in HANDLED or value is None:
+            continue
+        check = PASSTHROUGH.get(key)
+        if check is not None and not check(value):
+            raise _fail(f"invalid value for '{key}'", key)
+        extra[key] = value
+        features[f"openai:{key}"] = key
+    parsed = tuple(_message(m, i) for i, m in enumerate(messages))
+    for i, m in enumerate(messages):
+        for j, part in enumerate(m.get("content") if isinstance(m.get("content"), list) else ()):
+            if isinstance(part, dict) and part.get("type") in OWN_PARTS:
+                kind = part["type"]
+                features.setdefault(f"openai:{kind}", f"messages.{i}.content.{j} ({kind})")
+    if any(isinstance(p, ImagePart) for m in parsed for p in m.content):
+        features["images"] = "image_url"
+    for key in CANONICAL:
+        if body.get(key) is not None and body.get(key) != {"type": "text"}:
+            features[key] = key
+    reasoning = _reasoning(body)
+    if reasoning is not None:
+        features["reasoning"] = "reasoning" if "reasoning" in body else "reasoning_effort"
+    for key in ("min_p", "repetition_penalty"):
+        if body.get(key) is not None:
+            features[key] = key
     return ChatRequest(
         model=model,
-        messages=tuple(_message(m, i) for i, m in enumerate(messages)),
+        messages=parsed,
         stream=stream,
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 0, 2),
@@ -310,7 +440,16 @@ def parse_request(body: Any) -> ChatRequest:
         tool_choice=_tool_choice(body.get("tool_choice")),
         user=_string(body, "user"),
         seed=seed,
+        top_k=top_k,
+        presence_penalty=_number(body, "presence_penalty", -2, 2),
+        frequency_penalty=_number(body, "frequency_penalty", -2, 2),
+        parallel_tool_calls=parallel,
+        response_format=_response_format(body["response_format"])
+        if body.get("response_format") is not None else None,
+        reasoning=reasoning,
         dialect="openai",
         extra=extra,
         routing=_routing(body),
+        raw=body,
+        features=features,
     )

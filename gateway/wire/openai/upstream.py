@@ -10,7 +10,10 @@ Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
 - Upstream bodies are untrusted: anything malformed raises ``UpstreamProtocolError``, and an
   upstream error names only a known error type, never the provider's text.
-- ``extra`` is forwarded only when the client spoke this dialect too.
+- A client of this dialect is passed through: its body goes as sent, with only the
+  gateway's rewrites (model, usage on streams, OpenRouter's extensions translated or
+  removed). Any other client's request is built from the canonical fields this dialect
+  honours (``HONOURS``); ``routing/fidelity.py`` has refused or allowed dropping the rest.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from gateway.canonical import (
     Message,
     Part,
     ReasoningDelta,
+    ResponseFormat,
     StreamEvent,
     TextDelta,
     TextPart,
@@ -79,30 +83,80 @@ def _render_message(message: Message) -> dict[str, Any]:
 
 
 def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
-    """OpenAI's form of a tool choice. ``parallel`` has no place in it (OpenAI's
-    ``parallel_tool_calls`` is a request field, forwarded from ``extra``), so it is dropped."""
     if choice.mode == "tool":
         return {"type": "function", "function": {"name": choice.name}}
     return choice.mode
 
 
-def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
-    """The body for an OpenAI-compatible upstream; usage is always asked for on streams."""
+# The canonical features an OpenAI-compatible upstream honours (``routing/fidelity.py``);
+# a provider may accept more (``accepts``: top_k, min_p, repetition_penalty).
+HONOURS = frozenset({
+    "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "user",
+    "parallel_tool_calls", "response_format", "reasoning", "images",
+})
+# OpenRouter's request extensions, which the gateway itself interprets: never forwarded as
+# such (``reasoning`` becomes ``reasoning_effort``; the sampling ones go where accepted).
+ROUTER_FIELDS = ("models", "provider", "reasoning", "usage", "top_k", "min_p",
+                 "repetition_penalty")
+SAMPLING_EXTENSIONS = ("top_k", "min_p", "repetition_penalty")
+
+
+def response_format(fmt: ResponseFormat) -> dict[str, Any]:
+    if fmt.kind == "json_object":
+        return {"type": "json_object"}
+    schema: dict[str, Any] = {"name": fmt.name, "schema": dict(fmt.schema or {})}
+    if fmt.description is not None:
+        schema["description"] = fmt.description
+    if fmt.strict is not None:
+        schema["strict"] = fmt.strict
+    return {"type": "json_schema", "json_schema": schema}
+
+
+def upstream_body(request: ChatRequest, model: str,
+                  accepts: frozenset[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The body for an OpenAI-compatible upstream; usage is always asked for on streams.
+    ``accepts``: the sampling extensions this provider takes beyond OpenAI's."""
+    if request.dialect == "openai":
+        body = _same_dialect(request, model, accepts)
+    else:
+        body = _translated(request, model, accepts)
+    # The gateway owns stream_options (the usage chunk is its own): usage always comes on a
+    # stream, and a request that does not stream carries none (OpenAI refuses them there).
+    if request.stream:
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    else:
+        body.pop("stream_options", None)
+    return body
+
+
+def _same_dialect(request: ChatRequest, model: str,
+                  accepts: frozenset[str] | tuple[str, ...]) -> dict[str, Any]:
+    body = {k: v for k, v in request.raw.items()
+            if k not in ROUTER_FIELDS or (k in SAMPLING_EXTENSIONS and k in accepts)}
+    body["model"] = model
+    if request.reasoning is not None and "reasoning_effort" not in body:
+        effort = request.reasoning.as_effort  # OpenRouter's ``reasoning`` object
+        if effort is not None:
+            body["reasoning_effort"] = effort
+    return body
+
+
+def _translated(request: ChatRequest, model: str,
+                accepts: frozenset[str] | tuple[str, ...]) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
         "messages": [_render_message(m) for m in request.messages],
         "stream": request.stream,
     }
-    if request.stream:
-        body["stream_options"] = {"include_usage": True}
-    if request.max_tokens is not None and not (
-        request.dialect == "openai" and "max_completion_tokens" in request.extra
-    ):
+    if request.max_tokens is not None:
         body["max_tokens"] = request.max_tokens
-    for key in ("temperature", "top_p", "user", "seed"):
+    for key in ("temperature", "top_p", "user", "seed", "presence_penalty",
+                "frequency_penalty", "parallel_tool_calls"):
         value = getattr(request, key)
         if value is not None:
             body[key] = value
+    if request.top_k is not None and "top_k" in accepts:
+        body["top_k"] = request.top_k
     if request.tool_choice is not None:
         body["tool_choice"] = _tool_choice(request.tool_choice)
     if request.stop:
@@ -124,8 +178,10 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
             }
             for t in request.tools
         ]
-    if request.dialect == "openai":
-        body.update(request.extra)
+    if request.response_format is not None:
+        body["response_format"] = response_format(request.response_format)
+    if request.reasoning is not None and request.reasoning.as_effort is not None:
+        body["reasoning_effort"] = request.reasoning.as_effort
     return body
 
 

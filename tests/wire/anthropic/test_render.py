@@ -482,7 +482,9 @@ def test_the_sdk_client_raises_a_typed_error_from_the_error_body() -> None:
         client.messages.create(model="claude-x", messages=[{"role": "user", "content": "x"}],
                                max_tokens=10, extra_body={"api_base": "http://evil.test"})
     assert info.value.body == {"type": "error", "request_id": "req_1", "error": {
-        "type": "invalid_request_error", "message": "api_base: Extra inputs are not permitted"}}
+        "type": "invalid_request_error",
+        "message": "api_base: Extra inputs are not permitted (where a request goes is the "
+                   "gateway's configuration)"}}
 
 
 def test_the_sdk_client_raises_on_a_mid_stream_error_event() -> None:

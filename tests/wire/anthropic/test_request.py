@@ -15,6 +15,8 @@ from gateway.canonical import (
     ChatRequest,
     ImagePart,
     Message,
+    Reasoning,
+    ResponseFormat,
     TextPart,
     Tool,
     ToolCall,
@@ -40,8 +42,10 @@ def test_minimal_body_gives_defaults() -> None:
         stream=False,
         max_tokens=256,
         dialect="anthropic",
+        raw=body(),
     )
     assert request.extra == {}
+    assert request.features == {}
 
 
 @pytest.mark.parametrize(
@@ -89,7 +93,10 @@ def test_assistant_tool_use_and_thinking_blocks() -> None:
         {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "caf\u00e9"}},
         {"type": "tool_use", "id": "toolu_2", "name": "now", "input": {}},
     ]})
-    # Thinking is dropped knowingly: the canonical history has no place for it.
+    # Thinking blocks reach an Anthropic upstream as sent (the raw body); the canonical
+    # history has no place for them, so other dialects refuse them by name.
+    assert messages_of(*[{"role": "assistant", "content": []}]) == (
+        Message(role="assistant"),)
     assert message == Message(
         role="assistant",
         content=(TextPart("Looking it up."),),
@@ -109,7 +116,7 @@ def test_tool_results_become_tool_messages_in_order() -> None:
     assert messages == (
         Message(role="tool", content=(TextPart("a cat"),), tool_call_id="toolu_1"),
         Message(role="tool", content=(TextPart("no "), TextPart("clock")),
-                tool_call_id="toolu_2"),
+                tool_call_id="toolu_2", is_error=True),
         Message(role="tool", tool_call_id="toolu_3"),
         Message(role="user", content=(TextPart("Go on."),)),
     )
@@ -160,10 +167,12 @@ def test_tool_choice_maps_to_the_canonical_shape(choice: Any, expected: ToolChoi
 
 
 @pytest.mark.parametrize("disable", [True, False])
-def test_disable_parallel_tool_use_is_kept_for_anthropic_upstreams(disable: bool) -> None:
+def test_disable_parallel_tool_use_is_canonical(disable: bool) -> None:
     request = parse_request(body(tool_choice={"type": "any", "disable_parallel_tool_use": disable}))
-    assert request.tool_choice == ToolChoice("required", parallel=not disable)
-    assert request.extra == {}
+    assert (request.tool_choice, request.parallel_tool_calls) == (ToolChoice("required"),
+                                                                  not disable)
+    assert request.features == {
+        "parallel_tool_calls": "tool_choice.disable_parallel_tool_use"}
 
 
 def test_sampling_metadata_and_stop_sequences() -> None:
@@ -177,13 +186,62 @@ def test_sampling_metadata_and_stop_sequences() -> None:
     assert parse_request(body(metadata={"user_id": None})).user is None
 
 
-def test_passthrough_parameters_land_in_extra_unchanged() -> None:
-    assert dict(parse_request(body(**PASSTHROUGH_VALUES)).extra) == PASSTHROUGH_VALUES
+CANONICAL_VALUES = {"top_k", "thinking", "output_config"}
 
 
-@pytest.mark.parametrize("thinking", [{"type": "disabled"}, {"type": "adaptive"}])
-def test_other_thinking_modes(thinking: dict[str, Any]) -> None:
-    assert parse_request(body(thinking=thinking)).extra == {"thinking": thinking}
+def test_parameters_without_a_canonical_meaning_land_in_extra_unchanged() -> None:
+    request = parse_request(body(**PASSTHROUGH_VALUES))
+    own = {k: v for k, v in PASSTHROUGH_VALUES.items() if k not in CANONICAL_VALUES}
+    assert dict(request.extra) == own
+    assert {f: p for f, p in request.features.items() if f.startswith("anthropic:")} == {
+        f"anthropic:{k}": k for k in own}
+    assert (request.top_k, request.reasoning) == (40, Reasoning(effort="high", budget=2048))
+
+
+@pytest.mark.parametrize(("thinking", "expected"), [
+    ({"type": "disabled"}, Reasoning(enabled=False)),
+    ({"type": "adaptive"}, Reasoning()),
+    ({"type": "adaptive", "display": "omitted"}, Reasoning(include=False)),
+    ({"type": "enabled", "budget_tokens": 5000, "display": "summarized"},
+     Reasoning(budget=5000, include=True)),
+])
+def test_thinking_modes_are_canonical_reasoning(thinking: dict[str, Any],
+                                                expected: Reasoning) -> None:
+    request = parse_request(body(thinking=thinking))
+    assert (request.reasoning, request.extra) == (expected, {})
+
+
+def test_structured_output_is_a_canonical_response_format() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    request = parse_request(body(output_config={"format": {"type": "json_schema",
+                                                           "schema": schema}}))
+    assert request.response_format == ResponseFormat("json_schema", schema, strict=True)
+    assert request.features == {"response_format": "output_config.format"}
+
+
+def test_what_only_anthropic_reads_is_noted_where_it_first_appears() -> None:
+    request = parse_request(body(
+        cache_control={"type": "ephemeral"},
+        system=[{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}],
+        tools=[{"name": "f", "input_schema": {}, "cache_control": {"type": "ephemeral"}},
+               {"type": "web_search_20250305", "name": "web_search"}],
+        messages=[{"role": "user", "content": [
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                            "data": "d"}},
+            {"type": "text", "text": "hi", "citations": []}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "t", "signature": "sig"},
+                {"type": "text", "text": "a"}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "x", "is_error": True}]}]))
+    assert request.features == {
+        "anthropic:cache_control": "cache_control",
+        "anthropic:document": "messages.0.content.0 (document block)",
+        "anthropic:citations": "messages.0.content.1.citations",
+        "anthropic:thinking": "messages.1.content.0 (thinking block)",
+        "tool_errors": "messages.2.content.0.is_error",
+        "anthropic:web_search_20250305": "tools.1",
+    }
 
 
 def test_max_tokens_at_the_limit() -> None:
@@ -211,7 +269,6 @@ REJECTIONS: list[tuple[str, Any, str | None]] = [
     ("routing field base_url", body(base_url="http://evil.test"), "base_url"),
     ("routing field api_key", body(api_key="sk-x"), "api_key"),
     ("routing field extra_headers", body(extra_headers={"x": "y"}), "extra_headers"),
-    ("workspace_id", body(workspace_id="w"), "workspace_id"),
     ("openai stop", body(stop=["x"]), "stop"),
     ("openai user", body(user="u"), "user"),
     ("openai n", body(n=1), "n"),
@@ -251,7 +308,6 @@ REJECTIONS: list[tuple[str, Any, str | None]] = [
     ("openai text part is fine but image_url is not",
      user_block({"type": "image_url", "image_url": {"url": "https://e.test/a.png"}}),
      "messages.0.content.0"),
-    ("document block", user_block({"type": "document", "source": {}}), "messages.0.content.0"),
     ("text block without text", user_block({"type": "text", "text": None}),
      "messages.0.content.0"),
     ("image without source", user_block({"type": "image"}), "messages.0.content.0"),
@@ -313,8 +369,6 @@ REJECTIONS: list[tuple[str, Any, str | None]] = [
     ("tool with empty name", body(tools=[{"name": "", "input_schema": {}}]), "tools.0"),
     ("openai-shaped tool",
      body(tools=[{"type": "function", "function": {"name": "f"}}]), "tools.0"),
-    ("server tool", body(tools=[{"type": "web_search_20250305", "name": "web_search"}]),
-     "tools.0"),
     ("tool description number",
      body(tools=[{"name": "f", "input_schema": {}, "description": 1}]), "tools.0"),
     ("tool strict string", body(tools=[{"name": "f", "input_schema": {}, "strict": "yes"}]),
@@ -329,10 +383,9 @@ REJECTIONS: list[tuple[str, Any, str | None]] = [
     ("metadata string", body(metadata="u"), "metadata"),
     ("metadata unknown key", body(metadata={"user_id": "u", "team": "x"}), "metadata"),
     ("metadata numeric user_id", body(metadata={"user_id": 5}), "metadata.user_id"),
-    ("thinking without budget", body(thinking={"type": "enabled"}), "thinking"),
+    ("thinking without budget", body(thinking={"type": "enabled"}), "thinking.budget_tokens"),
     ("thinking unknown type", body(thinking={"type": "maximum"}), "thinking"),
     ("thinking string", body(thinking="on"), "thinking"),
-    ("service_tier unknown", body(service_tier="flex"), "service_tier"),
 ]
 
 
@@ -352,7 +405,8 @@ def test_rejection_names_its_param(raw: Any, param: str | None) -> None:
 def test_unknown_field_is_named_without_echoing_its_value() -> None:
     with pytest.raises(RequestError) as info:
         parse_request(body(api_base="http://evil.test"))
-    assert info.value.message == "api_base: Extra inputs are not permitted"
+    assert info.value.message == ("api_base: Extra inputs are not permitted (where a request "
+                                  "goes is the gateway's configuration)")
 
 
 @pytest.mark.parametrize(("field", "instead"),

@@ -92,11 +92,21 @@ def test_upstream_body_round_trips_what_parse_request_accepted() -> None:
     assert json.loads(json.dumps(sent)) == sent  # plain JSON types only
 
 
-def test_minimal_body_round_trips() -> None:
-    assert upstream_body(parse_request(body()), "m") == dict(body(), model="m", stream=False)
+def test_an_anthropic_client_s_body_goes_as_sent_but_for_the_model() -> None:
+    assert upstream_body(parse_request(body()), "m") == dict(body(), model="m")
+    full = body(**PASSTHROUGH_VALUES, brand_new_field=[1], system=[
+        {"type": "text", "text": "s", "cache_control": {"type": "ephemeral", "ttl": "1h"}}])
+    assert upstream_body(parse_request(full), "m") == dict(full, model="m")
 
 
-def test_what_the_canonical_model_cannot_hold_is_dropped() -> None:
+def translated(request: ChatRequest) -> dict[str, Any]:
+    """The body built for a client of another dialect (the canonical request alone)."""
+    return upstream_body(attrs.evolve(request, dialect="openai", raw={}), "m")
+
+
+def test_what_the_canonical_model_cannot_hold_is_left_out_of_a_translation() -> None:
+    # (fidelity.py refuses such a request for another dialect's client, unless the operator
+    # allowed dropping what it names: this is what such a client's upstream gets then.)
     client = body(messages=[
         {"role": "user", "content": [{"type": "text", "text": "hi",
                                       "cache_control": {"type": "ephemeral"}}]},
@@ -106,11 +116,11 @@ def test_what_the_canonical_model_cannot_hold_is_dropped() -> None:
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
                                       "is_error": True, "content": "boom"}]},
     ])
-    assert upstream_body(parse_request(client), "m")["messages"] == [
+    assert translated(parse_request(client))["messages"] == [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "yo"},  # the thinking-only turn is left out
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
-                                      "content": "boom"}]},
+                                      "content": "boom", "is_error": True}]},
     ]
 
 
@@ -173,39 +183,70 @@ def test_an_openai_client_request_becomes_a_valid_anthropic_body() -> None:
         "temperature": 1.0,  # OpenAI allows up to 2; Anthropic up to 1
         "stop_sequences": ["END"],
         "tools": [{"name": "lookup", "input_schema": {"type": "object", "properties": {}}}],
-        "tool_choice": {"type": "any"},
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
         "metadata": {"user_id": "u-9"},
     }
 
 
 @pytest.mark.parametrize(
-    ("choice", "expected"),
-    [(ToolChoice("auto"), {"type": "auto"}), (ToolChoice("none"), {"type": "none"}),
-     (ToolChoice("tool", "f"), {"type": "tool", "name": "f"}),
-     (ToolChoice("required"), {"type": "any"}),
-     (ToolChoice("tool", "f", parallel=False),
+    ("choice", "parallel", "expected"),
+    [(ToolChoice("auto"), None, {"type": "auto"}), (ToolChoice("none"), None, {"type": "none"}),
+     (ToolChoice("tool", "f"), None, {"type": "tool", "name": "f"}),
+     (ToolChoice("required"), None, {"type": "any"}),
+     (ToolChoice("tool", "f"), False,
       {"type": "tool", "name": "f", "disable_parallel_tool_use": True}),
-     (ToolChoice("auto", parallel=True), {"type": "auto", "disable_parallel_tool_use": False}),
+     (ToolChoice("auto"), True, {"type": "auto", "disable_parallel_tool_use": False}),
+     # No choice but a say on parallel calls: auto, with the flag.
+     (None, False, {"type": "auto", "disable_parallel_tool_use": True}),
      # Anthropic's none takes no parallel flag.
-     (ToolChoice("none", parallel=False), {"type": "none"})],
+     (ToolChoice("none"), False, {"type": "none"})],
 )
-def test_canonical_tool_choice_maps_back(choice: ToolChoice, expected: dict[str, Any]) -> None:
+def test_canonical_tool_choice_maps_back(choice: ToolChoice | None, parallel: bool | None,
+                                         expected: dict[str, Any]) -> None:
     request = ChatRequest(model="m", messages=(Message("user", (TextPart("x"),)),),
-                          tool_choice=choice)
+                          tool_choice=choice, parallel_tool_calls=parallel, dialect="openai")
     assert upstream_body(request, "m")["tool_choice"] == expected
 
 
-def test_extra_is_forwarded_only_to_the_anthropic_dialect() -> None:
+def test_own_parameters_reach_only_an_anthropic_upstream() -> None:
     request = parse_request(body(tool_choice={"type": "auto", "disable_parallel_tool_use": False},
                                  **PASSTHROUGH_VALUES))
     assert upstream_body(request, "m")["tool_choice"] == {
         "type": "auto", "disable_parallel_tool_use": False}
-    foreign = upstream_body(attrs.evolve(request, dialect="openai"), "m")
-    assert not set(PASSTHROUGH_VALUES) & set(foreign)
-    # The tool choice is canonical, parallel flag included: it is not dialect-only extra.
+    foreign = translated(request)
+    # What has a canonical meaning is rebuilt from it (the budget, below max_tokens 256 but
+    # never below Anthropic's least, 1024), the rest is not sent.
+    assert {k: foreign[k] for k in set(PASSTHROUGH_VALUES) & set(foreign)} == {
+        "top_k": 40, "thinking": {"type": "enabled", "budget_tokens": 1024}}
     assert foreign["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": False}
     # And the other way: OpenAI's own parameters never reach an Anthropic upstream.
     assert "logprobs" not in upstream_body(openai_request.parse_request(OPENAI_CLIENT_BODY), "m")
+
+
+@pytest.mark.parametrize(("fmt", "sent"), [
+    ({"type": "json_object"}, {"type": "json_schema", "schema": {"type": "object"}}),
+    ({"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "array"}}},
+     {"type": "json_schema", "schema": {"type": "array"}}),
+])
+def test_structured_output_becomes_output_config_format(fmt: dict[str, Any],
+                                                        sent: dict[str, Any]) -> None:
+    request = openai_request.parse_request({**OPENAI_CLIENT_BODY, "response_format": fmt})
+    assert upstream_body(request, "m")["output_config"] == {"format": sent}
+
+
+@pytest.mark.parametrize(("reasoning", "max_tokens", "thinking"), [
+    ({"reasoning_effort": "low"}, 8000, {"type": "enabled", "budget_tokens": 2048}),
+    ({"reasoning_effort": "high"}, 8000, {"type": "enabled", "budget_tokens": 7999}),
+    ({"reasoning_effort": "none"}, 8000, {"type": "disabled"}),
+    ({"reasoning": {"max_tokens": 3000}}, None, {"type": "enabled", "budget_tokens": 3000}),
+    ({"reasoning": {"max_tokens": 10}}, None, {"type": "enabled", "budget_tokens": 1024}),
+])
+def test_reasoning_becomes_a_thinking_budget_below_max_tokens(
+        reasoning: dict[str, Any], max_tokens: int | None, thinking: dict[str, Any]) -> None:
+    sent = {**OPENAI_CLIENT_BODY, **reasoning}
+    if max_tokens is not None:
+        sent["max_tokens"] = max_tokens
+    assert upstream_body(openai_request.parse_request(sent), "m")["thinking"] == thinking
 
 
 @pytest.mark.parametrize("choice", [

@@ -141,8 +141,6 @@ def test_an_openai_conversation_becomes_gemini_contents() -> None:
         (ToolChoice("none"), {"mode": "NONE"}),
         (ToolChoice("required"), {"mode": "ANY"}),
         (ToolChoice("tool", "f"), {"mode": "ANY", "allowedFunctionNames": ["f"]}),
-        # Gemini has no say on parallel calls: an Anthropic client's wish is dropped.
-        (ToolChoice("auto", parallel=False), {"mode": "AUTO"}),
     ],
 )
 def test_tool_choice_becomes_a_function_calling_mode(
@@ -166,12 +164,15 @@ def test_every_function_calling_mode_goes_upstream_as_the_client_sent_it(
     assert upstream_body(parse(sent))["toolConfig"] == sent["toolConfig"]
 
 
-def test_extra_is_forwarded_only_to_the_gemini_dialect() -> None:
+def test_own_parameters_reach_only_a_gemini_upstream() -> None:
     request = parse(FULL_CLIENT_BODY)
-    foreign = upstream_body(attrs.evolve(request, dialect="openai"))
+    foreign = upstream_body(attrs.evolve(request, dialect="openai", raw={}))
     assert "safetySettings" not in foreign
-    assert foreign["generationConfig"] == {"maxOutputTokens": 100, "temperature": 0.5,
-                                           "topP": 0.9, "stopSequences": ["END"], "seed": 7}
+    # What has a canonical meaning is rebuilt from it.
+    assert foreign["generationConfig"] == {
+        "maxOutputTokens": 100, "temperature": 0.5, "topP": 0.9, "stopSequences": ["END"],
+        "seed": 7, "topK": 20, "thinkingConfig": {"includeThoughts": True,
+                                                  "thinkingBudget": 512}}
     openai_extra = openai_request(Message(role="user", content=(TextPart("a"),)),
                                   extra={"logit_bias": {"1": 2}, "topK": 3})
     assert upstream_body(openai_extra) == {"contents": [user({"text": "a"})]}

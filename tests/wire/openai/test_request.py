@@ -15,6 +15,8 @@ from gateway.canonical import (
     ChatRequest,
     ImagePart,
     Message,
+    Reasoning,
+    ResponseFormat,
     TextPart,
     Tool,
     ToolCall,
@@ -39,8 +41,10 @@ def test_minimal_body_gives_defaults() -> None:
         messages=(Message(role="user", content=(TextPart("hi"),)),),
         stream=False,
         dialect="openai",
+        raw=body(),
     )
     assert request.extra == {}
+    assert request.features == {}
 
 
 @pytest.mark.parametrize("role", ["system", "developer"])
@@ -166,9 +170,74 @@ def test_sampling_parameters() -> None:
     assert request.stream is True
 
 
-def test_passthrough_parameters_land_in_extra_unchanged() -> None:
+CANONICAL_VALUES = {"response_format", "frequency_penalty", "presence_penalty",
+                    "parallel_tool_calls", "reasoning_effort"}
+
+
+def test_parameters_without_a_canonical_meaning_land_in_extra_unchanged() -> None:
     request = parse_request(body(**PASSTHROUGH_VALUES))
-    assert dict(request.extra) == PASSTHROUGH_VALUES
+    own = {k: v for k, v in PASSTHROUGH_VALUES.items() if k not in CANONICAL_VALUES}
+    assert dict(request.extra) == own
+    # Each is a feature only an OpenAI-dialect upstream honours, named as the client did.
+    assert {f: p for f, p in request.features.items() if f.startswith("openai:")} == {
+        f"openai:{k}": k for k in own}
+
+
+def test_fields_with_a_canonical_meaning_are_read_into_it() -> None:
+    request = parse_request(body(**PASSTHROUGH_VALUES))
+    assert (request.frequency_penalty, request.presence_penalty,
+            request.parallel_tool_calls) == (-2.0, 1.5, False)
+    assert request.response_format == ResponseFormat("json_schema", {}, "x")
+    assert request.reasoning == Reasoning(effort="low")
+    assert {"response_format", "reasoning", "frequency_penalty", "presence_penalty",
+            "parallel_tool_calls"} <= set(request.features)
+
+
+def test_an_unknown_field_is_the_upstream_s_business() -> None:
+    # OpenAI-dialect upstreams get it as sent (and answer it themselves); any other dialect
+    # refuses it by name (routing/fidelity.py).
+    request = parse_request(body(prediction={"type": "content", "content": "x"},
+                                 brand_new_field=1))
+    assert request.extra == {"prediction": {"type": "content", "content": "x"},
+                             "brand_new_field": 1}
+    assert request.features == {"openai:prediction": "prediction",
+                                "openai:brand_new_field": "brand_new_field"}
+
+
+@pytest.mark.parametrize(("reasoning", "expected"), [
+    ({"effort": "high"}, Reasoning(effort="high")),
+    ({"max_tokens": 3000}, Reasoning(budget=3000)),
+    ({"max_tokens": 3000, "exclude": True}, Reasoning(budget=3000, include=False)),
+    ({"enabled": False}, Reasoning(enabled=False)),
+    ({"effort": "none"}, Reasoning(enabled=False, effort="none")),
+])
+def test_openrouter_reasoning_is_canonical_reasoning(reasoning: dict[str, Any],
+                                                     expected: Reasoning) -> None:
+    request = parse_request(body(reasoning=reasoning))
+    assert request.reasoning == expected
+    assert request.features["reasoning"] == "reasoning"
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("transforms", ["middle-out"]), ("plugins", [{"id": "web"}]), ("route", "fallback"),
+    ("provider", {"data_collection": "deny"}), ("provider", {"sort": "throughput"}),
+    ("usage", {"include": "yes"}), ("min_p", 2), ("reasoning", {"effort": "huge"}),
+])
+def test_openrouter_extensions_without_a_meaning_here_are_refused_by_name(
+        field: str, value: Any) -> None:
+    with pytest.raises(RequestError) as info:
+        parse_request(body(**{field: value}))
+    assert info.value.param is not None and info.value.param.startswith(field)
+
+
+def test_openrouter_extensions_that_mean_something_here_are_read() -> None:
+    request = parse_request(body(usage={"include": True}, top_k=40, min_p=0.1,
+                                 repetition_penalty=1.1,
+                                 provider={"sort": "price", "require_parameters": True}))
+    assert request.top_k == 40
+    assert (request.routing.sort, request.routing.require_parameters) == ("price", True)
+    assert {"top_k", "min_p", "repetition_penalty"} <= set(request.features)
+    assert "usage" not in request.extra
 
 
 def test_null_passthrough_parameters_are_left_out_of_extra() -> None:
@@ -188,7 +257,6 @@ REJECTIONS: list[tuple[str, Any, str | None]] = [
     ("routing field api_key", body(api_key="sk-x"), "api_key"),
     ("routing field extra_headers", body(extra_headers={"x": "y"}), "extra_headers"),
     ("custom_llm_provider", body(custom_llm_provider="x"), "custom_llm_provider"),
-    ("legacy functions", body(functions=[]), "functions"),
     ("missing model", body(model=DROP), "model"),
     ("empty model", body(model=""), "model"),
     ("numeric model", body(model=123), "model"),
@@ -209,7 +277,7 @@ REJECTIONS: list[tuple[str, Any, str | None]] = [
     ("part not object", body(messages=[{"role": "user", "content": ["x"]}]),
      "messages.0.content.0"),
     ("unknown part type",
-     body(messages=[{"role": "user", "content": [{"type": "input_audio"}]}]),
+     body(messages=[{"role": "user", "content": [{"type": "video_clip"}]}]),
      "messages.0.content.0"),
     ("text part without text",
      body(messages=[{"role": "user", "content": [{"type": "text", "text": 1}]}]),
@@ -302,7 +370,9 @@ def test_rejection_names_its_param(raw: Any, param: str | None) -> None:
 def test_rejection_of_an_unknown_field_quotes_the_field_like_openai() -> None:
     with pytest.raises(RequestError) as info:
         parse_request(body(api_base="http://evil.test"))
-    assert info.value.message == "Unrecognized request argument supplied: api_base"
+    assert info.value.message == (
+        "Unrecognized request argument supplied: api_base (where a request goes is the "
+        "gateway's configuration, never the body's)")
     assert "evil.test" not in info.value.message
 
 

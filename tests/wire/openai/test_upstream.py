@@ -94,48 +94,82 @@ def test_upstream_body_round_trips_what_parse_request_accepted() -> None:
     assert json.loads(json.dumps(sent)) == sent  # plain JSON types only
 
 
-def test_developer_role_is_sent_as_system() -> None:
+def translated(request: ChatRequest) -> dict[str, Any]:
+    """The body built for a client of another dialect (the canonical request alone)."""
+    return upstream_body(attrs.evolve(request, dialect="anthropic", raw={}), "m")
+
+
+def test_an_openai_client_s_body_goes_as_sent_but_for_the_model() -> None:
+    sent = body(messages=[{"role": "developer", "content": [{"type": "text", "text": "x"}]},
+                          {"role": "user", "content": "hi", "name": "ann"}],
+                brand_new_field={"deep": [1, 2]}, **PASSTHROUGH_VALUES)
+    assert upstream_body(parse_request(sent), "upstream-model") == {
+        **sent, "model": "upstream-model"}
+
+
+def test_developer_role_is_sent_as_system_to_other_clients_upstreams() -> None:
     request = parse_request(body(messages=[{"role": "developer", "content": "x"}]))
-    assert upstream_body(request, "m")["messages"] == [{"role": "system", "content": "x"}]
+    assert translated(request)["messages"] == [{"role": "system", "content": "x"}]
 
 
 def test_several_text_parts_stay_parts_upstream() -> None:
     parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
     request = parse_request(body(messages=[{"role": "user", "content": parts}]))
-    assert upstream_body(request, "m")["messages"] == [{"role": "user", "content": parts}]
+    assert translated(request)["messages"] == [{"role": "user", "content": parts}]
 
 
 def test_one_text_part_is_sent_as_a_string() -> None:
     request = parse_request(body(messages=[{"role": "user", "content": [
         {"type": "text", "text": "a"}]}]))
-    assert upstream_body(request, "m")["messages"] == [{"role": "user", "content": "a"}]
+    assert translated(request)["messages"] == [{"role": "user", "content": "a"}]
 
 
-@pytest.mark.parametrize("options", [None, {"include_usage": False}, {"include_usage": True}])
+@pytest.mark.parametrize("options", [None, {"include_usage": False}, {"include_usage": True},
+                                     {"include_obfuscation": False}])
 def test_streams_always_ask_upstream_for_usage(options: dict[str, bool] | None) -> None:
     request = parse_request(body(stream=True, stream_options=options))
-    sent = upstream_body(request, "m")
-    assert sent["stream"] is True
-    assert sent["stream_options"] == {"include_usage": True}
+    same, other = upstream_body(request, "m"), translated(request)
+    assert same["stream"] is other["stream"] is True
+    assert same["stream_options"] == {**(options or {}), "include_usage": True}
+    assert other["stream_options"] == {"include_usage": True}
 
 
 def test_non_streams_send_no_stream_options() -> None:
-    sent = upstream_body(parse_request(body(stream_options={"include_usage": True})), "m")
-    assert sent["stream"] is False
-    assert "stream_options" not in sent
+    # The gateway owns stream_options (the usage chunk is its own), and OpenAI refuses them
+    # on a request that does not stream.
+    request = parse_request(body(stream_options={"include_usage": True}))
+    assert "stream_options" not in upstream_body(request, "m")
+    assert translated(request)["stream"] is False
 
 
 def test_unset_optional_fields_are_not_sent() -> None:
-    sent = upstream_body(parse_request(body()), "m")
-    assert sent == {"model": "m", "messages": [{"role": "user", "content": "hi"}],
-                    "stream": False}
+    assert translated(parse_request(body())) == {
+        "model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": False}
 
 
-def test_extra_is_forwarded_only_to_the_openai_dialect() -> None:
+def test_own_parameters_reach_only_an_openai_dialect_upstream() -> None:
     request = parse_request(body(**PASSTHROUGH_VALUES))
     assert {k: upstream_body(request, "m")[k] for k in PASSTHROUGH_VALUES} == PASSTHROUGH_VALUES
-    foreign = upstream_body(attrs.evolve(request, dialect="anthropic"), "m")
-    assert not set(PASSTHROUGH_VALUES) & set(foreign)
+    foreign = translated(request)
+    # What has a canonical meaning is rebuilt from it; the rest is not sent (fidelity.py
+    # refused it, or the operator allowed dropping it).
+    assert {k: foreign[k] for k in set(PASSTHROUGH_VALUES) & set(foreign)} == {
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
+        "frequency_penalty": -2, "presence_penalty": 1.5, "parallel_tool_calls": False,
+        "reasoning_effort": "low"}
+
+
+@pytest.mark.parametrize(("accepts", "sent"), [((), {}), (("top_k", "min_p"), {
+    "top_k": 40, "min_p": 0.1})])
+def test_openrouter_sampling_extensions_go_only_where_accepted(
+        accepts: tuple[str, ...], sent: dict[str, Any]) -> None:
+    request = parse_request(body(top_k=40, min_p=0.1, reasoning={"effort": "high"},
+                                 provider={"sort": "price"}, usage={"include": True}))
+    out = upstream_body(request, "m", accepts)
+    assert {k: out[k] for k in ("top_k", "min_p", "repetition_penalty") if k in out} == sent
+    # OpenRouter's own objects are the gateway's to read: never forwarded as such.
+    assert not {"provider", "usage", "reasoning"} & set(out)
+    assert out["reasoning_effort"] == "high"
 
 
 def test_max_completion_tokens_is_forwarded_under_its_own_name() -> None:
@@ -151,9 +185,6 @@ def test_max_completion_tokens_is_forwarded_under_its_own_name() -> None:
         (ToolChoice("none"), "none"),
         (ToolChoice("required"), "required"),
         (ToolChoice("tool", "f"), {"type": "function", "function": {"name": "f"}}),
-        # OpenAI says parallel_tool_calls beside the choice, not in it: an Anthropic client's
-        # disable_parallel_tool_use is dropped, as its other parameters are.
-        (ToolChoice("tool", "f", parallel=False), {"type": "function", "function": {"name": "f"}}),
     ],
 )
 def test_canonical_tool_choice_becomes_openai_s(choice: ToolChoice, sent: Any) -> None:
@@ -161,6 +192,15 @@ def test_canonical_tool_choice_becomes_openai_s(choice: ToolChoice, sent: Any) -
                           tool_choice=choice)
     assert upstream_body(request, "m")["tool_choice"] == sent
     assert "parallel_tool_calls" not in upstream_body(request, "m")
+
+
+def test_parallel_tool_calls_go_beside_the_choice() -> None:
+    # An Anthropic client's disable_parallel_tool_use, as OpenAI says it.
+    request = ChatRequest(model="m", messages=(Message("user", (TextPart("x"),)),),
+                          tool_choice=ToolChoice("tool", "f"), parallel_tool_calls=False)
+    sent = upstream_body(request, "m")
+    assert (sent["tool_choice"], sent["parallel_tool_calls"]) == (
+        {"type": "function", "function": {"name": "f"}}, False)
 
 
 @pytest.mark.parametrize(

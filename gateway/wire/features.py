@@ -1,0 +1,23 @@
+"""What a client's request asks for that not every upstream can honour, as parsers find it.
+
+A parser notes each canonical feature it fills (``note("top_k", "generationConfig.topK")``)
+and each of its dialect's own fields that has no canonical meaning (``own("safetySettings",
+...)``, the feature ``"gemini:safetySettings"``), with the place the client asked for it;
+the first place wins. The result is ``ChatRequest.features`` (``routing/fidelity.py`` reads it).
+
+Rules: pure; names are the client's, as it wrote them.
+"""
+
+from __future__ import annotations
+
+
+class Features:
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self.found: dict[str, str] = {}
+
+    def note(self, feature: str, where: str) -> None:
+        self.found.setdefault(feature, where)
+
+    def own(self, name: str, where: str) -> None:
+        self.found.setdefault(f"{self.dialect}:{name}", where)

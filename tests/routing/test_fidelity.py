@@ -1,0 +1,119 @@
+"""Fidelity decisions: which deployments can honour a request, what they drop, and the 400
+that names the field and the deployments when none can.
+
+Pure: parsed client bodies and targets in, routes and errors out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.config import ProviderConfig
+from gateway.errors import RequestError
+from gateway.routing.catalog import Route
+from gateway.routing.fidelity import fit_route, gaps
+from gateway.routing.targets import Target
+from gateway.wire.anthropic.request import parse_request as anthropic_request
+from gateway.wire.gemini.request import parse_request as gemini_request
+from gateway.wire.openai.request import parse_request as openai_request
+
+
+def target(dialect: str, name: str | None = None, drop: bool | tuple[str, ...] = False,
+           accepts: tuple[str, ...] = ()) -> Target:
+    provider = ProviderConfig(name=name or dialect, dialect=dialect,
+                              base_url="http://127.0.0.1:1", accepts=accepts)
+    return Target(provider, "m", drop_unsupported=drop)
+
+
+def openai(**fields: Any) -> Any:
+    return openai_request({"model": "x", "messages": [{"role": "user", "content": "hi"}],
+                           **fields})
+
+
+def anthropic(**fields: Any) -> Any:
+    return anthropic_request({"model": "x", "max_tokens": 10,
+                              "messages": [{"role": "user", "content": "hi"}], **fields})
+
+
+def gemini(**fields: Any) -> Any:
+    return gemini_request({"contents": [{"parts": [{"text": "hi"}]}], **fields}, "x",
+                          stream=False)
+
+
+def params(request: Any, dialect: str) -> list[str]:
+    return [g.param for g in gaps(request, target(dialect))]
+
+
+def test_a_deployment_of_the_client_s_dialect_honours_everything() -> None:
+    assert params(openai(logit_bias={"1": 1}, brand_new=1), "openai") == []
+    assert params(anthropic(cache_control={"type": "ephemeral"}), "anthropic") == []
+    assert params(gemini(safetySettings=[{"category": 1, "threshold": 1}]), "gemini") == []
+
+
+@pytest.mark.parametrize(("request_", "dialect", "expected"), [
+    (openai(logit_bias={"1": 1}), "anthropic", ["logit_bias"]),
+    (openai(seed=1, presence_penalty=1), "anthropic", ["seed", "presence_penalty"]),
+    (openai(seed=1, presence_penalty=1), "gemini", []),
+    (openai(parallel_tool_calls=False, user="u"), "gemini",
+     ["user", "parallel_tool_calls"]),
+    (anthropic(top_k=3), "openai", ["top_k"]),
+    (anthropic(top_k=3), "gemini", []),
+    (anthropic(cache_control={"type": "ephemeral"}), "gemini", ["cache_control"]),
+    (gemini(safetySettings=[{"category": 1, "threshold": 1}]), "openai", ["safetySettings"]),
+    (gemini(generationConfig={"topK": 3}), "openai", ["generationConfig.topK"]),
+    (gemini(generationConfig={"topK": 3}), "anthropic", []),
+])
+def test_what_another_dialect_cannot_honour_is_named_as_the_client_named_it(
+        request_: Any, dialect: str, expected: list[str]) -> None:
+    assert params(request_, dialect) == expected
+
+
+def test_openrouter_sampling_extensions_need_a_provider_that_accepts_them() -> None:
+    request = openai(top_k=40, min_p=0.1)
+    assert [g.param for g in gaps(request, target("openai"))] == ["top_k", "min_p"]
+    assert gaps(request, target("openai", accepts=("top_k", "min_p"))) == []
+    assert [g.param for g in gaps(request, target("anthropic"))] == ["min_p"]
+
+
+def test_deployments_that_cannot_honour_are_skipped_with_the_reason() -> None:
+    route = Route("x", (target("anthropic", "a"), target("openai", "o")))
+    fitted = fit_route(openai(logit_bias={"1": 1}), route)
+    assert [t.label for t in fitted.targets] == ["o/m"]
+    assert fitted.skipped == (("a/m", "cannot honour 'logit_bias'"),)
+
+
+def test_none_able_is_a_400_naming_the_field_and_every_deployment() -> None:
+    route = Route("x", (target("anthropic", "a"), target("gemini", "g")))
+    with pytest.raises(RequestError) as info:
+        fit_route(openai(logit_bias={"1": 1}, seed=3), route)
+    error = info.value
+    assert (error.status, error.param) == (400, "logit_bias")
+    assert error.message.startswith(
+        "'logit_bias' cannot be honoured by a/m (Anthropic) cannot honour 'logit_bias', "
+        "'seed'; g/m (Gemini) cannot honour 'logit_bias'")
+    assert "drop_unsupported" in error.message
+
+
+@pytest.mark.parametrize("drop", [True, ("logit_bias",), ("openai:logit_bias",)])
+def test_an_operator_may_allow_dropping_by_name_or_wholesale(
+        drop: bool | tuple[str, ...]) -> None:
+    route = Route("x", (target("anthropic", "a", drop=drop),))
+    [fitted] = fit_route(openai(logit_bias={"1": 1}), route).targets
+    assert fitted.dropped == ("logit_bias",)
+
+
+def test_dropping_one_name_allows_only_that_one() -> None:
+    route = Route("x", (target("anthropic", "a", drop=("logit_bias",)),))
+    with pytest.raises(RequestError) as info:
+        fit_route(openai(logit_bias={"1": 1}, seed=1), route)
+    assert info.value.param == "seed"
+
+
+def test_require_parameters_forbids_dropping() -> None:
+    route = Route("x", (target("anthropic", "a", drop=True), target("openai", "o")))
+    request = openai(logit_bias={"1": 1}, provider={"require_parameters": True})
+    fitted = fit_route(request, route)
+    assert [t.label for t in fitted.targets] == ["o/m"]
+    assert fitted.targets[0].dropped == ()
