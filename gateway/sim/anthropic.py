@@ -224,6 +224,15 @@ def _credential(request: Request) -> str | None:
     return key if key is not None else bearer(request)
 
 
+def _schema(config: object) -> Mapping[str, object] | None:
+    """``output_config.format``: {type: json_schema, schema}."""
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = fmt.get("schema")
+        return schema if isinstance(schema, dict) else {"type": "object"}
+    return None
+
+
 def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
     data = json_object(
         request.body,
@@ -265,6 +274,7 @@ def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
         tools=tuple(t["name"] for t in tools or ()
                     if isinstance(t, dict) and isinstance(t.get("name"), str)),
         tool_result=any(_tool_results(m) for m in messages if m.get("role") == "user"),
+        schema=_schema(data.get("output_config")),
     )
     return call, functools.partial(_Events.render, model, call.prompt_tokens)
 

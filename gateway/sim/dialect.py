@@ -87,6 +87,8 @@ class Asked:
     plan: Plan
     tools: tuple[str, ...] = ()  # the names of the declared tools (functions), in order
     tool_result: bool = False  # the conversation already holds a tool's result
+    # A structured output asked for: the answer is an instance of it (``schemas.py``).
+    schema: Mapping[str, object] | None = None
 
 
 @attrs.frozen

@@ -267,6 +267,22 @@ def _responses(content: Mapping[str, Any]) -> bool:
     )
 
 
+def _schema(config: object) -> Mapping[str, object] | None:
+    """``responseMimeType: application/json`` with ``responseJsonSchema`` or Gemini's own
+    ``responseSchema`` (camelCase or snake_case, as the REST API reads them)."""
+    if not isinstance(config, dict):
+        return None
+    mime = config.get("responseMimeType", config.get("response_mime_type"))
+    if mime != "application/json":
+        return None
+    for key in ("responseJsonSchema", "response_json_schema", "responseSchema",
+                "response_schema"):
+        schema = config.get(key)
+        if isinstance(schema, dict):
+            return schema
+    return {"type": "object"}
+
+
 def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
     model, stream = _method(request.path)
     data = json_object(
@@ -297,6 +313,7 @@ def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
         plan=plan_of(prompt, defaults),
         tools=_declared(data),
         tool_result=any(_responses(c) for c in contents),
+        schema=_schema(data.get("generationConfig") or data.get("generation_config")),
     )
     sse = "sse" in parse_qs(request.query).get("alt", [])
     return call, functools.partial(_Chunks.render, model, sse, call.prompt_tokens)

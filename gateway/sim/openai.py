@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -199,6 +199,19 @@ class _Chunks:
         return error(status, None, retry_after)
 
 
+def _schema(fmt: object) -> Mapping[str, object] | None:
+    """``response_format``: json_object (any object) or json_schema's schema."""
+    if not isinstance(fmt, dict):
+        return None
+    if fmt.get("type") == "json_object":
+        return {"type": "object"}
+    spec = fmt.get("json_schema")
+    if fmt.get("type") == "json_schema" and isinstance(spec, dict):
+        schema = spec.get("schema")
+        return schema if isinstance(schema, dict) else {"type": "object"}
+    return None
+
+
 def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
     data = json_object(
         request.body,
@@ -237,6 +250,7 @@ def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
         tools=tuple(f["name"] for f in declared
                     if isinstance(f, dict) and isinstance(f.get("name"), str)),
         tool_result=any(m.get("role") in ("tool", "function") for m in messages),
+        schema=_schema(data.get("response_format")),
     )
     include_usage = bool(options and options.get("include_usage") is True)
     return call, functools.partial(_Chunks.render, model, include_usage)

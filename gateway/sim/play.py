@@ -35,6 +35,7 @@ import attrs
 import h11
 import trio
 
+from gateway.sim import schemas
 from gateway.sim.dialect import (
     MALFORMED_BODY,
     Answer,
@@ -157,7 +158,12 @@ class Answering:
         # send it when generation starts: a gateway must not take headers-then-opening for a
         # first token.
         pending = rendering.opening()
-        for i, text in enumerate(token_texts(self._kind(), call.prompt, stop)):
+        texts = self._texts(stop)
+        if call.schema is not None:
+            n, finish = len(texts), "stop"
+            stop = self._stop(n)
+            texts = texts[:stop]
+        for i, text in enumerate(texts):
             due = self._slot(i)
             if due > trio.current_time():
                 await trio.sleep_until(due)
@@ -193,8 +199,10 @@ class Answering:
             return await self._send_answer(error, "error_event")
         if ending == "malformed":
             return await self._send_answer(Answer(200, MALFORMED_BODY), "error_event")
-        text = "".join(token_texts(self._kind(), call.prompt, n))
-        answer = rendering.whole(text, finish, self._usage(n))
+        texts = self._texts(n)
+        if call.schema is not None:
+            n, finish = len(texts), "stop"
+        answer = rendering.whole("".join(texts), finish, self._usage(n))
         if ending == "complete":
             self.record.tokens_sent = n
             return await self._send_answer(answer, "completed")
@@ -214,6 +222,13 @@ class Answering:
             self._finish("reset")
             return "reset"
         raise AssertionError(f"unhandled ending {ending!r}")
+
+    def _texts(self, n: int) -> list[str]:
+        """The answer's tokens: a structured output's JSON whole (a cut one would not
+        parse), else ``n`` words."""
+        if self.call.schema is not None:
+            return schemas.pieces(self.call.schema)
+        return token_texts(self._kind(), self.call.prompt, n)
 
     def _budget(self) -> tuple[int, Finish]:
         """Tokens to produce and why they stop: the client's cap cuts the plan short."""
