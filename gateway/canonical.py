@@ -240,6 +240,8 @@ class Usage:
     cached_tokens: int = attrs.field(default=0, converter=_count)
     reasoning_tokens: int = attrs.field(default=0, converter=_count)
     estimated: bool = False  # True when counted by the gateway, not reported by the provider
+    # Of ``prompt_tokens``, those written to the provider's prompt cache (priced apart).
+    cache_write_tokens: int = attrs.field(default=0, converter=_count)
 
     @property
     def total_tokens(self) -> int:

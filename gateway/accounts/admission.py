@@ -89,7 +89,7 @@ class Admission:
     def charge(self, record: RequestRecord, target: Target) -> RequestRecord:
         """``record`` with its cost at the prices of the deployment that served it."""
         usage = Usage(record.prompt_tokens, record.completion_tokens, record.cached_tokens,
-                      record.reasoning_tokens)
+                      record.reasoning_tokens, cache_write_tokens=record.cache_write_tokens)
         return attrs.evolve(record, cost=cost(usage, target.price or FREE))
 
     def checkpoint(self, usage: Usage, target: Target) -> Checkpoint:

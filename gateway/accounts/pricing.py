@@ -45,8 +45,7 @@ class Price:
     completion: int = 0
     cached_prompt: int | None = None  # default: the prompt rate
     reasoning: int | None = None  # default: the completion rate
-    # Prompt-cache writes (Anthropic, newer OpenAI models). Kept with the price; charged once
-    # usage reports cache-write tokens apart (today they count as prompt tokens).
+    # Prompt-cache writes (Anthropic's cache_creation_input_tokens); default: the prompt rate.
     cache_write: int | None = None
 
     @property
@@ -93,14 +92,18 @@ def parse_price(raw: Mapping[str, Any]) -> Price:
 
 
 def cost(usage: Usage, price: Price) -> int:
-    """What ``usage`` costs at ``price``, in micro-units, rounded up."""
+    """What ``usage`` costs at ``price``, in micro-units, rounded up: cache reads and cache
+    writes at their own rates (the prompt rate when the price has none)."""
     cached = min(usage.cached_tokens, usage.prompt_tokens)
+    written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
     reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
     cached_rate = price.prompt if price.cached_prompt is None else price.cached_prompt
+    write_rate = price.prompt if price.cache_write is None else price.cache_write
     reasoning_rate = price.completion if price.reasoning is None else price.reasoning
     scaled = (
-        (usage.prompt_tokens - cached) * price.prompt
+        (usage.prompt_tokens - cached - written) * price.prompt
         + cached * cached_rate
+        + written * write_rate
         + (usage.completion_tokens - reasoning) * price.completion
         + reasoning * reasoning_rate
     )
@@ -108,10 +111,12 @@ def cost(usage: Usage, price: Price) -> int:
 
 
 def reservation(prompt_tokens: int, completion_tokens: int, price: Price) -> int:
-    """The most a request may cost: every prompt token uncached, every output token at the
-    dearer of the completion and reasoning rates."""
+    """The most a request may cost: every prompt token at the dearer of the prompt and
+    cache-write rates, every output token at the dearer of the completion and reasoning
+    rates."""
+    in_rate = max(price.prompt, price.cache_write or 0)
     out_rate = max(price.completion, price.reasoning or 0)
-    return -(-(prompt_tokens * price.prompt + completion_tokens * out_rate) // PER_TOKENS)
+    return -(-(prompt_tokens * in_rate + completion_tokens * out_rate) // PER_TOKENS)
 
 
 def parse_usd(text: str | int | float) -> int:

@@ -87,7 +87,8 @@ class Transcript:
             return Usage(estimate_prompt_tokens(request) if relayed else 0, relayed,
                          estimated=True)
         return Usage(reported.prompt_tokens, max(reported.completion_tokens, relayed),
-                     reported.cached_tokens, estimated=True)
+                     reported.cached_tokens, estimated=True,
+                     cache_write_tokens=reported.cache_write_tokens)
 
     def usage(self, request: ChatRequest) -> Usage:
         """What the request is billed for: the provider's usage if it reported any, else an
@@ -103,4 +104,5 @@ class Transcript:
             completion_tokens=(self.chars + 3) // 4,
             cached_tokens=reported.cached_tokens if reported else 0,
             estimated=True,
+            cache_write_tokens=reported.cache_write_tokens if reported else 0,
         )

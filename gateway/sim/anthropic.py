@@ -111,14 +111,25 @@ def error(status: int, message: str | None = None, retry_after: int | None = Non
     return Answer(status, dumps(_error_body(status, message)), headers)
 
 
-def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+def _usage(input_tokens: int, output_tokens: int, cache: int, hit: bool) -> dict[str, Any]:
+    """Anthropic's usage: ``input_tokens`` leaves out what was read from or written to the
+    prompt cache."""
     return {
-        "input_tokens": input_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "input_tokens": input_tokens - cache,
+        "cache_creation_input_tokens": 0 if hit else cache,
+        "cache_read_input_tokens": cache if hit else 0,
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
+
+
+def _marked(value: Any) -> bool:
+    """Whether a body holds a ``cache_control`` marker anywhere."""
+    if isinstance(value, dict):
+        return "cache_control" in value or any(_marked(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_marked(v) for v in value)
+    return False
 
 
 @attrs.frozen
@@ -129,13 +140,16 @@ class _Events:
     model: str
     prompt_tokens: int
     usage: bool  # usage is reported at all
+    cache_tokens: int = 0  # of ``prompt_tokens``, behind a cache marker
+    cache_hit: bool = False
 
     stream_headers: Headers = _SSE_HEADERS
     midstream_status: int = _MIDSTREAM_STATUS
 
     @classmethod
-    def render(cls, model: str, prompt_tokens: int, record_id: int, usage: bool) -> _Events:
-        return cls(f"msg_sim{record_id}", model, prompt_tokens, usage)
+    def render(cls, model: str, prompt_tokens: int, cache: tuple[int, bool], record_id: int,
+               usage: bool) -> _Events:
+        return cls(f"msg_sim{record_id}", model, prompt_tokens, usage, *cache)
 
     def _message(self, content: list[Any], stop_reason: str | None, output: int) -> dict[str, Any]:
         message: dict[str, Any] = {
@@ -148,7 +162,8 @@ class _Events:
             "stop_sequence": None,
         }
         if self.usage:
-            message["usage"] = _usage(self.prompt_tokens, output)
+            message["usage"] = _usage(self.prompt_tokens, output, self.cache_tokens,
+                                      self.cache_hit)
         return message
 
     def _message_start(self) -> bytes:
@@ -275,8 +290,12 @@ def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
                     if isinstance(t, dict) and isinstance(t.get("name"), str)),
         tool_result=any(_tool_results(m) for m in messages if m.get("role") == "user"),
         schema=_schema(data.get("output_config")),
+        # A fake has no memory: with a cache marker anywhere, every prompt token but one
+        # is the cached prefix, read or written as the directive says.
+        cache_tokens=max(0, prompt_tokens(everything) - 1) if _marked(data) else 0,
     )
-    return call, functools.partial(_Events.render, model, call.prompt_tokens)
+    cache = (call.cache_tokens, call.plan.cache_hit)
+    return call, functools.partial(_Events.render, model, call.prompt_tokens, cache)
 
 
 DIALECT: Final = Dialect(

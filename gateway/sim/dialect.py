@@ -89,6 +89,8 @@ class Asked:
     tool_result: bool = False  # the conversation already holds a tool's result
     # A structured output asked for: the answer is an instance of it (``schemas.py``).
     schema: Mapping[str, object] | None = None
+    # Prompt tokens behind a prompt-cache marker: written to the cache, or read (plan).
+    cache_tokens: int = 0
 
 
 @attrs.frozen

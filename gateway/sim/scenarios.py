@@ -74,6 +74,8 @@ class Plan:
     first_token_delay: float = 0.0  # seconds from the request to the first token
     tag: str | None = None  # free text a test uses to find its record
     retry_after: int | None = None  # seconds, sent as Retry-After with error statuses
+    # A request with prompt-cache markers reads its prefix from the cache (else writes it).
+    cache_hit: bool = False
 
 
 @attrs.frozen
@@ -183,6 +185,12 @@ def _retry_after(text: str) -> int:
 
 
 # directive key -> (Plan field, parser of the value text)
+def _cache(text: str) -> bool:
+    if text not in ("hit", "miss"):
+        raise ValueError(f"#sim directive: cache must be hit or miss, got {text!r}")
+    return text == "hit"
+
+
 _KEYS: Final[Mapping[str, tuple[str, Callable[[str], Any]]]] = MappingProxyType({
     "scenario": ("scenario", _scenario),
     "tokens": ("tokens", _tokens),
@@ -190,6 +198,7 @@ _KEYS: Final[Mapping[str, tuple[str, Callable[[str], Any]]]] = MappingProxyType(
     "first_token_ms": ("first_token_delay", _milliseconds("first_token_ms")),
     "tag": ("tag", _tag),
     "retry_after": ("retry_after", _retry_after),
+    "cache": ("cache_hit", _cache),
 })
 
 

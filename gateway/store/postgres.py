@@ -203,8 +203,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE instances ADD COLUMN claims BOOLEAN NOT NULL DEFAULT FALSE",
     ),
     # 4: what the deployment that served a request left out of it, as the operator allowed
-    # (``drop_unsupported``, issue 14).
-    ("ALTER TABLE requests ADD COLUMN dropped TEXT NOT NULL DEFAULT ''",),
+    # (``drop_unsupported``), and the prompt tokens it wrote to its cache (issue 14).
+    (
+        "ALTER TABLE requests ADD COLUMN dropped TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE requests ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0",
+    ),
 )
 
 

@@ -51,6 +51,8 @@ class RequestRecord:
     # type); the last one, or the winner, is ``deployment``. Deployments passed over because
     # they cannot honour the request come first: "provider/model=skipped: cannot honour 'x'".
     attempts: str = ""
+    # Of ``prompt_tokens``, those written to the provider's prompt cache (priced apart).
+    cache_write_tokens: int = 0
     # The client's names of what ``deployment`` left out of the request, comma-separated, as
     # the operator allowed (``drop_unsupported``); empty when nothing was.
     dropped: str = ""

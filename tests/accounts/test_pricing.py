@@ -49,18 +49,31 @@ def test_each_token_kind_has_its_rate_and_the_total_rounds_up_once() -> None:
     assert cost(Usage(prompt_tokens=5, completion_tokens=5), Price()) == 0
 
 
+def test_cache_writes_have_their_own_rate_and_default_to_the_prompt_s() -> None:
+    usage = Usage(prompt_tokens=1000, completion_tokens=0, cached_tokens=300,
+                  cache_write_tokens=600)
+    # 100 plain * 3 + 300 read * 0.3 + 600 written * 3.75
+    assert cost(usage, Price(prompt=3_000_000, cached_prompt=300_000,
+                             cache_write=3_750_000)) == 300 + 90 + 2250
+    assert cost(usage, Price(prompt=3_000_000, cached_prompt=300_000)) == 300 + 90 + 1800
+    # Counts from an upstream are untrusted: writes beyond the uncached prompt count once.
+    assert cost(Usage(prompt_tokens=10, cached_tokens=8, cache_write_tokens=50),
+                Price(prompt=1_000_000, cached_prompt=0, cache_write=2_000_000)) == 4
+
+
 @given(
     prompt=st.integers(0, 10**6), completion=st.integers(0, 10**5),
     cached=st.integers(0, 10**6), reasoning=st.integers(0, 10**5),
-    rates=st.tuples(*[st.integers(0, 10**8)] * 2, *[st.none() | st.integers(0, 10**8)] * 2),
+    written=st.integers(0, 10**6),
+    rates=st.tuples(*[st.integers(0, 10**8)] * 2, *[st.none() | st.integers(0, 10**8)] * 3),
 )
 def test_a_reservation_covers_any_usage_within_its_estimate(
-    prompt: int, completion: int, cached: int, reasoning: int,
-    rates: tuple[int, int, int | None, int | None],
+    prompt: int, completion: int, cached: int, reasoning: int, written: int,
+    rates: tuple[int, int, int | None, int | None, int | None],
 ) -> None:
     price = Price(*rates)
     usage = Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached,
-                  reasoning_tokens=reasoning)
+                  reasoning_tokens=reasoning, cache_write_tokens=written)
     # A cached prompt rate above the prompt rate is a misconfiguration the bound ignores.
     if price.cached_prompt is not None and price.cached_prompt > price.prompt:
         return

@@ -39,12 +39,14 @@ STOP_REASONS: dict[FinishReason, str] = {
 
 
 def usage_json(usage: Usage) -> dict[str, Any]:
-    """Canonical usage in Anthropic's terms: ``input_tokens`` excludes cache reads (cache
-    writes are not known apart, so they stay in ``input_tokens``)."""
+    """Canonical usage in Anthropic's terms: ``input_tokens`` excludes cache reads and
+    cache writes, which are counted apart."""
     out: dict[str, Any] = {
-        "input_tokens": max(0, usage.prompt_tokens - usage.cached_tokens),
+        "input_tokens": max(0, usage.prompt_tokens - usage.cached_tokens
+                            - usage.cache_write_tokens),
         "output_tokens": usage.completion_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
+        "cache_creation_input_tokens": usage.cache_write_tokens,
     }
     if usage.reasoning_tokens:
         out["output_tokens_details"] = {"thinking_tokens": usage.reasoning_tokens}

@@ -272,6 +272,7 @@ def _usage(counts: Mapping[str, int]) -> Usage:
         completion_tokens=counts.get("output_tokens", 0),
         cached_tokens=cached,
         reasoning_tokens=counts.get("thinking_tokens", 0),
+        cache_write_tokens=counts.get("cache_creation_input_tokens", 0),
     )
 
 

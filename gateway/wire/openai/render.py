@@ -30,11 +30,16 @@ from gateway.wire.sse import KEEPALIVE
 
 
 def usage_json(usage: Usage) -> dict[str, Any]:
+    """Canonical usage in OpenAI's terms; prompt-cache writes (another dialect's upstream
+    reported them) as OpenRouter names them, ``prompt_tokens_details.cache_write_tokens``."""
+    prompt: dict[str, int] = {"cached_tokens": usage.cached_tokens}
+    if usage.cache_write_tokens:
+        prompt["cache_write_tokens"] = usage.cache_write_tokens
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "prompt_tokens_details": prompt,
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 

@@ -113,7 +113,7 @@ def test_text_only_stream() -> None:
         + block_delta(0, {"type": "text_delta", "text": " world"})
         + block_stop(0)
         + message_end("end_turn", {"input_tokens": 10, "output_tokens": 2,
-                                   "cache_read_input_tokens": 0})
+                                   "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0})
     )
 
 
@@ -140,7 +140,7 @@ def test_tool_call_stream() -> None:
         + block_delta(2, {"type": "input_json_delta", "partial_json": "{}"})
         + block_stop(2)
         + message_end("tool_use", {"input_tokens": 10, "output_tokens": 9,
-                                   "cache_read_input_tokens": 20})
+                                   "cache_read_input_tokens": 20, "cache_creation_input_tokens": 0})
     )
 
 
@@ -157,7 +157,7 @@ def test_thinking_then_text_stream() -> None:
         + block_delta(1, {"type": "text_delta", "text": "42"})
         + block_stop(1)
         + message_end("end_turn", {"input_tokens": 5, "output_tokens": 7,
-                                   "cache_read_input_tokens": 0,
+                                   "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0,
                                    "output_tokens_details": {"thinking_tokens": 4}})
     )
 
@@ -176,7 +176,8 @@ def test_an_error_after_some_text_is_the_terminal_event() -> None:
 
 def test_a_stream_without_any_event_is_still_a_valid_empty_message() -> None:
     assert encode([]) == start_event() + message_end(
-        "end_turn", {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0})
+        "end_turn", {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0,
+                     "cache_creation_input_tokens": 0})
 
 
 def test_the_opening_is_sent_once_even_if_the_relay_skipped_start() -> None:
@@ -221,7 +222,7 @@ def test_a_late_delta_for_an_earlier_tool_call_goes_to_its_block() -> None:
     assert stream.endswith(
         block_delta(0, {"type": "input_json_delta", "partial_json": "}"}) + block_stop(1)
         + message_end("end_turn", {"input_tokens": 0, "output_tokens": 0,
-                                   "cache_read_input_tokens": 0}))
+                                   "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}))
 
 
 @pytest.mark.parametrize(
@@ -317,6 +318,7 @@ def test_the_sdk_accumulates_a_tool_call_stream() -> None:
         ],
         "stop_reason": "tool_use",
         "usage": sdk_usage(input_tokens=10, output_tokens=9, cache_read_input_tokens=20,
+                           cache_creation_input_tokens=0,
                            output_tokens_details={"thinking_tokens": 3}),
     }
 
@@ -324,7 +326,8 @@ def test_the_sdk_accumulates_a_tool_call_stream() -> None:
 def test_the_sdk_accepts_an_empty_stream() -> None:
     assert sdk_accumulate(encode([])) == {
         "id": "msg_1", "type": "message", "role": "assistant", "model": MODEL, "content": [],
-        "stop_reason": "end_turn", "usage": sdk_usage(cache_read_input_tokens=0),
+        "stop_reason": "end_turn",
+        "usage": sdk_usage(cache_read_input_tokens=0, cache_creation_input_tokens=0),
     }
 
 
@@ -471,6 +474,7 @@ def test_the_sdk_client_reads_a_rendered_message() -> None:
                     {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": [1]}}],
         "stop_reason": "max_tokens",
         "usage": sdk_usage(input_tokens=4, output_tokens=3, cache_read_input_tokens=1,
+                           cache_creation_input_tokens=0,
                            output_tokens_details={"thinking_tokens": 2}),
     }
 
@@ -513,7 +517,7 @@ def test_render_message_text_answer_is_compact_utf8() -> None:
         '{"id":"msg_1","type":"message","role":"assistant","model":"anthropic/claude-sonnet",'
         '"content":[{"type":"text","text":"h\u00e9llo"}],"stop_reason":"end_turn",'
         '"stop_sequence":null,"usage":{"input_tokens":6,"output_tokens":20,'
-        '"cache_read_input_tokens":4}}'
+        '"cache_read_input_tokens":4,"cache_creation_input_tokens":0}}'
     ).encode()
 
 

@@ -325,8 +325,9 @@ UPSTREAM_EVENTS = [
     ToolCallDelta(0, arguments='{"location": "San Fra'),
     ToolCallDelta(0, arguments='ncisco"}'),
     Finish("tool_calls"),
+    # input 472 + cache reads 100 + cache writes 10, the writes counted apart too.
     UsageReport(Usage(prompt_tokens=582, completion_tokens=89, cached_tokens=100,
-                      reasoning_tokens=20)),
+                      reasoning_tokens=20, cache_write_tokens=10)),
 ]
 
 
