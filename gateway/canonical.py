@@ -263,6 +263,22 @@ class ReasoningDelta:
 
 
 @attrs.frozen
+class ReasoningSignature:
+    """The opaque signature of the reasoning so far (Anthropic's ``signature_delta``,
+    Gemini's ``thoughtSignature``): only the provider that wrote it can read it, and a
+    client must send it back with the history for multi-turn tool use to work."""
+
+    signature: str
+
+
+@attrs.frozen
+class RedactedReasoning:
+    """Reasoning the provider returns encrypted (Anthropic's ``redacted_thinking``)."""
+
+    data: str
+
+
+@attrs.frozen
 class ToolCallDelta:
     index: int
     id: str | None = None
@@ -280,4 +296,5 @@ class UsageReport:
     usage: Usage
 
 
-StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | UsageReport
+StreamEvent = (TextDelta | ReasoningDelta | ReasoningSignature | RedactedReasoning
+               | ToolCallDelta | Finish | UsageReport)

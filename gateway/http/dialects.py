@@ -48,6 +48,8 @@ class Answer:
     tool_calls: list[ToolCall]
     finish: FinishReason
     usage: Usage
+    signature: str = ""  # of the reasoning: the client sends it back with the history
+    redacted: tuple[str, ...] = ()  # reasoning the provider returned encrypted
 
 
 @attrs.frozen
@@ -64,7 +66,7 @@ def _openai_render(generation_id: str, request: ChatRequest, answer: Answer) -> 
     return openai_render.render_completion(
         generation_id, request.model, int(time.time()), text=answer.text,
         reasoning=answer.reasoning, tool_calls=answer.tool_calls, finish=answer.finish,
-        usage=answer.usage,
+        usage=answer.usage, signature=answer.signature, redacted=answer.redacted,
     )
 
 
@@ -84,6 +86,7 @@ def _anthropic_render(generation_id: str, request: ChatRequest, answer: Answer) 
     return anthropic_render.render_message(
         generation_id, request.model, text=answer.text, reasoning=answer.reasoning,
         tool_calls=answer.tool_calls, finish=answer.finish, usage=answer.usage,
+        signature=answer.signature, redacted=answer.redacted,
     )
 
 
@@ -110,6 +113,7 @@ def _gemini_render(generation_id: str, request: ChatRequest, answer: Answer) -> 
     return gemini_render.render_response(
         generation_id, request.model, text=answer.text, reasoning=reasoning,
         tool_calls=answer.tool_calls, finish=answer.finish, usage=answer.usage,
+        signature=answer.signature,
     )
 
 

@@ -152,6 +152,8 @@ class Generation:
                             tool_calls=t.tool_calls,
                             finish=t.finish or "stop",
                             usage=exchange.usage,
+                            signature=t.signature,
+                            redacted=tuple(t.redacted),
                         )
                         await send_json(
                             send,

@@ -21,6 +21,8 @@ from gateway.canonical import (
     Finish,
     FinishReason,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -44,6 +46,8 @@ class _Call:
 class Transcript:
     text: list[str] = attrs.field(factory=list)
     reasoning: list[str] = attrs.field(factory=list)
+    signature: str = ""  # the latest reasoning signature (a client sends it back)
+    redacted: list[str] = attrs.field(factory=list)
     calls: dict[int, _Call] = attrs.field(factory=dict)
     finish: FinishReason | None = None
     reported: Usage | None = None
@@ -58,6 +62,10 @@ class Transcript:
         elif isinstance(event, ReasoningDelta):
             self.reasoning.append(event.text)
             self.chars += len(event.text)
+        elif isinstance(event, ReasoningSignature):
+            self.signature = event.signature
+        elif isinstance(event, RedactedReasoning):
+            self.redacted.append(event.data)
         elif isinstance(event, ToolCallDelta):
             call = self.calls.setdefault(event.index, _Call())
             if event.id:

@@ -97,6 +97,24 @@ _MESSAGE_STOP: Final = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 _MALFORMED_EVENT: Final = b"event: content_block_delta\ndata: {not json\n\n"
 
 
+_THOUGHT: Final = "Which tool answers this best?"
+
+
+def _thinking_block(signature: str) -> bytes:
+    """A whole thinking block at index 0, as Anthropic streams one: text, then signature."""
+    events = (
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+            "type": "thinking", "thinking": "", "signature": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+            "type": "thinking_delta", "thinking": _THOUGHT}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+            "type": "signature_delta", "signature": signature}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    )
+    return b"".join(b"event: " + name.encode() + b"\ndata: " + dumps(obj) + b"\n\n"
+                    for name, obj in events)
+
+
 def _error_body(status: int, message: str | None = None) -> dict[str, Any]:
     fallback = ("api_error" if status >= 500 else "invalid_request_error", "Error.")
     kind, default = _ERRORS.get(status, fallback)
@@ -142,14 +160,29 @@ class _Events:
     usage: bool  # usage is reported at all
     cache_tokens: int = 0  # of ``prompt_tokens``, behind a cache marker
     cache_hit: bool = False
+    thinking: bool = False  # a thinking block (with its signature) comes first
+
+    @property
+    def _signature(self) -> str:
+        return "EqSim" + self.message_id.removeprefix("msg_sim")
+
+    def _after_thinking(self, events: bytes) -> bytes:
+        """``events`` of the block that would be first, moved behind the thinking block."""
+        return events.replace(b'"index":0', b'"index":1') if self.thinking else events
+
+    def _content(self, blocks: list[Any]) -> list[Any]:
+        if not self.thinking:
+            return blocks
+        return [{"type": "thinking", "thinking": _THOUGHT, "signature": self._signature},
+                *blocks]
 
     stream_headers: Headers = _SSE_HEADERS
     midstream_status: int = _MIDSTREAM_STATUS
 
     @classmethod
-    def render(cls, model: str, prompt_tokens: int, cache: tuple[int, bool], record_id: int,
-               usage: bool) -> _Events:
-        return cls(f"msg_sim{record_id}", model, prompt_tokens, usage, *cache)
+    def render(cls, model: str, prompt_tokens: int, cache: tuple[int, bool], thinking: bool,
+               record_id: int, usage: bool) -> _Events:
+        return cls(f"msg_sim{record_id}", model, prompt_tokens, usage, *cache, thinking)
 
     def _message(self, content: list[Any], stop_reason: str | None, output: int) -> dict[str, Any]:
         message: dict[str, Any] = {
@@ -171,11 +204,15 @@ class _Events:
         start = {"type": "message_start", "message": self._message([], None, 1)}
         return b"event: message_start\ndata: " + dumps(start) + b"\n\n"
 
+    def _thinking_first(self) -> bytes:
+        return _thinking_block(self._signature) if self.thinking else b""
+
     def opening(self) -> bytes:
-        return self._message_start() + _BLOCK_START
+        return (self._message_start() + self._thinking_first()
+                + self._after_thinking(_BLOCK_START))
 
     def token(self, text: str) -> bytes:
-        return _TOKEN_OPEN + json_string(text) + _TOKEN_CLOSE
+        return self._after_thinking(_TOKEN_OPEN) + json_string(text) + _TOKEN_CLOSE
 
     def closing(self, finish: Finish, usage: Counted) -> bytes:
         delta: dict[str, Any] = {
@@ -185,7 +222,8 @@ class _Events:
         if self.usage:
             delta["usage"] = {"output_tokens": usage.completion}
         return (
-            _BLOCK_STOP + b"event: message_delta\ndata: " + dumps(delta) + b"\n\n" + _MESSAGE_STOP
+            self._after_thinking(_BLOCK_STOP) + b"event: message_delta\ndata: " + dumps(delta)
+            + b"\n\n" + _MESSAGE_STOP
         )
 
     def error_event(self) -> bytes:
@@ -195,7 +233,7 @@ class _Events:
         return _MALFORMED_EVENT
 
     def whole(self, text: str, finish: Finish, usage: Counted) -> Answer:
-        content = [{"type": "text", "text": text}]
+        content = self._content([{"type": "text", "text": text}])
         return Answer(200, dumps(self._message(content, _STOP_REASONS[finish], usage.completion)))
 
     @property
@@ -207,18 +245,19 @@ class _Events:
         # input_json_delta, one per fragment, then the usual ends with stop_reason tool_use.
         block = {"type": "content_block_start", "index": 0, "content_block": {
             "type": "tool_use", "id": self._tool_use_id, "name": name, "input": {}}}
-        start = (
-            self._message_start() + b"event: content_block_start\ndata: " + dumps(block)
+        start = self._message_start() + self._thinking_first() + self._after_thinking(
+            b"event: content_block_start\ndata: " + dumps(block)
             + b"\n\n" + _PING + _INPUT_OPEN + b'""' + _TOKEN_CLOSE
         )
-        pieces = [_INPUT_OPEN + json_string(part) + _TOKEN_CLOSE for part in fragments] or [b""]
+        delta = self._after_thinking(_INPUT_OPEN)
+        pieces = [delta + json_string(part) + _TOKEN_CLOSE for part in fragments] or [b""]
         pieces[0] = start + pieces[0]
         pieces[-1] += self.closing("tool_calls", usage)
         return pieces
 
     def tool_whole(self, name: str, fragments: Sequence[str], usage: Counted) -> Answer:
-        content = [{"type": "tool_use", "id": self._tool_use_id, "name": name,
-                    "input": json.loads("".join(fragments))}]
+        content = self._content([{"type": "tool_use", "id": self._tool_use_id, "name": name,
+                                  "input": json.loads("".join(fragments))}])
         message = self._message(content, _STOP_REASONS["tool_calls"], usage.completion)
         return Answer(200, dumps(message))
 
@@ -237,6 +276,10 @@ def _tool_results(message: Mapping[str, Any]) -> bool:
 def _credential(request: Request) -> str | None:
     key = request.header("x-api-key")
     return key if key is not None else bearer(request)
+
+
+def _thinks(thinking: object) -> bool:
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
 
 
 def _schema(config: object) -> Mapping[str, object] | None:
@@ -293,9 +336,11 @@ def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
         # A fake has no memory: with a cache marker anywhere, every prompt token but one
         # is the cached prefix, read or written as the directive says.
         cache_tokens=max(0, prompt_tokens(everything) - 1) if _marked(data) else 0,
+        thinking=_thinks(data.get("thinking")),
     )
     cache = (call.cache_tokens, call.plan.cache_hit)
-    return call, functools.partial(_Events.render, model, call.prompt_tokens, cache)
+    return call, functools.partial(_Events.render, model, call.prompt_tokens, cache,
+                                   call.thinking)
 
 
 DIALECT: Final = Dialect(

@@ -91,6 +91,8 @@ class Asked:
     schema: Mapping[str, object] | None = None
     # Prompt tokens behind a prompt-cache marker: written to the cache, or read (plan).
     cache_tokens: int = 0
+    # The request asked the model to think: the answer carries a reasoning signature.
+    thinking: bool = False
 
 
 @attrs.frozen

@@ -25,6 +25,7 @@ Rules:
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 from collections.abc import Mapping, Sequence
@@ -122,12 +123,15 @@ class _Chunks:
     usage: bool  # usage is reported at all
     token_close: bytes  # the rest of a token chunk, after its text
     ids: bytes  # ',"modelVersion":..,"responseId":..}'
+    # A thinking request's thought signature, on the answer's first part as Gemini puts it.
+    signature: str | None = None
     midstream_status: int = _MIDSTREAM_STATUS
     # An array element has been written: the next one needs a comma.
     _started: bool = attrs.field(default=False, init=False)
 
     @classmethod
-    def render(cls, model: str, sse: bool, prompt: int, record_id: int, usage: bool) -> _Chunks:
+    def render(cls, model: str, sse: bool, prompt: int, thinking: bool, record_id: int,
+               usage: bool) -> _Chunks:
         ids = b',"modelVersion":%b,"responseId":"sim%d"}' % (json_string(model), record_id)
         running = f',"usageMetadata":{{"promptTokenCount":{prompt},"totalTokenCount":{prompt}}}'
         return cls(
@@ -136,7 +140,15 @@ class _Chunks:
             token_close=b'}],"role":"model"},"index":0}]'
             + (running.encode() if usage else b"") + ids,
             ids=ids,
+            # base64, as Gemini's are (the SDKs decode them to bytes and back)
+            signature=base64.b64encode(f"sig-sim-{record_id}".encode()).decode()
+            if thinking else None,
         )
+
+    def _signed(self, part: dict[str, Any]) -> bytes:
+        if self.signature is not None:
+            part = {**part, "thoughtSignature": self.signature}
+        return dumps(part)
 
     @property
     def stream_headers(self) -> Headers:
@@ -183,11 +195,12 @@ class _Chunks:
         return self._frame(_MALFORMED)
 
     def whole(self, text: str, finish: Finish, usage: Counted) -> Answer:
-        return Answer(200, self._last(dumps({"text": text}), finish, usage), _JSON_HEADERS)
+        return Answer(200, self._last(self._signed({"text": text}), finish, usage),
+                      _JSON_HEADERS)
 
-    @staticmethod
-    def _function_call(name: str, fragments: Sequence[str]) -> bytes:
-        return dumps({"functionCall": {"name": name, "args": json.loads("".join(fragments))}})
+    def _function_call(self, name: str, fragments: Sequence[str]) -> bytes:
+        return self._signed({"functionCall": {"name": name,
+                                              "args": json.loads("".join(fragments))}})
 
     def tool_stream(self, name: str, fragments: Sequence[str], usage: Counted) -> list[bytes]:
         # Gemini streams no argument fragments: the whole functionCall comes in one chunk,
@@ -267,6 +280,16 @@ def _responses(content: Mapping[str, Any]) -> bool:
     )
 
 
+def _thinking(config: object) -> bool:
+    """Whether ``thinkingConfig`` asks for thinking (a budget of 0 turns it off)."""
+    if not isinstance(config, dict):
+        return False
+    thinking = config.get("thinkingConfig", config.get("thinking_config"))
+    if not isinstance(thinking, dict):
+        return False
+    return thinking.get("thinkingBudget", thinking.get("thinking_budget")) != 0
+
+
 def _schema(config: object) -> Mapping[str, object] | None:
     """``responseMimeType: application/json`` with ``responseJsonSchema`` or Gemini's own
     ``responseSchema`` (camelCase or snake_case, as the REST API reads them)."""
@@ -304,6 +327,7 @@ def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
     system = data.get("systemInstruction", data.get("system_instruction"))
     system_text = text_of(system.get("parts")) if isinstance(system, dict) else ""
     everything = system_text + "".join(text_of(c.get("parts")) for c in contents)
+    config = data.get("generationConfig") or data.get("generation_config")
     call = Asked(
         model=model,
         stream=stream,
@@ -313,10 +337,12 @@ def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
         plan=plan_of(prompt, defaults),
         tools=_declared(data),
         tool_result=any(_responses(c) for c in contents),
-        schema=_schema(data.get("generationConfig") or data.get("generation_config")),
+        schema=_schema(config),
+        thinking=_thinking(config),
     )
     sse = "sse" in parse_qs(request.query).get("alt", [])
-    return call, functools.partial(_Chunks.render, model, sse, call.prompt_tokens)
+    return call, functools.partial(_Chunks.render, model, sse, call.prompt_tokens,
+                                   call.thinking)
 
 
 DIALECT: Final = Dialect(

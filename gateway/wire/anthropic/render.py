@@ -13,12 +13,15 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from gateway.canonical import (
     Finish,
     FinishReason,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -140,6 +143,19 @@ class StreamEncoder:
         if isinstance(event, ReasoningDelta) and event.text:
             out += self._enter("thinking", {"type": "thinking", "thinking": "", "signature": ""})
             return out + self._delta(self._index, "thinking_delta", "thinking", event.text)
+        if isinstance(event, ReasoningSignature):
+            # It closes its thinking block, as Anthropic sends it (a signature alone, from
+            # another provider, gets an empty thinking block to sit in).
+            out += self._enter("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+            out += self._delta(self._index, "signature_delta", "signature", event.signature)
+            return out + self._close()
+        if isinstance(event, RedactedReasoning):
+            out += self._close()
+            self._index += 1
+            return out + _sse("content_block_start", {
+                "type": "content_block_start", "index": self._index,
+                "content_block": {"type": "redacted_thinking", "data": event.data}}) + _sse(
+                "content_block_stop", {"type": "content_block_stop", "index": self._index})
         if isinstance(event, ToolCallDelta):
             block = self._tools.get(event.index)
             if block is None:
@@ -182,11 +198,15 @@ def render_message(
     tool_calls: list[ToolCall],
     finish: FinishReason,
     usage: Usage,
+    signature: str = "",
+    redacted: Sequence[str] = (),
 ) -> bytes:
-    """A non-streaming ``Message``: thinking, text, then tool_use blocks."""
+    """A non-streaming ``Message``: thinking (with its signature), redacted thinking, text,
+    then tool_use blocks."""
     content: list[dict[str, Any]] = []
-    if reasoning:
-        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    if reasoning or signature:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": signature})
+    content += [{"type": "redacted_thinking", "data": data} for data in redacted]
     if text:
         content.append({"type": "text", "text": text})
     content += [

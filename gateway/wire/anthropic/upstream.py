@@ -7,8 +7,10 @@ error it sent into a ``GatewayError``.
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
-- What the canonical model cannot hold is dropped knowingly: thinking signatures,
-  citations, and block types Anthropic may add later.
+- Thinking signatures and redacted thinking become ``ReasoningSignature`` and
+  ``RedactedReasoning`` (a client sends them back for multi-turn tool use). What the
+  canonical model cannot hold is dropped knowingly: citations, and block types Anthropic
+  may add later.
 - Upstream bodies are untrusted: anything malformed raises ``UpstreamProtocolError``,
   and an upstream error names only a known error type, never the provider's text.
 - A client of this dialect is passed through: its body goes as sent, with only the model
@@ -28,6 +30,8 @@ from gateway.canonical import (
     Part,
     Reasoning,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     ResponseFormat,
     StreamEvent,
     TextDelta,
@@ -343,9 +347,11 @@ class StreamParser:
             return [ToolCallDelta(tool, _string(block, "id"), _string(block, "name"), arguments)]
         if kind == "text" and block.get("text"):
             return [TextDelta(_string(block, "text"))]
-        if kind == "thinking" and block.get("thinking"):
-            return [ReasoningDelta(_string(block, "thinking"))]
-        return []  # an empty text or thinking block, or one the canonical model cannot hold
+        if kind == "thinking":
+            return _thinking(block)
+        if kind == "redacted_thinking":
+            return [RedactedReasoning(_string(block, "data"))]
+        return []  # an empty text block, or one the canonical model cannot hold
 
     def _delta(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
         index, delta = obj.get("index"), obj.get("delta")
@@ -365,7 +371,20 @@ class StreamParser:
                                             "a tool_use")
             arguments = _string(delta, "partial_json")
             return [ToolCallDelta(tool, arguments=arguments)] if arguments else []
-        return []  # signature_delta, citations_delta: nothing the canonical model holds
+        if kind == "signature_delta":
+            signature = _string(delta, "signature")
+            return [ReasoningSignature(signature)] if signature else []
+        return []  # citations_delta: nothing the canonical model holds
+
+
+def _thinking(block: Mapping[str, Any]) -> list[StreamEvent]:
+    """A whole (or starting) thinking block: its text, then its signature if it has one."""
+    out: list[StreamEvent] = []
+    if block.get("thinking"):
+        out.append(ReasoningDelta(_string(block, "thinking")))
+    if block.get("signature"):
+        out.append(ReasoningSignature(_string(block, "signature")))
+    return out
 
 
 def parse_message(body: bytes) -> list[StreamEvent]:
@@ -386,8 +405,9 @@ def parse_message(body: bytes) -> list[StreamEvent]:
             text = _string(block, "text")
             out += [TextDelta(text)] if text else []
         elif kind == "thinking":
-            text = _string(block, "thinking")
-            out += [ReasoningDelta(text)] if text else []
+            out += _thinking(block)
+        elif kind == "redacted_thinking":
+            out.append(RedactedReasoning(_string(block, "data")))
         elif kind == "tool_use":
             given = block.get("input")
             if not isinstance(given, dict):

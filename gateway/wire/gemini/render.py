@@ -24,6 +24,7 @@ from gateway.canonical import (
     ChatRequest,
     FinishReason,
     ReasoningDelta,
+    ReasoningSignature,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -118,6 +119,8 @@ class StreamEncoder:
         self._thoughts = thoughts
         self._first = True
         self._calls: dict[int, _PendingCall] = {}
+        # A thought signature goes on the next part written, as Gemini sent it.
+        self._signature: str | None = None
         self._open = '{"candidates":[{"content":{"role":"model","parts":['
         self._meta = f'"modelVersion":{compact(model)},"responseId":{compact(generation_id)}}}'
         self._close = ']},"index":0}],' + self._meta
@@ -136,11 +139,19 @@ class StreamEncoder:
     def _parts(self, parts: str) -> bytes:
         return self._frame(self._open + parts + self._close)
 
+    def _signed(self, part: str) -> str:
+        """``part`` (a JSON object) with the pending thought signature, if any."""
+        if self._signature is None:
+            return part
+        signed = f'{part[:-1]},"thoughtSignature":{compact(self._signature)}}}'
+        self._signature = None
+        return signed
+
     def _flush(self) -> bytes:
         if not self._calls:
             return b""
         parts = ",".join(
-            compact(_call_part(c.name, "".join(c.arguments)))
+            self._signed(compact(_call_part(c.name, "".join(c.arguments))))
             for _, c in sorted(self._calls.items())
         )
         self._calls.clear()
@@ -158,10 +169,14 @@ class StreamEncoder:
         if isinstance(event, UsageReport):
             return b""  # usage is sent once, at the end, by ``tail``
         flushed = self._flush()
+        if isinstance(event, ReasoningSignature):
+            self._signature = event.signature
+            return flushed
         if isinstance(event, TextDelta) and event.text:
-            return flushed + self._parts(f'{{"text":{compact(event.text)}}}')
+            return flushed + self._parts(self._signed(f'{{"text":{compact(event.text)}}}'))
         if isinstance(event, ReasoningDelta) and event.text and self._thoughts:
-            return flushed + self._parts(f'{{"text":{compact(event.text)},"thought":true}}')
+            return flushed + self._parts(
+                self._signed(f'{{"text":{compact(event.text)},"thought":true}}'))
         return flushed  # a Finish (its reason goes out with ``tail``), or nothing to say
 
     def splice(self, data: str, at: int) -> bytes:
@@ -170,11 +185,13 @@ class StreamEncoder:
     def tail(self, usage: Usage, finish: FinishReason | None) -> bytes:
         """Any held function calls, then the closing chunk: finish reason and usage."""
         reason = FINISH_TO_GEMINI[finish or "stop"]
+        flushed = self._flush()
+        closing_part = self._signed('{"text":""}')  # a signature nothing carried yet
         last = (
-            f'{self._open}{{"text":""}}]}},"finishReason":"{reason}","index":0}}],'
+            f'{self._open}{closing_part}]}},"finishReason":"{reason}","index":0}}],'
             f'"usageMetadata":{compact(usage_json(usage))},{self._meta}'
         )
-        return self._flush() + self._frame(last) + (b"" if self._sse else b"]")
+        return flushed + self._frame(last) + (b"" if self._sse else b"]")
 
     def error(self, error: GatewayError, usage: Usage | None) -> bytes:
         """The terminal error, in the shape of Google's error body. Function calls still
@@ -192,15 +209,19 @@ def render_response(
     tool_calls: list[ToolCall],
     finish: FinishReason,
     usage: Usage,
+    signature: str = "",
 ) -> bytes:
     """A non-streaming ``GenerateContentResponse`` (pass ``reasoning=""`` to leave thoughts
-    out, see ``wants_thoughts``)."""
+    out, see ``wants_thoughts``). A thought signature goes on the first function call, else
+    on the first answer part, where Gemini puts it."""
     parts: list[dict[str, Any]] = []
     if reasoning:
         parts.append({"text": reasoning, "thought": True})
     if text or not tool_calls:
         parts.append({"text": text})
     parts.extend(_call_part(c.name, c.arguments) for c in tool_calls)
+    if signature:
+        parts[len(parts) - len(tool_calls) if tool_calls else -1]["thoughtSignature"] = signature
     return _safe_for_js(compact({
         "candidates": [{
             "content": {"role": "model", "parts": parts},

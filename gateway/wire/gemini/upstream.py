@@ -31,6 +31,7 @@ from gateway.canonical import (
     Part,
     Reasoning,
     ReasoningDelta,
+    ReasoningSignature,
     StreamEvent,
     TextDelta,
     TextPart,
@@ -334,6 +335,11 @@ class StreamParser:
     def _part(self, part: Any, out: list[StreamEvent]) -> None:
         if not isinstance(part, dict):
             raise UpstreamProtocolError("upstream part is not an object")
+        signature = part.get("thoughtSignature")
+        if signature is not None:  # it belongs to this part: it comes just before it
+            if not isinstance(signature, str):
+                raise UpstreamProtocolError("upstream thoughtSignature is not a string")
+            out.append(ReasoningSignature(signature))
         if "text" in part:
             text = part["text"]
             if not isinstance(text, str):

@@ -12,12 +12,15 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from gateway.canonical import (
     Finish,
     FinishReason,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -70,6 +73,8 @@ class StreamEncoder:
             return self._delta(f'{{"content":{compact(event.text)}}}')
         if isinstance(event, ReasoningDelta):
             return self._delta(f'{{"reasoning_content":{compact(event.text)}}}')
+        if isinstance(event, ReasoningSignature | RedactedReasoning):
+            return self._delta(compact({"reasoning_details": [reasoning_detail(event)]}))
         if isinstance(event, ToolCallDelta):
             call: dict[str, Any] = {"index": event.index}
             if event.id is not None:
@@ -107,6 +112,19 @@ class StreamEncoder:
         ).encode()
 
 
+def reasoning_detail(event: ReasoningSignature | RedactedReasoning,
+                     text: str | None = None) -> dict[str, Any]:
+    """A reasoning signature or encrypted reasoning as OpenRouter's ``reasoning_details``
+    entry, which an OpenAI-dialect client keeps and sends back with its history."""
+    if isinstance(event, RedactedReasoning):
+        return {"type": "reasoning.encrypted", "data": event.data, "index": 0}
+    detail: dict[str, Any] = {"type": "reasoning.text", "signature": event.signature,
+                              "index": 0}
+    if text is not None:
+        detail["text"] = text
+    return detail
+
+
 def render_completion(
     generation_id: str,
     model: str,
@@ -117,10 +135,17 @@ def render_completion(
     tool_calls: list[ToolCall],
     finish: FinishReason,
     usage: Usage,
+    signature: str = "",
+    redacted: Sequence[str] = (),
 ) -> bytes:
     message: dict[str, Any] = {"role": "assistant", "content": text or None}
     if reasoning:
         message["reasoning_content"] = reasoning
+    details = [reasoning_detail(RedactedReasoning(d)) for d in redacted]
+    if signature:
+        details.insert(0, reasoning_detail(ReasoningSignature(signature), reasoning))
+    if details:
+        message["reasoning_details"] = details
     if tool_calls:
         message["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}

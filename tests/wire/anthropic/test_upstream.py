@@ -22,6 +22,8 @@ from gateway.canonical import (
     ImagePart,
     Message,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     StreamEvent,
     TextDelta,
     TextPart,
@@ -320,6 +322,7 @@ UPSTREAM_STREAM = b"".join(
 
 UPSTREAM_EVENTS = [
     ReasoningDelta("The user wants"),
+    ReasoningSignature("EqQBCgIYAhIM"),  # the signature_delta: a client must send it back
     TextDelta("Okay, let me check."),
     ToolCallDelta(0, "toolu_01T1", "get_weather", ""),
     ToolCallDelta(0, arguments='{"location": "San Fra'),
@@ -562,6 +565,8 @@ def test_message_with_thinking_text_and_tool_calls() -> None:
         usage={"input_tokens": 3, "cache_read_input_tokens": 5, "output_tokens": 2})
     assert parse_message(data) == [
         ReasoningDelta("plan"),
+        ReasoningSignature("sig"),
+        RedactedReasoning("x"),
         TextDelta("Checking."),
         ToolCallDelta(0, "toolu_1", "lookup", '{"q":"caf\u00e9"}'),
         ToolCallDelta(1, "toolu_2", "now", "{}"),
@@ -578,11 +583,21 @@ def test_message_without_stop_reason_or_usage() -> None:
 def test_message_round_trips_through_render_message() -> None:
     rendered = render_message("msg_1", "m", text="Hi", reasoning="hmm",
                               tool_calls=[ToolCall("t", "f", '{"a":1}')], finish="tool_calls",
-                              usage=Usage(9, 4, 3, 1))
+                              usage=Usage(9, 4, 3, 1), signature="sig", redacted=["x"])
     assert parse_message(rendered) == [
-        ReasoningDelta("hmm"), TextDelta("Hi"), ToolCallDelta(0, "t", "f", '{"a":1}'),
+        ReasoningDelta("hmm"), ReasoningSignature("sig"), RedactedReasoning("x"),
+        TextDelta("Hi"), ToolCallDelta(0, "t", "f", '{"a":1}'),
         Finish("tool_calls"), UsageReport(Usage(9, 4, 3, 1)),
     ]
+
+
+def test_a_stream_round_trips_signatures_and_redacted_thinking() -> None:
+    events = [ReasoningDelta("hmm"), ReasoningSignature("sig"), RedactedReasoning("x"),
+              TextDelta("Hi"), Finish("stop")]
+    parser = StreamParser()
+    got = [e for chunk in sse_events(encode(events)) for e in parser.feed(chunk.event,
+                                                                          chunk.data)]
+    assert got[:5] == events
 
 
 def test_error_body_raises_without_echoing_the_provider_message() -> None:

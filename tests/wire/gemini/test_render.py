@@ -21,6 +21,7 @@ from gateway.canonical import (
     Finish,
     FinishReason,
     ReasoningDelta,
+    ReasoningSignature,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -579,3 +580,33 @@ def test_google_generativeai_streams_the_json_array() -> None:
                                                        ("now", {})]
     assert response.usage_metadata.prompt_token_count == 12
     assert response.usage_metadata.candidates_token_count == 20
+
+
+@pytest.mark.parametrize("sse", [True, False])
+def test_a_thought_signature_goes_on_the_part_it_came_before(sse: bool) -> None:
+    enc = StreamEncoder("gen-1", MODEL, sse=sse)
+    chunks = encoded(enc, [TextDelta("Let me check."), ReasoningSignature("c2ln"),
+                           ToolCallDelta(0, "c", "lookup", '{"q":"x"}')],
+                     Usage(1, 1), "tool_calls")
+    parts = [p for c in chunks if '"candidates"' in c
+             for p in json.loads(c)["candidates"][0]["content"]["parts"]]
+    assert {"functionCall": {"name": "lookup", "args": {"q": "x"}},
+            "thoughtSignature": "c2ln"} in parts
+    assert sum("thoughtSignature" in p for p in parts) == 1
+
+
+def test_a_signature_nothing_carried_goes_on_the_closing_part() -> None:
+    enc = StreamEncoder("gen-1", MODEL, sse=True)
+    chunks = encoded(enc, [TextDelta("Hi"), ReasoningSignature("c2ln")], Usage(1, 1), "stop")
+    last = json.loads(chunks[-1])["candidates"][0]["content"]["parts"]
+    assert last == [{"text": "", "thoughtSignature": "c2ln"}]
+
+
+@pytest.mark.parametrize(("calls", "signed"), [([], 0), ([ToolCall("c", "f", "{}")], 1)])
+def test_a_whole_answer_signs_its_first_call_else_its_text(calls: list[ToolCall],
+                                                           signed: int) -> None:
+    value = json.loads(render_response("g", "m", text="Hi", reasoning="", tool_calls=calls,
+                                       finish="stop", usage=Usage(), signature="c2ln"))
+    parts = value["candidates"][0]["content"]["parts"]
+    assert parts[signed]["thoughtSignature"] == "c2ln"
+    assert sum("thoughtSignature" in p for p in parts) == 1

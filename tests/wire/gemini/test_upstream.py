@@ -19,6 +19,7 @@ from gateway.canonical import (
     ImagePart,
     Message,
     ReasoningDelta,
+    ReasoningSignature,
     StreamEvent,
     TextDelta,
     TextPart,
@@ -230,6 +231,9 @@ def test_function_calls_are_numbered_across_the_stream() -> None:
         TextDelta("Let me check."),
         ToolCallDelta(index=0, id="call_0", name="lookup", arguments='{"q":"cat"}'),
         ToolCallDelta(index=1, id="call_1", name="now", arguments="{}"),
+        # The part's thought signature comes just before its event: a Gemini client gets it
+        # back on the same part.
+        ReasoningSignature("c2ln"),
         ToolCallDelta(index=2, id="call_2", name="later", arguments='{"n":[1,{"x":null}]}'),
         Finish("tool_calls"),
     ]

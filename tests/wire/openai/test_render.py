@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from gateway.canonical import (
     Finish,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     TextDelta,
     ToolCall,
     ToolCallDelta,
@@ -302,3 +304,19 @@ def test_error_body_bytes_and_request_id() -> None:
         b'{"error":{"code":400,"message":"bad \\"stop\\"","type":"invalid_request_error",'
         b'"param":"stop","request_id":"req-1"}}'
     )
+
+
+def test_reasoning_signatures_reach_openai_clients_as_reasoning_details() -> None:
+    enc = encoder()
+    signed = payload(enc.event(ReasoningSignature("sig")))
+    hidden = payload(enc.event(RedactedReasoning("enc")))
+    assert signed["choices"][0]["delta"] == {"reasoning_details": [
+        {"type": "reasoning.text", "signature": "sig", "index": 0}]}
+    assert hidden["choices"][0]["delta"] == {"reasoning_details": [
+        {"type": "reasoning.encrypted", "data": "enc", "index": 0}]}
+    whole = json.loads(render_completion("g", MODEL, CREATED, text="", reasoning="plan",
+                                         tool_calls=[], finish="stop", usage=Usage(),
+                                         signature="sig", redacted=["enc"]))
+    assert whole["choices"][0]["message"]["reasoning_details"] == [
+        {"type": "reasoning.text", "signature": "sig", "index": 0, "text": "plan"},
+        {"type": "reasoning.encrypted", "data": "enc", "index": 0}]
