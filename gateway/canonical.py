@@ -64,6 +64,13 @@ class Message:
     tool_call_id: str | None = None
     name: str | None = None
     is_error: bool = False  # a tool result reporting that the call failed
+    # An assistant turn's reasoning, as the provider that wrote it returned it: its text,
+    # its opaque signature and any encrypted parts. That provider wants them back with the
+    # history for multi-turn tool use; no other can read them (``wire/signatures.py``).
+    reasoning: str = ""
+    signature: str = ""
+    signed_by: str = ""  # the dialect that wrote ``signature`` and ``redacted``
+    redacted: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -269,6 +276,7 @@ class ReasoningSignature:
     client must send it back with the history for multi-turn tool use to work."""
 
     signature: str
+    by: str = ""  # the dialect of the provider that wrote it
 
 
 @attrs.frozen
@@ -276,6 +284,7 @@ class RedactedReasoning:
     """Reasoning the provider returns encrypted (Anthropic's ``redacted_thinking``)."""
 
     data: str
+    by: str = ""  # the dialect of the provider that wrote it
 
 
 @attrs.frozen

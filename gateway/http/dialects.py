@@ -50,6 +50,7 @@ class Answer:
     usage: Usage
     signature: str = ""  # of the reasoning: the client sends it back with the history
     redacted: tuple[str, ...] = ()  # reasoning the provider returned encrypted
+    signed_by: str = ""  # the dialect of the provider that wrote them
 
 
 @attrs.frozen
@@ -67,6 +68,7 @@ def _openai_render(generation_id: str, request: ChatRequest, answer: Answer) -> 
         generation_id, request.model, int(time.time()), text=answer.text,
         reasoning=answer.reasoning, tool_calls=answer.tool_calls, finish=answer.finish,
         usage=answer.usage, signature=answer.signature, redacted=answer.redacted,
+        signed_by=answer.signed_by,
     )
 
 
@@ -86,7 +88,7 @@ def _anthropic_render(generation_id: str, request: ChatRequest, answer: Answer) 
     return anthropic_render.render_message(
         generation_id, request.model, text=answer.text, reasoning=answer.reasoning,
         tool_calls=answer.tool_calls, finish=answer.finish, usage=answer.usage,
-        signature=answer.signature, redacted=answer.redacted,
+        signature=answer.signature, redacted=answer.redacted, signed_by=answer.signed_by,
     )
 
 
@@ -113,7 +115,7 @@ def _gemini_render(generation_id: str, request: ChatRequest, answer: Answer) -> 
     return gemini_render.render_response(
         generation_id, request.model, text=answer.text, reasoning=reasoning,
         tool_calls=answer.tool_calls, finish=answer.finish, usage=answer.usage,
-        signature=answer.signature,
+        signature=answer.signature, signed_by=answer.signed_by,
     )
 
 

@@ -154,6 +154,7 @@ class Generation:
                             usage=exchange.usage,
                             signature=t.signature,
                             redacted=tuple(t.redacted),
+                            signed_by=t.signed_by,
                         )
                         await send_json(
                             send,

@@ -47,6 +47,7 @@ class Transcript:
     text: list[str] = attrs.field(factory=list)
     reasoning: list[str] = attrs.field(factory=list)
     signature: str = ""  # the latest reasoning signature (a client sends it back)
+    signed_by: str = ""  # the dialect that wrote it
     redacted: list[str] = attrs.field(factory=list)
     calls: dict[int, _Call] = attrs.field(factory=dict)
     finish: FinishReason | None = None
@@ -63,9 +64,10 @@ class Transcript:
             self.reasoning.append(event.text)
             self.chars += len(event.text)
         elif isinstance(event, ReasoningSignature):
-            self.signature = event.signature
+            self.signature, self.signed_by = event.signature, event.by
         elif isinstance(event, RedactedReasoning):
             self.redacted.append(event.data)
+            self.signed_by = self.signed_by or event.by
         elif isinstance(event, ToolCallDelta):
             call = self.calls.setdefault(event.index, _Call())
             if event.id:

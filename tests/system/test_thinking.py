@@ -97,3 +97,60 @@ async def test_gemini_thought_signatures_make_the_round_trip(
     model_turn = followed.body["contents"][1]
     [sent] = [p for p in model_turn["parts"] if "functionCall" in p]
     assert sent["thoughtSignature"] == signature
+
+
+def _openai_turns(gw: Gw) -> Any:
+    import openai
+
+    with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0) as client:
+        asked: Any = dict(model="anthropic-lorem", max_tokens=4096, reasoning_effort="low",
+                          tools=[{"type": "function", "function": {
+                              "name": "weather", "parameters": SCHEMA}}])
+        history: list[Any] = [{"role": "user", "content": PROMPT}]
+        first = client.chat.completions.create(messages=history, **asked).choices[0].message
+        call = first.tool_calls[0]
+        history += [first.to_dict(),
+                    {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+        client.chat.completions.create(messages=history, **asked)
+        return first.to_dict()
+
+
+async def test_an_openai_client_carries_anthropic_signatures_as_reasoning_details(
+        gw: Gw, sim: Sim) -> None:
+    first = await trio.to_thread.run_sync(_openai_turns, gw)
+    asked, followed = sim.records()
+    signature = f"EqSim{asked.id}"
+    assert first["reasoning_details"] == [{
+        "type": "reasoning.text", "signature": signature, "index": 0,
+        "text": "Which tool answers this best?", "format": "anthropic-claude-v1"}]
+    # Sent back as OpenRouter's clients do, it reaches Anthropic as a signed thinking block.
+    assert followed.body["messages"][1]["content"][0] == {
+        "type": "thinking", "thinking": "Which tool answers this best?",
+        "signature": signature}
+
+
+def _anthropic_to_gemini_turns(gw: Gw) -> Any:
+    with anthropic.Anthropic(base_url=gw.url, api_key=gw.key, max_retries=0) as client:
+        asked: Any = dict(model="gemini-lorem", max_tokens=4096,
+                          thinking={"type": "enabled", "budget_tokens": 2048},
+                          tools=[{"name": "weather", "input_schema": SCHEMA}])
+        history: list[Any] = [{"role": "user", "content": PROMPT}]
+        first = client.messages.create(messages=history, **asked)
+        call = next(b for b in first.content if b.type == "tool_use")
+        history += [{"role": "assistant", "content": first.content},
+                    {"role": "user", "content": [{"type": "tool_result",
+                                                  "tool_use_id": call.id, "content": "sunny"}]}]
+        client.messages.create(messages=history, **asked)
+        return first
+
+
+async def test_a_gemini_signature_held_by_an_anthropic_client_goes_back_to_gemini(
+        gw: Gw, sim: Sim) -> None:
+    first = await trio.to_thread.run_sync(_anthropic_to_gemini_turns, gw)
+    asked, followed = sim.records()
+    signature = base64.b64encode(f"sig-sim-{asked.id}".encode()).decode()
+    [thinking] = [b for b in first.content if b.type == "thinking"]
+    # Whose it is travels inside the opaque value the client keeps.
+    assert thinking.signature == f"arouter.gemini.{signature}"
+    [sent] = [p for p in followed.body["contents"][1]["parts"] if "functionCall" in p]
+    assert sent["thoughtSignature"] == signature

@@ -31,6 +31,7 @@ from gateway.canonical import (
 from gateway.errors import GatewayError
 from gateway.wire.anthropic.common import ERROR_TYPES, tool_input
 from gateway.wire.jsonbody import compact
+from gateway.wire.signatures import for_client
 
 STOP_REASONS: dict[FinishReason, str] = {
     "stop": "end_turn",
@@ -147,7 +148,8 @@ class StreamEncoder:
             # It closes its thinking block, as Anthropic sends it (a signature alone, from
             # another provider, gets an empty thinking block to sit in).
             out += self._enter("thinking", {"type": "thinking", "thinking": "", "signature": ""})
-            out += self._delta(self._index, "signature_delta", "signature", event.signature)
+            signature = for_client(event.signature, event.by, "anthropic")
+            out += self._delta(self._index, "signature_delta", "signature", signature)
             return out + self._close()
         if isinstance(event, RedactedReasoning):
             out += self._close()
@@ -200,12 +202,14 @@ def render_message(
     usage: Usage,
     signature: str = "",
     redacted: Sequence[str] = (),
+    signed_by: str = "",
 ) -> bytes:
     """A non-streaming ``Message``: thinking (with its signature), redacted thinking, text,
     then tool_use blocks."""
     content: list[dict[str, Any]] = []
     if reasoning or signature:
-        content.append({"type": "thinking", "thinking": reasoning, "signature": signature})
+        content.append({"type": "thinking", "thinking": reasoning,
+                        "signature": for_client(signature, signed_by, "anthropic")})
     content += [{"type": "redacted_thinking", "data": data} for data in redacted]
     if text:
         content.append({"type": "text", "text": text})

@@ -38,6 +38,7 @@ from gateway.canonical import (
 from gateway.errors import RequestError
 from gateway.wire.features import Features as BaseFeatures
 from gateway.wire.jsonbody import compact, is_int
+from gateway.wire.signatures import from_client
 
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
@@ -63,6 +64,8 @@ BLOCK_KEYS = {
     "image": {"type", "source"},
     "tool_use": {"type", "id", "name", "input"},
     "tool_result": {"type", "tool_use_id", "content", "is_error"},
+    "thinking": {"type", "thinking", "signature"},
+    "redacted_thinking": {"type", "data"},
 }
 
 
@@ -194,6 +197,9 @@ def _assistant_message(content: Any, param: str, features: Features) -> Message:
         raise _fail("must be a string or an array of content blocks", f"{param}.content")
     parts: list[Part] = []
     calls: list[ToolCall] = []
+    thoughts: list[str] = []
+    signature, by = "", ""
+    redacted: list[str] = []
     for j, raw in enumerate(content):
         at = f"{param}.content.{j}"
         kind, block = _block(raw, at)
@@ -208,8 +214,23 @@ def _assistant_message(content: Any, param: str, features: Features) -> Message:
                 raise _fail("a tool_use block needs string 'id' and 'name' and an object "
                             "'input'", at)
             calls.append(ToolCall(call_id, name, compact(args)))
-        # Thinking blocks with their signatures, server tool blocks, ...: ``extras``.
-    return Message(role="assistant", content=tuple(parts), tool_calls=tuple(calls))
+        elif kind in ("thinking", "redacted_thinking"):
+            # Anthropic wants them back, signed, for multi-turn tool use with thinking.
+            value = block.get("thinking" if kind == "thinking" else "data")
+            sign = block.get("signature", "")
+            if not isinstance(value, str) or not isinstance(sign, str):
+                raise _fail(f"a {kind} block needs string fields", at)
+            if kind == "thinking":
+                thoughts.append(value)
+                if sign:
+                    signature, by = from_client(sign, "anthropic")
+            else:
+                redacted.append(value)
+                by = by or "anthropic"
+        # Server tool blocks and anything else: ``extras`` noted them.
+    return Message(role="assistant", content=tuple(parts), tool_calls=tuple(calls),
+                   reasoning="".join(thoughts), signature=signature, signed_by=by,
+                   redacted=tuple(redacted))
 
 
 def _messages(raw: Any, features: Features) -> list[Message]:

@@ -27,6 +27,7 @@ from gateway.canonical import (
     ChatRequest,
     Finish,
     FinishReason,
+    Message,
     Part,
     Reasoning,
     ReasoningDelta,
@@ -111,6 +112,19 @@ def _tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict[str, 
     return out
 
 
+def _reasoning_blocks(message: Message) -> list[dict[str, Any]]:
+    """An assistant turn's thinking, signed, as Anthropic wants it back; reasoning another
+    provider wrote (or unsigned text) is left out: Anthropic can read none of it."""
+    if message.signed_by != "anthropic":
+        return []
+    blocks: list[dict[str, Any]] = []
+    if message.signature:
+        blocks.append({"type": "thinking", "thinking": message.reasoning,
+                       "signature": message.signature})
+    blocks += [{"type": "redacted_thinking", "data": d} for d in message.redacted]
+    return blocks
+
+
 # The canonical features an Anthropic upstream honours (``routing/fidelity.py``).
 HONOURS = frozenset({
     "temperature", "top_p", "stop", "top_k", "user", "parallel_tool_calls",
@@ -177,6 +191,7 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
         else:
             results = None
             blocks = [b for b in blocks if b["type"] != "text" or b["text"]]
+            blocks = _reasoning_blocks(message) + blocks
             blocks += [{"type": "tool_use", "id": c.id, "name": c.name,
                         "input": tool_input(c.arguments)} for c in message.tool_calls]
             if blocks:
@@ -350,7 +365,7 @@ class StreamParser:
         if kind == "thinking":
             return _thinking(block)
         if kind == "redacted_thinking":
-            return [RedactedReasoning(_string(block, "data"))]
+            return [RedactedReasoning(_string(block, "data"), "anthropic")]
         return []  # an empty text block, or one the canonical model cannot hold
 
     def _delta(self, obj: Mapping[str, Any]) -> list[StreamEvent]:
@@ -373,7 +388,7 @@ class StreamParser:
             return [ToolCallDelta(tool, arguments=arguments)] if arguments else []
         if kind == "signature_delta":
             signature = _string(delta, "signature")
-            return [ReasoningSignature(signature)] if signature else []
+            return [ReasoningSignature(signature, "anthropic")] if signature else []
         return []  # citations_delta: nothing the canonical model holds
 
 
@@ -383,7 +398,7 @@ def _thinking(block: Mapping[str, Any]) -> list[StreamEvent]:
     if block.get("thinking"):
         out.append(ReasoningDelta(_string(block, "thinking")))
     if block.get("signature"):
-        out.append(ReasoningSignature(_string(block, "signature")))
+        out.append(ReasoningSignature(_string(block, "signature"), "anthropic"))
     return out
 
 
@@ -407,7 +422,7 @@ def parse_message(body: bytes) -> list[StreamEvent]:
         elif kind == "thinking":
             out += _thinking(block)
         elif kind == "redacted_thinking":
-            out.append(RedactedReasoning(_string(block, "data")))
+            out.append(RedactedReasoning(_string(block, "data"), "anthropic"))
         elif kind == "tool_use":
             given = block.get("input")
             if not isinstance(given, dict):

@@ -35,6 +35,7 @@ from gateway.canonical import (
 from gateway.errors import GatewayError
 from gateway.wire.gemini.common import STATUS_NAMES, loads_object
 from gateway.wire.jsonbody import compact
+from gateway.wire.signatures import for_client
 
 FINISH_TO_GEMINI: dict[FinishReason, str] = {
     "stop": "STOP",
@@ -170,7 +171,7 @@ class StreamEncoder:
             return b""  # usage is sent once, at the end, by ``tail``
         flushed = self._flush()
         if isinstance(event, ReasoningSignature):
-            self._signature = event.signature
+            self._signature = for_client(event.signature, event.by, "gemini")
             return flushed
         if isinstance(event, TextDelta) and event.text:
             return flushed + self._parts(self._signed(f'{{"text":{compact(event.text)}}}'))
@@ -210,6 +211,7 @@ def render_response(
     finish: FinishReason,
     usage: Usage,
     signature: str = "",
+    signed_by: str = "",
 ) -> bytes:
     """A non-streaming ``GenerateContentResponse`` (pass ``reasoning=""`` to leave thoughts
     out, see ``wants_thoughts``). A thought signature goes on the first function call, else
@@ -221,7 +223,8 @@ def render_response(
         parts.append({"text": text})
     parts.extend(_call_part(c.name, c.arguments) for c in tool_calls)
     if signature:
-        parts[len(parts) - len(tool_calls) if tool_calls else -1]["thoughtSignature"] = signature
+        part = parts[len(parts) - len(tool_calls) if tool_calls else -1]
+        part["thoughtSignature"] = for_client(signature, signed_by, "gemini")
     return _safe_for_js(compact({
         "candidates": [{
             "content": {"role": "model", "parts": parts},

@@ -43,6 +43,7 @@ from gateway.canonical import (
 from gateway.errors import RequestError
 from gateway.wire.features import Features
 from gateway.wire.jsonbody import compact, is_int
+from gateway.wire.signatures import from_client
 
 MAX_STOP_SEQUENCES = 5
 MAX_SCHEMA_DEPTH = 64
@@ -250,16 +251,13 @@ def _part(
                     _join(param, "thought"))
     if not isinstance(part.get("thoughtSignature", ""), str):
         raise _fail("'thoughtSignature' must be base64 text", _join(param, "thoughtSignature"))
-    if "thoughtSignature" in part:
-        own.own("thoughtSignature", _join(param, "thoughtSignature"))
     value = part[kind]
     where = _join(param, kind)
     if kind == "text":
         if not isinstance(value, str):
             raise _fail("'text' must be a string", where)
         if thought:
-            own.own("thought", _join(param, "thought"))
-            return None
+            return None  # the turn's reasoning (``_reasoning_of``)
         return TextPart(value)
     if kind == "inlineData":
         return _inline_data(value, where, own)
@@ -271,6 +269,21 @@ def _part(
 
 
 ROLES = {"user": "user", "function": "user", "model": "model"}
+
+
+def _reasoning_of(parts: list[Any]) -> tuple[str, str]:
+    """A model turn's thought text and its (first) thought signature, which Gemini wants
+    back on the part that carried it: the first function call of the turn, as a rule."""
+    thoughts, signature = [], ""
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        if part.get("thought") is True and isinstance(part.get("text"), str):
+            thoughts.append(part["text"])
+        given = part.get("thoughtSignature", part.get("thought_signature"))
+        if isinstance(given, str) and given and not signature:
+            signature = given
+    return "".join(thoughts), signature
 
 
 def _content(raw: Any, index: int, calls: _Calls, own: Features) -> list[Message]:
@@ -300,9 +313,12 @@ def _content(raw: Any, index: int, calls: _Calls, own: Features) -> list[Message
         elif part is not None:
             content.append(part)
     if role == "model":
-        if not content and not tool_calls:
-            return []  # only thoughts
-        return [Message(role="assistant", content=tuple(content), tool_calls=tuple(tool_calls))]
+        reasoning, signature = _reasoning_of(parts)
+        if not content and not tool_calls and not signature:
+            return []  # only thoughts, which no provider reads back
+        signature, by = from_client(signature, "gemini") if signature else ("", "")
+        return [Message(role="assistant", content=tuple(content), tool_calls=tuple(tool_calls),
+                        reasoning=reasoning, signature=signature, signed_by=by)]
     if content:
         answers.append(Message(role="user", content=tuple(content)))
     return answers

@@ -130,10 +130,15 @@ def _contents(messages: tuple[Message, ...]) -> tuple[list[dict[str, Any]], list
             answers = None
             continue
         answers = None
+        first_call = len(parts)
         for call in message.tool_calls:
             names[call.id] = call.name
             parts.append({"functionCall": {"name": call.name,
                                            "args": loads_object(call.arguments) or {}}})
+        if message.signature and message.signed_by == "gemini" and parts:
+            # Back on the part Gemini put it on: the first function call, else the first.
+            parts[first_call if message.tool_calls else 0]["thoughtSignature"] = (
+                message.signature)
         if parts:
             contents.append({"role": "model", "parts": parts})
     return contents, system
@@ -339,7 +344,7 @@ class StreamParser:
         if signature is not None:  # it belongs to this part: it comes just before it
             if not isinstance(signature, str):
                 raise UpstreamProtocolError("upstream thoughtSignature is not a string")
-            out.append(ReasoningSignature(signature))
+            out.append(ReasoningSignature(signature, "gemini"))
         if "text" in part:
             text = part["text"]
             if not isinstance(text, str):

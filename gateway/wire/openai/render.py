@@ -116,13 +116,21 @@ def reasoning_detail(event: ReasoningSignature | RedactedReasoning,
                      text: str | None = None) -> dict[str, Any]:
     """A reasoning signature or encrypted reasoning as OpenRouter's ``reasoning_details``
     entry, which an OpenAI-dialect client keeps and sends back with its history."""
+    detail: dict[str, Any]
     if isinstance(event, RedactedReasoning):
-        return {"type": "reasoning.encrypted", "data": event.data, "index": 0}
-    detail: dict[str, Any] = {"type": "reasoning.text", "signature": event.signature,
-                              "index": 0}
-    if text is not None:
-        detail["text"] = text
+        detail = {"type": "reasoning.encrypted", "data": event.data, "index": 0}
+    else:
+        detail = {"type": "reasoning.text", "signature": event.signature, "index": 0}
+        if text is not None:
+            detail["text"] = text
+    if event.by in FORMATS:  # whose it is: the client's history brings it back there
+        detail["format"] = FORMATS[event.by]
     return detail
+
+
+# OpenRouter's names for whose reasoning a detail carries (``request.FORMATS`` reversed).
+FORMATS = {"anthropic": "anthropic-claude-v1", "gemini": "google-gemini-v1",
+           "openai": "openai-responses-v1"}
 
 
 def render_completion(
@@ -137,13 +145,14 @@ def render_completion(
     usage: Usage,
     signature: str = "",
     redacted: Sequence[str] = (),
+    signed_by: str = "",
 ) -> bytes:
     message: dict[str, Any] = {"role": "assistant", "content": text or None}
     if reasoning:
         message["reasoning_content"] = reasoning
-    details = [reasoning_detail(RedactedReasoning(d)) for d in redacted]
+    details = [reasoning_detail(RedactedReasoning(d, signed_by)) for d in redacted]
     if signature:
-        details.insert(0, reasoning_detail(ReasoningSignature(signature), reasoning))
+        details.insert(0, reasoning_detail(ReasoningSignature(signature, signed_by), reasoning))
     if details:
         message["reasoning_details"] = details
     if tool_calls:

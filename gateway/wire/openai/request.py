@@ -128,7 +128,48 @@ def _tool_calls(raw: Any, param: str) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
-def _message(raw: Any, index: int) -> Message:
+# Message fields the canonical model carries (a null ``refusal`` is what the SDKs echo
+# back from an answer); any other is the feature ``openai:messages.<field>``.
+MESSAGE_KEYS = {"role", "content", "tool_calls", "tool_call_id", "name", "reasoning_content",
+                "reasoning_details", "refusal"}
+
+
+# OpenRouter's ``reasoning_details`` formats: which provider's signature a detail carries.
+FORMATS = {"anthropic-claude-v1": "anthropic", "google-gemini-v1": "gemini",
+           "openai-responses-v1": "openai"}
+
+
+def _reasoning_history(raw: Mapping[str, Any],
+                       param: str) -> tuple[str, str, str, tuple[str, ...]]:
+    """An assistant message's ``reasoning_content`` and OpenRouter's ``reasoning_details``
+    (``reasoning.text`` with its signature, ``reasoning.encrypted``, ``reasoning.summary``)
+    as (text, signature, the dialect that wrote it, encrypted parts)."""
+    text = raw.get("reasoning_content") or ""
+    if not isinstance(text, str):
+        raise _fail("'reasoning_content' must be a string", f"{param}.reasoning_content")
+    details = raw.get("reasoning_details") or []
+    if not isinstance(details, list):
+        raise _fail("'reasoning_details' must be an array", f"{param}.reasoning_details")
+    signature, by, redacted = "", "", []
+    for i, detail in enumerate(details):
+        at = f"{param}.reasoning_details.{i}"
+        kind = detail.get("type") if isinstance(detail, dict) else None
+        if kind is not None:
+            by = FORMATS.get(detail.get("format") or "", by)
+        if kind == "reasoning.encrypted" and isinstance(detail.get("data"), str):
+            redacted.append(detail["data"])
+        elif kind in ("reasoning.text", "reasoning.summary") and isinstance(
+                detail.get("signature", ""), str | None):
+            signature = detail.get("signature") or signature
+            extra = detail.get("text") or detail.get("summary") or ""
+            text = text or (extra if isinstance(extra, str) else "")
+        else:
+            raise _fail("a reasoning detail must be {type: reasoning.text, text?, signature?} "
+                        "or {type: reasoning.encrypted, data}", at)
+    return text, signature, by, tuple(redacted)
+
+
+def _message(raw: Any, index: int, features: dict[str, str]) -> Message:
     param = f"messages.{index}"
     if not isinstance(raw, dict):
         raise _fail("each message must be an object", param)
@@ -148,12 +189,23 @@ def _message(raw: Any, index: int) -> Message:
     name = raw.get("name")
     if name is not None and not isinstance(name, str):
         raise _fail("'name' must be a string", f"{param}.name")
+    for key in sorted(raw.keys() - MESSAGE_KEYS):
+        if raw[key] is not None:
+            features.setdefault(f"openai:messages.{key}", f"{param}.{key}")
+    reasoning, signature, by = "", "", ""
+    redacted: tuple[str, ...] = ()
+    if role == "assistant":
+        reasoning, signature, by, redacted = _reasoning_history(raw, param)
     return Message(
         role=role,  # type: ignore[arg-type]
         content=content,
         tool_calls=tool_calls,
         tool_call_id=tool_call_id if role == "tool" else None,
         name=name,
+        reasoning=reasoning,
+        signature=signature,
+        signed_by=by,
+        redacted=redacted,
     )
 
 
@@ -411,7 +463,7 @@ def parse_request(body: Any) -> ChatRequest:
             raise _fail(f"invalid value for '{key}'", key)
         extra[key] = value
         features[f"openai:{key}"] = key
-    parsed = tuple(_message(m, i) for i, m in enumerate(messages))
+    parsed = tuple(_message(m, i, features) for i, m in enumerate(messages))
     for i, m in enumerate(messages):
         for j, part in enumerate(m.get("content") if isinstance(m.get("content"), list) else ()):
             if isinstance(part, dict) and part.get("type") in OWN_PARTS:

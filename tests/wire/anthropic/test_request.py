@@ -102,6 +102,7 @@ def test_assistant_tool_use_and_thinking_blocks() -> None:
         content=(TextPart("Looking it up."),),
         tool_calls=(ToolCall("toolu_1", "lookup", '{"q":"caf\u00e9"}'),
                     ToolCall("toolu_2", "now", "{}")),
+        reasoning="plan", signature="sig", signed_by="anthropic", redacted=("xyz",),
     )
 
 
@@ -238,7 +239,6 @@ def test_what_only_anthropic_reads_is_noted_where_it_first_appears() -> None:
         "anthropic:cache_control": "cache_control",
         "anthropic:document": "messages.0.content.0 (document block)",
         "anthropic:citations": "messages.0.content.1.citations",
-        "anthropic:thinking": "messages.1.content.0 (thinking block)",
         "tool_errors": "messages.2.content.0.is_error",
         "anthropic:web_search_20250305": "tools.1",
     }

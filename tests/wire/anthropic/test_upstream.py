@@ -120,7 +120,11 @@ def test_what_the_canonical_model_cannot_hold_is_left_out_of_a_translation() -> 
     ])
     assert translated(parse_request(client))["messages"] == [
         {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "yo"},  # the thinking-only turn is left out
+        # Thinking Anthropic wrote goes back to Anthropic, signed.
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "x", "signature": "s"},
+            {"type": "text", "text": "yo"}]},
+        {"role": "assistant", "content": [{"type": "redacted_thinking", "data": "d"}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
                                       "content": "boom", "is_error": True}]},
     ]
@@ -322,7 +326,7 @@ UPSTREAM_STREAM = b"".join(
 
 UPSTREAM_EVENTS = [
     ReasoningDelta("The user wants"),
-    ReasoningSignature("EqQBCgIYAhIM"),  # the signature_delta: a client must send it back
+    ReasoningSignature("EqQBCgIYAhIM", "anthropic"),  # a client must send it back
     TextDelta("Okay, let me check."),
     ToolCallDelta(0, "toolu_01T1", "get_weather", ""),
     ToolCallDelta(0, arguments='{"location": "San Fra'),
@@ -565,8 +569,8 @@ def test_message_with_thinking_text_and_tool_calls() -> None:
         usage={"input_tokens": 3, "cache_read_input_tokens": 5, "output_tokens": 2})
     assert parse_message(data) == [
         ReasoningDelta("plan"),
-        ReasoningSignature("sig"),
-        RedactedReasoning("x"),
+        ReasoningSignature("sig", "anthropic"),
+        RedactedReasoning("x", "anthropic"),
         TextDelta("Checking."),
         ToolCallDelta(0, "toolu_1", "lookup", '{"q":"caf\u00e9"}'),
         ToolCallDelta(1, "toolu_2", "now", "{}"),
@@ -585,15 +589,15 @@ def test_message_round_trips_through_render_message() -> None:
                               tool_calls=[ToolCall("t", "f", '{"a":1}')], finish="tool_calls",
                               usage=Usage(9, 4, 3, 1), signature="sig", redacted=["x"])
     assert parse_message(rendered) == [
-        ReasoningDelta("hmm"), ReasoningSignature("sig"), RedactedReasoning("x"),
-        TextDelta("Hi"), ToolCallDelta(0, "t", "f", '{"a":1}'),
+        ReasoningDelta("hmm"), ReasoningSignature("sig", "anthropic"),
+        RedactedReasoning("x", "anthropic"), TextDelta("Hi"), ToolCallDelta(0, "t", "f", '{"a":1}'),
         Finish("tool_calls"), UsageReport(Usage(9, 4, 3, 1)),
     ]
 
 
 def test_a_stream_round_trips_signatures_and_redacted_thinking() -> None:
-    events = [ReasoningDelta("hmm"), ReasoningSignature("sig"), RedactedReasoning("x"),
-              TextDelta("Hi"), Finish("stop")]
+    events = [ReasoningDelta("hmm"), ReasoningSignature("sig", "anthropic"),
+              RedactedReasoning("x", "anthropic"), TextDelta("Hi"), Finish("stop")]
     parser = StreamParser()
     got = [e for chunk in sse_events(encode(events)) for e in parser.feed(chunk.event,
                                                                           chunk.data)]

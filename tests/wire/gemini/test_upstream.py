@@ -233,7 +233,7 @@ def test_function_calls_are_numbered_across_the_stream() -> None:
         ToolCallDelta(index=1, id="call_1", name="now", arguments="{}"),
         # The part's thought signature comes just before its event: a Gemini client gets it
         # back on the same part.
-        ReasoningSignature("c2ln"),
+        ReasoningSignature("c2ln", "gemini"),
         ToolCallDelta(index=2, id="call_2", name="later", arguments='{"n":[1,{"x":null}]}'),
         Finish("tool_calls"),
     ]
