@@ -60,6 +60,8 @@ class ClientDialect:
     parse: Callable[[Any, PathParams], ChatRequest]
     encoder: Callable[[str, ChatRequest, PathParams], Encoder]  # (generation id, request, path)
     render: Callable[[str, ChatRequest, Answer], bytes]  # (generation id, request, answer)
+    # A whole answer from an upstream of this dialect: (body, generation id, model, usage).
+    relay_whole: Callable[[bytes, str, str, Usage], bytes]
     error_body: Callable[[GatewayError, str | None], bytes]
 
 
@@ -80,6 +82,7 @@ OPENAI = ClientDialect(
         generation_id, request.model, int(time.time())
     ),
     render=_openai_render,
+    relay_whole=openai_render.relay_whole,
     error_body=openai_render.error_body,
 )
 
@@ -100,6 +103,7 @@ ANTHROPIC = ClientDialect(
         generation_id, request.model, estimate_prompt_tokens(request)
     ),
     render=_anthropic_render,
+    relay_whole=anthropic_render.relay_whole,
     error_body=anthropic_render.error_body,
 )
 
@@ -127,5 +131,6 @@ GEMINI = ClientDialect(
         generation_id, request.model, sse=call.sse, thoughts=gemini_render.wants_thoughts(request)
     ),
     render=_gemini_render,
+    relay_whole=gemini_render.relay_whole,
     error_body=gemini_render.error_body,
 )

@@ -143,6 +143,15 @@ class Generation:
                     if exchange.failure is not None:
                         http_status = exchange.failure.status
                         await reply_error(exchange.failure)
+                    elif exchange.whole is not None:
+                        # An upstream of the client's own dialect: its answer as it came.
+                        http_status = 200
+                        await send_json(
+                            send, 200,
+                            dialect.relay_whole(exchange.whole, generation_id, request.model,
+                                                exchange.usage),
+                            [(b"x-generation-id", generation_id.encode())],
+                        )
                     else:
                         http_status = 200
                         t = exchange.transcript

@@ -40,6 +40,7 @@ class AnthropicProvider:
             self._clients, f"{target.provider.base_url}/v1/messages",
             upstream_call.request_headers(request.stream, extra), body, key, sink,
             stream=request.stream, relay=_relay_stream, parse_whole=upstream.parse_message,
+            same_dialect=request.dialect == "anthropic",
         )
 
 

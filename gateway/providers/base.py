@@ -34,6 +34,10 @@ class Sink(Protocol):
         ``data`` is the event's payload, ``at`` where the part to keep starts, ``chars``
         the approximate text length (for usage estimates)."""
 
+    def keep_whole(self, data: bytes) -> None:
+        """Take a whole (non-streamed) answer's body as the upstream sent it, for a client
+        of the same dialect (its events follow through ``emit``)."""
+
     async def writable(self) -> None:
         """Return once the client side has room (backpressure on the upstream read)."""
 

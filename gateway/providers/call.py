@@ -53,8 +53,10 @@ async def call(
     stream: bool,
     relay: Callable[[Response, Sink], Awaitable[None]],
     parse_whole: Callable[[bytes], list[StreamEvent]],
+    same_dialect: bool = False,
 ) -> None:
-    """One upstream call: ``relay`` a stream, or emit the events of a whole answer."""
+    """One upstream call: ``relay`` a stream, or emit the events of a whole answer (and,
+    for a client of the upstream's own dialect, hand over the body as it came)."""
     pending = clients.stream("POST", url, headers, body)
     sink.abort_with(pending.abort)
     async with pending as response:
@@ -68,7 +70,10 @@ async def call(
             # Not retried: another call would cost as much again and end the same way.
             raise OutputLimitExceeded(f"the upstream's answer exceeds {response.limit} bytes "
                                       "([server] max_answer_bytes)")
-        for event in parse_whole(data):
+        events = parse_whole(data)  # an answer that does not parse is never relayed
+        if same_dialect:
+            sink.keep_whole(data)
+        for event in events:
             sink.emit(event)
 
 

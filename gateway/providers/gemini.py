@@ -41,6 +41,7 @@ class GeminiProvider:
             self._clients, f"{target.provider.base_url}/v1beta/models/{target.model}:{method}",
             upstream_call.request_headers(request.stream, extra), body, key, sink,
             stream=request.stream, relay=_relay_stream, parse_whole=upstream.parse_response,
+            same_dialect=request.dialect == "gemini",
         )
 
 

@@ -42,6 +42,7 @@ class OpenAIProvider:
             self._clients, f"{target.provider.base_url}/chat/completions",
             upstream_call.request_headers(request.stream, {**headers, **auth}), body, key, sink,
             stream=request.stream, relay=_relay_stream, parse_whole=upstream.parse_completion,
+            same_dialect=request.dialect == "openai",
         )
 
 

@@ -100,6 +100,10 @@ class Attempt:
         if self.claim():
             self.exchange.emit_spliced(data, at, chars)
 
+    def keep_whole(self, data: bytes) -> None:
+        if self.claim():
+            self.exchange.whole = data
+
     async def writable(self) -> None:
         await self.exchange.writable()
 

@@ -56,6 +56,9 @@ class Exchange:
     started: float = attrs.field(factory=trio.current_time)
     transcript: Transcript = attrs.field(factory=Transcript)
     pending: bytearray = attrs.field(factory=bytearray)
+    # A whole answer's body as an upstream of the client's own dialect sent it: relayed
+    # with only the gateway's rewrites, every field the canonical model has no place for.
+    whole: bytes | None = None
     wake: trio.Event = attrs.field(factory=trio.Event)
     drained: trio.Event | None = None
     ready: trio.Event = attrs.field(factory=trio.Event)  # first event, or the end

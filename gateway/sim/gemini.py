@@ -90,6 +90,10 @@ _MIDSTREAM_STATUS: Final = 500
 _MALFORMED: Final = b"{not json"
 _PARTS_OPEN: Final = b'{"candidates":[{"content":{"parts":['
 _CANDIDATE_OPEN: Final = _PARTS_OPEN + b'{"text":'
+# As Gemini rates its last candidate: fields no other dialect has.
+_SAFETY_RATINGS: Final = (
+    b'"safetyRatings":[{"category":"HARM_CATEGORY_HARASSMENT","probability":"NEGLIGIBLE"}]'
+)
 
 
 def _error_body(
@@ -168,7 +172,7 @@ class _Chunks:
         """The chunk that ends an answer; ``part`` is its one part as a JSON object."""
         chunk = (
             _PARTS_OPEN + part + b'],"role":"model"},"finishReason":"'
-            + _FINISH_REASONS[finish].encode() + b'","index":0}]'
+            + _FINISH_REASONS[finish].encode() + b'","index":0,' + _SAFETY_RATINGS + b"}]"
         )
         if self.usage:
             chunk += (

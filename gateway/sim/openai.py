@@ -106,12 +106,14 @@ class _Chunks:
     tail: bytes  # '}\n\n', after '"usage":null' when usage was asked for (as OpenAI does)
     token_open: bytes
     token_close: bytes
+    logprobs: bool = False  # the client asked for them: whole answers carry them
 
     stream_headers: Headers = _SSE_HEADERS
     midstream_status: int = _MIDSTREAM_STATUS
 
     @classmethod
-    def render(cls, model: str, include_usage: bool, record_id: int, usage: bool) -> _Chunks:
+    def render(cls, model: str, include_usage: bool, logprobs: bool, record_id: int,
+               usage: bool) -> _Chunks:
         completion_id = f"chatcmpl-sim{record_id}"
         head = (
             f'data: {{"id":"{completion_id}","object":"chat.completion.chunk",'
@@ -125,6 +127,7 @@ class _Chunks:
             usage=usage,
             head=head,
             tail=tail,
+            logprobs=logprobs,
             token_open=head + b'"choices":[{"index":0,"delta":{"content":',
             token_close=b'},"finish_reason":null}]' + tail,
         )
@@ -150,15 +153,25 @@ class _Chunks:
         return _MALFORMED_EVENT
 
     def whole(self, text: str, finish: Finish, usage: Counted) -> Answer:
-        return self._whole({"role": "assistant", "content": text}, finish, usage)
+        logprobs: dict[str, Any] | None = None
+        if self.logprobs:  # one entry per word token, as deterministic as the text
+            logprobs = {"content": [{"token": word, "logprob": -0.5, "bytes": None,
+                                     "top_logprobs": []} for word in text.split(" ") if word],
+                        "refusal": None}
+        return self._whole({"role": "assistant", "content": text, "refusal": None}, finish,
+                           usage, logprobs)
 
-    def _whole(self, message: dict[str, Any], finish: Finish, usage: Counted) -> Answer:
+    def _whole(self, message: dict[str, Any], finish: Finish, usage: Counted,
+               logprobs: dict[str, Any] | None = None) -> Answer:
         body: dict[str, Any] = {
             "id": self.completion_id,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": _FINISH[finish]}],
+            "choices": [{"index": 0, "message": message, "logprobs": logprobs,
+                         "finish_reason": _FINISH[finish]}],
+            "service_tier": "default",
+            "system_fingerprint": "fp_sim",
         }
         if self.usage:
             body["usage"] = _usage(usage)
@@ -253,7 +266,8 @@ def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
         schema=_schema(data.get("response_format")),
     )
     include_usage = bool(options and options.get("include_usage") is True)
-    return call, functools.partial(_Chunks.render, model, include_usage)
+    return call, functools.partial(_Chunks.render, model, include_usage,
+                                   data.get("logprobs") is True)
 
 
 DIALECT: Final = Dialect(

@@ -134,6 +134,12 @@ def compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def relayed(value: Any) -> bytes:
+    """An upstream's JSON, rewritten, for its client: escaped ASCII, so text the upstream
+    escaped (lone surrogates included) reaches the client exactly as escaped."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
 def upstream_object(data: str | bytes, what: str) -> dict[str, Any]:
     """A JSON object an upstream sent (``what``: "an event", "a body", ...), or
     ``UpstreamProtocolError``: upstream bytes are untrusted too."""

@@ -1,0 +1,69 @@
+"""A whole answer from an upstream of the client's own dialect reaches it field for field.
+
+The canonical model holds what every dialect shares; a client whose upstream speaks its
+own dialect is owed the rest too: OpenAI's ``logprobs``, ``refusal``,
+``system_fingerprint`` and ``service_tier``, Anthropic's usage ``service_tier``, Gemini's
+candidate ``safetyRatings``. Only the id and the model are the gateway's. (Each SDK reads
+the answer; the fake upstream's answer is the reference.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import openai
+import trio
+from google import genai
+
+from tests.support.gateways import Gw, Sim
+
+PROMPT = "#sim tokens=3 interval_ms=0\nhi"
+
+
+def _openai(gw: Gw) -> Any:
+    with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0) as client:
+        return client.chat.completions.create(
+            model="openai-lorem", messages=[{"role": "user", "content": PROMPT}],
+            logprobs=True, top_logprobs=0)
+
+
+async def test_an_openai_client_gets_every_field_an_openai_upstream_sent(
+        gw: Gw, sim: Sim) -> None:
+    answer = await trio.to_thread.run_sync(_openai, gw)
+    assert (answer.system_fingerprint, answer.service_tier) == ("fp_sim", "default")
+    choice = answer.choices[0]
+    assert choice.message.refusal is None and choice.message.content == " Lorem ipsum dolor"
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    assert [t.token for t in choice.logprobs.content] == ["Lorem", "ipsum", "dolor"]
+    assert answer.model == "openai-lorem" and answer.id.startswith("gen-")
+    [row] = await gw.wait_records(1)
+    assert (row.completion_tokens, row.status) == (3, "ok")
+
+
+def _anthropic(gw: Gw) -> Any:
+    with anthropic.Anthropic(base_url=gw.url, api_key=gw.key, max_retries=0) as client:
+        return client.messages.create(model="anthropic-lorem", max_tokens=64,
+                                      messages=[{"role": "user", "content": PROMPT}])
+
+
+async def test_an_anthropic_client_gets_every_field_an_anthropic_upstream_sent(
+        gw: Gw, sim: Sim) -> None:
+    message = await trio.to_thread.run_sync(_anthropic, gw)
+    assert message.usage.service_tier == "standard"
+    assert message.model == "anthropic-lorem" and message.id.startswith("gen-")
+
+
+def _genai(gw: Gw) -> Any:
+    client = genai.Client(api_key=gw.key, http_options={"base_url": gw.url})
+    return client.models.generate_content(model="gemini-lorem", contents=PROMPT)
+
+
+async def test_a_gemini_client_gets_every_field_a_gemini_upstream_sent(
+        gw: Gw, sim: Sim) -> None:
+    response = await trio.to_thread.run_sync(_genai, gw)
+    [candidate] = response.candidates
+    assert candidate.safety_ratings is not None
+    assert [r.category for r in candidate.safety_ratings] == [
+        "HARM_CATEGORY_HARASSMENT"]
+    assert response.model_version == "gemini-lorem"
