@@ -139,6 +139,8 @@ class Generation:
                     http_status = exchange.failure.status
             else:
                 await relay_unary(exchange, upstream, receive)
+                # The model that answered: the one asked for, or a fallback of ``models``.
+                answered = exchange.target.public or request.model
                 if not exchange.aborted:
                     if exchange.failure is not None:
                         http_status = exchange.failure.status
@@ -148,7 +150,7 @@ class Generation:
                         http_status = 200
                         await send_json(
                             send, 200,
-                            dialect.relay_whole(exchange.whole, generation_id, request.model,
+                            dialect.relay_whole(exchange.whole, generation_id, answered,
                                                 exchange.usage),
                             [(b"x-generation-id", generation_id.encode())],
                         )
@@ -168,7 +170,8 @@ class Generation:
                         await send_json(
                             send,
                             200,
-                            dialect.render(generation_id, request, answer),
+                            dialect.render(generation_id,
+                                           attrs.evolve(request, model=answered), answer),
                             [(b"x-generation-id", generation_id.encode())],
                         )
         finally:

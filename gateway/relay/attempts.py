@@ -85,6 +85,9 @@ class Attempt:
             return False
         exchange.winner = self
         exchange.target = self.target
+        answering = self.target.public
+        if answering and answering != exchange.request.model and exchange.encoder is not None:
+            exchange.rename(answering)  # a fallback answered: the stream names it
         self.first.deadline = math.inf
         self.on_answer()  # a half-open circuit closes at its probe's first token
         for other in exchange.attempts:

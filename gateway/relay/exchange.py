@@ -59,6 +59,8 @@ class Exchange:
     # A whole answer's body as an upstream of the client's own dialect sent it: relayed
     # with only the gateway's rewrites, every field the canonical model has no place for.
     whole: bytes | None = None
+    opening: bytes = b""  # what the encoder opened the stream with
+    opening_sent: bool = False  # the writer sent what was pending (the opening with it)
     wake: trio.Event = attrs.field(factory=trio.Event)
     drained: trio.Event | None = None
     ready: trio.Event = attrs.field(factory=trio.Event)  # first event, or the end
@@ -86,7 +88,17 @@ class Exchange:
     def __attrs_post_init__(self) -> None:
         self.scope.deadline = self.started + self.deadlines.total
         if self.encoder is not None:
-            self.pending += self.encoder.start()
+            self.opening = self.encoder.start()
+            self.pending += self.opening
+
+    def rename(self, model: str) -> None:
+        """A fallback answers: the stream names ``model`` from here on, and from its
+        opening too unless that went out already (the commit grace passed first)."""
+        assert self.encoder is not None
+        self.encoder.rename(model)
+        if not self.opening_sent and self.pending.startswith(self.opening):
+            old, self.opening = self.opening, self.encoder.start()
+            self.pending[:len(old)] = self.opening
 
     # -- Sink -----------------------------------------------------------------------------
 

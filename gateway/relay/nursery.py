@@ -159,6 +159,7 @@ async def _drain(exchange: Exchange, send: ASGISend) -> None:
         last = exchange.delivered = exchange.finished
         data = bytes(exchange.pending)
         exchange.pending.clear()
+        exchange.opening_sent = True
         if exchange.drained is not None:
             exchange.drained.set()
         # A client that leaves once it has read [DONE] left after the answer, not during it.

@@ -77,7 +77,8 @@ class Catalog:
                 # The router tries lower priorities first: the client's provider order
                 # first, then its models in order, then each model's own priorities.
                 order = rank.get(t.provider.name, len(rank))
-                t = attrs.evolve(t, priority=order * 1_000_000 + n * 1_000 + t.priority)
+                t = attrs.evolve(t, priority=order * 1_000_000 + n * 1_000 + t.priority,
+                                 public=model)
                 if all(t.label != seen.label for seen in targets):
                     targets.append(t)
         allowed = sorted((t for t in targets if _allowed(t.provider.name, prefs)),

@@ -26,6 +26,9 @@ class Target:
     # full: True (anything), or the parameter or feature names (``routing/fidelity.py``).
     drop_unsupported: bool | tuple[str, ...] = False
     dropped: tuple[str, ...] = ()  # for one request: the client's names of what it leaves out
+    # The public model name this deployment was reached by: the one asked for, or a
+    # fallback from the client's ``models`` (it names the model that answered).
+    public: str = ""
 
     @property
     def label(self) -> str:

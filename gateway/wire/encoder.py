@@ -39,3 +39,6 @@ class Encoder(Protocol):
 
     def splice(self, data: str, at: int) -> bytes:
         """Relay a plain text delta of the ``splices`` dialect without parsing it."""
+
+    def rename(self, model: str) -> None:
+        """Name ``model`` as the one answering (a fallback answered): before ``start``."""

@@ -205,6 +205,15 @@ async def test_hedging_cancels_the_slow_deployment_at_the_winners_first_token(
     assert health["slow/lorem"]["state"] == "closed"  # losing a race is not a failure
 
 
+async def test_the_answer_names_the_model_that_answered(gw: Gw, sim: Sim) -> None:
+    _, chunks = await chat(gw, "dead/x", "mine", models=["fake/lorem"])
+    assert chunks and {c["model"] for c in chunks} == {"fake/lorem"}
+    whole, _ = await chat(gw, "dead/x", "whole", stream=False, models=["fake/lorem"])
+    assert whole.json()["model"] == "fake/lorem"
+    _, chunks = await chat(gw, "fast", "asked")  # no fallback: the name asked for
+    assert chunks and {c["model"] for c in chunks} == {"fast"}
+
+
 async def test_the_clients_own_fallbacks_and_provider_order(gw: Gw, sim: Sim) -> None:
     response, _ = await chat(gw, "dead/x", "mine", models=["fake/lorem"])
     assert response.status_code == 200
@@ -225,3 +234,4 @@ async def test_the_clients_own_fallbacks_and_provider_order(gw: Gw, sim: Sim) ->
     ]
     unknown, _ = await chat(gw, "fake/lorem", "bad", models=["nope"])
     assert unknown.status_code == 400
+

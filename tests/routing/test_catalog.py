@@ -29,7 +29,8 @@ OPENAI_ENV = {"OPENAI_API_KEY": "sk-test"}
 
 
 def test_sim_models_resolve_by_default() -> None:
-    assert catalog().resolve("sim/echo").targets[0] == Target(SIM_PROVIDER, "echo", FREE)
+    assert catalog().resolve("sim/echo").targets[0] == Target(SIM_PROVIDER, "echo", FREE,
+                                                              public="sim/echo")
     assert catalog().resolve("sim/lorem").targets[0].label == "sim/lorem"
 
 
@@ -79,9 +80,11 @@ def test_alias_with_dots_and_slashes_wins_over_provider_form() -> None:
     )
     cat = Catalog(config)
     local = config.providers["local"]
-    assert cat.resolve("openai/gpt-4.1").targets[0] == Target(local, "qwen/qwen3")
+    assert cat.resolve("openai/gpt-4.1").targets[0] == Target(local, "qwen/qwen3",
+                                                              public="openai/gpt-4.1")
     assert cat.resolve("openai/gpt-4.1-mini").targets[0].provider.name == "openai"
-    assert cat.resolve("team.v2/fast-1.5").targets[0] == Target(SIM_PROVIDER, "echo", FREE)
+    assert cat.resolve("team.v2/fast-1.5").targets[0] == Target(SIM_PROVIDER, "echo", FREE,
+                                                                public="team.v2/fast-1.5")
 
 
 def test_alias_may_name_a_model_outside_the_providers_list() -> None:

@@ -104,6 +104,10 @@ class StreamEncoder:
         self._tools: dict[int, int] = {}  # tool call index -> block index
         self._finish: FinishReason | None = None
 
+    def rename(self, model: str) -> None:
+        self._model = model
+        self._started = False  # the opening names the model: it is rendered anew
+
     def start(self) -> bytes:
         if self._started:
             return b""

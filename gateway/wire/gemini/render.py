@@ -123,10 +123,14 @@ class StreamEncoder:
         # A thought signature goes on the next part written, as Gemini sent it.
         self._signature: str | None = None
         self._open = '{"candidates":[{"content":{"role":"model","parts":['
-        self._meta = f'"modelVersion":{compact(model)},"responseId":{compact(generation_id)}}}'
+        self._id = generation_id
+        self.rename(model)
+
+    def rename(self, model: str) -> None:
+        self._meta = f'"modelVersion":{compact(model)},"responseId":{compact(self._id)}}}'
         self._close = ']},"index":0}],' + self._meta
         empty = self._open + '{"text":""}' + self._close
-        self.keepalive: bytes = f"data: {_safe_for_js(empty)}\n\n".encode() if sse else b"\n"
+        self.keepalive = f"data: {_safe_for_js(empty)}\n\n".encode() if self._sse else b"\n"
 
     def _frame(self, chunk: str) -> bytes:
         chunk = _safe_for_js(chunk)

@@ -56,9 +56,13 @@ class StreamEncoder:
     splices: str | None = "openai"
 
     def __init__(self, generation_id: str, model: str, created: int) -> None:
+        self._id, self._created = generation_id, created
+        self.rename(model)
+
+    def rename(self, model: str) -> None:
         self._head = (
-            f'data: {{"id":{compact(generation_id)},"object":"chat.completion.chunk",'
-            f'"created":{created},"model":{compact(model)},'
+            f'data: {{"id":{compact(self._id)},"object":"chat.completion.chunk",'
+            f'"created":{self._created},"model":{compact(model)},'
         )
         self._choice = self._head + '"choices":[{"index":0,"delta":'
 

@@ -1,0 +1,45 @@
+"""A fallback's name replaces the asked model's in an opening not yet sent, exactly once.
+
+Pure enough: an ``Exchange`` with each dialect's encoder, no sockets.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from gateway.canonical import ChatRequest, Message, TextDelta, TextPart
+from gateway.config import Deadlines, ProviderConfig
+from gateway.relay.exchange import Exchange
+from gateway.routing.targets import Target
+from gateway.wire.anthropic.render import StreamEncoder as AnthropicEncoder
+from gateway.wire.encoder import Encoder
+from gateway.wire.openai.render import StreamEncoder as OpenAIEncoder
+
+
+def exchange(encoder: Encoder) -> Exchange:
+    request = ChatRequest(model="asked", messages=(Message("user", (TextPart("hi"),)),))
+    target = Target(ProviderConfig(name="p", dialect="openai"), "m")
+    return Exchange(generation_id="gen-1", request=request, target=target,
+                    deadlines=Deadlines(), encoder=encoder)
+
+
+async def test_the_opening_names_the_fallback_once_in_every_dialect() -> None:
+    encoders: list[tuple[Encoder, bytes]] = [
+        (OpenAIEncoder("gen-1", "asked", 0), b'"role"'),
+        (AnthropicEncoder("gen-1", "asked"), b"event: message_start")]
+    for encoder, opening in encoders:
+        ex = exchange(encoder)
+        ex.rename("fallback")
+        ex.emit(TextDelta("x"))
+        sent = bytes(ex.pending)
+        assert sent.count(opening) == 1
+        assert b'"asked"' not in sent and b'"fallback"' in sent
+
+
+async def test_an_opening_already_sent_stays_as_it_was() -> None:
+    ex = exchange(OpenAIEncoder("gen-1", "asked", 0))
+    ex.opening_sent, ex.pending = True, bytearray()
+    ex.rename("fallback")
+    ex.emit(TextDelta("x"))
+    assert b'"fallback"' in bytes(ex.pending) and b'"role"' not in bytes(ex.pending)
+    await trio.lowlevel.checkpoint()
