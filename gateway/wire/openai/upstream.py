@@ -258,8 +258,12 @@ def _delta_events(choice: Mapping[str, Any], out: list[StreamEvent]) -> None:
 
 
 def plain_delta(data: str) -> int:
-    """Where ``"choices":`` starts if ``data`` is a chunk holding nothing but a non-empty
-    text delta (the bulk of any stream), so that it can be relayed by splicing; else -1.
+    """Where the upstream's own part of ``data`` starts if it is a chunk holding nothing
+    but a non-empty text delta (the bulk of any stream), so that it can be relayed by
+    splicing; else -1. The own part is everything after the ``model``, the last of the
+    fields the gateway rewrites (id, object, created, model): ``system_fingerprint``,
+    ``service_tier``, ``choices`` (``logprobs`` in them), ``obfuscation``... (from
+    ``"choices":`` if the fields come in another order).
 
     Conservative: anything that might carry a finish reason, tool calls, reasoning, usage
     or an error returns -1 and is parsed in full.
@@ -279,6 +283,10 @@ def plain_delta(data: str) -> int:
     # One choice, index 0, as a gateway asking for n=1 gets.
     if at < 0 or '"index":0' not in data or data.count('"index":') != 1:
         return -1
+    model = data.find('"model":"', 0, at)
+    end = data.find('",', model + 9, at) if model >= 0 else -1
+    if end > 0 and "\\" not in data[model:end] and data.find('"choices"', 0, model) < 0:
+        return end + 2  # after the model's value and its comma
     return at
 
 

@@ -485,7 +485,24 @@ def test_splice_keeps_ids_ours_and_choices_theirs(text: str, extra: dict[str, An
     spliced = json.loads(enc.splice(data, at).decode()[len("data: "):])
     upstream = json.loads(data)
     assert (spliced["id"], spliced["model"], spliced["created"]) == ("gen-1", "fake/lorem", 123)
-    assert spliced["choices"] == upstream["choices"]
+    # Everything else is the upstream's, as it sent it (system_fingerprint included).
+    ours = {"id", "object", "created", "model"}
+    assert {k: v for k, v in spliced.items() if k not in ours} == {
+        k: v for k, v in upstream.items() if k not in ours}
+
+
+def test_splice_keeps_what_openai_sends_between_the_model_and_the_choices() -> None:
+    enc = StreamEncoder("gen-1", "fake/lorem", 123)
+    data = ('{"id":"chatcmpl-up","object":"chat.completion.chunk","created":7,'
+            '"model":"gpt-x","service_tier":"default","system_fingerprint":"fp_1",'
+            '"choices":[{"index":0,"delta":{"content":"hi"},"logprobs":{"content":[]},'
+            '"finish_reason":null}],"obfuscation":"ab"}')
+    spliced = json.loads(enc.splice(data, plain_delta(data)).decode()[len("data: "):])
+    assert spliced == {"id": "gen-1", "object": "chat.completion.chunk", "created": 123,
+                       "model": "fake/lorem", "service_tier": "default",
+                       "system_fingerprint": "fp_1", "obfuscation": "ab",
+                       "choices": [{"index": 0, "delta": {"content": "hi"},
+                                    "logprobs": {"content": []}, "finish_reason": None}]}
 
 
 @pytest.mark.parametrize("data", [
