@@ -46,7 +46,24 @@ class ImagePart:
     detail: str | None = None
 
 
-Part = TextPart | ImagePart
+@attrs.frozen
+class FilePart:
+    """A document or a recording the model reads: base64 ``data`` of ``media_type``
+    (``application/pdf``; ``audio/wav``, ``audio/mpeg``), with the client's file name."""
+
+    media_type: str
+    data: str
+    name: str | None = None
+
+    @property
+    def audio(self) -> bool:
+        return self.media_type.startswith("audio/")
+
+
+Part = TextPart | ImagePart | FilePart
+# Media each kind of file part must be: what every dialect that takes files agrees on.
+DOCUMENT_TYPES = ("application/pdf",)
+AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}  # OpenAI's formats, as media types
 
 
 @attrs.frozen
@@ -228,6 +245,7 @@ class ChatRequest:
 FEATURES = (
     "temperature", "top_p", "stop", "seed", "top_k", "presence_penalty", "frequency_penalty",
     "user", "parallel_tool_calls", "response_format", "reasoning", "images", "tool_errors",
+    "documents", "audio",
 )
 
 

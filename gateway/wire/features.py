@@ -10,6 +10,21 @@ Rules: pure; names are the client's, as it wrote them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from gateway.canonical import FilePart, ImagePart, Message
+
+
+def note_media(messages: Iterable[Message], found: dict[str, str], *, images: str,
+               documents: str, audio: str) -> None:
+    """Note images, documents and audio in ``messages``, under the client's names."""
+    for message in messages:
+        for part in message.content:
+            if isinstance(part, ImagePart):
+                found.setdefault("images", images)
+            elif isinstance(part, FilePart):
+                found.setdefault(*(("audio", audio) if part.audio else ("documents", documents)))
+
 
 class Features:
     def __init__(self, dialect: str) -> None:

@@ -21,9 +21,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.canonical import (
+    DOCUMENT_TYPES,
     EFFORTS,
     MAX_TOKENS_LIMIT,
     ChatRequest,
+    FilePart,
     ImagePart,
     Message,
     Part,
@@ -37,6 +39,7 @@ from gateway.canonical import (
 )
 from gateway.errors import RequestError
 from gateway.wire.features import Features as BaseFeatures
+from gateway.wire.features import note_media
 from gateway.wire.jsonbody import compact, is_int
 from gateway.wire.signatures import from_client
 
@@ -66,6 +69,7 @@ BLOCK_KEYS = {
     "tool_result": {"type", "tool_use_id", "content", "is_error"},
     "thinking": {"type", "thinking", "signature"},
     "redacted_thinking": {"type", "data"},
+    "document": {"type", "source", "title"},
 }
 
 
@@ -132,6 +136,16 @@ def _image(block: Mapping[str, Any], param: str) -> ImagePart:
     raise _fail("an image block needs a 'source' of type base64 or url", param)
 
 
+def _document(block: Mapping[str, Any]) -> FilePart | None:
+    """A base64 PDF ``document`` block, which every dialect reads; None for another kind."""
+    source, title = block.get("source"), block.get("title")
+    if (isinstance(source, dict) and source.get("type") == "base64"
+            and source.get("media_type") in DOCUMENT_TYPES
+            and isinstance(source.get("data"), str) and isinstance(title, str | None)):
+        return FilePart(source["media_type"], source["data"], title)
+    return None
+
+
 def _tool_result(block: Mapping[str, Any], param: str, features: Features) -> Message:
     tool_use_id = block.get("tool_use_id")
     if not isinstance(tool_use_id, str) or not tool_use_id:
@@ -173,11 +187,17 @@ def _user_messages(content: Any, param: str, features: Features) -> list[Message
         at = f"{param}.content.{j}"
         kind, block = _block(raw, at)
         _check_role(kind, "user", at)
-        features.extras(block, kind, at)
+        document = _document(block) if kind == "document" else None
+        if kind != "document" or document is not None:
+            features.extras(block, kind, at)
+        else:  # a text, URL or Files API document: Anthropic's own
+            features.own("document", f"{at} (document block)")
         if kind == "text":
             parts.append(_text(block, at))
         elif kind == "image":
             parts.append(_image(block, at))
+        elif document is not None:
+            parts.append(document)
         elif kind == "tool_result":
             if parts:
                 out.append(Message(role="user", content=tuple(parts)))
@@ -502,8 +522,7 @@ def parse_request(body: Any, headers: Mapping[str, str] | None = None) -> ChatRe
     if reasoning is not None:
         found["reasoning"] = "thinking" if "thinking" in body else "output_config.effort"
     parsed = (system, *messages) if system is not None else tuple(messages)
-    if any(isinstance(p, ImagePart) for m in parsed for p in m.content):
-        found["images"] = "image"
+    note_media(parsed, found, images="image", documents="document", audio="audio")
     return ChatRequest(
         model=model,
         messages=parsed,

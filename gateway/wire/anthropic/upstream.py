@@ -25,6 +25,7 @@ from typing import Any
 
 from gateway.canonical import (
     ChatRequest,
+    FilePart,
     Finish,
     FinishReason,
     Message,
@@ -74,6 +75,12 @@ UPSTREAM_ERROR_STATUS = {"overloaded_error": 529, "rate_limit_error": 429}
 def _part_block(part: Part) -> dict[str, Any]:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
+    if isinstance(part, FilePart):  # a PDF: fidelity.py refused audio
+        block: dict[str, Any] = {"type": "document", "source": {
+            "type": "base64", "media_type": part.media_type, "data": part.data}}
+        if part.name:
+            block["title"] = part.name
+        return block
     if not part.url.startswith("data:"):
         return {"type": "image", "source": {"type": "url", "url": part.url}}
     header, comma, data = part.url[5:].partition(",")
@@ -128,7 +135,7 @@ def _reasoning_blocks(message: Message) -> list[dict[str, Any]]:
 # The canonical features an Anthropic upstream honours (``routing/fidelity.py``).
 HONOURS = frozenset({
     "temperature", "top_p", "stop", "top_k", "user", "parallel_tool_calls",
-    "response_format", "reasoning", "images", "tool_errors",
+    "response_format", "reasoning", "images", "tool_errors", "documents",
 })
 
 

@@ -26,9 +26,12 @@ from typing import Any
 import attrs
 
 from gateway.canonical import (
+    AUDIO_TYPES,
+    DOCUMENT_TYPES,
     MAX_TOKENS_LIMIT,
     ChatRequest,
     Effort,
+    FilePart,
     ImagePart,
     Message,
     Part,
@@ -41,7 +44,7 @@ from gateway.canonical import (
     ToolChoiceMode,
 )
 from gateway.errors import RequestError
-from gateway.wire.features import Features
+from gateway.wire.features import Features, note_media
 from gateway.wire.jsonbody import compact, is_int
 from gateway.wire.signatures import from_client
 
@@ -158,13 +161,17 @@ def _is_image(mime: str | None) -> bool:
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
 
 
-def _inline_data(raw: Any, param: str, own: Features) -> ImagePart | None:
-    """An image, or other media (PDF, audio, video) that only a Gemini upstream reads."""
+def _inline_data(raw: Any, param: str, own: Features) -> ImagePart | FilePart | None:
+    """An image, a PDF or a recording (every dialect's, where it takes them), or other
+    media (video, ...) that only a Gemini upstream reads."""
     blob = _fields(raw, frozenset({"mimeType", "data", "displayName"}), param, "'inlineData'")
     mime = _media_type(blob.get("mimeType"), _join(param, "mimeType"), required=True)
     data = blob.get("data")
     if not isinstance(data, str) or not data or not _BASE64.fullmatch(data):
         raise _fail("'data' must be base64 text", _join(param, "data"))
+    assert mime is not None
+    if mime in DOCUMENT_TYPES or mime in AUDIO_TYPES.values():
+        return FilePart(mime, data.replace("-", "+").replace("_", "/"))
     if not _is_image(mime):
         own.own("inlineData", f"{param} ({mime})")
         return None
@@ -668,8 +675,8 @@ def parse_request(body: Any, model: str, *, stream: bool) -> ChatRequest:
     if "safetySettings" in request:
         _safety(request["safetySettings"])  # a Gemini upstream's: checked, then noted
         own.own("safetySettings", "safetySettings")
-    if any(isinstance(p, ImagePart) for m in messages for p in m.content):
-        own.note("images", "inlineData")
+    note_media(messages, own.found, images="inlineData", documents="inlineData",
+               audio="inlineData")
     extra = {k: v for k, v in body.items()
              if _camel(k) not in TOP_FIELDS or _camel(k) == "safetySettings"}
     return ChatRequest(

@@ -24,6 +24,7 @@ from typing import Any
 
 from gateway.canonical import (
     ChatRequest,
+    FilePart,
     Finish,
     FinishReason,
     ImagePart,
@@ -86,7 +87,9 @@ def _render_image(part: ImagePart) -> dict[str, Any]:
 def _render_parts(content: tuple[Part, ...]) -> list[dict[str, Any]]:
     # Empty text parts are dropped: Gemini refuses them in a request.
     return [
-        {"text": p.text} if isinstance(p, TextPart) else _render_image(p)
+        {"text": p.text} if isinstance(p, TextPart)
+        else {"inlineData": {"mimeType": p.media_type, "data": p.data}}
+        if isinstance(p, FilePart) else _render_image(p)
         for p in content
         if not (isinstance(p, TextPart) and not p.text)
     ]
@@ -158,7 +161,7 @@ def _tool_config(choice: ToolChoice) -> dict[str, Any]:
 # The canonical features a Gemini upstream honours (``routing/fidelity.py``).
 HONOURS = frozenset({
     "temperature", "top_p", "stop", "seed", "top_k", "presence_penalty", "frequency_penalty",
-    "response_format", "reasoning", "images", "tool_errors",
+    "response_format", "reasoning", "images", "tool_errors", "documents", "audio",
 })
 
 

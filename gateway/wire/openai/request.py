@@ -24,9 +24,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.canonical import (
+    AUDIO_TYPES,
+    DOCUMENT_TYPES,
     EFFORTS,
     MAX_TOKENS_LIMIT,
     ChatRequest,
+    FilePart,
     ImagePart,
     Message,
     Part,
@@ -39,6 +42,7 @@ from gateway.canonical import (
     ToolChoice,
 )
 from gateway.errors import RequestError
+from gateway.wire.features import note_media
 from gateway.wire.jsonbody import is_int
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
@@ -71,8 +75,33 @@ def _number(body: Mapping[str, Any], key: str, low: float, high: float) -> float
     return float(value)
 
 
-# Content parts an OpenAI-dialect upstream takes as sent; no other dialect has them yet.
-OWN_PARTS = ("file", "input_audio")
+def _file(raw: Any, param: str) -> FilePart | None:
+    """A ``file`` part: inline PDF ``file_data`` (a data: URL) is a document every dialect
+    reads; a ``file_id`` (OpenAI's Files API) only an OpenAI-dialect upstream can."""
+    spec = raw.get("file")
+    if not isinstance(spec, dict):
+        raise _fail("a file part needs a 'file' object", param)
+    data, name = spec.get("file_data"), spec.get("filename")
+    if name is not None and not isinstance(name, str):
+        raise _fail("'filename' must be a string", param)
+    if data is None:
+        return None  # a file_id: OpenAI's own
+    header, comma, payload = data.partition(",") if isinstance(data, str) else ("", "", "")
+    media = header.removeprefix("data:").removesuffix(";base64")
+    if not comma or not header.startswith("data:") or not header.endswith(";base64") or (
+            media not in DOCUMENT_TYPES):
+        raise _fail("'file_data' must be a base64 data: URL of a PDF", param)
+    return FilePart(media, payload, name)
+
+
+def _audio(raw: Any, param: str) -> FilePart:
+    spec = raw.get("input_audio")
+    data = spec.get("data") if isinstance(spec, dict) else None
+    kind = spec.get("format") if isinstance(spec, dict) else None
+    if not isinstance(data, str) or kind not in AUDIO_TYPES:
+        raise _fail("an input_audio part needs base64 'data' and a 'format' of wav or mp3",
+                    param)
+    return FilePart(AUDIO_TYPES[kind], data)
 
 
 def _part(raw: Any, param: str) -> Part | None:
@@ -93,8 +122,10 @@ def _part(raw: Any, param: str) -> Part | None:
         if detail is not None and detail not in ("auto", "low", "high"):
             raise _fail("'detail' must be auto, low or high", param)
         return ImagePart(url, detail)
-    if kind in OWN_PARTS:
-        return None
+    if kind == "file":
+        return _file(raw, param)
+    if kind == "input_audio":
+        return _audio(raw, param)
     raise _fail(f"unsupported content part type {kind!r}", param)
 
 
@@ -466,11 +497,10 @@ def parse_request(body: Any) -> ChatRequest:
     parsed = tuple(_message(m, i, features) for i, m in enumerate(messages))
     for i, m in enumerate(messages):
         for j, part in enumerate(m.get("content") if isinstance(m.get("content"), list) else ()):
-            if isinstance(part, dict) and part.get("type") in OWN_PARTS:
-                kind = part["type"]
-                features.setdefault(f"openai:{kind}", f"messages.{i}.content.{j} ({kind})")
-    if any(isinstance(p, ImagePart) for m in parsed for p in m.content):
-        features["images"] = "image_url"
+            if isinstance(part, dict) and part.get("type") == "file" and isinstance(
+                    part.get("file"), dict) and part["file"].get("file_data") is None:
+                features.setdefault("openai:file_id", f"messages.{i}.content.{j}.file.file_id")
+    note_media(parsed, features, images="image_url", documents="file", audio="input_audio")
     for key in CANONICAL:
         if body.get(key) is not None and body.get(key) != {"type": "text"}:
             features[key] = key

@@ -22,7 +22,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.canonical import (
+    AUDIO_TYPES,
     ChatRequest,
+    FilePart,
     Finish,
     FinishReason,
     Message,
@@ -56,6 +58,13 @@ FINISH_REASONS: dict[str, FinishReason] = {
 def _render_part(part: Part) -> dict[str, Any]:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
+    if isinstance(part, FilePart):
+        if part.audio:
+            kind = next(k for k, v in AUDIO_TYPES.items() if v == part.media_type)
+            return {"type": "input_audio", "input_audio": {"data": part.data, "format": kind}}
+        return {"type": "file", "file": {"filename": part.name or "document.pdf",
+                                         "file_data": f"data:{part.media_type};base64,"
+                                                      f"{part.data}"}}
     image: dict[str, Any] = {"url": part.url}
     if part.detail:
         image["detail"] = part.detail
@@ -92,7 +101,7 @@ def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
 # a provider may accept more (``accepts``: top_k, min_p, repetition_penalty).
 HONOURS = frozenset({
     "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "user",
-    "parallel_tool_calls", "response_format", "reasoning", "images",
+    "parallel_tool_calls", "response_format", "reasoning", "images", "documents", "audio",
 })
 # OpenRouter's request extensions, which the gateway itself interprets: never forwarded as
 # such (``reasoning`` becomes ``reasoning_effort``; the sampling ones go where accepted).

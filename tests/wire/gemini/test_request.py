@@ -17,6 +17,7 @@ import pytest
 
 from gateway.canonical import (
     ChatRequest,
+    FilePart,
     ImagePart,
     Message,
     Reasoning,
@@ -258,7 +259,7 @@ def test_safety_settings_are_checked_and_noted_as_gemini_s_own() -> None:
 
 def test_what_only_gemini_reads_is_noted_where_it_first_appears() -> None:
     request = parse(body(
-        contents=[user({"text": "hi"}, {"inlineData": {"mimeType": "application/pdf",
+        contents=[user({"text": "hi"}, {"inlineData": {"mimeType": "video/mp4",
                                                       "data": "AA=="}},
                        {"fileData": {"fileUri": "gs://b/a.png"}}, {"executableCode": {}}),
                   model_turn({"text": "t", "thought": True, "thoughtSignature": "c2ln"},
@@ -267,7 +268,7 @@ def test_what_only_gemini_reads_is_noted_where_it_first_appears() -> None:
         cachedContent="cachedContents/x", tools=[{"googleSearch": {}}],
         generationConfig={"speechConfig": {}}))
     assert request.features == {
-        "gemini:inlineData": "contents.0.parts.1.inlineData (application/pdf)",
+        "gemini:inlineData": "contents.0.parts.1.inlineData (video/mp4)",
         "gemini:fileData": "contents.0.parts.2.fileData (gs://b/a.png)",
         "gemini:contents.parts.executableCode": "contents.0.parts.3.executableCode",
         "gemini:contents.parts.bogus": "contents.2.parts.0.bogus",
@@ -682,3 +683,12 @@ def test_google_generativeai_rest_request_body_is_accepted() -> None:
     assert [m.role for m in parsed.messages] == ["system", "user", "assistant", "tool", "user"]
     assert parsed.messages[3].text == '{"r":1.0}'
     assert parsed.extra["safetySettings"] == sent["safetySettings"]
+
+
+@pytest.mark.parametrize(("mime", "feature"), [("application/pdf", "documents"),
+                                               ("audio/wav", "audio")])
+def test_pdf_and_audio_data_are_canonical_files(mime: str, feature: str) -> None:
+    request = parse(body(contents=[user({"text": "read"}, {"inlineData": {
+        "mimeType": mime, "data": "AA-_"}})]))
+    assert request.messages[0].content[1] == FilePart(mime, "AA+/")
+    assert request.features == {feature: "inlineData"}
