@@ -235,3 +235,20 @@ async def test_the_clients_own_fallbacks_and_provider_order(gw: Gw, sim: Sim) ->
     unknown, _ = await chat(gw, "fake/lorem", "bad", models=["nope"])
     assert unknown.status_code == 400
 
+
+
+async def test_a_deployment_that_cannot_honour_the_request_is_skipped_with_the_reason(
+    start_gateway: GatewayFactory, sim: Sim
+) -> None:
+    # Anthropic first by priority, but it has no logit_bias: the OpenAI deployment serves.
+    models = {"mixed": route("mixed", Deployment("fake-anthropic", "lorem"),
+                             Deployment("fake", "lorem", priority=1))}
+    async with start_gateway(models=models) as gw:
+        response, chunks = await chat(gw, "mixed", "skip", logit_bias={"50256": -100})
+        [row] = await gw.wait_records(1)
+    assert response.status_code == 200 and text(chunks)
+    assert row.attempts == ("fake-anthropic/lorem=skipped: cannot honour 'logit_bias';"
+                            "fake/lorem=ok")
+    assert row.deployment == "fake/lorem" and row.dropped == ""
+    [record] = sim.records("skip")
+    assert record.dialect == "openai" and record.body["logit_bias"] == {"50256": -100}
