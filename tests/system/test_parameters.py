@@ -424,6 +424,16 @@ def render(results: Mapping[str, Mapping[str, Mapping[str, Outcome]]]) -> str:
         "",
         "Fields every request carries (`model`, `messages`/`contents`, `stream`) are the "
         "gateway's own to read and translate.",
+        "",
+        "**Answers.** A whole (non-streamed) answer from an upstream of the client's own "
+        "dialect reaches it as sent, but for the id and the model name "
+        "(`tests/system/test_same_dialect_answers.py`). On OpenAI streams to OpenAI "
+        "clients every text chunk is relayed with all its fields (`logprobs`, "
+        "`system_fingerprint`, `service_tier`, `obfuscation`); the opening, finish and "
+        "usage chunks are the gateway's. Other streams are rebuilt from the canonical "
+        "events: text, reasoning with its signatures, tool calls, finish and usage; "
+        "chunk-level extras of Anthropic and Gemini streams (citations deltas, per-chunk "
+        "safety ratings, grounding) are not relayed yet.",
     ]
     for client, table in results.items():
         lines += ["", f"## {SDK_NAMES[client]}", "",
