@@ -187,6 +187,7 @@ def _user_messages(content: Any, param: str, features: Features) -> list[Message
         at = f"{param}.content.{j}"
         kind, block = _block(raw, at)
         _check_role(kind, "user", at)
+        _shared_source(block, at)
         document = _document(block) if kind == "document" else None
         if kind != "document" or document is not None:
             features.extras(block, kind, at)
@@ -443,6 +444,19 @@ OPENAI_ONLY = frozenset({"n", "seed", "stream_options", "response_format", "logi
                          "parallel_tool_calls", "functions", "function_call"})
 
 
+SHARED = ("names a resource of the gateway's own upstream account, which every client of "
+          "this gateway shares: not honoured (send the content itself)")
+# Fields that name resources of the operator's Anthropic account (a code-execution
+# container, Files API uploads): one tenant could reach another's.
+ACCOUNT_FIELDS = frozenset({"container"})
+
+
+def _shared_source(block: Mapping[str, Any], at: str) -> None:
+    source = block.get("source")
+    if isinstance(source, dict) and source.get("type") == "file":
+        raise _fail("a 'file' source " + SHARED, f"{at}.source")
+
+
 def _mistaken(key: str) -> RequestError | None:
     """An OpenAI field sent here: Anthropic would refuse it, so the gateway says why."""
     message = "Extra inputs are not permitted"
@@ -454,6 +468,8 @@ def _mistaken(key: str) -> RequestError | None:
                      "Messages API)", key)
     if key in ENDPOINT_FIELDS:
         return _fail(f"{message} (where a request goes is the gateway's configuration)", key)
+    if key in ACCOUNT_FIELDS:
+        return _fail(f"'{key}' " + SHARED, key)
     return None
 
 

@@ -186,6 +186,10 @@ def _file_data(raw: Any, param: str, own: Features) -> ImagePart | None:
     uri = ref.get("fileUri")
     if not isinstance(uri, str) or not uri:
         raise _fail("'fileUri' must be a URI", _join(param, "fileUri"))
+    if uri.startswith("files/") or "generativelanguage.googleapis.com" in uri:
+        raise _fail("a Files API 'fileUri' names a resource of the gateway's own upstream "
+                    "account, which every client of this gateway shares: not honoured "
+                    "(send the content itself)", _join(param, "fileUri"))
     if not _is_image(mime) or not uri.lower().startswith(("https://", "http://")):
         own.own("fileData", f"{param} ({mime or uri})")  # a Files API upload, a video, ...
         return None
@@ -647,6 +651,12 @@ def parse_request(body: Any, model: str, *, stream: bool) -> ChatRequest:
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     for key in body:
+        if _camel(key) == "cachedContent":
+            # Cached contents belong to the operator's project: one tenant could read
+            # another's by name.
+            raise _fail("'cachedContent' names a resource of the gateway's own upstream "
+                        "account, which every client of this gateway shares: not honoured "
+                        "(send the content itself)", "cachedContent")
         if _camel(key) in ENDPOINT_FIELDS:
             raise _fail(f'Invalid JSON payload received. Unknown name "{key}": Cannot find '
                         "field. (where a request goes is the gateway's configuration)", key)

@@ -85,7 +85,8 @@ def _file(raw: Any, param: str) -> FilePart | None:
     if name is not None and not isinstance(name, str):
         raise _fail("'filename' must be a string", param)
     if data is None:
-        return None  # a file_id: OpenAI's own
+        # A file_id reads the operator's OpenAI files: another tenant's, possibly.
+        raise _fail("'file_id' " + SHARED, f"{param}.file.file_id")
     header, comma, payload = data.partition(",") if isinstance(data, str) else ("", "", "")
     media = header.removeprefix("data:").removesuffix(";base64")
     if not comma or not header.startswith("data:") or not header.endswith(";base64") or (
@@ -310,6 +311,8 @@ PASSTHROUGH: dict[str, Callable[[Any], bool]] = {
     and len(v) <= 16
     and all(isinstance(x, str) for x in v.values()),
 }
+SHARED = ("names a resource of the gateway's own upstream account, which every client of "
+          "this gateway shares: not honoured (send the content itself)")
 # Never honoured from a body: where a request goes is the gateway's configuration.
 ENDPOINT_FIELDS = frozenset({
     "api_base", "base_url", "api_key", "api_version", "extra_headers", "extra_query",
@@ -495,11 +498,6 @@ def parse_request(body: Any) -> ChatRequest:
         extra[key] = value
         features[f"openai:{key}"] = key
     parsed = tuple(_message(m, i, features) for i, m in enumerate(messages))
-    for i, m in enumerate(messages):
-        for j, part in enumerate(m.get("content") if isinstance(m.get("content"), list) else ()):
-            if isinstance(part, dict) and part.get("type") == "file" and isinstance(
-                    part.get("file"), dict) and part["file"].get("file_data") is None:
-                features.setdefault("openai:file_id", f"messages.{i}.content.{j}.file.file_id")
     note_media(parsed, features, images="image_url", documents="file", audio="input_audio")
     for key in CANONICAL:
         if body.get(key) is not None and body.get(key) != {"type": "text"}:

@@ -265,7 +265,7 @@ def test_what_only_gemini_reads_is_noted_where_it_first_appears() -> None:
                   model_turn({"text": "t", "thought": True, "thoughtSignature": "c2ln"},
                              {"text": "a"}),
                   user({"text": "more", "bogus": 1})],
-        cachedContent="cachedContents/x", tools=[{"googleSearch": {}}],
+        tools=[{"googleSearch": {}}],
         generationConfig={"speechConfig": {}}))
     assert request.features == {
         "gemini:inlineData": "contents.0.parts.1.inlineData (video/mp4)",
@@ -274,7 +274,6 @@ def test_what_only_gemini_reads_is_noted_where_it_first_appears() -> None:
         "gemini:contents.parts.bogus": "contents.2.parts.0.bogus",
         "gemini:tools.googleSearch": "tools.0.googleSearch",
         "gemini:generationConfig.speechConfig": "generationConfig.speechConfig",
-        "gemini:cachedContent": "cachedContent",
     }
     assert [m.text for m in request.messages] == ["hi", "a", "more"]
 
@@ -390,6 +389,12 @@ REJECTIONS: list[tuple[str, Any, str | None]] = [
     ("array body", [], None),
     ("null body", None, None),
     ("routing field api_key", body(api_key="AIza-x"), "api_key"),
+    # Resources of the operator's project, which every client shares.
+    ("cached content", body(cachedContent="cachedContents/x"), "cachedContent"),
+    ("cached content snake", body(cached_content="cachedContents/x"), "cachedContent"),
+    ("files api uri", part({"fileData": {"fileUri": "https://generativelanguage.googleapis.com"
+                                                    "/v1beta/files/abc"}}),
+     f"{P0}.fileData.fileUri"),
     ("field in both cases", body(generationConfig={}, generation_config={}), "generationConfig"),
     ("model not a string", body(model=5), "model"),
     ("missing contents", body(contents=DROP), "contents"),
