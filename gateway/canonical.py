@@ -170,6 +170,8 @@ class Reasoning:
         budget = self.budget
         if budget is None and self.effort is not None:
             budget = EFFORT_BUDGETS.get(self.effort, 0)
+            if max_tokens is not None:  # an effort is a share of the room, as OpenRouter reads it
+                budget = min(budget, int(max_tokens * EFFORT_SHARES.get(self.effort, 0.5)))
         if budget is None:
             return None
         if max_tokens is not None:
@@ -180,6 +182,9 @@ class Reasoning:
 # OpenRouter's reading of efforts as thinking budgets (tokens).
 EFFORT_BUDGETS: dict[Effort, int] = {"minimal": 1024, "low": 2048, "medium": 8192,
                                      "high": 16384, "xhigh": 24576, "max": 32768}
+# ... and as a share of max_tokens, which leaves the rest for the answer.
+EFFORT_SHARES: dict[Effort, float] = {"minimal": 0.1, "low": 0.2, "medium": 0.5, "high": 0.8,
+                                      "xhigh": 0.9, "max": 0.95}
 
 
 @attrs.frozen

@@ -451,10 +451,20 @@ SHARED = ("names a resource of the gateway's own upstream account, which every c
 ACCOUNT_FIELDS = frozenset({"container"})
 
 
-def _shared_source(block: Mapping[str, Any], at: str) -> None:
-    source = block.get("source")
-    if isinstance(source, dict) and source.get("type") == "file":
-        raise _fail("a 'file' source " + SHARED, f"{at}.source")
+def _shared_source(block: Any, at: str, depth: int = 0) -> None:
+    """No Files API reference anywhere in a block: a ``file`` source, a ``file_id``
+    (``container_upload``, ...), in tool results and nested sources too."""
+    if depth > 32:
+        raise _fail("content nested too deeply", at)
+    if isinstance(block, dict):
+        if block.get("type") == "file" or "file_id" in block:
+            raise _fail("a Files API reference " + SHARED, at)
+        for key in ("source", "content"):  # never a tool's own input
+            if key in block:
+                _shared_source(block[key], f"{at}.{key}", depth + 1)
+    elif isinstance(block, list):
+        for i, value in enumerate(block):
+            _shared_source(value, f"{at}.{i}", depth + 1)
 
 
 def _mistaken(key: str) -> RequestError | None:

@@ -156,9 +156,11 @@ def thinking(reasoning: Reasoning, max_tokens: int) -> dict[str, Any]:
     if not reasoning.enabled:
         return {"type": "disabled"}
     budget = reasoning.as_budget(max_tokens)
-    if budget is None:
-        return {"type": "adaptive"}
-    return {"type": "enabled", "budget_tokens": max(budget, MIN_THINKING_BUDGET)}
+    out: dict[str, Any] = {"type": "adaptive"} if budget is None else {
+        "type": "enabled", "budget_tokens": max(budget, MIN_THINKING_BUDGET)}
+    if reasoning.include is False:  # OpenRouter's exclude: think, but show nothing
+        out["display"] = "omitted"
+    return out
 
 
 def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
@@ -176,7 +178,9 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
     results: list[dict[str, Any]] | None = None  # the user turn that tool results open
     for message in request.messages:
-        blocks = [_part_block(p) for p in message.content]
+        # Audio has no Anthropic form: fidelity.py refused it, or the operator let it drop.
+        blocks = [_part_block(p) for p in message.content
+                  if not (isinstance(p, FilePart) and p.audio)]
         if message.role == "system":
             system.extend(b for b in blocks if b["type"] == "text")
         elif message.role == "tool":

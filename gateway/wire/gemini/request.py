@@ -20,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -180,13 +181,23 @@ def _inline_data(raw: Any, param: str, own: Features) -> ImagePart | FilePart | 
     return ImagePart(f"data:{mime};base64,{data}")
 
 
+def _shared_uri(uri: str) -> bool:
+    """A URI naming a resource of the operator's Google account or project: a Files API
+    upload, any Google API host, a Cloud Storage object."""
+    text = uri.strip().lower()
+    if text.startswith(("files/", "gs://")):
+        return True
+    host = urllib.parse.urlsplit(text).hostname or ""
+    return host == "googleapis.com" or host.endswith(".googleapis.com")
+
+
 def _file_data(raw: Any, param: str, own: Features) -> ImagePart | None:
     ref = _fields(raw, frozenset({"mimeType", "fileUri", "displayName"}), param, "'fileData'")
     mime = _media_type(ref.get("mimeType"), _join(param, "mimeType"), required=False)
     uri = ref.get("fileUri")
     if not isinstance(uri, str) or not uri:
         raise _fail("'fileUri' must be a URI", _join(param, "fileUri"))
-    if uri.startswith("files/") or "generativelanguage.googleapis.com" in uri:
+    if _shared_uri(uri):
         raise _fail("a Files API 'fileUri' names a resource of the gateway's own upstream "
                     "account, which every client of this gateway shares: not honoured "
                     "(send the content itself)", _join(param, "fileUri"))
@@ -433,6 +444,11 @@ def _tools(raw: Any, own: Features) -> tuple[Tool, ...]:
     tools: list[Tool] = []
     for i, item in enumerate(raw):
         param = f"tools.{i}"
+        for key in item if isinstance(item, dict) else ():
+            if _camel(key) in SHARED_TOOLS:
+                raise _fail(f"the '{_camel(key)}' tool reads stores of the gateway's own "
+                            "upstream account, which every client of this gateway shares: "
+                            "not honoured", _join(param, key))
         tool = _fields(item, frozenset({"functionDeclarations"}), param, "a tool", own)
         decls = tool.get("functionDeclarations", [])
         if not isinstance(decls, list):
@@ -636,6 +652,8 @@ def _generation(raw: Any, own: Features) -> _Generation:
     )
 
 
+# Built-in tools that read the operator's project's stores.
+SHARED_TOOLS = frozenset({"fileSearch", "retrieval", "enterpriseWebSearch"})
 # Never honoured from a body: where a request goes is the gateway's configuration.
 ENDPOINT_FIELDS = frozenset({"apiBase", "baseUrl", "apiKey", "apiVersion", "extraHeaders",
                              "customLlmProvider", "httpOptions"})

@@ -84,7 +84,7 @@ def _file(raw: Any, param: str) -> FilePart | None:
     data, name = spec.get("file_data"), spec.get("filename")
     if name is not None and not isinstance(name, str):
         raise _fail("'filename' must be a string", param)
-    if data is None:
+    if data is None or spec.get("file_id") is not None:
         # A file_id reads the operator's OpenAI files: another tenant's, possibly.
         raise _fail("'file_id' " + SHARED, f"{param}.file.file_id")
     header, comma, payload = data.partition(",") if isinstance(data, str) else ("", "", "")
@@ -99,7 +99,7 @@ def _audio(raw: Any, param: str) -> FilePart:
     spec = raw.get("input_audio")
     data = spec.get("data") if isinstance(spec, dict) else None
     kind = spec.get("format") if isinstance(spec, dict) else None
-    if not isinstance(data, str) or kind not in AUDIO_TYPES:
+    if not isinstance(data, str) or not isinstance(kind, str) or kind not in AUDIO_TYPES:
         raise _fail("an input_audio part needs base64 'data' and a 'format' of wav or mp3",
                     param)
     return FilePart(AUDIO_TYPES[kind], data)
@@ -186,8 +186,11 @@ def _reasoning_history(raw: Mapping[str, Any],
     for i, detail in enumerate(details):
         at = f"{param}.reasoning_details.{i}"
         kind = detail.get("type") if isinstance(detail, dict) else None
+        fmt = detail.get("format") if isinstance(detail, dict) else None
+        if fmt is not None and not isinstance(fmt, str):
+            raise _fail("'format' must be a string", f"{at}.format")
         if kind is not None:
-            by = FORMATS.get(detail.get("format") or "", by)
+            by = FORMATS.get(fmt or "", by)
         if kind == "reasoning.encrypted" and isinstance(detail.get("data"), str):
             redacted.append(detail["data"])
         elif kind in ("reasoning.text", "reasoning.summary") and isinstance(
@@ -221,6 +224,9 @@ def _message(raw: Any, index: int, features: dict[str, str]) -> Message:
     name = raw.get("name")
     if name is not None and not isinstance(name, str):
         raise _fail("'name' must be a string", f"{param}.name")
+    audio = raw.get("audio")
+    if isinstance(audio, dict) and audio.get("id") is not None:
+        raise _fail("an earlier answer's audio 'id' " + SHARED, f"{param}.audio.id")
     for key in sorted(raw.keys() - MESSAGE_KEYS):
         if raw[key] is not None:
             features.setdefault(f"openai:messages.{key}", f"{param}.{key}")
@@ -314,9 +320,12 @@ PASSTHROUGH: dict[str, Callable[[Any], bool]] = {
 SHARED = ("names a resource of the gateway's own upstream account, which every client of "
           "this gateway shares: not honoured (send the content itself)")
 # Never honoured from a body: where a request goes is the gateway's configuration.
+# (Compared lower-case: ``API_BASE`` is the same request to a lenient proxy upstream.)
 ENDPOINT_FIELDS = frozenset({
     "api_base", "base_url", "api_key", "api_version", "extra_headers", "extra_query",
     "custom_llm_provider", "organization", "deployment_id",
+    # What OpenAI-compatible proxies (LiteLLM, OpenRouter) read as routing or credentials.
+    "user_config", "extra_body", "preset", "litellm_params", "mock_response",
 })
 # OpenRouter fields with no meaning for a self-hosted gateway, and why.
 ROUTER_REFUSED = {
@@ -448,7 +457,7 @@ def parse_request(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     for key in body:
-        if key in ENDPOINT_FIELDS:
+        if key.lower() in ENDPOINT_FIELDS:
             raise _fail(f"Unrecognized request argument supplied: {key} (where a request "
                         "goes is the gateway's configuration, never the body's)", key)
     _extensions(body)

@@ -328,6 +328,12 @@ REJECTIONS: list[tuple[str, Any, str | None]] = [
      user_block({"type": "document", "source": {"type": "file", "file_id": "f"}}),
      "messages.0.content.0.source"),
     ("container", body(container="container_1"), "container"),
+    ("container upload", user_block({"type": "container_upload", "file_id": "f"}),
+     "messages.0.content.0"),
+    ("file source inside a tool result",
+     user_block({"type": "tool_result", "tool_use_id": "t", "content": [
+         {"type": "document", "source": {"type": "file", "file_id": "f"}}]}),
+     "messages.0.content.0.content.0.source"),
     ("tool_use in a user message",
      user_block({"type": "tool_use", "id": "t", "name": "f", "input": {}}),
      "messages.0.content.0"),

@@ -241,8 +241,12 @@ def test_structured_output_becomes_output_config_format(fmt: dict[str, Any],
 
 
 @pytest.mark.parametrize(("reasoning", "max_tokens", "thinking"), [
-    ({"reasoning_effort": "low"}, 8000, {"type": "enabled", "budget_tokens": 2048}),
-    ({"reasoning_effort": "high"}, 8000, {"type": "enabled", "budget_tokens": 7999}),
+    # An effort is a share of max_tokens (OpenRouter's reading), leaving room to answer.
+    ({"reasoning_effort": "low"}, 8000, {"type": "enabled", "budget_tokens": 1600}),
+    ({"reasoning_effort": "high"}, 8000, {"type": "enabled", "budget_tokens": 6400}),
+    ({"reasoning_effort": "high"}, 100_000, {"type": "enabled", "budget_tokens": 16384}),
+    ({"reasoning": {"effort": "medium", "exclude": True}}, 8000,
+     {"type": "enabled", "budget_tokens": 4000, "display": "omitted"}),
     ({"reasoning_effort": "none"}, 8000, {"type": "disabled"}),
     ({"reasoning": {"max_tokens": 3000}}, None, {"type": "enabled", "budget_tokens": 3000}),
     ({"reasoning": {"max_tokens": 10}}, None, {"type": "enabled", "budget_tokens": 1024}),

@@ -261,7 +261,8 @@ def test_what_only_gemini_reads_is_noted_where_it_first_appears() -> None:
     request = parse(body(
         contents=[user({"text": "hi"}, {"inlineData": {"mimeType": "video/mp4",
                                                       "data": "AA=="}},
-                       {"fileData": {"fileUri": "gs://b/a.png"}}, {"executableCode": {}}),
+                       {"fileData": {"fileUri": "https://e.test/v.mp4", "mimeType": "video/mp4"}},
+                       {"executableCode": {}}),
                   model_turn({"text": "t", "thought": True, "thoughtSignature": "c2ln"},
                              {"text": "a"}),
                   user({"text": "more", "bogus": 1})],
@@ -269,7 +270,7 @@ def test_what_only_gemini_reads_is_noted_where_it_first_appears() -> None:
         generationConfig={"speechConfig": {}}))
     assert request.features == {
         "gemini:inlineData": "contents.0.parts.1.inlineData (video/mp4)",
-        "gemini:fileData": "contents.0.parts.2.fileData (gs://b/a.png)",
+        "gemini:fileData": "contents.0.parts.2.fileData (video/mp4)",
         "gemini:contents.parts.executableCode": "contents.0.parts.3.executableCode",
         "gemini:contents.parts.bogus": "contents.2.parts.0.bogus",
         "gemini:tools.googleSearch": "tools.0.googleSearch",
@@ -395,6 +396,13 @@ REJECTIONS: list[tuple[str, Any, str | None]] = [
     ("files api uri", part({"fileData": {"fileUri": "https://generativelanguage.googleapis.com"
                                                     "/v1beta/files/abc"}}),
      f"{P0}.fileData.fileUri"),
+    ("files api uri in capitals", part({"fileData": {
+        "fileUri": " HTTPS://GenerativeLanguage.googleapis.com/v1beta/files/abc"}}),
+     f"{P0}.fileData.fileUri"),
+    ("cloud storage uri", part({"fileData": {"fileUri": "gs://bucket/a.pdf"}}),
+     f"{P0}.fileData.fileUri"),
+    ("file search tool", body(tools=[{"file_search": {"file_search_store_names": ["s"]}}]),
+     "tools.0.file_search"),
     ("field in both cases", body(generationConfig={}, generation_config={}), "generationConfig"),
     ("model not a string", body(model=5), "model"),
     ("missing contents", body(contents=DROP), "contents"),
