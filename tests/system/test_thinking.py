@@ -25,10 +25,10 @@ PROMPT = "#sim scenario=tool_call interval_ms=0\nWeather in Paris?"
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}}
 
 
-def _anthropic_turns(gw: Gw, stream: bool) -> Any:
+def _anthropic_turns(gw: Gw, stream: bool, model: str = "anthropic-lorem") -> Any:
     with anthropic.Anthropic(base_url=gw.url, api_key=gw.key, max_retries=0) as client:
         asked: Any = dict(
-            model="anthropic-lorem", max_tokens=4096,
+            model=model, max_tokens=4096,
             thinking={"type": "enabled", "budget_tokens": 2048},
             tools=[{"name": "weather", "input_schema": SCHEMA}])
         history: list[Any] = [{"role": "user", "content": PROMPT}]
@@ -129,24 +129,9 @@ async def test_an_openai_client_carries_anthropic_signatures_as_reasoning_detail
         "signature": signature}
 
 
-def _anthropic_to_gemini_turns(gw: Gw) -> Any:
-    with anthropic.Anthropic(base_url=gw.url, api_key=gw.key, max_retries=0) as client:
-        asked: Any = dict(model="gemini-lorem", max_tokens=4096,
-                          thinking={"type": "enabled", "budget_tokens": 2048},
-                          tools=[{"name": "weather", "input_schema": SCHEMA}])
-        history: list[Any] = [{"role": "user", "content": PROMPT}]
-        first = client.messages.create(messages=history, **asked)
-        call = next(b for b in first.content if b.type == "tool_use")
-        history += [{"role": "assistant", "content": first.content},
-                    {"role": "user", "content": [{"type": "tool_result",
-                                                  "tool_use_id": call.id, "content": "sunny"}]}]
-        client.messages.create(messages=history, **asked)
-        return first
-
-
 async def test_a_gemini_signature_held_by_an_anthropic_client_goes_back_to_gemini(
         gw: Gw, sim: Sim) -> None:
-    first = await trio.to_thread.run_sync(_anthropic_to_gemini_turns, gw)
+    first = await trio.to_thread.run_sync(_anthropic_turns, gw, False, "gemini-lorem")
     asked, followed = sim.records()
     signature = base64.b64encode(f"sig-sim-{asked.id}".encode()).decode()
     [thinking] = [b for b in first.content if b.type == "thinking"]
