@@ -251,6 +251,11 @@ FEATURES = (
     "temperature", "top_p", "stop", "seed", "top_k", "presence_penalty", "frequency_penalty",
     "user", "parallel_tool_calls", "response_format", "reasoning", "images", "tool_errors",
     "documents", "audio",
+    # Finer points some dialects have no form for:
+    "tool_result_media",  # images or documents in a tool's result
+    "strict_tools",  # a tool whose arguments must match its schema
+    "message_names",  # a participant's name on a message
+    "image_detail",  # how finely an image is read
 )
 
 

@@ -12,18 +12,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.canonical import FilePart, ImagePart, Message
+from gateway.canonical import FilePart, ImagePart, Message, Tool
 
 
 def note_media(messages: Iterable[Message], found: dict[str, str], *, images: str,
                documents: str, audio: str) -> None:
-    """Note images, documents and audio in ``messages``, under the client's names."""
-    for message in messages:
+    """Note images (and how finely they are to be read), documents, audio and named
+    participants in ``messages``, under the client's names."""
+    for i, message in enumerate(messages):
+        if message.name is not None:
+            found.setdefault("message_names", f"messages.{i}.name")
         for part in message.content:
             if isinstance(part, ImagePart):
                 found.setdefault("images", images)
+                if part.detail is not None:
+                    found.setdefault("image_detail", f"{images}.detail")
             elif isinstance(part, FilePart):
                 found.setdefault(*(("audio", audio) if part.audio else ("documents", documents)))
+
+
+def note_tools(tools: Iterable[Tool], found: dict[str, str]) -> None:
+    """Note strict tools (arguments that must match the schema)."""
+    for i, tool in enumerate(tools):
+        if tool.strict:
+            found.setdefault("strict_tools", f"tools.{i}.strict")
 
 
 class Features:

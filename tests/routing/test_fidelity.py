@@ -117,3 +117,25 @@ def test_require_parameters_forbids_dropping() -> None:
     fitted = fit_route(request, route)
     assert [t.label for t in fitted.targets] == ["o/m"]
     assert fitted.targets[0].dropped == ()
+
+
+@pytest.mark.parametrize(("request_", "dialect", "expected"), [
+    # Images and documents in a tool's result: only Anthropic's tool results hold them.
+    (anthropic(messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "t", "name": "f", "input": {}}]}, {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t", "content": [
+                {"type": "image", "source": {"type": "url", "url": "https://e.test/a.png"}}]}]}]),
+     "gemini", ["messages.2.content.0.content.0 (image block)"]),
+    (openai(tools=[{"type": "function", "function": {"name": "f", "strict": True}}]), "gemini",
+     ["tools.0.strict"]),
+    (openai(messages=[{"role": "user", "content": "hi", "name": "ann"}]), "anthropic",
+     ["messages.0.name"]),
+    (openai(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {
+        "url": "https://e.test/a.png", "detail": "low"}}]}]), "gemini", ["image_url.detail"]),
+    (openai(messages=[{"role": "user", "content": "a"},
+                      {"role": "assistant", "content": None, "refusal": "no"},
+                      {"role": "user", "content": "b"}]), "anthropic", ["messages.1.refusal"]),
+])
+def test_finer_points_without_a_form_elsewhere_are_named_not_dropped(
+        request_: Any, dialect: str, expected: list[str]) -> None:
+    assert params(request_, dialect) == expected

@@ -39,7 +39,7 @@ from gateway.canonical import (
 )
 from gateway.errors import RequestError
 from gateway.wire.features import Features as BaseFeatures
-from gateway.wire.features import note_media
+from gateway.wire.features import note_media, note_tools
 from gateway.wire.jsonbody import compact, is_int
 from gateway.wire.signatures import from_client
 
@@ -164,11 +164,19 @@ def _tool_result(block: Mapping[str, Any], param: str, features: Features) -> Me
             at = f"{param}.content.{k}"
             kind, inner = _block(item, at)
             _check_role(kind, "tool_result", at)
-            features.extras(inner, kind, at)
+            document = _document(inner) if kind == "document" else None
+            if kind != "document" or document is not None:
+                features.extras(inner, kind, at)
+            else:
+                features.own("document", f"{at} (document block)")
             if kind == "text":
                 parts.append(_text(inner, at))
             elif kind == "image":
                 parts.append(_image(inner, at))
+            elif document is not None:
+                parts.append(document)
+            if kind in ("image", "document"):
+                features.note("tool_result_media", f"{at} ({kind} block)")
     elif raw is not None:
         raise _fail("a tool result's 'content' must be a string or an array of blocks", param)
     return Message(role="tool", content=tuple(parts), tool_call_id=tool_use_id,
@@ -549,6 +557,8 @@ def parse_request(body: Any, headers: Mapping[str, str] | None = None) -> ChatRe
         found["reasoning"] = "thinking" if "thinking" in body else "output_config.effort"
     parsed = (system, *messages) if system is not None else tuple(messages)
     note_media(parsed, found, images="image", documents="document", audio="audio")
+    tools = _tools(body.get("tools"), features)
+    note_tools(tools, found)
     return ChatRequest(
         model=model,
         messages=parsed,
@@ -558,7 +568,7 @@ def parse_request(body: Any, headers: Mapping[str, str] | None = None) -> ChatRe
         top_p=_number(body, "top_p", 0, 1),
         top_k=top_k,
         stop=_stop_sequences(body.get("stop_sequences")),
-        tools=_tools(body.get("tools"), features),
+        tools=tools,
         tool_choice=tool_choice,
         parallel_tool_calls=parallel,
         user=_user(body.get("metadata")),

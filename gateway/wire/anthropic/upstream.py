@@ -136,6 +136,7 @@ def _reasoning_blocks(message: Message) -> list[dict[str, Any]]:
 HONOURS = frozenset({
     "temperature", "top_p", "stop", "top_k", "user", "parallel_tool_calls",
     "response_format", "reasoning", "images", "tool_errors", "documents",
+    "tool_result_media", "strict_tools",
 })
 
 

@@ -42,7 +42,7 @@ from gateway.canonical import (
     ToolChoice,
 )
 from gateway.errors import RequestError
-from gateway.wire.features import note_media
+from gateway.wire.features import note_media, note_tools
 from gateway.wire.jsonbody import is_int
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
@@ -227,8 +227,8 @@ def _message(raw: Any, index: int, features: dict[str, str]) -> Message:
     audio = raw.get("audio")
     if isinstance(audio, dict) and audio.get("id") is not None:
         raise _fail("an earlier answer's audio 'id' " + SHARED, f"{param}.audio.id")
-    for key in sorted(raw.keys() - MESSAGE_KEYS):
-        if raw[key] is not None:
+    for key in sorted(raw.keys() - MESSAGE_KEYS | {"refusal"}):
+        if raw.get(key) is not None:  # an earlier refusal is OpenAI's own to read back
             features.setdefault(f"openai:messages.{key}", f"{param}.{key}")
     reasoning, signature, by = "", "", ""
     redacted: tuple[str, ...] = ()
@@ -508,6 +508,8 @@ def parse_request(body: Any) -> ChatRequest:
         features[f"openai:{key}"] = key
     parsed = tuple(_message(m, i, features) for i, m in enumerate(messages))
     note_media(parsed, features, images="image_url", documents="file", audio="input_audio")
+    tools = _tools(body.get("tools"))
+    note_tools(tools, features)
     for key in CANONICAL:
         if body.get(key) is not None and body.get(key) != {"type": "text"}:
             features[key] = key
@@ -525,7 +527,7 @@ def parse_request(body: Any) -> ChatRequest:
         temperature=_number(body, "temperature", 0, 2),
         top_p=_number(body, "top_p", 0, 1),
         stop=_stop(body.get("stop")),
-        tools=_tools(body.get("tools")),
+        tools=tools,
         tool_choice=_tool_choice(body.get("tool_choice")),
         user=_string(body, "user"),
         seed=seed,

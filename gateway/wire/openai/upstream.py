@@ -102,6 +102,7 @@ def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
 HONOURS = frozenset({
     "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "user",
     "parallel_tool_calls", "response_format", "reasoning", "images", "documents", "audio",
+    "strict_tools", "message_names", "image_detail",
 })
 # OpenRouter's request extensions, which the gateway itself interprets: never forwarded as
 # such (``reasoning`` becomes ``reasoning_effort``; the sampling ones go where accepted).
