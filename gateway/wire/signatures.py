@@ -29,6 +29,12 @@ def for_client(signature: str, by: str, client: str) -> str:
     return base64.b64encode(wrapped.encode()).decode() if client == "gemini" else wrapped
 
 
+def foreign(value: str, client: str) -> bool:
+    """Whether a signature a ``client``-dialect client sent was written by another dialect
+    (an upstream of the client's own dialect cannot read it)."""
+    return from_client(value, client)[1] != client
+
+
 def from_client(value: str, client: str) -> tuple[str, str]:
     """(signature, the dialect that wrote it) for a value a ``client``-dialect client sent."""
     text = value

@@ -51,6 +51,7 @@ from gateway.errors import (
 )
 from gateway.wire.anthropic.common import ERROR_TYPES, tool_input
 from gateway.wire.jsonbody import compact, is_int, upstream_object, without_surrogates
+from gateway.wire.signatures import foreign
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; other dialects may leave it unset
 FINISH_REASONS: dict[str, FinishReason] = {
@@ -119,6 +120,21 @@ def _tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict[str, 
     return out
 
 
+def _own_thinking(messages: list[Any]) -> list[Any]:
+    """The client's history without thinking blocks another dialect signed (a fallback of
+    another dialect answered those turns): Anthropic can read none of them."""
+    out = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            content = [b for b in content if not (
+                isinstance(b, dict) and b.get("type") == "thinking"
+                and isinstance(b.get("signature"), str) and foreign(b["signature"], "anthropic"))]
+            message = {**message, "content": content}
+        out.append(message)
+    return out
+
+
 def _reasoning_blocks(message: Message) -> list[dict[str, Any]]:
     """An assistant turn's thinking, signed, as Anthropic wants it back; reasoning another
     provider wrote (or unsigned text) is left out: Anthropic can read none of it."""
@@ -174,7 +190,10 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
     empty turns). A temperature above Anthropic's 1.0 (OpenAI allows 2) is sent as 1.0.
     """
     if request.dialect == "anthropic":
-        return {**request.raw, "model": model}
+        own = {**request.raw, "model": model}
+        if any(m.signed_by not in ("", "anthropic") for m in request.messages):
+            own["messages"] = _own_thinking(own["messages"])
+        return own
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     results: list[dict[str, Any]] | None = None  # the user turn that tool results open

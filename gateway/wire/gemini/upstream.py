@@ -44,6 +44,7 @@ from gateway.canonical import (
 from gateway.errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError
 from gateway.wire.gemini.common import STATUS_NAMES, loads_object
 from gateway.wire.jsonbody import compact, is_int, upstream_object, without_surrogates
+from gateway.wire.signatures import foreign
 
 # The words an upstream error may be labelled with: google.rpc status names, nothing else.
 UPSTREAM_STATUSES = frozenset(STATUS_NAMES.values()) | {
@@ -165,6 +166,26 @@ HONOURS = frozenset({
 })
 
 
+def _own_signatures(contents: list[Any]) -> list[Any]:
+    """The client's history without thought signatures another dialect wrote (a fallback
+    of another dialect answered those turns): Gemini can read none of them."""
+    out = []
+    for turn in contents:
+        parts = turn.get("parts") if isinstance(turn, dict) else None
+        if isinstance(parts, list):
+            parts = [{k: v for k, v in p.items() if k not in ("thoughtSignature",
+                                                               "thought_signature")}
+                     if isinstance(p, dict) and _foreign_part(p) else p for p in parts]
+            turn = {**turn, "parts": parts}
+        out.append(turn)
+    return out
+
+
+def _foreign_part(part: dict[str, Any]) -> bool:
+    signature = part.get("thoughtSignature", part.get("thought_signature"))
+    return isinstance(signature, str) and foreign(signature, "gemini")
+
+
 def thinking_config(reasoning: Reasoning) -> dict[str, Any]:
     config: dict[str, Any] = {}
     budget = reasoning.as_budget(None)
@@ -179,7 +200,10 @@ def upstream_body(request: ChatRequest) -> dict[str, Any]:
     """The ``GenerateContentRequest`` for a Gemini upstream (the model goes in the URL): a
     client of this dialect's own, or the translation of another's."""
     if request.dialect == "gemini":
-        return {k: v for k, v in request.raw.items() if k != "model"}
+        own = {k: v for k, v in request.raw.items() if k != "model"}
+        if any(m.signed_by not in ("", "gemini") for m in request.messages):
+            own["contents"] = _own_signatures(own["contents"])
+        return own
     contents, system = _contents(request.messages)
     body: dict[str, Any] = {"contents": contents}
     if system:

@@ -637,3 +637,23 @@ def test_error_body_raises_without_echoing_the_provider_message() -> None:
 def test_malformed_message_is_a_protocol_error(data: bytes) -> None:
     with pytest.raises(UpstreamProtocolError):
         parse_message(data)
+
+
+def test_thinking_another_dialect_signed_never_reaches_anthropic() -> None:
+    # A fallback of another dialect answered the first turn: Anthropic cannot read its
+    # signature, and its own stays.
+    client = body(messages=[
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "x", "signature": "arouter.gemini.c2ln"},
+            {"type": "text", "text": "yo"}]},
+        {"role": "user", "content": "and?"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "y", "signature": "EqOwn"},
+            {"type": "text", "text": "so"}]},
+        {"role": "user", "content": "ok"},
+    ])
+    sent = upstream_body(parse_request(client), "m")["messages"]
+    assert sent[1]["content"] == [{"type": "text", "text": "yo"}]
+    assert sent[3]["content"][0] == {"type": "thinking", "thinking": "y", "signature": "EqOwn"}
+    assert client["messages"][1]["content"][0]["signature"] == "arouter.gemini.c2ln"  # untouched

@@ -6,6 +6,7 @@ Pure: canonical values and bytes in, dicts and canonical events out.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -460,3 +461,17 @@ def test_upstream_call_ids_are_kept_or_unique_per_answer() -> None:
     first, second = parse_response(answer("r1", bare))[0], parse_response(answer("r2", bare))[0]
     assert isinstance(first, ToolCallDelta) and isinstance(second, ToolCallDelta)
     assert first.id != second.id
+
+
+def test_a_thought_signature_another_dialect_wrote_never_reaches_gemini() -> None:
+    wrapped = base64.b64encode(b"arouter.anthropic.EqSig").decode()
+    client = {"contents": [
+        user({"text": "hi"}),
+        model_turn({"functionCall": {"name": "f", "args": {}}, "thoughtSignature": wrapped}),
+        user({"functionResponse": {"name": "f", "response": {"r": 1}}}),
+        model_turn({"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2ln"}),
+        user({"functionResponse": {"name": "f", "response": {"r": 2}}}),
+    ]}
+    sent = upstream_body(parse(client))["contents"]
+    assert "thoughtSignature" not in sent[1]["parts"][0]
+    assert sent[3]["parts"][0]["thoughtSignature"] == "c2ln"
