@@ -224,9 +224,6 @@ class ChatRequest:
     response_format: ResponseFormat | None = None
     reasoning: Reasoning | None = None
     dialect: str = ""  # the client's; "" for a request the gateway made (always translated)
-    # The client's parameters the gateway does not interpret, as sent (an upstream of the
-    # same dialect gets them with ``raw``; kept for the dialects' own renderers).
-    extra: Mapping[str, Any] = attrs.field(factory=dict)
     routing: RoutingPrefs = RoutingPrefs()
     raw: Mapping[str, Any] = attrs.field(factory=dict)  # the client's body, as parsed
     # The client's own API headers (``anthropic-beta``, ...), for an upstream of its dialect.

@@ -11,7 +11,7 @@ commit point, deadlines, cancellation, records — is the same code for all of t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -36,7 +36,7 @@ class PathParams:
     stream: bool | None = None  # Gemini chooses streaming by the method in the path
     sse: bool = True  # Gemini streams SSE only with ?alt=sse, else one JSON array
     key: str | None = None  # Gemini's ?key= query parameter
-    headers: Mapping[str, str] = attrs.field(factory=dict)  # the client's, names lower-case
+    headers: Sequence[tuple[bytes, bytes]] = ()  # the client's, as ASGI gives them
 
 
 @attrs.frozen
@@ -60,8 +60,8 @@ class ClientDialect:
     parse: Callable[[Any, PathParams], ChatRequest]
     encoder: Callable[[str, ChatRequest, PathParams], Encoder]  # (generation id, request, path)
     render: Callable[[str, ChatRequest, Answer], bytes]  # (generation id, request, answer)
-    # A whole answer from an upstream of this dialect: (body, generation id, model, usage).
-    relay_whole: Callable[[bytes, str, str, Usage], bytes]
+    # A whole answer from an upstream of this dialect: (answer, generation id, model, usage).
+    relay_whole: Callable[[dict[str, Any], str, str, Usage], bytes]
     error_body: Callable[[GatewayError, str | None], bytes]
 
 
@@ -98,7 +98,9 @@ def _anthropic_render(generation_id: str, request: ChatRequest, answer: Answer) 
 ANTHROPIC = ClientDialect(
     name="anthropic",
     key_header=b"x-api-key",
-    parse=lambda body, call: anthropic_request.parse_request(body, call.headers),
+    parse=lambda body, call: anthropic_request.parse_request(body, {
+        name.decode("latin-1"): value.decode("latin-1")  # only its API's (lower-case)
+        for name, value in call.headers if name.startswith(b"anthropic-")}),
     encoder=lambda generation_id, request, call: anthropic_render.StreamEncoder(
         generation_id, request.model, estimate_prompt_tokens(request)
     ),

@@ -70,9 +70,7 @@ class Generation:
             body = await read_body(scope, receive, gateway.config.max_body_bytes,
                                    gateway.config.deadlines.body)
             unread = False
-            call = attrs.evolve(call, headers={
-                name.decode("latin-1"): value.decode("latin-1")
-                for name, value in scope["headers"]})
+            call = attrs.evolve(call, headers=scope["headers"])
             request = dialect.parse(jsonbody.parse(body), call)
             # Only deployments that can honour the whole request (or may drop what they
             # cannot): a 400 naming the field when none can.

@@ -14,7 +14,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.canonical import ChatRequest, StreamEvent
 from gateway.routing.targets import Target
@@ -34,9 +34,9 @@ class Sink(Protocol):
         ``data`` is the event's payload, ``at`` where the part to keep starts, ``chars``
         the approximate text length (for usage estimates)."""
 
-    def keep_whole(self, data: bytes) -> None:
-        """Take a whole (non-streamed) answer's body as the upstream sent it, for a client
-        of the same dialect (its events follow through ``emit``)."""
+    def keep_whole(self, answer: dict[str, Any]) -> None:
+        """Take a whole (non-streamed) answer as the upstream sent it (parsed), for a
+        client of the same dialect (its events follow through ``emit``)."""
 
     async def writable(self) -> None:
         """Return once the client side has room (backpressure on the upstream read)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -37,6 +38,7 @@ from gateway.providers.base import Sink
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
 from gateway.wire import sse
+from gateway.wire.jsonbody import upstream_object
 
 MAX_ERROR_BODY = 64 * 1024
 AFTER_DONE = 1.0  # seconds to wait for the end of the body after the end marker
@@ -52,7 +54,7 @@ async def call(
     *,
     stream: bool,
     relay: Callable[[Response, Sink], Awaitable[None]],
-    parse_whole: Callable[[bytes], list[StreamEvent]],
+    parse_whole: Callable[[dict[str, Any]], list[StreamEvent]],
     same_dialect: bool = False,
 ) -> None:
     """One upstream call: ``relay`` a stream, or emit the events of a whole answer (and,
@@ -70,9 +72,10 @@ async def call(
             # Not retried: another call would cost as much again and end the same way.
             raise OutputLimitExceeded(f"the upstream's answer exceeds {response.limit} bytes "
                                       "([server] max_answer_bytes)")
-        events = parse_whole(data)  # an answer that does not parse is never relayed
+        answer = upstream_object(data, "an answer")  # parsed once, for both uses
+        events = parse_whole(answer)  # an answer that does not parse is never relayed
         if same_dialect:
-            sink.keep_whole(data)
+            sink.keep_whole(answer)
         for event in events:
             sink.emit(event)
 

@@ -31,6 +31,7 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from functools import partial
+from typing import Any
 
 import attrs
 import trio
@@ -103,9 +104,9 @@ class Attempt:
         if self.claim():
             self.exchange.emit_spliced(data, at, chars)
 
-    def keep_whole(self, data: bytes) -> None:
+    def keep_whole(self, answer: dict[str, Any]) -> None:
         if self.claim():
-            self.exchange.whole = data
+            self.exchange.whole = answer
 
     async def writable(self) -> None:
         await self.exchange.writable()

@@ -16,7 +16,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -58,7 +58,7 @@ class Exchange:
     pending: bytearray = attrs.field(factory=bytearray)
     # A whole answer's body as an upstream of the client's own dialect sent it: relayed
     # with only the gateway's rewrites, every field the canonical model has no place for.
-    whole: bytes | None = None
+    whole: dict[str, Any] | None = None
     opening: bytes = b""  # what the encoder opened the stream with
     opening_sent: bool = False  # the writer sent what was pending (the opening with it)
     wake: trio.Event = attrs.field(factory=trio.Event)

@@ -67,6 +67,7 @@ class Transcript:
             self.signature, self.signed_by = event.signature, event.by
         elif isinstance(event, RedactedReasoning):
             self.redacted.append(event.data)
+            self.chars += len(event.data)  # served output: bounded by the output cap too
             self.signed_by = self.signed_by or event.by
         elif isinstance(event, ToolCallDelta):
             call = self.calls.setdefault(event.index, _Call())

@@ -103,7 +103,8 @@ def fit_route(request: ChatRequest, route: Route) -> Route:
         if refused:
             skipped.append(Skipped(target.label, target.provider.dialect, refused))
         else:
-            kept.append(attrs.evolve(target, dropped=tuple(g.param for g in found)))
+            kept.append(attrs.evolve(target, dropped=tuple(g.param for g in found))
+                        if found else target)
     if not kept:
         first = skipped[0].gaps[0]
         raise RequestError(
@@ -112,5 +113,8 @@ def fit_route(request: ChatRequest, route: Route) -> Route:
             + ": no equivalent in that API. Remove it, route to a deployment of the "
             "client's own dialect, or ask the operator to allow dropping it "
             "(drop_unsupported)", param=first.param)
+    if not skipped and len(kept) == len(route.targets) and all(
+            a is b for a, b in zip(kept, route.targets, strict=True)):
+        return route  # every deployment honours all of it: the common case, unchanged
     why = tuple((s.label, s.why) for s in skipped)
     return attrs.evolve(route, targets=tuple(kept), skipped=route.skipped + why)

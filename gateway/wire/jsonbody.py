@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any, TypeGuard
 
 from gateway.errors import RequestError, UpstreamProtocolError
@@ -134,15 +135,24 @@ def compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def relayed(value: Any) -> bytes:
-    """An upstream's JSON, rewritten, for its client: escaped ASCII, so text the upstream
-    escaped (lone surrogates included) reaches the client exactly as escaped."""
-    return json.dumps(value, separators=(",", ":")).encode()
+def relayed(answer: Mapping[str, Any], ours: Mapping[str, Any], usage_key: str,
+            usage: Any) -> bytes:
+    """An upstream's whole answer for a client of its own dialect: every field as sent but
+    ``ours`` (the gateway's id and the model the client named), and ``usage`` under
+    ``usage_key`` where the upstream sent none. Escaped ASCII, so text the upstream escaped
+    (lone surrogates included) reaches the client exactly as escaped."""
+    out = {**answer, **ours}
+    if not out.get(usage_key):
+        out[usage_key] = usage
+    return json.dumps(out, separators=(",", ":")).encode()
 
 
-def upstream_object(data: str | bytes, what: str) -> dict[str, Any]:
+def upstream_object(data: str | bytes | dict[str, Any], what: str) -> dict[str, Any]:
     """A JSON object an upstream sent (``what``: "an event", "a body", ...), or
-    ``UpstreamProtocolError``: upstream bytes are untrusted too."""
+    ``UpstreamProtocolError``: upstream bytes are untrusted too. An object parsed already
+    (by ``upstream_object``) is returned as it is."""
+    if isinstance(data, dict):
+        return data
     try:
         value = json.loads(data)
     except (ValueError, RecursionError):

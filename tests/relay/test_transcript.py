@@ -7,6 +7,8 @@ from gateway.canonical import (
     Finish,
     Message,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     TextDelta,
     TextPart,
     ToolCall,
@@ -137,3 +139,13 @@ def test_prompt_estimate_counts_text_parts_and_message_framing() -> None:
     )
     # "abcdefgh\n" is 9 chars -> 3 tokens, plus 4 for each of the two messages
     assert estimate_prompt_tokens(request) == 3 + 8
+
+
+def test_signatures_and_encrypted_reasoning_are_kept_and_encrypted_counts_as_output() -> None:
+    t = Transcript()
+    for event in (ReasoningSignature("sig", "anthropic"), RedactedReasoning("x" * 40, "anthropic")):
+        t.add(event)
+    assert (t.signature, t.signed_by, t.redacted) == ("sig", "anthropic", ["x" * 40])
+    # Served output (billed as thinking tokens by its provider): it counts toward the
+    # output cap and the estimate, while a signature alone is no output.
+    assert t.chars == 40

@@ -139,3 +139,26 @@ def test_require_parameters_forbids_dropping() -> None:
 def test_finer_points_without_a_form_elsewhere_are_named_not_dropped(
         request_: Any, dialect: str, expected: list[str]) -> None:
     assert params(request_, dialect) == expected
+
+
+@pytest.mark.parametrize(("request_", "dialect", "expected"), [
+    # Keys inside objects the canonical model reads, beyond what it carries.
+    (anthropic(tool_choice={"type": "auto", "new_flag": True}), "openai",
+     ["tool_choice.new_flag"]),
+    (anthropic(thinking={"type": "adaptive", "new_knob": 1}), "gemini", ["thinking.new_knob"]),
+    (anthropic(messages=[{"role": "user", "content": "hi", "note": "x"}]), "openai",
+     ["messages.0.note"]),
+    # OpenRouter-style cache_control on an OpenAI content part.
+    (openai(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}]),
+     "anthropic", ["messages.0.content.0.cache_control"]),
+])
+def test_unknown_keys_inside_known_objects_are_named_not_dropped(
+        request_: Any, dialect: str, expected: list[str]) -> None:
+    assert params(request_, dialect) == expected
+    assert params(request_, request_.dialect) == []  # the client's own dialect: as sent
+
+
+def test_a_route_every_deployment_honours_is_the_same_route() -> None:
+    route = Route("x", (target("openai", "o"), target("anthropic", "a")))
+    assert fit_route(openai(temperature=0.5), route) is route

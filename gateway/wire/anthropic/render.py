@@ -30,7 +30,7 @@ from gateway.canonical import (
 )
 from gateway.errors import GatewayError
 from gateway.wire.anthropic.common import ERROR_TYPES, tool_input
-from gateway.wire.jsonbody import compact, relayed, upstream_object
+from gateway.wire.jsonbody import compact, relayed
 from gateway.wire.signatures import for_client
 
 STOP_REASONS: dict[FinishReason, str] = {
@@ -195,15 +195,12 @@ class StreamEncoder:
         raise NotImplementedError("the Anthropic dialect has no passthrough (splices is None)")
 
 
-def relay_whole(body: bytes, generation_id: str, model: str, usage: Usage) -> bytes:
+def relay_whole(answer: dict[str, Any], generation_id: str, model: str,
+                usage: Usage) -> bytes:
     """An Anthropic upstream's whole ``Message`` for an Anthropic client: every block and
     field as sent (citations, server tool results, ...), with the gateway's id and the
     model the client named."""
-    message = upstream_object(body, "an answer")  # parsed once already: it is JSON
-    message["id"], message["model"] = generation_id, model
-    if not message.get("usage"):
-        message["usage"] = usage_json(usage)
-    return relayed(message)
+    return relayed(answer, {"id": generation_id, "model": model}, "usage", usage_json(usage))
 
 
 def render_message(

@@ -273,6 +273,8 @@ def _messages(raw: Any, features: Features) -> list[Message]:
         role = item.get("role")
         if role in ("user", "assistant") and "content" not in item:
             raise _fail("Field required", f"{param}.content")
+        for key in sorted(item.keys() - {"role", "content"}):
+            features.own(f"messages.{key}", f"{param}.{key}")
         if role == "user":
             out.extend(_user_messages(item["content"], param, features))
         elif role == "assistant":
@@ -438,6 +440,9 @@ ENDPOINT_FIELDS = frozenset({
     "api_base", "base_url", "api_key", "api_version", "extra_headers", "extra_query",
     "custom_llm_provider", "organization", "deployment_id",
 })
+# The keys of the objects the canonical model reads, beyond which an Anthropic upstream's.
+KNOWN_KEYS = {"tool_choice": {"type", "name", "disable_parallel_tool_use"},
+              "thinking": {"type", "budget_tokens", "display"}}
 HANDLED = {
     "model", "max_tokens", "messages", "system", "stream", "temperature", "top_p", "top_k",
     "stop_sequences", "tools", "tool_choice", "metadata", "thinking", "output_config",
@@ -515,7 +520,6 @@ def parse_request(body: Any, headers: Mapping[str, str] | None = None) -> ChatRe
         raise RequestError("the request body must be a JSON object")
     features = Features()
     api_headers = _api_headers(headers or {}, features)
-    extra: dict[str, Any] = {}
     for key, value in body.items():
         if key in HANDLED:
             continue
@@ -523,7 +527,6 @@ def parse_request(body: Any, headers: Mapping[str, str] | None = None) -> ChatRe
         if mistake is not None:
             raise mistake
         if value is not None:
-            extra[key] = value
             features.own(key, key)
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -540,6 +543,10 @@ def parse_request(body: Any, headers: Mapping[str, str] | None = None) -> ChatRe
     if not isinstance(stream, bool):
         raise _fail("must be true or false", "stream")
     tool_choice, parallel = _tool_choice(body.get("tool_choice"))
+    for field, known in KNOWN_KEYS.items():  # what the canonical model does not carry
+        value = body.get(field)
+        for key in sorted(value.keys() - known) if isinstance(value, dict) else ():
+            features.own(f"{field}.{key}", f"{field}.{key}")
     top_k = body.get("top_k")
     if top_k is not None and not (is_int(top_k) and top_k >= 0):
         raise _fail("must be a non-negative integer", "top_k")
@@ -575,7 +582,6 @@ def parse_request(body: Any, headers: Mapping[str, str] | None = None) -> ChatRe
         response_format=response_format,
         reasoning=reasoning,
         dialect="anthropic",
-        extra=extra,
         raw=body,
         features=found,
         headers=api_headers,

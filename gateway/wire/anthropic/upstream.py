@@ -433,7 +433,7 @@ def _thinking(block: Mapping[str, Any]) -> list[StreamEvent]:
     return out
 
 
-def parse_message(body: bytes) -> list[StreamEvent]:
+def parse_message(body: bytes | dict[str, Any]) -> list[StreamEvent]:
     """Events equivalent to one non-streaming upstream ``Message`` body."""
     obj = upstream_object(body, "an answer")
     if obj.get("type") == "error" or obj.get("error") is not None:

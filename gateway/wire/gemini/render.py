@@ -34,7 +34,7 @@ from gateway.canonical import (
 )
 from gateway.errors import GatewayError
 from gateway.wire.gemini.common import STATUS_NAMES, loads_object
-from gateway.wire.jsonbody import compact, relayed, upstream_object
+from gateway.wire.jsonbody import compact, relayed
 from gateway.wire.signatures import for_client
 
 FINISH_TO_GEMINI: dict[FinishReason, str] = {
@@ -205,15 +205,13 @@ class StreamEncoder:
         return self._frame(compact(_error_json(error))) + (b"" if self._sse else b"]")
 
 
-def relay_whole(body: bytes, generation_id: str, model: str, usage: Usage) -> bytes:
+def relay_whole(answer: dict[str, Any], generation_id: str, model: str,
+                usage: Usage) -> bytes:
     """A Gemini upstream's whole response for a Gemini client: every field as sent (safety
     ratings, grounding, citations, ...), with the gateway's id and the model the client
     named."""
-    response = upstream_object(body, "an answer")  # parsed once already: it is JSON
-    response["responseId"], response["modelVersion"] = generation_id, model
-    if not response.get("usageMetadata"):
-        response["usageMetadata"] = usage_json(usage)
-    return relayed(response)
+    return relayed(answer, {"responseId": generation_id, "modelVersion": model},
+                   "usageMetadata", usage_json(usage))
 
 
 def render_response(

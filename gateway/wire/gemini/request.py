@@ -705,8 +705,6 @@ def parse_request(body: Any, model: str, *, stream: bool) -> ChatRequest:
         own.own("safetySettings", "safetySettings")
     note_media(messages, own.found, images="inlineData", documents="inlineData",
                audio="inlineData")
-    extra = {k: v for k, v in body.items()
-             if _camel(k) not in TOP_FIELDS or _camel(k) == "safetySettings"}
     return ChatRequest(
         model=model,
         messages=tuple(messages),
@@ -724,7 +722,6 @@ def parse_request(body: Any, model: str, *, stream: bool) -> ChatRequest:
         response_format=generation.response_format,
         reasoning=generation.reasoning,
         dialect="gemini",
-        extra=extra,
         raw=body,
         features=own.found,
     )

@@ -403,7 +403,7 @@ class StreamParser:
                                      arguments=arguments))
 
 
-def parse_response(body: bytes) -> list[StreamEvent]:
+def parse_response(body: bytes | dict[str, Any]) -> list[StreamEvent]:
     """Events equivalent to one non-streaming upstream ``GenerateContentResponse``."""
     answer = upstream_object(body, "an answer")
     if answer.get("error") is None and not answer.get("candidates") and not isinstance(

@@ -28,7 +28,7 @@ from gateway.canonical import (
     Usage,
 )
 from gateway.errors import GatewayError
-from gateway.wire.jsonbody import compact, relayed, upstream_object
+from gateway.wire.jsonbody import compact, relayed
 from gateway.wire.sse import KEEPALIVE
 
 
@@ -179,15 +179,12 @@ def render_completion(
     ).encode()
 
 
-def relay_whole(body: bytes, generation_id: str, model: str, usage: Usage) -> bytes:
+def relay_whole(answer: dict[str, Any], generation_id: str, model: str,
+                usage: Usage) -> bytes:
     """An OpenAI upstream's whole answer for an OpenAI client: every field as sent
     (``logprobs``, ``refusal``, ``system_fingerprint``, ``service_tier``, ...), with the
     gateway's id and the model the client named; usage added if the upstream sent none."""
-    answer = upstream_object(body, "an answer")  # parsed once already: it is JSON
-    answer["id"], answer["model"] = generation_id, model
-    if not answer.get("usage"):
-        answer["usage"] = usage_json(usage)
-    return relayed(answer)
+    return relayed(answer, {"id": generation_id, "model": model}, "usage", usage_json(usage))
 
 
 def error_body(error: GatewayError, request_id: str | None = None) -> bytes:

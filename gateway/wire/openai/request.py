@@ -75,6 +75,10 @@ def _number(body: Mapping[str, Any], key: str, low: float, high: float) -> float
     return float(value)
 
 
+PART_KEYS = {"text": {"type", "text"}, "image_url": {"type", "image_url"},
+             "file": {"type", "file"}, "input_audio": {"type", "input_audio"}}
+
+
 def _file(raw: Any, param: str) -> FilePart | None:
     """A ``file`` part: inline PDF ``file_data`` (a data: URL) is a document every dialect
     reads; a ``file_id`` (OpenAI's Files API) only an OpenAI-dialect upstream can."""
@@ -496,7 +500,6 @@ def parse_request(body: Any) -> ChatRequest:
     parallel = body.get("parallel_tool_calls")
     if parallel is not None and not isinstance(parallel, bool):
         raise _fail("'parallel_tool_calls' must be true or false", "parallel_tool_calls")
-    extra: dict[str, Any] = {}
     features: dict[str, str] = {}
     for key, value in body.items():
         if key in HANDLED or value is None:
@@ -504,9 +507,14 @@ def parse_request(body: Any) -> ChatRequest:
         check = PASSTHROUGH.get(key)
         if check is not None and not check(value):
             raise _fail(f"invalid value for '{key}'", key)
-        extra[key] = value
         features[f"openai:{key}"] = key
     parsed = tuple(_message(m, i, features) for i, m in enumerate(messages))
+    for i, m in enumerate(messages):  # a part's keys the canonical model does not carry
+        for j, part in enumerate(m["content"] if isinstance(m.get("content"), list) else ()):
+            kind = part.get("type")  # each part was checked by ``_message``: a dict
+            known = PART_KEYS.get(kind, set()) if isinstance(kind, str) else set()
+            for key in sorted(part.keys() - known) if known else ():
+                features.setdefault(f"openai:content.{key}", f"messages.{i}.content.{j}.{key}")
     note_media(parsed, features, images="image_url", documents="file", audio="input_audio")
     tools = _tools(body.get("tools"))
     note_tools(tools, features)
@@ -539,7 +547,6 @@ def parse_request(body: Any) -> ChatRequest:
         if body.get("response_format") is not None else None,
         reasoning=reasoning,
         dialect="openai",
-        extra=extra,
         routing=_routing(body),
         raw=body,
         features=features,

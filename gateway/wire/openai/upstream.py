@@ -293,9 +293,10 @@ def plain_delta(data: str) -> int:
     # One choice, index 0, as a gateway asking for n=1 gets.
     if at < 0 or '"index":0' not in data or data.count('"index":') != 1:
         return -1
+    # The model comes before the choices (searched only there): no copy, a few finds.
     model = data.find('"model":"', 0, at)
     end = data.find('",', model + 9, at) if model >= 0 else -1
-    if end > 0 and "\\" not in data[model:end] and data.find('"choices"', 0, model) < 0:
+    if end > 0 and data.find("\\", model, end) < 0:
         return end + 2  # after the model's value and its comma
     return at
 
@@ -326,7 +327,7 @@ def parse_chunk(data: str) -> list[StreamEvent]:
     return out
 
 
-def parse_completion(body: bytes) -> list[StreamEvent]:
+def parse_completion(body: bytes | dict[str, Any]) -> list[StreamEvent]:
     """Events equivalent to one non-streaming upstream ``chat.completion`` body."""
     obj = upstream_object(body, "a body")
     if obj.get("error") is not None:

@@ -44,7 +44,6 @@ def test_minimal_body_gives_defaults() -> None:
         dialect="anthropic",
         raw=body(),
     )
-    assert request.extra == {}
     assert request.features == {}
 
 
@@ -164,7 +163,7 @@ def test_tools_and_each_tool_choice() -> None:
 def test_tool_choice_maps_to_the_canonical_shape(choice: Any, expected: ToolChoice) -> None:
     request = parse_request(body(tool_choice=choice))
     assert request.tool_choice == expected
-    assert request.extra == {}
+    assert not any(f.startswith("anthropic:") for f in request.features)
 
 
 @pytest.mark.parametrize("disable", [True, False])
@@ -190,10 +189,10 @@ def test_sampling_metadata_and_stop_sequences() -> None:
 CANONICAL_VALUES = {"top_k", "thinking", "output_config"}
 
 
-def test_parameters_without_a_canonical_meaning_land_in_extra_unchanged() -> None:
+def test_parameters_without_a_canonical_meaning_are_anthropic_s_own() -> None:
     request = parse_request(body(**PASSTHROUGH_VALUES))
     own = {k: v for k, v in PASSTHROUGH_VALUES.items() if k not in CANONICAL_VALUES}
-    assert dict(request.extra) == own
+    assert {k: request.raw[k] for k in own} == own  # as sent, for an Anthropic upstream
     assert {f: p for f, p in request.features.items() if f.startswith("anthropic:")} == {
         f"anthropic:{k}": k for k in own}
     assert (request.top_k, request.reasoning) == (40, Reasoning(effort="high", budget=2048))
@@ -209,7 +208,7 @@ def test_parameters_without_a_canonical_meaning_land_in_extra_unchanged() -> Non
 def test_thinking_modes_are_canonical_reasoning(thinking: dict[str, Any],
                                                 expected: Reasoning) -> None:
     request = parse_request(body(thinking=thinking))
-    assert (request.reasoning, request.extra) == (expected, {})
+    assert (request.reasoning, request.features) == (expected, {"reasoning": "thinking"})
 
 
 def test_structured_output_is_a_canonical_response_format() -> None:

@@ -69,7 +69,6 @@ def test_minimal_body_gives_defaults() -> None:
         dialect="gemini",
         raw=body(),
     )
-    assert request.extra == {}
     assert request.features == {}
 
 
@@ -114,7 +113,7 @@ def test_snake_case_and_camel_case_bodies_mean_the_same() -> None:
 def meaning(request: ChatRequest) -> ChatRequest:
     """What a request means, whatever its spelling: not the raw body, nor where each
     feature was asked for."""
-    return attrs.evolve(request, raw={}, extra={},
+    return attrs.evolve(request, raw={},
                         features=dict.fromkeys(request.features, ""))
 
 
@@ -253,7 +252,7 @@ def test_safety_settings_are_checked_and_noted_as_gemini_s_own() -> None:
     settings = [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"},
                 {"category": 7, "threshold": 4, "method": "SEVERITY"}]
     request = parse(body(safetySettings=settings))
-    assert request.extra == {"safetySettings": settings}
+    assert request.raw["safetySettings"] == settings  # as sent, for a Gemini upstream
     assert request.features == {"gemini:safetySettings": "safetySettings"}
 
 
@@ -695,7 +694,7 @@ def test_google_generativeai_rest_request_body_is_accepted() -> None:
                                                  "properties": {"q": {"type": "string"}}}),)
     assert [m.role for m in parsed.messages] == ["system", "user", "assistant", "tool", "user"]
     assert parsed.messages[3].text == '{"r":1.0}'
-    assert parsed.extra["safetySettings"] == sent["safetySettings"]
+    assert parsed.features["gemini:safetySettings"] == "safetySettings"
 
 
 @pytest.mark.parametrize(("mime", "feature"), [("application/pdf", "documents"),

@@ -175,9 +175,10 @@ def test_own_parameters_reach_only_a_gemini_upstream() -> None:
         "maxOutputTokens": 100, "temperature": 0.5, "topP": 0.9, "stopSequences": ["END"],
         "seed": 7, "topK": 20, "thinkingConfig": {"includeThoughts": True,
                                                   "thinkingBudget": 512}}
-    openai_extra = openai_request(Message(role="user", content=(TextPart("a"),)),
-                                  extra={"logit_bias": {"1": 2}, "topK": 3})
-    assert upstream_body(openai_extra) == {"contents": [user({"text": "a"})]}
+    # Another client's own fields (its raw body) never reach a Gemini upstream.
+    openai_own = openai_request(Message(role="user", content=(TextPart("a"),)), dialect="openai",
+                                raw={"logit_bias": {"1": 2}, "topK": 3})
+    assert upstream_body(openai_own) == {"contents": [user({"text": "a"})]}
 
 
 def test_escaped_lone_surrogates_in_tool_text_never_reach_the_upstream_body() -> None:

@@ -43,7 +43,6 @@ def test_minimal_body_gives_defaults() -> None:
         dialect="openai",
         raw=body(),
     )
-    assert request.extra == {}
     assert request.features == {}
 
 
@@ -174,10 +173,10 @@ CANONICAL_VALUES = {"response_format", "frequency_penalty", "presence_penalty",
                     "parallel_tool_calls", "reasoning_effort"}
 
 
-def test_parameters_without_a_canonical_meaning_land_in_extra_unchanged() -> None:
+def test_parameters_without_a_canonical_meaning_are_openai_s_own() -> None:
     request = parse_request(body(**PASSTHROUGH_VALUES))
     own = {k: v for k, v in PASSTHROUGH_VALUES.items() if k not in CANONICAL_VALUES}
-    assert dict(request.extra) == own
+    assert {k: request.raw[k] for k in own} == own  # as sent, for an OpenAI upstream
     # Each is a feature only an OpenAI-dialect upstream honours, named as the client did.
     assert {f: p for f, p in request.features.items() if f.startswith("openai:")} == {
         f"openai:{k}": k for k in own}
@@ -198,8 +197,6 @@ def test_an_unknown_field_is_the_upstream_s_business() -> None:
     # refuses it by name (routing/fidelity.py).
     request = parse_request(body(prediction={"type": "content", "content": "x"},
                                  brand_new_field=1))
-    assert request.extra == {"prediction": {"type": "content", "content": "x"},
-                             "brand_new_field": 1}
     assert request.features == {"openai:prediction": "prediction",
                                 "openai:brand_new_field": "brand_new_field"}
 
@@ -237,11 +234,11 @@ def test_openrouter_extensions_that_mean_something_here_are_read() -> None:
     assert request.top_k == 40
     assert (request.routing.sort, request.routing.require_parameters) == ("price", True)
     assert {"top_k", "min_p", "repetition_penalty"} <= set(request.features)
-    assert "usage" not in request.extra
+    assert "openai:usage" not in request.features  # the gateway's to honour
 
 
-def test_null_passthrough_parameters_are_left_out_of_extra() -> None:
-    assert parse_request(body(response_format=None, metadata=None)).extra == {}
+def test_null_parameters_ask_for_nothing() -> None:
+    assert parse_request(body(response_format=None, metadata=None)).features == {}
 
 
 # ---------------------------------------------------------------------------------------
