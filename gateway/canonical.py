@@ -198,7 +198,9 @@ class RoutingPrefs:
     allow_fallbacks: bool = True  # False: only providers named in ``order``
     only: tuple[str, ...] = ()  # if set, no other provider
     ignore: tuple[str, ...] = ()  # never these providers
-    sort: Literal["price"] | None = None  # the cheapest deployments first
+    # "price": the cheapest deployments first; "latency": the fastest to a first token
+    # (as this process measured them) first.
+    sort: Literal["price", "latency"] | None = None
     require_parameters: bool = False  # True: no deployment may drop anything asked for
 
 

@@ -75,6 +75,9 @@ class ProviderConfig:
     # What a request this provider cannot honour may lose instead of being refused: True
     # (anything), or parameter / feature names (``routing/fidelity.py``).
     drop_unsupported: bool | tuple[str, ...] = False
+    # What a request may ask of this provider that costs beyond its tokens (a service tier,
+    # per-call tools): True, or ``features.PAID`` names / parameter names. Default: refused.
+    allow_surcharges: bool | tuple[str, ...] = False
     # Features honoured beyond its dialect's (vLLM's OpenAI API takes top_k, min_p, ...).
     accepts: tuple[str, ...] = ()
 
@@ -343,6 +346,7 @@ def _provider(name: str, table: _Reader) -> ProviderConfig:
         free=table.boolean("free", default=False),
         max_output_tokens=table.opt_int("max_output_tokens"),
         drop_unsupported=table.bool_or_names("drop_unsupported") or False,
+        allow_surcharges=table.bool_or_names("allow_surcharges") or False,
         accepts=_accepts(name, dialect, table.str_list("accepts")),
     )
 

@@ -192,6 +192,13 @@ SECTIONS: tuple[Section, ...] = (
             "(anything this upstream cannot honour) or parameter names, e.g. "
             '`["logit_bias", "safetySettings"]`. The ledger row names what was dropped '
             "([compatibility](compatibility.md))."),
+        Key("allow_surcharges", "true, false or list of strings", "`false`",
+            "What a request may ask of this provider that it charges for beyond the tokens "
+            "(which is all the gateway bills): `true`, or any of `\"service_tier\"` (a "
+            "non-default tier), `\"web_search\"` (OpenAI `web_search_options`), "
+            "`\"server_tools\"` (Anthropic web search, code execution), `\"grounding\"` "
+            "(Gemini Google Search / Maps), `\"long_context\"` (Anthropic's context-1m beta). "
+            "Refused by name otherwise, never dropped ([compatibility](compatibility.md))."),
         Key("accepts", 'list of `"top_k"`, `"min_p"`, `"repetition_penalty"`', "none",
             "Sampling parameters this OpenAI-compatible server takes beyond OpenAI's "
             "(vLLM, SGLang): forwarded instead of refused."),

@@ -146,12 +146,11 @@ class Generation:
                     elif exchange.whole is not None:
                         # An upstream of the client's own dialect: its answer as it came.
                         http_status = 200
-                        await send_json(
-                            send, 200,
-                            dialect.relay_whole(exchange.whole, generation_id, answered,
-                                                exchange.usage),
-                            [(b"x-generation-id", generation_id.encode())],
-                        )
+                        body = dialect.relay_whole(exchange.whole, generation_id, answered,
+                                                   exchange.usage)
+                        exchange.whole = None  # not held while the client reads, nor after
+                        await send_json(send, 200, body,
+                                        [(b"x-generation-id", generation_id.encode())])
                     else:
                         http_status = 200
                         t = exchange.transcript

@@ -17,6 +17,7 @@ from gateway.providers.http1 import Response
 from gateway.routing.targets import Target
 from gateway.wire import sse
 from gateway.wire.anthropic import upstream
+from gateway.wire.jsonbody import upstream_object
 
 API_VERSION = "2023-06-01"
 
@@ -46,10 +47,17 @@ class AnthropicProvider:
 
 async def _relay_stream(response: Response, sink: Sink) -> None:
     parser = upstream.StreamParser()
+    # A client speaking Anthropic gets every event as sent, not parsed and re-encoded.
+    relay = sink.passthrough == "anthropic"
 
     def handle(event: sse.Event) -> bool:
-        for item in parser.feed(event.event, event.data):
-            sink.emit(item)
+        obj = upstream_object(event.data, "an event")
+        items = parser.feed(event.event, obj)
+        if relay:
+            sink.emit_frame(event.event, event.data, obj, items)
+        else:
+            for item in items:
+                sink.emit(item)
         return parser.done
 
     await upstream_call.relay_events(response, sink, handle)

@@ -13,7 +13,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from gateway.canonical import ChatRequest, StreamEvent
@@ -23,8 +23,9 @@ from gateway.routing.targets import Target
 class Sink(Protocol):
     @property
     def passthrough(self) -> str | None:
-        """The client's dialect when its encoder can relay an upstream chunk of that same
-        dialect by splicing (``emit_spliced``), else None."""
+        """The client's dialect when its encoder relays an upstream event of that same
+        dialect as sent (``emit_spliced`` for OpenAI's plain deltas, ``emit_frame`` for
+        every Anthropic or Gemini event), else None."""
 
     def emit(self, event: StreamEvent) -> None:
         """Take one event; never blocks, never checkpoints."""
@@ -33,6 +34,12 @@ class Sink(Protocol):
         """Take a plain text delta in the client's own dialect, to relay without parsing:
         ``data`` is the event's payload, ``at`` where the part to keep starts, ``chars``
         the approximate text length (for usage estimates)."""
+
+    def emit_frame(self, kind: str | None, data: str, obj: dict[str, Any],
+                   events: Sequence[StreamEvent]) -> None:
+        """Take one upstream event in the client's own dialect, to relay as sent: ``kind``
+        its SSE event name, ``data`` its payload, ``obj`` that payload parsed, ``events``
+        what it means (as ``emit`` would take them, for usage and the commit)."""
 
     def keep_whole(self, answer: dict[str, Any]) -> None:
         """Take a whole (non-streamed) answer as the upstream sent it (parsed), for a

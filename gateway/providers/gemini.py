@@ -20,6 +20,7 @@ from gateway.providers.http1 import Response
 from gateway.routing.targets import Target
 from gateway.wire import sse
 from gateway.wire.gemini import upstream
+from gateway.wire.jsonbody import upstream_object
 
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -47,10 +48,17 @@ class GeminiProvider:
 
 async def _relay_stream(response: Response, sink: Sink) -> None:
     parser = upstream.StreamParser()
+    # A client speaking Gemini gets every chunk as sent, not parsed and re-encoded.
+    relay = sink.passthrough == "gemini"
 
     def handle(event: sse.Event) -> bool:
-        for item in parser.feed(event.data):
-            sink.emit(item)
+        obj = upstream_object(event.data, "an event")
+        items = parser.feed(obj)
+        if relay:
+            sink.emit_frame(event.event, event.data, obj, items)
+        else:
+            for item in items:
+                sink.emit(item)
         return parser.done
 
     await upstream_call.relay_events(response, sink, handle)

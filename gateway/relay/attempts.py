@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -68,7 +68,9 @@ class Attempt:
     outcome: str = "running"  # ok | hedge_lost | cancelled | an error type
     error: GatewayError | None = None
     _abort: Callable[[], None] | None = None
-    on_answer: Callable[[], None] = lambda: None  # the circuit's, at the first event
+    _held: list[tuple[str | None, str, dict[str, Any]]] = attrs.field(factory=list)
+    # The circuit's, at the first event, with the seconds since the call started.
+    on_answer: Callable[[float], None] = lambda waited: None
 
     # -- Sink -----------------------------------------------------------------------------
 
@@ -90,7 +92,8 @@ class Attempt:
         if answering and answering != exchange.request.model and exchange.encoder is not None:
             exchange.rename(answering)  # a fallback answered: the stream names it
         self.first.deadline = math.inf
-        self.on_answer()  # a half-open circuit closes at its probe's first token
+        # A half-open circuit closes at its probe's first token; the latency is measured.
+        self.on_answer(trio.current_time() - self.started)
         for other in exchange.attempts:
             if isinstance(other, Attempt) and other is not self and other.ended_at is None:
                 other.lose()
@@ -103,6 +106,19 @@ class Attempt:
     def emit_spliced(self, data: str, at: int, chars: int) -> None:
         if self.claim():
             self.exchange.emit_spliced(data, at, chars)
+
+    def emit_frame(self, kind: str | None, data: str, obj: dict[str, Any],
+                   events: Sequence[StreamEvent]) -> None:
+        # An event that says nothing yet (an opening, an empty block) does not make this
+        # call the answer: it waits for the first that does, and goes out just before it.
+        if not events and self.exchange.winner is not self:
+            self._held.append((kind, data, obj))
+            return
+        if self.claim():
+            for held in self._held:
+                self.exchange.emit_frame(*held, ())
+            self._held.clear()
+            self.exchange.emit_frame(kind, data, obj, events)
 
     def keep_whole(self, answer: dict[str, Any]) -> None:
         if self.claim():

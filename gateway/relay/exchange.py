@@ -15,7 +15,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -96,9 +96,17 @@ class Exchange:
         opening too unless that went out already (the commit grace passed first)."""
         assert self.encoder is not None
         self.encoder.rename(model)
-        if not self.opening_sent and self.pending.startswith(self.opening):
-            old, self.opening = self.opening, self.encoder.start()
-            self.pending[:len(old)] = self.opening
+        self._reopen()
+
+    def _reopen(self) -> None:
+        """The encoder's opening changed (a new model, the upstream's own opening): it
+        replaces the one pending, or is dropped if the old one went out already."""
+        assert self.encoder is not None
+        new = self.encoder.start()  # b"" while the encoder's opening stands
+        if new and new != self.opening:
+            if not self.opening_sent and self.pending.startswith(self.opening):
+                self.pending[:len(self.opening)] = new
+            self.opening = new
 
     # -- Sink -----------------------------------------------------------------------------
 
@@ -144,6 +152,22 @@ class Exchange:
         self._check_cap()
         self.pending += self.encoder.splice(data, at)
         self.wake.set()
+
+    def emit_frame(self, kind: str | None, data: str, obj: dict[str, Any],
+                   events: Sequence[StreamEvent]) -> None:
+        """An event of an upstream of the client's own dialect: ``events`` are counted as
+        ``emit`` counts them, and the event goes out as sent (``Encoder.frame``)."""
+        assert self.encoder is not None  # passthrough is only offered to streams
+        if events:
+            self._heard()
+            for event in events:
+                self.transcript.add(event)
+            self._check_cap()
+        data_out = self.encoder.frame(kind, data, obj)
+        self._reopen()
+        if data_out:
+            self.pending += data_out
+            self.wake.set()
 
     def abort_all(self) -> None:
         """Close every running attempt's upstream connection at once (sync)."""

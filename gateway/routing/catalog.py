@@ -38,6 +38,9 @@ class Route:
     hedge_after: float | None = None
     # Deployments left out because they cannot honour the request (``fidelity.py``).
     skipped: tuple[tuple[str, str], ...] = ()  # (label, why)
+    # The fastest deployments first (``provider.sort = "latency"``): decided when each call
+    # is chosen, from the latencies measured so far (``Circuits.latency``).
+    by_latency: bool = False
 
     @property
     def max_output_tokens(self) -> int:
@@ -86,7 +89,8 @@ class Catalog:
         if not allowed:
             raise NoProviderAvailable("no deployment of this model matches the provider "
                                       "preferences")
-        return Route(name, tuple(allowed), hedge_after or self._config.routing.hedge_after)
+        return Route(name, tuple(allowed), hedge_after or self._config.routing.hedge_after,
+                     by_latency=prefs.sort == "latency")
 
     def _targets(self, name: str) -> tuple[list[Target], float | None]:
         config = self._config

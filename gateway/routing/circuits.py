@@ -22,6 +22,9 @@ from collections.abc import Callable
 import attrs
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+# Each new first-token time moves a deployment's latency this far toward it: the last
+# dozen answers or so decide.
+LATENCY_WEIGHT = 0.2
 STATE_VALUES = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}  # the metric's encoding
 
 
@@ -34,6 +37,7 @@ class _Circuit:
     successes: int = 0
     total_failures: int = 0
     last_error: str | None = None
+    latency: float | None = None  # time to a first token, moving average (seconds)
 
 
 class Circuits:
@@ -83,10 +87,14 @@ class Circuits:
         if was != CLOSED:
             self._on_change(label, CLOSED)
 
-    def answered(self, label: str) -> None:
-        """A call's first token (or the whole answer's arrival): a half-open probe has
-        succeeded, so the circuit closes now, while the call goes on."""
+    def answered(self, label: str, waited: float | None = None) -> None:
+        """A call's first token (or the whole answer's arrival), ``waited`` seconds after
+        the call started: a half-open probe has succeeded, so the circuit closes now, while
+        the call goes on; the deployment's latency moves toward ``waited``."""
         circuit = self._get(label)
+        if waited is not None:
+            last = circuit.latency
+            circuit.latency = waited if last is None else last + LATENCY_WEIGHT * (waited - last)
         if circuit.probing:
             circuit.probing = False
             circuit.failures, circuit.open_until = 0, None
@@ -104,6 +112,12 @@ class Circuits:
             wait = max(self.cooldown if retry_after is None else retry_after, 0.0)
             circuit.open_until = max(circuit.open_until or 0.0, self._clock() + wait)
             self._on_change(label, OPEN)
+
+    def latency(self, label: str) -> float | None:
+        """The deployment's time to a first token, averaged over its recent answers (None
+        until one answered here)."""
+        circuit = self._circuits.get(label)
+        return None if circuit is None else circuit.latency
 
     def ended(self, label: str) -> None:
         """A call that neither succeeded nor failed (cancelled: the client left, or a hedge

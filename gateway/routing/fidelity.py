@@ -19,6 +19,7 @@ Rules: pure (no I/O); a dialect's translation table is the only source of what i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import attrs
@@ -28,6 +29,7 @@ from gateway.errors import RequestError
 from gateway.routing.catalog import Route
 from gateway.routing.targets import Target
 from gateway.wire.anthropic.upstream import HONOURS as ANTHROPIC
+from gateway.wire.features import PAID
 from gateway.wire.gemini.upstream import HONOURS as GEMINI
 from gateway.wire.openai.upstream import HONOURS as OPENAI
 
@@ -47,6 +49,11 @@ class Gap:
     feature: str
     param: str
 
+    @property
+    def paid(self) -> bool:
+        """A surcharge (``features.PAID``): never dropped, only allowed by the operator."""
+        return self.feature.startswith("paid:")
+
     def allowed_by(self, drop: bool | tuple[str, ...]) -> bool:
         if drop is True:
             return True
@@ -64,13 +71,23 @@ EXTENSIONS: Mapping[str, frozenset[str]] = {
 
 
 def gaps(request: ChatRequest, target: Target) -> list[Gap]:
-    """What of ``request`` the deployment ``target`` has no way to honour."""
+    """What of ``request`` the deployment ``target`` has no way to honour, or (a surcharge
+    its provider does not allow) may not."""
     provider = target.provider
     honoured = HONOURS[provider.dialect] | set(provider.accepts)
     same = provider.dialect == request.dialect
     extensions = EXTENSIONS.get(request.dialect, frozenset())
-    return [Gap(feature, param) for feature, param in request.features.items()
-            if feature not in honoured and (not same or feature in extensions)]
+    found = []
+    for feature, param in request.features.items():
+        gap = Gap(feature, param)
+        if gap.paid:
+            # Whatever the dialect: the price table cannot bill it (the simulator is free).
+            if provider.dialect != "sim" and not gap.allowed_by(
+                    provider.allow_surcharges):
+                found.append(gap)
+        elif feature not in honoured and (not same or feature in extensions):
+            found.append(gap)
+    return found
 
 
 @attrs.frozen
@@ -81,11 +98,27 @@ class Skipped:
 
     @property
     def why(self) -> str:
-        return "cannot honour " + ", ".join(f"'{g.param}'" for g in self.gaps)
+        """For the ledger's ``attempts``: the names as ``recorded``."""
+        return "cannot honour " + ", ".join(f"'{recorded(g.param)}'" for g in self.gaps)
 
     @property
     def reason(self) -> str:
-        return f"{self.label} ({DIALECT_NAMES.get(self.dialect, self.dialect)}) {self.why}"
+        """For the client: its own names, as it wrote them (the error body escapes them)."""
+        names = ", ".join(f"'{g.param}'" for g in self.gaps)
+        return f"{self.label} ({DIALECT_NAMES.get(self.dialect, self.dialect)}) cannot " \
+            f"honour {names}"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\[\]\-]")
+RECORDED_MAX = 64  # characters of one name in a ledger column
+
+
+def recorded(name: str) -> str:
+    """A client's name for a field as the ledger's ``attempts`` and ``dropped`` columns hold
+    it: a client chooses unknown keys' names, so the separators those columns use (``;``,
+    ``,``, ``=``), quotes and control characters are percent-escaped, and it is cut short."""
+    safe = _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), name)
+    return safe if len(safe) <= RECORDED_MAX else safe[:RECORDED_MAX] + "..."
 
 
 def fit_route(request: ChatRequest, route: Route) -> Route:
@@ -99,14 +132,21 @@ def fit_route(request: ChatRequest, route: Route) -> Route:
     for target in route.targets:
         found = gaps(request, target)
         drop = False if strict else target.drop_unsupported
-        refused = tuple(g for g in found if not g.allowed_by(drop))
+        refused = tuple(g for g in found if g.paid or not g.allowed_by(drop))
         if refused:
             skipped.append(Skipped(target.label, target.provider.dialect, refused))
         else:
-            kept.append(attrs.evolve(target, dropped=tuple(g.param for g in found))
+            kept.append(attrs.evolve(target, dropped=tuple(recorded(g.param) for g in found))
                         if found else target)
     if not kept:
         first = skipped[0].gaps[0]
+        if first.paid:
+            raise RequestError(
+                f"'{first.param}' asks for {PAID[first.feature[5:]]}, which this gateway "
+                "cannot bill (it charges by the token): not honoured by "
+                + "; ".join(s.label for s in skipped)
+                + ". Remove it, or ask the operator to allow it (allow_surcharges)",
+                param=first.param)
         raise RequestError(
             f"'{first.param}' cannot be honoured by "
             + "; ".join(s.reason for s in skipped)

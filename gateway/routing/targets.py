@@ -25,7 +25,8 @@ class Target:
     # What the operator lets this deployment leave out of a request it cannot honour in
     # full: True (anything), or the parameter or feature names (``routing/fidelity.py``).
     drop_unsupported: bool | tuple[str, ...] = False
-    dropped: tuple[str, ...] = ()  # for one request: the client's names of what it leaves out
+    # For one request: the client's names of what it leaves out (as ``fidelity.recorded``).
+    dropped: tuple[str, ...] = ()
     # The public model name this deployment was reached by: the one asked for, or a
     # fallback from the client's ``models`` (it names the model that answered).
     public: str = ""

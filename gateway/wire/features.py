@@ -5,6 +5,12 @@ and each of its dialect's own fields that has no canonical meaning (``own("safet
 ...)``, the feature ``"gemini:safetySettings"``), with the place the client asked for it;
 the first place wins. The result is ``ChatRequest.features`` (``routing/fidelity.py`` reads it).
 
+What makes the provider charge beyond the tokens the gateway bills is the feature
+``paid:<what>`` (``PAID``): a dearer or cheaper service tier, per-call fees for web search,
+grounding or code execution, long-context rates. The price table knows none of these, so
+every deployment, of any dialect, refuses them unless its provider's ``allow_surcharges``
+names them (``routing/fidelity.py``); they are never dropped.
+
 Rules: pure; names are the client's, as it wrote them.
 """
 
@@ -38,6 +44,19 @@ def note_tools(tools: Iterable[Tool], found: dict[str, str]) -> None:
             found.setdefault("strict_tools", f"tools.{i}.strict")
 
 
+PAID = {
+    "service_tier": "a service tier other than the default, priced apart",
+    "web_search": "web search, charged per call",
+    "server_tools": "server tools charged per use (web search, code execution)",
+    "grounding": "grounding with Google Search or Maps, charged per prompt",
+    "long_context": "long-context rates (Anthropic's context-1m beta)",
+}
+# Anthropic server tools with a fee of their own (web fetch costs only its tokens).
+PAID_SERVER_TOOLS = ("web_search", "code_execution")
+# Gemini tools with a fee of their own (code execution and URL context cost only tokens).
+PAID_GEMINI_TOOLS = frozenset({"googleSearch", "googleSearchRetrieval", "googleMaps"})
+
+
 class Features:
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
@@ -48,3 +67,7 @@ class Features:
 
     def own(self, name: str, where: str) -> None:
         self.found.setdefault(f"{self.dialect}:{name}", where)
+
+    def paid(self, what: str, where: str) -> None:
+        """A surcharge (a ``PAID`` key) the request would incur, and where it asks for it."""
+        self.found.setdefault(f"paid:{what}", where)

@@ -237,6 +237,31 @@ async def test_the_clients_own_fallbacks_and_provider_order(gw: Gw, sim: Sim) ->
 
 
 
+async def test_provider_sort_latency_sends_the_client_to_the_fastest_deployment(
+    start_gateway: GatewayFactory, sim: Sim, nursery: trio.Nursery
+) -> None:
+    # "slow" comes first in the route and answers its first token 150 ms late.
+    slow = await start_sim(nursery, first_token_delay=0.15)
+    models = {"two": route("two", Deployment("slow", "lorem"), Deployment("fake", "lorem"))}
+    async with start_gateway(models=models, providers={"slow": provider("slow", slow)},
+                             routing=Routing(strategy="least_busy")) as gw:
+        # Without a sort, least_busy at rest takes the route's first: the slow one,
+        # until a client's fallback list makes the fast one answer once too.
+        for n in range(2):
+            plain, _ = await chat(gw, "two", f"plain{n}")
+            assert plain.status_code == 200
+        fast_once, _ = await chat(gw, "fake/lorem", "fast-once")
+        assert fast_once.status_code == 200
+        sorted_ = [await chat(gw, "two", f"sorted{n}", provider={"sort": "latency"})
+                   for n in range(3)]
+        assert all(response.status_code == 200 for response, _ in sorted_)
+        rows = {r.attempts for r in await gw.wait_records(6)}
+    assert [r for r in rows if r.startswith("slow/")] == ["slow/lorem=ok"]  # plain ones
+    assert len(slow.records()) == 2
+    assert [r.tag for r in sim.records() if r.tag and r.tag.startswith("sorted")] == [
+        "sorted0", "sorted1", "sorted2"]
+
+
 async def test_a_deployment_that_cannot_honour_the_request_is_skipped_with_the_reason(
     start_gateway: GatewayFactory, sim: Sim
 ) -> None:

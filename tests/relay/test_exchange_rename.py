@@ -43,3 +43,34 @@ async def test_an_opening_already_sent_stays_as_it_was() -> None:
     ex.emit(TextDelta("x"))
     assert b'"fallback"' in bytes(ex.pending) and b'"role"' not in bytes(ex.pending)
     await trio.lowlevel.checkpoint()
+
+
+async def test_an_anthropic_opening_already_sent_is_never_sent_twice() -> None:
+    # Anthropic names the model only in message_start: once that went out (the commit
+    # grace passed before any token), a fallback's name has nowhere to go, and a second
+    # message_start would restart the client's message.
+    ex = exchange(AnthropicEncoder("gen-1", "asked"))
+    ex.opening_sent, ex.pending = True, bytearray()
+    ex.rename("fallback")
+    ex.emit(TextDelta("x"))
+    assert b"message_start" not in bytes(ex.pending)
+    await trio.lowlevel.checkpoint()
+
+
+async def test_an_upstreams_own_opening_replaces_ours_only_while_unsent() -> None:
+    start = {"type": "message_start", "message": {
+        "id": "msg_up", "type": "message", "role": "assistant", "model": "claude-x",
+        "content": [], "usage": {"input_tokens": 7, "output_tokens": 1}}}
+    block = {"type": "content_block_start", "index": 0,
+             "content_block": {"type": "text", "text": ""}}
+    for sent in (False, True):
+        ex = exchange(AnthropicEncoder("gen-1", "asked"))
+        if sent:
+            ex.opening_sent, ex.pending = True, bytearray()
+        ex.emit_frame("message_start", "", start, ())
+        ex.emit_frame("content_block_start", '{"x":1}', block, (TextDelta("x"),))
+        out = bytes(ex.pending)
+        assert out.count(b"event: message_start") == (0 if sent else 1)
+        assert (b'"input_tokens":7' in out) is not sent and b"msg_up" not in out
+        assert out.endswith(b'event: content_block_start\ndata: {"x":1}\n\n')
+    await trio.lowlevel.checkpoint()

@@ -108,3 +108,34 @@ def test_the_choice_is_by_priority_weight_health_and_busyness() -> None:
     busy = health()[0]
     busy.started("sim/a")
     assert pick({}, set(), "least_busy", busy) == b
+
+
+def test_a_deployments_latency_is_a_moving_average_of_its_first_token_times() -> None:
+    h, _, _ = health()
+    assert h.latency("a") is None
+    h.answered("a", 1.0)
+    assert h.latency("a") == 1.0
+    for _ in range(30):
+        h.answered("a", 0.1)
+    latency = h.latency("a")
+    assert latency is not None and 0.1 < latency < 0.11  # the recent answers decide
+    h.answered("a")  # an answer with no time (a probe's) leaves it as it is
+    assert h.latency("a") == latency
+
+
+def test_sort_by_latency_takes_the_fastest_measured_then_the_route_order() -> None:
+    h, _, _ = health(threshold=1)
+    slow, fast, unheard = target("slow"), target("fast", priority=5), target("new")
+    route = Route("m", (slow, fast, unheard), by_latency=True)
+
+    def pick(tried: dict[str, int] | None = None) -> Target | None:
+        return choose(route, h, tried or {}, set(), strategy="weighted",
+                      rng=random.Random(1))
+
+    assert pick() == slow  # nothing measured: the route's order (priority, then position)
+    h.answered("sim/slow", 2.0)
+    h.answered("sim/fast", 0.2)
+    assert pick() == fast  # despite its lower priority
+    assert pick({"sim/fast": 1}) == slow  # untried ones still come first on a retry
+    fail(h, "sim/fast")
+    assert pick() == slow  # an open circuit is skipped as ever

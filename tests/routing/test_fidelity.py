@@ -13,7 +13,7 @@ import pytest
 from gateway.config import ProviderConfig
 from gateway.errors import RequestError
 from gateway.routing.catalog import Route
-from gateway.routing.fidelity import fit_route, gaps
+from gateway.routing.fidelity import RECORDED_MAX, fit_route, gaps
 from gateway.routing.targets import Target
 from gateway.wire.anthropic.request import parse_request as anthropic_request
 from gateway.wire.gemini.request import parse_request as gemini_request
@@ -162,3 +162,73 @@ def test_unknown_keys_inside_known_objects_are_named_not_dropped(
 def test_a_route_every_deployment_honours_is_the_same_route() -> None:
     route = Route("x", (target("openai", "o"), target("anthropic", "a")))
     assert fit_route(openai(temperature=0.5), route) is route
+
+
+def test_a_clients_odd_key_names_reach_the_ledger_escaped_and_bounded() -> None:
+    # Unknown keys are the client's to name: the ledger's attempts ("label=why;...") and
+    # dropped ("a,b") columns must not take its separators, quotes or line breaks at face
+    # value, nor a name of any length.
+    odd = "x;fake/m=ok,\n'" + "y" * 100
+    request = anthropic(messages=[{"role": "user", "content": "hi", odd: 1}])
+    route = Route("x", (target("openai", "o"), target("gemini", "g", drop=True)))
+    fitted = fit_route(request, route)
+    [(label, why)] = fitted.skipped
+    [kept] = fitted.targets
+    [dropped] = kept.dropped
+    assert dropped == "messages.0.x%3Bfake%2Fm%3Dok%2C%0A%27" + "y" * 27 + "..."
+    assert len(dropped) == RECORDED_MAX + 3
+    assert (label, why) == ("o/m", f"cannot honour '{dropped}'")
+    assert not set(";,=\n") & set(dropped)
+    with pytest.raises(RequestError) as info:  # the client is told its own name
+        fit_route(request, Route("x", (target("openai", "o"),)))
+    assert odd in info.value.message
+
+
+def paid_target(dialect: str, allow: bool | tuple[str, ...] = False,
+                drop: bool | tuple[str, ...] = False) -> Target:
+    provider = ProviderConfig(name=dialect, dialect=dialect, base_url="http://127.0.0.1:1",
+                              allow_surcharges=allow)
+    return Target(provider, "m", drop_unsupported=drop)
+
+
+SURCHARGES = [
+    (openai(service_tier="priority"), "service_tier"),
+    (openai(web_search_options={}), "web_search_options"),
+    (anthropic(tools=[{"type": "web_search_20250305", "name": "web_search"}]), "tools.0"),
+    (anthropic_request({"model": "x", "max_tokens": 10,
+                        "messages": [{"role": "user", "content": "hi"}]},
+                       {"anthropic-beta": "context-1m-2025-08-07"}), "anthropic-beta header"),
+    (gemini(tools=[{"googleSearch": {}}]), "tools.0.googleSearch"),
+    (gemini(serviceTier="flex"), "serviceTier"),
+]
+
+
+@pytest.mark.parametrize(("request_", "param"), SURCHARGES)
+def test_a_surcharge_is_refused_everywhere_unless_the_operator_allows_it(
+        request_: Any, param: str) -> None:
+    # Even the client's own dialect, where everything else goes as sent: the provider
+    # would charge for it, and the gateway bills by the token.
+    for dialect in ("openai", "anthropic", "gemini"):
+        with pytest.raises(RequestError) as info:
+            fit_route(request_, Route("x", (paid_target(dialect, drop=True),)))
+        assert info.value.param == param
+        assert "allow_surcharges" in info.value.message
+        assert "drop_unsupported" not in info.value.message  # never dropped
+    allowed = fit_route(request_, Route("x", (paid_target(request_.dialect, allow=True),)))
+    assert allowed.targets[0].dropped == ()
+    feature = next(f for f in request_.features if f.startswith("paid:"))
+    by_name = paid_target(request_.dialect, allow=(feature.removeprefix("paid:"),))
+    assert fit_route(request_, Route("x", (by_name,))).targets == (by_name,)
+
+
+def test_default_tiers_and_free_tools_are_no_surcharge() -> None:
+    for request in (openai(service_tier="auto"), openai(service_tier="default"),
+                    anthropic(tools=[{"type": "web_fetch_20250910", "name": "web_fetch"}]),
+                    gemini(tools=[{"codeExecution": {}}]), gemini(serviceTier="standard")):
+        assert not [f for f in request.features if f.startswith("paid:")]
+    # The simulator costs nothing: no surcharge there (a field it has no use for is
+    # refused as ever, and may be dropped).
+    simulator = Target(ProviderConfig(name="sim", dialect="sim"), "lorem",
+                       drop_unsupported=True)
+    [served] = fit_route(openai(service_tier="priority"), Route("x", (simulator,))).targets
+    assert served.dropped == ("service_tier",)

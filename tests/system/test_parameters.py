@@ -193,7 +193,7 @@ def sdk_parameters(client: str) -> set[str]:
 
 @attrs.frozen
 class Outcome:
-    kind: str  # forwarded|translated|refused|droppable|client-side|accepted|silent
+    kind: str  # forwarded|translated|refused|droppable|surcharge|client-side|accepted|silent
     detail: str = ""
 
     def cell(self) -> str:
@@ -201,6 +201,8 @@ class Outcome:
             return f"translated to `{self.detail}`"
         if self.kind == "droppable":
             return "refused, dropped when allowed"
+        if self.kind == "surcharge":
+            return "refused unless the operator allows the surcharge"
         if self.kind == "accepted":
             return f"accepted ({self.detail})"
         if self.kind == "refused":
@@ -327,6 +329,8 @@ async def _outcome(gw: Gw, sim: Sim, client: str, upstream: str, param: str,
         assert _names_it(refusal, param), f"{client} {param} -> {upstream}: {refusal}"
         if "drop_unsupported" in refusal:
             return Outcome("droppable")
+        if "allow_surcharges" in refusal:
+            return Outcome("surcharge")
         return Outcome("refused")
     diff = changed(baseline, body)
     if not diff and (client, param) in NOTHING_TO_SEND:
@@ -342,7 +346,7 @@ async def _outcome(gw: Gw, sim: Sim, client: str, upstream: str, param: str,
 
 LENIENT = {f"lenient-{d}": ProviderConfig(
     name=f"lenient-{d}", dialect=d, base_url="", api_key_env="AROUTER_TEST_FAKE_KEY",
-    drop_unsupported=True) for d in UPSTREAMS}
+    drop_unsupported=True, allow_surcharges=True) for d in UPSTREAMS}
 
 
 async def test_every_sdk_parameter_is_forwarded_translated_or_refused_by_name(
@@ -373,6 +377,9 @@ async def test_every_sdk_parameter_is_forwarded_translated_or_refused_by_name(
                         None if same is None else same.kind != "client-side")
                     if row[upstream].kind == "droppable":
                         await _check_dropped(gw, sim, client, upstream, param)
+                    if row[upstream].kind == "surcharge":
+                        await _check_surcharge_allowed(gw, sim, client, upstream, param,
+                                                       baselines[upstream])
     silent = [o.detail for t in results.values() for r in t.values() for o in r.values()
               if o.kind == "silent"]
     assert silent == []
@@ -394,6 +401,16 @@ async def _check_dropped(gw: Gw, sim: Sim, client: str, upstream: str, param: st
     newest = max(rows, key=lambda r: r.created_at)
     assert newest.dropped, (client, param, upstream, newest)
     assert _names_it(newest.dropped, param), (client, param, newest.dropped)
+
+
+async def _check_surcharge_allowed(gw: Gw, sim: Sim, client: str, upstream: str, param: str,
+                                   baseline: Any) -> None:
+    """Where the operator allowed the surcharge, the request is served: with the parameter
+    on the client's own dialect, else as any other parameter (here: dropped)."""
+    body, refusal = await _send(gw, sim, client, f"lenient-{upstream}-lorem", param)
+    assert refusal is None and body is not None, (client, param, upstream, refusal)
+    if CLIENT_DIALECT[client] == upstream:
+        assert changed(baseline, body), (client, param, "not forwarded once allowed")
 
 
 # -- the page ------------------------------------------------------------------------------
@@ -419,6 +436,12 @@ def render(results: Mapping[str, Mapping[str, Mapping[str, Outcome]]]) -> str:
         "- **refused, dropped when allowed**: a 400 in the client's dialect naming the "
         "parameter and the deployment, unless the operator set `drop_unsupported` for it "
         "(then the request is served without it and the ledger row's `dropped` names it).",
+        "- **refused unless the operator allows the surcharge**: the provider would charge "
+        "for it beyond the tokens the gateway bills (a non-default service tier, web "
+        "search, grounding); a 400 on every deployment, of any dialect, unless the "
+        "operator set `allow_surcharges` for its provider (then it is forwarded to the "
+        "client's own dialect, and treated as any other field elsewhere). Never dropped "
+        "silently.",
         "- **refused**: a 400 naming the parameter wherever it goes.",
         "- **client-side**: the SDK acts on it itself and never sends it.",
         "",
@@ -430,10 +453,12 @@ def render(results: Mapping[str, Mapping[str, Mapping[str, Outcome]]]) -> str:
         "(`tests/system/test_same_dialect_answers.py`). On OpenAI streams to OpenAI "
         "clients every text chunk is relayed with all its fields (`logprobs`, "
         "`system_fingerprint`, `service_tier`, `obfuscation`); the opening, finish and "
-        "usage chunks are the gateway's. Other streams are rebuilt from the canonical "
-        "events: text, reasoning with its signatures, tool calls, finish and usage; "
-        "chunk-level extras of Anthropic and Gemini streams (citations deltas, per-chunk "
-        "safety ratings, grounding) are not relayed yet.",
+        "usage chunks are the gateway's. Anthropic and Gemini streams to clients of "
+        "their own dialect go out event by event as sent (citations deltas, server-tool "
+        "blocks, per-chunk safety ratings, grounding), with the gateway's id and model "
+        "and, on the last event, the usage it bills. Streams across dialects are built "
+        "from the canonical events: text, reasoning with its signatures, tool calls, "
+        "finish and usage.",
     ]
     for client, table in results.items():
         lines += ["", f"## {SDK_NAMES[client]}", "",

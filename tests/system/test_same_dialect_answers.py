@@ -67,3 +67,47 @@ async def test_a_gemini_client_gets_every_field_a_gemini_upstream_sent(
     assert [r.category for r in candidate.safety_ratings] == [
         "HARM_CATEGORY_HARASSMENT"]
     assert response.model_version == "gemini-lorem"
+
+
+# -- streams: every event as the upstream sent it --------------------------------------------
+
+def _anthropic_stream(gw: Gw) -> Any:
+    with anthropic.Anthropic(base_url=gw.url, api_key=gw.key, max_retries=0) as client, \
+            client.messages.stream(model="anthropic-lorem", max_tokens=64,
+                                   messages=[{"role": "user", "content": PROMPT}]) as stream:
+        return stream.get_final_message()
+
+
+async def test_an_anthropic_client_streaming_gets_every_field_an_anthropic_upstream_sent(
+        gw: Gw, sim: Sim) -> None:
+    message = await trio.to_thread.run_sync(_anthropic_stream, gw)
+    # The usage's service_tier is only in the upstream's message_start: it is our opening.
+    assert message.usage.service_tier == "standard"
+    assert message.model == "anthropic-lorem" and message.id.startswith("gen-")
+    assert [block.text for block in message.content if block.type == "text"] == [
+        " Lorem ipsum dolor"]
+    assert (message.usage.output_tokens, message.stop_reason) == (3, "end_turn")
+    [row] = await gw.wait_records(1)
+    assert (row.completion_tokens, row.status) == (3, "ok")
+
+
+def _genai_stream(gw: Gw) -> list[Any]:
+    client = genai.Client(api_key=gw.key, http_options={"base_url": gw.url})
+    return list(client.models.generate_content_stream(model="gemini-lorem", contents=PROMPT))
+
+
+async def test_a_gemini_client_streaming_gets_every_field_a_gemini_upstream_sent(
+        gw: Gw, sim: Sim) -> None:
+    chunks = await trio.to_thread.run_sync(_genai_stream, gw)
+    last = chunks[-1]
+    # The safety ratings ride on the upstream's last chunk: it reaches the client as sent.
+    [candidate] = last.candidates
+    assert candidate.safety_ratings is not None
+    assert [r.category for r in candidate.safety_ratings] == ["HARM_CATEGORY_HARASSMENT"]
+    assert candidate.finish_reason == "STOP"
+    assert last.usage_metadata is not None and last.usage_metadata.candidates_token_count == 3
+    assert {chunk.model_version for chunk in chunks} == {"gemini-lorem"}
+    assert len({chunk.response_id for chunk in chunks}) == 1
+    assert "".join(chunk.text or "" for chunk in chunks) == " Lorem ipsum dolor"
+    [row] = await gw.wait_records(1)
+    assert (row.completion_tokens, row.status) == (3, "ok")

@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,11 +70,19 @@ def _sse(name: str, payload: Any) -> bytes:
     return f"event: {name}\ndata: {compact(payload)}\n\n".encode()
 
 
+def _event(name: str, data: str) -> bytes:
+    """An event relayed as sent (a payload of several data lines keeps them)."""
+    if "\n" in data:
+        data = data.replace("\n", "\ndata: ")
+    return f"event: {name}\ndata: {data}\n\n".encode()
+
+
 def _tool_id(generation_id: str, index: int) -> str:
     """An id for a tool call the upstream gave none (Anthropic clients need one)."""
     return f"toolu_{generation_id}_{index}"
 
 
+_EVENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
 
@@ -86,10 +95,15 @@ class StreamEncoder:
     end, so ``message_start`` says 0 and ``message_delta`` carries the real counts (the
     SDKs take them from there). A late delta for a tool call whose block was closed (an
     upstream interleaving calls) goes to that block's index; the SDKs accumulate by index.
+
+    An Anthropic upstream's events come through ``frame`` instead and go out as sent
+    (citations, server tool blocks, whatever Anthropic adds): its ``message_start`` becomes
+    the opening with our id and model, its blocks are relayed with their own indices, and
+    its ``message_delta`` waits for ``tail``, which gives it the usage the request is billed.
     """
 
     keepalive: bytes = b'event: ping\ndata: {"type": "ping"}\n\n'
-    splices: str | None = None  # no passthrough yet: every upstream event is re-encoded
+    splices: str | None = "anthropic"  # an Anthropic upstream's events go by ``frame``
 
     def __init__(self, generation_id: str, model: str, input_tokens: int = 0) -> None:
         self._generation_id = generation_id
@@ -103,6 +117,9 @@ class StreamEncoder:
         self._index = -1  # the open (or last) block's index
         self._tools: dict[int, int] = {}  # tool call index -> block index
         self._finish: FinishReason | None = None
+        self._message: dict[str, Any] | None = None  # an upstream's own message_start
+        self._end: dict[str, Any] | None = None  # an upstream's message_delta, for ``tail``
+        self._stop = '{"type":"message_stop"}'
 
     def rename(self, model: str) -> None:
         self._model = model
@@ -117,6 +134,8 @@ class StreamEncoder:
             "model": self._model, "content": [], "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": self._input_tokens, "output_tokens": 0},
         }
+        if self._message is not None:
+            message = {**self._message, "id": self._generation_id, "model": self._model}
         return _sse("message_start", {"type": "message_start", "message": message})
 
     def _close(self) -> bytes:
@@ -178,6 +197,12 @@ class StreamEncoder:
 
     def tail(self, usage: Usage, finish: FinishReason | None) -> bytes:
         """Close the open block, then ``message_delta`` (stop reason, usage), ``message_stop``."""
+        if self._end is not None:  # an upstream's own, with the usage billed
+            given = self._end.get("usage")
+            usage_out = {**(given if isinstance(given, dict) else {}), **usage_json(usage)}
+            return (self.start() + self._close()
+                    + _sse("message_delta", {**self._end, "usage": usage_out})
+                    + _event("message_stop", self._stop))
         reason = finish or self._finish or "stop"
         delta = {
             "type": "message_delta",
@@ -192,7 +217,30 @@ class StreamEncoder:
                               "error": {"type": error_type(error), "message": error.message}})
 
     def splice(self, data: str, at: int) -> bytes:
-        raise NotImplementedError("the Anthropic dialect has no passthrough (splices is None)")
+        raise NotImplementedError("an Anthropic upstream's events are relayed by frame")
+
+    def frame(self, kind: str | None, data: str, obj: dict[str, Any]) -> bytes:
+        """One event of an Anthropic upstream, relayed as sent (see the class docstring)."""
+        name = obj.get("type", kind)
+        if name == "message_start":
+            message = obj.get("message")
+            if isinstance(message, dict):
+                self._message = message
+                self._started = False  # the opening is rendered anew, as the upstream's
+            return b""
+        if name == "message_delta":
+            self._end = obj
+            return b""
+        if name == "message_stop":
+            self._stop = data
+            return b""
+        if name == "ping" or not isinstance(name, str) or not _EVENT_NAME.fullmatch(name):
+            return b""  # the relay sends its own keepalives; a name is never free text
+        if name == "content_block_start":
+            self._open, self._index = "relayed", obj["index"]
+        elif name == "content_block_stop":
+            self._open = None
+        return _event(name, data)
 
 
 def relay_whole(answer: dict[str, Any], generation_id: str, model: str,

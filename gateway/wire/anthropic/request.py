@@ -38,8 +38,8 @@ from gateway.canonical import (
     ToolChoiceMode,
 )
 from gateway.errors import RequestError
+from gateway.wire.features import PAID_SERVER_TOOLS, note_media, note_tools
 from gateway.wire.features import Features as BaseFeatures
-from gateway.wire.features import note_media, note_tools
 from gateway.wire.jsonbody import compact, is_int
 from gateway.wire.signatures import from_client
 
@@ -333,6 +333,8 @@ def _tools(raw: Any, features: Features) -> tuple[Tool, ...]:
         if kind not in ("custom", None):
             # A server tool (web search, code execution, ...): an Anthropic upstream runs it.
             features.own(str(kind), param)
+            if str(kind).startswith(PAID_SERVER_TOOLS):
+                features.paid("server_tools", param)
             continue
         for key in item.keys() - {"type", "name", "description", "input_schema", "strict"}:
             features.own(key, f"{param}.{key}")
@@ -510,6 +512,8 @@ def _api_headers(headers: Mapping[str, str], features: Features) -> dict[str, st
     kept = {name: headers[name] for name in API_HEADERS if name in headers}
     for name in kept:
         features.own(name, f"{name} header")
+    if "context-1m" in kept.get("anthropic-beta", ""):
+        features.paid("long_context", "anthropic-beta header")
     return kept
 
 

@@ -348,7 +348,7 @@ class StreamParser:
         self._counts: dict[str, int] = {}
         self._reported = False
 
-    def feed(self, event: str | None, data: str) -> list[StreamEvent]:
+    def feed(self, event: str | None, data: str | dict[str, Any]) -> list[StreamEvent]:
         obj = upstream_object(data, "an event")
         kind = obj.get("type", event)
         if kind == "error" or event == "error":

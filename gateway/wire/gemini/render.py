@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
@@ -110,9 +111,14 @@ class StreamEncoder:
 
     ``thoughts=False`` leaves reasoning out, as Gemini does unless the client asked for it
     (see ``wants_thoughts``); clients of the old SDK would otherwise read it as answer text.
+
+    A Gemini upstream's chunks come through ``frame`` instead and go out as sent (safety
+    ratings, citations, grounding, whatever Google adds) with our ``responseId`` and
+    ``modelVersion``; the chunk with the finish reason waits for ``tail``, which gives it
+    the usage the request is billed.
     """
 
-    splices: str | None = None
+    splices: str | None = "gemini"  # a Gemini upstream's chunks go by ``frame``
 
     def __init__(self, generation_id: str, model: str, *, sse: bool,
                  thoughts: bool = True) -> None:
@@ -124,9 +130,11 @@ class StreamEncoder:
         self._signature: str | None = None
         self._open = '{"candidates":[{"content":{"role":"model","parts":['
         self._id = generation_id
+        self._end: dict[str, Any] | None = None  # an upstream's finishing chunk, for ``tail``
         self.rename(model)
 
     def rename(self, model: str) -> None:
+        self._model = model
         self._meta = f'"modelVersion":{compact(model)},"responseId":{compact(self._id)}}}'
         self._close = ']},"index":0}],' + self._meta
         empty = self._open + '{"text":""}' + self._close
@@ -185,10 +193,29 @@ class StreamEncoder:
         return flushed  # a Finish (its reason goes out with ``tail``), or nothing to say
 
     def splice(self, data: str, at: int) -> bytes:
-        raise NotImplementedError("the Gemini dialect relays nothing unparsed")
+        raise NotImplementedError("a Gemini upstream's chunks are relayed by frame")
+
+    def frame(self, kind: str | None, data: str, obj: dict[str, Any]) -> bytes:
+        """One chunk of a Gemini upstream, relayed as sent (see the class docstring)."""
+        candidates = obj.get("candidates")
+        if isinstance(candidates, list) and any(
+                isinstance(c, dict) and c.get("finishReason") for c in candidates):
+            self._end = obj
+            return b""
+        return self._frame(self._ours(obj))
+
+    def _ours(self, chunk: dict[str, Any]) -> str:
+        # Escaped ASCII, as ``relayed``: text the upstream escaped goes out as escaped.
+        return json.dumps({**chunk, "modelVersion": self._model, "responseId": self._id},
+                          separators=(",", ":"))
 
     def tail(self, usage: Usage, finish: FinishReason | None) -> bytes:
         """Any held function calls, then the closing chunk: finish reason and usage."""
+        if self._end is not None:  # an upstream's own, with the usage billed
+            given = self._end.get("usageMetadata")
+            meta = {**(given if isinstance(given, dict) else {}), **usage_json(usage)}
+            return (self._frame(self._ours({**self._end, "usageMetadata": meta}))
+                    + (b"" if self._sse else b"]"))
         reason = FINISH_TO_GEMINI[finish or "stop"]
         flushed = self._flush()
         closing_part = self._signed('{"text":""}')  # a signature nothing carried yet

@@ -45,7 +45,7 @@ from gateway.canonical import (
     ToolChoiceMode,
 )
 from gateway.errors import RequestError
-from gateway.wire.features import Features, note_media
+from gateway.wire.features import PAID_GEMINI_TOOLS, Features, note_media
 from gateway.wire.jsonbody import compact, is_int
 from gateway.wire.signatures import from_client
 
@@ -445,6 +445,8 @@ def _tools(raw: Any, own: Features) -> tuple[Tool, ...]:
     for i, item in enumerate(raw):
         param = f"tools.{i}"
         for key in item if isinstance(item, dict) else ():
+            if _camel(key) in PAID_GEMINI_TOOLS:
+                own.paid("grounding", _join(param, key))
             if _camel(key) in SHARED_TOOLS:
                 raise _fail(f"the '{_camel(key)}' tool reads stores of the gateway's own "
                             "upstream account, which every client of this gateway shares: "
@@ -657,6 +659,7 @@ SHARED_TOOLS = frozenset({"fileSearch", "retrieval", "enterpriseWebSearch"})
 # Never honoured from a body: where a request goes is the gateway's configuration.
 ENDPOINT_FIELDS = frozenset({"apiBase", "baseUrl", "apiKey", "apiVersion", "extraHeaders",
                              "customLlmProvider", "httpOptions"})
+DEFAULT_TIERS = ("unspecified", "standard", "service_tier_unspecified", "service_tier_standard")
 TOP_FIELDS = frozenset({
     "contents", "systemInstruction", "generationConfig", "tools", "toolConfig", "model",
     "safetySettings",
@@ -679,6 +682,9 @@ def parse_request(body: Any, model: str, *, stream: bool) -> ChatRequest:
             raise _fail(f'Invalid JSON payload received. Unknown name "{key}": Cannot find '
                         "field. (where a request goes is the gateway's configuration)", key)
     own = Features("gemini")
+    for key, value in body.items():
+        if _camel(key) == "serviceTier" and str(value).lower() not in DEFAULT_TIERS:
+            own.paid("service_tier", key)  # flex or priority: priced apart
     request = _fields(body, TOP_FIELDS, "", "the request body", own)
     if not isinstance(model, str) or not model:
         raise _fail("the URL must name a model", "model")

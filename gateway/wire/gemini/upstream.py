@@ -308,8 +308,8 @@ class StreamParser:
         """The usage the upstream reported last, if any."""
         return None if self._usage is None else _usage(self._usage)
 
-    def feed(self, data: str) -> list[StreamEvent]:
-        """Events in one upstream chunk (an SSE ``data`` payload)."""
+    def feed(self, data: str | dict[str, Any]) -> list[StreamEvent]:
+        """Events in one upstream chunk (an SSE ``data`` payload, or that payload parsed)."""
         return self._chunk(upstream_object(data, "an event"))
 
     def _chunk(self, chunk: dict[str, Any]) -> list[StreamEvent]:

@@ -98,6 +98,9 @@ class StreamEncoder:
         upstream's own ``"choices":...`` onwards, untouched (see ``plain_delta``)."""
         return f"{self._head}{data[at:]}\n\n".encode()
 
+    def frame(self, kind: str | None, data: str, obj: dict[str, Any]) -> bytes:
+        raise NotImplementedError("an OpenAI upstream's plain deltas are relayed by splice")
+
     def tail(self, usage: Usage, finish: FinishReason | None) -> bytes:
         """The finish chunk if the upstream sent none, the usage chunk, ``[DONE]``."""
         closing = b"" if finish is not None else self.event(Finish("stop"))

@@ -349,7 +349,7 @@ HANDLED = {
 }
 MAX_FALLBACKS = 8
 PROVIDER_PREFS = {"order", "allow_fallbacks", "only", "ignore", "sort", "require_parameters"}
-SORTS = ("price",)  # "latency" needs measured latencies per deployment: not yet
+SORTS = ("price", "latency")
 
 
 def _names(value: Any, key: str) -> tuple[str, ...]:
@@ -527,6 +527,10 @@ def parse_request(body: Any) -> ChatRequest:
     for key in ("min_p", "repetition_penalty"):
         if body.get(key) is not None:
             features[key] = key
+    if body.get("service_tier") not in (None, "auto", "default"):  # flex, priority, scale
+        features["paid:service_tier"] = "service_tier"
+    if body.get("web_search_options") is not None:
+        features["paid:web_search"] = "web_search_options"
     return ChatRequest(
         model=model,
         messages=parsed,

@@ -95,12 +95,101 @@ def message_end(stop_reason: str, usage: dict[str, Any]) -> bytes:
         "usage": usage}) + sse_event("message_stop", {"type": "message_stop"})
 
 
-def test_keepalive_is_anthropics_ping_event_and_nothing_is_spliced() -> None:
+def test_keepalive_is_anthropics_ping_event_and_upstream_events_go_by_frame() -> None:
     assert StreamEncoder.keepalive == b'event: ping\ndata: {"type": "ping"}\n\n'
     enc: Encoder = StreamEncoder("msg_1", MODEL)  # the relay's contract, checked by mypy
-    assert enc.splices is None
+    assert enc.splices == "anthropic"
     with pytest.raises(NotImplementedError):
         enc.splice("{}", 0)
+
+
+def named(stream: bytes) -> list[tuple[str | None, Any]]:
+    return [(event.event, json.loads(event.data)) for event in sse_events(stream)]
+
+
+# An Anthropic upstream's own stream, with what the canonical model has no place for:
+# a citation delta, a server tool block, extra usage and message fields.
+UPSTREAM_EVENTS: list[tuple[str, dict[str, Any]]] = [
+    ("message_start", {"type": "message_start", "message": {
+        "id": "msg_up", "type": "message", "role": "assistant", "model": "claude-up",
+        "content": [], "stop_reason": None, "stop_sequence": None, "container": None,
+        "usage": {"input_tokens": 12, "output_tokens": 1, "service_tier": "standard"}}}),
+    ("ping", {"type": "ping"}),
+    ("content_block_start", {"type": "content_block_start", "index": 0,
+                             "content_block": {"type": "server_tool_use", "id": "srvtoolu_1",
+                                               "name": "web_search", "input": {}}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    ("content_block_start", {"type": "content_block_start", "index": 1,
+                             "content_block": {"type": "text", "text": "", "citations": []}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": {
+        "type": "citations_delta", "citation": {"type": "web_search_result_location",
+                                                "url": "https://example.com", "title": "Ex",
+                                                "cited_text": "c", "encrypted_index": "e"}}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                             "delta": {"type": "text_delta", "text": "Hi"}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    ("message_delta", {"type": "message_delta",
+                       "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                       "usage": {"output_tokens": 3,
+                                 "server_tool_use": {"web_search_requests": 1,
+                                                     "web_fetch_requests": 0}}}),
+    ("message_stop", {"type": "message_stop"}),
+]
+
+
+def test_an_anthropic_upstreams_events_go_out_as_sent_with_our_id_model_and_usage() -> None:
+    enc = StreamEncoder("msg_1", MODEL, input_tokens=99)
+    assert enc.start() and not enc.start()  # its own opening stands until the upstream's
+    out = b""
+    for name, obj in UPSTREAM_EVENTS:
+        out += enc.frame(name, json.dumps(obj), obj)
+        if name == "message_start":
+            # The relay's part (``Exchange._reopen``): the opening rendered anew replaces
+            # the encoder's own while neither went out.
+            out += enc.start()
+            assert not enc.start()
+    out += enc.tail(Usage(prompt_tokens=12, completion_tokens=3), "stop")
+    events = named(out)
+    assert events[0][1]["message"] == {**UPSTREAM_EVENTS[0][1]["message"],
+                                       "id": "msg_1", "model": MODEL}
+    relayed = [(name, obj) for name, obj in UPSTREAM_EVENTS[2:-2]]
+    assert events[1:-2] == relayed  # every block event as sent, pings left to the relay
+    name, end = events[-2]
+    assert name == "message_delta" and end["delta"] == {"stop_reason": "end_turn",
+                                                         "stop_sequence": None}
+    assert end["usage"] == {"input_tokens": 12, "output_tokens": 3,
+                            "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0,
+                            "server_tool_use": {"web_search_requests": 1,
+                                                "web_fetch_requests": 0}}
+    assert events[-1] == ("message_stop", {"type": "message_stop"})
+    # The whole stream is one the SDK accumulates, citation and server tool block included.
+    message = sdk_accumulate(out)
+    assert [block["type"] for block in message["content"]] == ["server_tool_use", "text"]
+    assert message["content"][1]["citations"][0]["url"] == "https://example.com"
+    assert message["usage"]["server_tool_use"]["web_search_requests"] == 1
+
+
+def test_a_relayed_stream_cut_short_closes_the_open_block_itself() -> None:
+    enc = StreamEncoder("msg_1", MODEL)
+    enc.start()
+    for name, obj in UPSTREAM_EVENTS[4:7]:
+        enc.frame(name, json.dumps(obj), obj)
+    names = [name for name, _ in named(enc.tail(Usage(completion_tokens=1), "length"))]
+    assert names == ["content_block_stop", "message_delta", "message_stop"]
+
+
+@pytest.mark.parametrize("name", ["evil\ndata: {}", "Message_Start", "x" * 65, None])
+def test_an_upstream_event_name_is_never_written_unless_plain(name: str | None) -> None:
+    enc = StreamEncoder("msg_1", MODEL)
+    obj = {"type": name} if name is not None else {}
+    assert enc.frame(name, json.dumps(obj), obj) == b""
+
+
+def test_a_payload_of_several_data_lines_keeps_its_framing() -> None:
+    enc = StreamEncoder("msg_1", MODEL)
+    obj = {"type": "content_block_stop", "index": 0}
+    assert named(enc.frame("content_block_stop", '{"type":"content_block_stop",\n'
+                                '"index":0}', obj)) == [("content_block_stop", obj)]
 
 
 def test_text_only_stream() -> None:

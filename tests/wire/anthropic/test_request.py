@@ -240,6 +240,7 @@ def test_what_only_anthropic_reads_is_noted_where_it_first_appears() -> None:
         "anthropic:citations": "messages.0.content.1.citations",
         "tool_errors": "messages.2.content.0.is_error",
         "anthropic:web_search_20250305": "tools.1",
+        "paid:server_tools": "tools.1",  # charged per search: a surcharge
     }
 
 

@@ -44,7 +44,7 @@ from gateway.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from gateway.wire.gemini.render import StreamEncoder, error_body, render_response
+from gateway.wire.gemini.render import StreamEncoder, error_body, render_response, usage_json
 from gateway.wire.gemini.upstream import StreamParser, parse_response
 from gateway.wire.sse import Decoder
 from tests.support.wire_gemini import MODEL, genai_client
@@ -262,11 +262,59 @@ def test_text_survives_any_characters(text: str) -> None:
     assert payload(enc.error(InternalError(text), None))["error"]["message"] == text
 
 
-def test_a_gemini_stream_never_splices() -> None:
+def test_a_gemini_upstreams_chunks_go_by_frame() -> None:
     enc = sse_encoder()
-    assert enc.splices is None
+    assert enc.splices == "gemini"
     with pytest.raises(NotImplementedError):
         enc.splice("{}", 0)
+
+
+# A Gemini upstream's own chunks, with what the canonical model has no place for.
+UPSTREAM_CHUNKS: list[dict[str, Any]] = [
+    {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}, "index": 0,
+                     "safetyRatings": [{"category": "HARM_CATEGORY_HARASSMENT",
+                                        "probability": "NEGLIGIBLE"}]}],
+     "usageMetadata": {"promptTokenCount": 4, "totalTokenCount": 4},
+     "modelVersion": "gemini-up-001", "responseId": "up-1"},
+    {"candidates": [{"content": {"role": "model", "parts": [{"text": "lo \ud800"}]},
+                     "index": 0, "citationMetadata": {"citations": [{"uri": "https://x"}]}}],
+     "modelVersion": "gemini-up-001", "responseId": "up-1"},
+    {"candidates": [{"content": {"role": "model", "parts": [{"text": "!"}]}, "index": 0,
+                     "finishReason": "STOP",
+                     "groundingMetadata": {"webSearchQueries": ["hello"]}}],
+     "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 3,
+                       "totalTokenCount": 7, "promptTokensDetails": [
+                           {"modality": "TEXT", "tokenCount": 4}]},
+     "modelVersion": "gemini-up-001", "responseId": "up-1"},
+]
+
+
+@pytest.mark.parametrize("sse", [True, False])
+def test_a_gemini_upstreams_chunks_go_out_as_sent_with_our_id_model_and_usage(
+        sse: bool) -> None:
+    enc = StreamEncoder("gen-1", MODEL, sse=sse)
+    out = enc.start()
+    for chunk in UPSTREAM_CHUNKS:
+        out += enc.frame(None, json.dumps(chunk), chunk)
+    out += enc.tail(Usage(prompt_tokens=4, completion_tokens=3), "stop")
+    if sse:
+        chunks = [payload(event + b"\n\n") for event in out.split(b"\n\n")[:-1]]
+        assert b"\\ud800" in out  # a lone surrogate goes out escaped, as it came
+    else:
+        chunks = json.loads(out)
+    ours = {"modelVersion": MODEL, "responseId": "gen-1"}
+    assert chunks[:2] == [{**chunk, **ours} for chunk in UPSTREAM_CHUNKS[:2]]
+    assert chunks[2] == {**UPSTREAM_CHUNKS[2], **ours, "usageMetadata": {
+        **UPSTREAM_CHUNKS[2]["usageMetadata"], **usage_json(Usage(prompt_tokens=4,
+                                                                  completion_tokens=3))}}
+
+
+def test_a_relayed_gemini_stream_cut_short_ends_with_our_own_chunk() -> None:
+    enc = sse_encoder()
+    enc.frame(None, "", UPSTREAM_CHUNKS[0])
+    last = payload(enc.tail(Usage(prompt_tokens=4, completion_tokens=1), "length"))
+    assert last["candidates"][0]["finishReason"] == "MAX_TOKENS"
+    assert last["usageMetadata"]["candidatesTokenCount"] == 1
 
 
 # ---------------------------------------------------------------------------------------

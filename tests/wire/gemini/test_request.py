@@ -273,6 +273,7 @@ def test_what_only_gemini_reads_is_noted_where_it_first_appears() -> None:
         "gemini:contents.parts.executableCode": "contents.0.parts.3.executableCode",
         "gemini:contents.parts.bogus": "contents.2.parts.0.bogus",
         "gemini:tools.googleSearch": "tools.0.googleSearch",
+        "paid:grounding": "tools.0.googleSearch",  # charged per prompt: a surcharge
         "gemini:generationConfig.speechConfig": "generationConfig.speechConfig",
     }
     assert [m.text for m in request.messages] == ["hi", "a", "more"]
