@@ -16,10 +16,11 @@ import trio
 
 from gateway.accounts.price_table import builtin
 from gateway.config import Config
-from gateway.http.dialects import ANTHROPIC, GEMINI, OPENAI
+from gateway.http.dialects import ANTHROPIC, GEMINI, OPENAI, RESPONSES
 from gateway.http.dispatch import Dispatcher
 from gateway.http.generation import GEMINI_PREFIXES, GeminiGeneration, Generation
 from gateway.http.messages import ErrorRenderer
+from gateway.http.responses import ResponsesGeneration
 from gateway.http.routes import web_app
 from gateway.limits.base import Limiter
 from gateway.limits.local import LocalLimiter
@@ -92,6 +93,7 @@ def create_app(
         {
             ("POST", "/v1/chat/completions"): Generation(gateway, OPENAI, "chat_completions"),
             ("POST", "/v1/messages"): Generation(gateway, ANTHROPIC, "messages"),
+            ("POST", "/v1/responses"): ResponsesGeneration(gateway, RESPONSES, "responses"),
         },
         web,  # type: ignore[arg-type]  # ASGI typing differs, not the protocol
         gateway,

@@ -211,7 +211,10 @@ class ChatRequest:
     model: str  # the public name the client asked for
     messages: tuple[Message, ...]
     stream: bool = False
-    max_tokens: int | None = None
+    max_tokens: int | None = None  # per answer
+    # Answers asked for (OpenAI ``n``, Gemini ``candidateCount``): more than one only from an
+    # upstream of the client's own dialect, as a whole answer relayed as sent.
+    choices: int = 1
     temperature: float | None = None
     top_p: float | None = None
     stop: tuple[str, ...] = ()

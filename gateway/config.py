@@ -198,6 +198,9 @@ class Config:
     graceful_timeout: float | None = None
     deadlines: Deadlines = Deadlines()
     sim: SimConfig = SimConfig()
+    # How long a stored Responses API answer is kept (for previous_response_id and GET
+    # /v1/responses/{id}), in seconds; 0 stores none.
+    responses_retention: float = 30 * 86400.0
     providers: Mapping[str, ProviderConfig] = attrs.field(factory=dict)
     models: Mapping[str, ModelRoute] = attrs.field(factory=dict)
 
@@ -289,6 +292,7 @@ def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         }
     )
     sim = reader.table("sim")
+    responses = reader.table("responses")
     routing = _routing(reader.table("routing"))
     accounts = _accounts(reader.table("accounts"), environ)
     database_url = reader.table("store").opt_str("url") or environ.get("AROUTER_DATABASE_URL")
@@ -313,6 +317,7 @@ def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
             tokens=sim.integer("tokens", SimConfig().tokens),
             tokens_per_second=sim.positive("tokens_per_second", SimConfig().tokens_per_second),
         ),
+        responses_retention=responses.integer("retention_days", 30) * 86400.0,
         providers=providers,
         models=models,
         **kwargs,

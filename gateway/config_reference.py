@@ -135,6 +135,12 @@ SECTIONS: tuple[Section, ...] = (
             "Default for models that set none: no first token after this long starts the "
             "next deployment too."),
     )),
+    Section("responses", "`[responses]`", "Stored Responses API answers.", (
+        Key("retention_days", "integer", lambda c: int(c.responses_retention // 86400),
+            "Days a `/v1/responses` answer made with `store` (the default) is kept for "
+            "`previous_response_id` and `GET /v1/responses/{id}`, readable only with the key "
+            "that made it; `0` stores none."),
+    )),
     Section("accounts", "`[accounts]`", "Credits, limits and crash reconciliation.", (
         Key("max_output_tokens", "integer", lambda c: c.accounts.max_output_tokens,
             "Output reserved when neither the request (`max_tokens`) nor the model caps it."),

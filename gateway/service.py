@@ -154,6 +154,11 @@ class Gateway:
                 except GatewayError:
                     self.metrics.store_errors.labels("upkeep").inc()
                     log.exception("retrying refused settlements failed")
+                try:
+                    await self.store.purge_responses(time.time())
+                except GatewayError:
+                    self.metrics.store_errors.labels("upkeep").inc()
+                    log.exception("purging expired stored responses failed")
 
         try:
             with self._heartbeat:

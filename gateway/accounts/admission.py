@@ -229,8 +229,9 @@ class Accounts:
 
 
 def output_tokens(request: ChatRequest, route: Route) -> int:
-    """The most output a request may produce: its ``max_tokens``, else its model's cap."""
-    return request.max_tokens or route.max_output_tokens
+    """The most output a request may produce: its ``max_tokens``, else its model's cap,
+    for each answer it asked for."""
+    return (request.max_tokens or route.max_output_tokens) * request.choices
 
 
 def relayed_cap(request: ChatRequest, route: Route) -> int:

@@ -1,6 +1,7 @@
 """The client dialects a generation route can speak, each as one value.
 
-A ``ClientDialect`` bundles what differs between the OpenAI, Anthropic and Gemini routes:
+A ``ClientDialect`` bundles what differs between the OpenAI (chat and Responses),
+Anthropic and Gemini routes:
 which header holds the key (``credentials.py`` finds it), how a body becomes a
 ``ChatRequest``, which ``Encoder`` streams the answer, how a whole answer and an error are
 rendered. Everything else — the relay, the
@@ -26,6 +27,8 @@ from gateway.wire.gemini import render as gemini_render
 from gateway.wire.gemini import request as gemini_request
 from gateway.wire.openai import render as openai_render
 from gateway.wire.openai import request as openai_request
+from gateway.wire.responses import render as responses_render
+from gateway.wire.responses import request as responses_request
 
 
 @attrs.frozen
@@ -135,4 +138,29 @@ GEMINI = ClientDialect(
     render=_gemini_render,
     relay_whole=gemini_render.relay_whole,
     error_body=gemini_render.error_body,
+)
+
+
+def _responses_render(generation_id: str, request: ChatRequest, answer: Answer) -> bytes:
+    events = responses_render.answer_events(
+        answer.text, answer.reasoning, answer.tool_calls, answer.finish,
+        answer.signature, answer.redacted, answer.signed_by)
+    return responses_render.public(responses_render.render_response(
+        generation_id, request, int(time.time()), events, answer.usage))
+
+
+def _not_relayed(answer: dict[str, Any], generation_id: str, model: str, usage: Usage) -> bytes:
+    raise AssertionError("no upstream speaks the Responses API: its answers are translated")
+
+
+RESPONSES = ClientDialect(
+    name="responses",
+    key_header=None,
+    # The route (``http/responses.py``) parses with the conversation it looked up.
+    parse=lambda body, call: responses_request.parse_request(body),
+    encoder=lambda generation_id, request, call: responses_render.StreamEncoder(
+        generation_id, request, int(time.time())),
+    render=_responses_render,
+    relay_whole=_not_relayed,
+    error_body=openai_render.error_body,
 )

@@ -14,11 +14,13 @@ import secrets
 import time
 import urllib.parse
 from functools import partial
+from typing import Any
 
 import attrs
 import trio
 
 from gateway.accounts.admission import Admission, relayed_cap
+from gateway.canonical import ChatRequest
 from gateway.errors import GatewayError, NotFound, ShuttingDown
 from gateway.http.credentials import presented_key
 from gateway.http.dialects import Answer, ClientDialect, PathParams
@@ -37,6 +39,7 @@ from gateway.http.service import Service
 from gateway.relay.exchange import Exchange
 from gateway.relay.nursery import Upstream, relay_stream, relay_unary
 from gateway.routing.fidelity import fit_route
+from gateway.store.rows import ApiKey
 from gateway.wire import jsonbody
 
 log = logging.getLogger("arouter.generation")
@@ -47,7 +50,14 @@ def new_generation_id() -> str:
 
 
 class Generation:
-    """A generation route in one client dialect; ``handle`` serves one request."""
+    """A generation route in one client dialect; ``handle`` serves one request.
+
+    A route with more to do than its dialect's parse and render overrides ``parse`` (it
+    may read the store, as the key is known by then) and ``keep`` (called with the answer
+    before its last bytes go out: ``keeps`` says whether to).
+    """
+
+    keeps = False
 
     def __init__(self, gateway: Service, dialect: ClientDialect, route: str) -> None:
         self.gateway = gateway
@@ -71,7 +81,7 @@ class Generation:
                                    gateway.config.deadlines.body)
             unread = False
             call = attrs.evolve(call, headers=scope["headers"])
-            request = dialect.parse(jsonbody.parse(body), call)
+            request = await self.parse(jsonbody.parse(body), call, key)
             # Only deployments that can honour the whole request (or may drop what they
             # cannot): a 400 naming the field when none can.
             route = fit_route(request, gateway.catalog.resolve(request.model, request.routing))
@@ -111,6 +121,8 @@ class Generation:
         if request.stream:
             exchange.save = partial(self.checkpoint, exchange, admission)
             exchange.checkpoint_every = gateway.config.accounts.checkpoint
+            if self.keeps:
+                exchange.closing = partial(self.keep, key, exchange, None)
         # Admission's route: for a key with a balance, only its priced deployments.
         route = admission.route
         exchange.target = route.targets[0]
@@ -164,13 +176,12 @@ class Generation:
                             redacted=tuple(t.redacted),
                             signed_by=t.signed_by,
                         )
-                        await send_json(
-                            send,
-                            200,
-                            dialect.render(generation_id,
-                                           attrs.evolve(request, model=answered), answer),
-                            [(b"x-generation-id", generation_id.encode())],
-                        )
+                        rendered = dialect.render(
+                            generation_id, attrs.evolve(request, model=answered), answer)
+                        if self.keeps:
+                            await self.keep(key, exchange, rendered)
+                        await send_json(send, 200, rendered,
+                                        [(b"x-generation-id", generation_id.encode())])
         finally:
             if exchange.committed_at is not None:
                 http_status = 200  # even if the relay was cancelled after the status line
@@ -183,6 +194,14 @@ class Generation:
             if settling.cancelled_caught:
                 log.error("record not written: settle deadline passed",
                           extra={"generation_id": generation_id})
+
+    async def parse(self, body: Any, call: PathParams, key: ApiKey) -> ChatRequest:
+        """The request in ``body`` (strict JSON), for ``key``."""
+        return self.dialect.parse(body, call)
+
+    async def keep(self, key: ApiKey, exchange: Exchange, answer: bytes | None) -> None:
+        """Keep the answer (a whole one's body, or None: the stream's encoder has it) before
+        its last bytes go out; bounded, and never fails the answer."""
 
     async def checkpoint(self, exchange: Exchange, admission: Admission) -> None:
         """The output so far into the request's reservation: what a crash would charge."""

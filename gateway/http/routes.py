@@ -3,6 +3,8 @@
     GET /v1/key              the caller's own key: balance, limits, what it holds now
     GET /v1/generation?id=   one ledger row, to the key that owns it (else 404, saying why)
     GET /v1/models           the models a client can name (OpenAI shape)
+    GET, DELETE /v1/responses/{id}, GET .../input_items
+                             a stored Responses API answer, to the key that made it
     GET /v1beta/models       the same, in Gemini's shape (x-goog-api-key or ?key=)
     GET /metrics             Prometheus text (keep it off the public vhost)
     GET /healthz, /readyz    alive; ready (503 from the drain on)
@@ -14,6 +16,7 @@ is a generic 500 whose traceback goes to the log only.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -28,7 +31,7 @@ from gateway.http.credentials import presented_key
 from gateway.http.messages import dumps, error_headers
 from gateway.http.service import Service
 from gateway.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from gateway.store.rows import ApiKey
+from gateway.store.rows import ApiKey, StoredResponse
 from gateway.wire.gemini import render as gemini_render
 from gateway.wire.openai import render as openai_render
 
@@ -120,6 +123,37 @@ def web_app(gateway: Service) -> QuartTrio:
             for entry in gateway.catalog.listing(0)
         ]
         return dumps({"models": listed}), 200, {"content-type": "application/json"}
+
+    async def stored_response(response_id: str) -> StoredResponse:
+        key = await authenticate()
+        stored = await gateway.store.find_response(response_id, key.id, time.time())
+        if stored is None:
+            raise NotFound(f"Response with id '{response_id}' not found (stored responses "
+                           "are kept for the key that made them, until they expire)")
+        return stored
+
+    @app.get("/v1/responses/<response_id>")
+    async def get_response(response_id: str) -> Any:
+        stored = await stored_response(response_id)
+        return stored.response, 200, {"content-type": "application/json"}
+
+    @app.get("/v1/responses/<response_id>/input_items")
+    async def response_input_items(response_id: str) -> Any:
+        items = json.loads((await stored_response(response_id)).input_items)
+        if request.args.get("order", "desc") == "desc":
+            items.reverse()  # OpenAI lists the newest first unless asked otherwise
+        page = {"object": "list", "data": items, "has_more": False,
+                "first_id": items[0]["id"] if items else None,
+                "last_id": items[-1]["id"] if items else None}
+        return dumps(page), 200, {"content-type": "application/json"}
+
+    @app.delete("/v1/responses/<response_id>")
+    async def delete_response(response_id: str) -> Any:
+        key = await authenticate()
+        if not await gateway.store.delete_response(response_id, key.id):
+            raise NotFound(f"Response with id '{response_id}' not found")
+        return dumps({"id": response_id, "object": "response", "deleted": True}), 200, {
+            "content-type": "application/json"}
 
     @app.get("/metrics")
     async def metrics() -> Any:

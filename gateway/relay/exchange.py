@@ -83,6 +83,9 @@ class Exchange:
     winner: UpstreamCall | None = None  # the call whose answer this is
     # Checkpoints the output so far (streams only); set by the generation handler.
     save: Callable[[], Awaitable[None]] | None = None
+    # Awaited once by the writer before the answer's last bytes go out (streams only): the
+    # Responses route stores the answer there, so that a next turn can already name it.
+    closing: Callable[[], Awaitable[None]] | None = None
     checkpoint_every: float = 5.0
 
     def __attrs_post_init__(self) -> None:

@@ -156,6 +156,9 @@ async def _drain(exchange: Exchange, send: ASGISend) -> None:
         if not exchange.pending and not exchange.finished:
             exchange.wake = trio.Event()
             await exchange.wake.wait()
+        if exchange.finished and exchange.closing is not None:
+            closing, exchange.closing = exchange.closing, None
+            await closing()
         last = exchange.delivered = exchange.finished
         data = bytes(exchange.pending)
         exchange.pending.clear()

@@ -130,12 +130,13 @@ class _Chunks:
     # A thinking request's thought signature, on the answer's first part as Gemini puts it.
     signature: str | None = None
     midstream_status: int = _MIDSTREAM_STATUS
+    candidates: int = 1  # ``candidateCount``: a whole answer carries that many
     # An array element has been written: the next one needs a comma.
     _started: bool = attrs.field(default=False, init=False)
 
     @classmethod
-    def render(cls, model: str, sse: bool, prompt: int, thinking: bool, record_id: int,
-               usage: bool) -> _Chunks:
+    def render(cls, model: str, sse: bool, prompt: int, thinking: bool, candidates: int,
+               record_id: int, usage: bool) -> _Chunks:
         ids = b',"modelVersion":%b,"responseId":"sim%d"}' % (json_string(model), record_id)
         running = f',"usageMetadata":{{"promptTokenCount":{prompt},"totalTokenCount":{prompt}}}'
         return cls(
@@ -147,6 +148,7 @@ class _Chunks:
             # base64, as Gemini's are (the SDKs decode them to bytes and back)
             signature=base64.b64encode(f"sig-sim-{record_id}".encode()).decode()
             if thinking else None,
+            candidates=candidates,
         )
 
     def _signed(self, part: dict[str, Any]) -> bytes:
@@ -199,8 +201,15 @@ class _Chunks:
         return self._frame(_MALFORMED)
 
     def whole(self, text: str, finish: Finish, usage: Counted) -> Answer:
-        return Answer(200, self._last(self._signed({"text": text}), finish, usage),
-                      _JSON_HEADERS)
+        if self.candidates == 1:
+            return Answer(200, self._last(self._signed({"text": text}), finish, usage),
+                          _JSON_HEADERS)
+        # candidateCount: that many (the same) candidates, each one's output counted.
+        body = json.loads(self._last(self._signed({"text": text}), finish,
+                                     Counted(usage.prompt, usage.completion * self.candidates)))
+        [candidate] = body["candidates"]
+        body["candidates"] = [{**candidate, "index": i} for i in range(self.candidates)]
+        return Answer(200, dumps(body), _JSON_HEADERS)
 
     def _function_call(self, name: str, fragments: Sequence[str]) -> bytes:
         return self._signed({"functionCall": {"name": name,
@@ -345,8 +354,11 @@ def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
         thinking=_thinking(config),
     )
     sse = "sse" in parse_qs(request.query).get("alt", [])
+    count = config.get("candidateCount", 1) if isinstance(config, dict) else 1
+    if type(count) is not int or not 1 <= count <= 8:
+        raise BadRequest("Invalid value at 'generation_config.candidate_count'.")
     return call, functools.partial(_Chunks.render, model, sse, call.prompt_tokens,
-                                   call.thinking)
+                                   call.thinking, count)
 
 
 DIALECT: Final = Dialect(

@@ -107,13 +107,14 @@ class _Chunks:
     token_open: bytes
     token_close: bytes
     logprobs: bool = False  # the client asked for them: whole answers carry them
+    choices: int = 1  # ``n``: a whole answer carries that many (the same) choices
 
     stream_headers: Headers = _SSE_HEADERS
     midstream_status: int = _MIDSTREAM_STATUS
 
     @classmethod
-    def render(cls, model: str, include_usage: bool, logprobs: bool, record_id: int,
-               usage: bool) -> _Chunks:
+    def render(cls, model: str, include_usage: bool, logprobs: bool, choices: int,
+               record_id: int, usage: bool) -> _Chunks:
         completion_id = f"chatcmpl-sim{record_id}"
         head = (
             f'data: {{"id":"{completion_id}","object":"chat.completion.chunk",'
@@ -128,6 +129,7 @@ class _Chunks:
             head=head,
             tail=tail,
             logprobs=logprobs,
+            choices=choices,
             token_open=head + b'"choices":[{"index":0,"delta":{"content":',
             token_close=b'},"finish_reason":null}]' + tail,
         )
@@ -168,13 +170,13 @@ class _Chunks:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "logprobs": logprobs,
-                         "finish_reason": _FINISH[finish]}],
+            "choices": [{"index": i, "message": message, "logprobs": logprobs,
+                         "finish_reason": _FINISH[finish]} for i in range(self.choices)],
             "service_tier": "default",
             "system_fingerprint": "fp_sim",
         }
-        if self.usage:
-            body["usage"] = _usage(usage)
+        if self.usage:  # every choice's output counts
+            body["usage"] = _usage(Counted(usage.prompt, usage.completion * self.choices))
         return Answer(200, dumps(body))
 
     @property
@@ -266,8 +268,11 @@ def read(request: Request, defaults: Plan) -> tuple[Asked, Render]:
         schema=_schema(data.get("response_format")),
     )
     include_usage = bool(options and options.get("include_usage") is True)
+    choices = data.get("n", 1)
+    if type(choices) is not int or not 1 <= choices <= 128:
+        raise BadRequest("'n' must be an integer between 1 and 128.")
     return call, functools.partial(_Chunks.render, model, include_usage,
-                                   data.get("logprobs") is True)
+                                   data.get("logprobs") is True, choices)
 
 
 DIALECT: Final = Dialect(

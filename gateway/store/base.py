@@ -48,6 +48,7 @@ from gateway.store.rows import (
     RequestRecord,
     Reservation,
     Settlement,
+    StoredResponse,
 )
 
 T = TypeVar("T")
@@ -116,6 +117,20 @@ class Store(Protocol):
         """Which of these instances hold their claim right now; None if this store cannot
         tell (SQLite: every process is on one host, where PIDs tell)."""
 
+    # stored Responses API answers
+    async def save_response(self, response: StoredResponse) -> None:
+        """Insert (an id is never reused: a second save of one is ignored)."""
+
+    async def find_response(self, response_id: str, key_id: str,
+                            now: float) -> StoredResponse | None:
+        """The response if ``key_id`` made it and it has not expired."""
+
+    async def delete_response(self, response_id: str, key_id: str) -> bool:
+        """Delete it if ``key_id`` made it; whether there was one."""
+
+    async def purge_responses(self, now: float) -> int:
+        """Delete the expired; how many."""
+
 
 async def read_within(seconds: float, read: Callable[[], Awaitable[T]]) -> T:
     """``read()`` (a backend's thread call, abandoned when cancelled), or ``StoreUnavailable``
@@ -133,6 +148,7 @@ RECORD_FIELDS = tuple(f.name for f in attrs.fields(RequestRecord))
 RESERVATION_FIELDS = tuple(f.name for f in attrs.fields(Reservation)
                            if f.metadata.get("stored", True))
 INSTANCE_FIELDS = tuple(f.name for f in attrs.fields(Instance))
+RESPONSE_FIELDS = tuple(f.name for f in attrs.fields(StoredResponse))
 KEY_UPDATABLE = frozenset(POLICY_FIELDS) | {"revoked"}
 
 

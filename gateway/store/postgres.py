@@ -62,6 +62,7 @@ from gateway.store.base import (
     KEY_FIELDS,
     RECORD_FIELDS,
     RESERVATION_FIELDS,
+    RESPONSE_FIELDS,
     check_changes,
     check_where,
     models_from_text,
@@ -77,6 +78,7 @@ from gateway.store.rows import (
     RequestRecord,
     Reservation,
     Settlement,
+    StoredResponse,
 )
 
 T = TypeVar("T")
@@ -207,6 +209,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "ALTER TABLE requests ADD COLUMN dropped TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE requests ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0",
+    ),
+    # 5: Responses API answers kept for previous_response_id, per key, until they expire
+    # (issue 15).
+    (
+        """CREATE TABLE responses (
+            id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            response TEXT NOT NULL,
+            input_items TEXT NOT NULL,
+            items TEXT NOT NULL
+        )""",
+        "CREATE INDEX responses_expiry ON responses (expires_at)",
     ),
 )
 
@@ -513,6 +529,33 @@ class PostgresStore:
     async def instances(self) -> list[Instance]:
         rows = await self._read(lambda conn: conn.execute(LIST_INSTANCES).fetchall())
         return [Instance(*row) for row in rows]
+
+    # -- stored Responses API answers ------------------------------------------------------
+
+    async def save_response(self, response: StoredResponse) -> None:
+        query = sql.SQL("INSERT INTO responses ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING"
+                        ).format(_columns(RESPONSE_FIELDS),
+                                 sql.SQL(", ").join(sql.Placeholder() * len(RESPONSE_FIELDS)))
+        row = attrs.astuple(response)
+        await self._run(lambda conn: conn.execute(query, row))
+
+    async def find_response(self, response_id: str, key_id: str,
+                            now: float) -> StoredResponse | None:
+        query = sql.SQL("SELECT {} FROM responses WHERE id = %s AND key_id = %s AND "
+                        "expires_at > %s").format(_columns(RESPONSE_FIELDS))
+        rows = await self._read(
+            lambda conn: conn.execute(query, (response_id, key_id, now)).fetchall())
+        return StoredResponse(*rows[0]) if rows else None
+
+    async def delete_response(self, response_id: str, key_id: str) -> bool:
+        cursor = await self._run(lambda conn: conn.execute(
+            "DELETE FROM responses WHERE id = %s AND key_id = %s", (response_id, key_id)))
+        return bool(cursor.rowcount)
+
+    async def purge_responses(self, now: float) -> int:
+        cursor = await self._run(lambda conn: conn.execute(
+            "DELETE FROM responses WHERE expires_at <= %s", (now,)))
+        return int(cursor.rowcount)
 
     async def forget_instance(self, instance_id: str) -> None:
         await self._run(

@@ -1,5 +1,6 @@
-"""Every persisted type: keys, the ledger row, reservations and what the ledger writes, and
-live instances. Pure data (attrs), shared by the store backends and everything above them.
+"""Every persisted type: keys, the ledger row, reservations and what the ledger writes,
+live instances, and stored Responses API answers. Pure data (attrs), shared by the store
+backends and everything above them.
 
 The ledger's row (``RequestRecord``): exactly one per accepted generation request.
 
@@ -177,3 +178,21 @@ class Instance:
     # Holds a liveness claim (``Store.claim``) while it lives: a process of a version that
     # did not is judged by its heartbeat instead, so a rolling upgrade misjudges nobody.
     claims: bool = False
+
+
+@attrs.frozen
+class StoredResponse:
+    """A Responses API answer kept for ``previous_response_id`` and ``GET /v1/responses/{id}``:
+    only the key that made it may read or delete it, until ``expires_at``.
+
+    The JSON columns hold what the client sent and got, as it did: ``response`` the
+    response object, ``input_items`` the request's own input items, ``items`` the whole
+    conversation through this response's output (what a next turn continues)."""
+
+    id: str
+    key_id: str
+    created_at: float
+    expires_at: float
+    response: str
+    input_items: str
+    items: str

@@ -34,6 +34,7 @@ from gateway.store.base import (
     KEY_FIELDS,
     RECORD_FIELDS,
     RESERVATION_FIELDS,
+    RESPONSE_FIELDS,
     check_changes,
     check_where,
     models_from_text,
@@ -50,6 +51,7 @@ from gateway.store.rows import (
     RequestRecord,
     Reservation,
     Settlement,
+    StoredResponse,
 )
 
 T = TypeVar("T")
@@ -136,6 +138,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE requests ADD COLUMN dropped TEXT NOT NULL DEFAULT '';
     ALTER TABLE requests ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 6: Responses API answers kept for previous_response_id, per key, until they expire
+    # (issue 15)
+    """
+    CREATE TABLE responses (
+        id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        response TEXT NOT NULL,
+        input_items TEXT NOT NULL,
+        items TEXT NOT NULL
+    );
+    CREATE INDEX responses_expiry ON responses (expires_at);
     """,
 )
 
@@ -336,6 +352,31 @@ class SqliteStore:
             sql += f" WHERE {clauses}"
         rows = await self._read(lambda db: db.execute(sql, tuple(where.values())).fetchall())
         return [_record(row) for row in rows]
+
+    # -- stored Responses API answers ------------------------------------------------------
+
+    async def save_response(self, response: StoredResponse) -> None:
+        row = attrs.astuple(response)
+        await self._run(lambda db: db.execute(
+            f"INSERT INTO responses ({_columns(RESPONSE_FIELDS)}) VALUES "
+            f"({_marks(RESPONSE_FIELDS)}) ON CONFLICT (id) DO NOTHING", row))
+
+    async def find_response(self, response_id: str, key_id: str,
+                            now: float) -> StoredResponse | None:
+        rows = await self._read(lambda db: db.execute(
+            f"SELECT {_columns(RESPONSE_FIELDS)} FROM responses WHERE id = ? AND key_id = ? "
+            "AND expires_at > ?", (response_id, key_id, now)).fetchall())
+        return StoredResponse(*rows[0]) if rows else None
+
+    async def delete_response(self, response_id: str, key_id: str) -> bool:
+        cursor = await self._run(lambda db: db.execute(
+            "DELETE FROM responses WHERE id = ? AND key_id = ?", (response_id, key_id)))
+        return bool(cursor.rowcount)
+
+    async def purge_responses(self, now: float) -> int:
+        cursor = await self._run(lambda db: db.execute(
+            "DELETE FROM responses WHERE expires_at <= ?", (now,)))
+        return int(cursor.rowcount)
 
     # -- instances --------------------------------------------------------------------------
 

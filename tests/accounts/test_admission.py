@@ -68,6 +68,21 @@ async def held(gw: Gw, key_id: str, limits: Limits) -> int:
 # -- credits --------------------------------------------------------------------------------
 
 
+async def test_several_choices_reserve_the_output_of_each(gw: Gw, sim: Sim) -> None:
+    # n=3 may produce three answers' worth of output: a balance for one is not enough.
+    payload = {**body("three", stream=False), "n": 3}
+    one = reservation_for(payload)
+    three = one + 2 * payload["max_tokens"] * 2  # two more answers at 2 per token
+    poor, _ = await new_key(gw, balance=one)
+    refused = await post(gw, poor, payload)
+    assert refused.status_code == 402, refused.text
+    secret, key = await new_key(gw, balance=three)
+    response = await post(gw, secret, payload)
+    assert response.status_code == 200 and len(response.json()["choices"]) == 3
+    [row] = await gw.wait_records(1, key_id=key.id)
+    assert await balance(gw, key.id) == three - row.cost
+
+
 async def test_fifty_parallel_requests_against_a_balance_for_one_admit_exactly_one(
     gw: Gw, sim: Sim
 ) -> None:

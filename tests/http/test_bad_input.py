@@ -72,7 +72,7 @@ CASES: list[tuple[str, bytes, int, str | None]] = [
     ("A17 api_key", ok(api_key="sk-x"), 400, "api_key"),
     ("A17 extra_headers", ok(extra_headers={"x": "y"}), 400, "extra_headers"),
     ("S6 custom_llm_provider", ok(custom_llm_provider="openai"), 400, "custom_llm_provider"),
-    ("n > 1", ok(n=2), 400, "n"),
+    ("n > 1 on a stream", ok(n=2, stream=True), 400, "n"),
     ("NaN temperature", b'{"model":"fake/lorem","messages":[],"temperature":NaN}', 400, None),
 ]
 

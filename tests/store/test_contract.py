@@ -6,6 +6,7 @@ server ``tests/pg_server.py`` starts. The same assertions hold for both.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -26,6 +27,7 @@ from gateway.store.rows import (
     Release,
     Reservation,
     Settlement,
+    StoredResponse,
 )
 from gateway.store.sqlite import SqliteStore
 from tests.support.rows import balance, make_key, record, reservation
@@ -339,6 +341,34 @@ async def test_an_unpriced_reservation_is_refused_to_a_metered_key(store: Store)
 
 
 # -- failure ------------------------------------------------------------------------------
+
+
+# -- stored Responses API answers ---------------------------------------------------------
+
+
+def stored(response_id: str, key_id: str = "k1", expires_at: float = 2e9) -> StoredResponse:
+    return StoredResponse(id=response_id, key_id=key_id, created_at=1.0,
+                          expires_at=expires_at, response=json.dumps({"id": response_id}),
+                          input_items="[]", items='[{"type":"message"}]')
+
+
+async def test_a_stored_response_is_the_key_s_own_until_it_expires(store: Store) -> None:
+    await store.save_response(stored("resp_1"))
+    await store.save_response(attrs.evolve(stored("resp_1"), items="[]"))  # never replaced
+    assert await store.find_response("resp_1", "k1", 100.0) == stored("resp_1")
+    assert await store.find_response("resp_1", "k2", 100.0) is None  # another key's
+    assert await store.find_response("resp_1", "k1", 3e9) is None  # expired
+    assert not await store.delete_response("resp_1", "k2")
+    assert await store.delete_response("resp_1", "k1")
+    assert await store.find_response("resp_1", "k1", 100.0) is None
+    assert not await store.delete_response("resp_1", "k1")
+
+
+async def test_purging_deletes_only_the_expired(store: Store) -> None:
+    await store.save_response(stored("old", expires_at=10.0))
+    await store.save_response(stored("new", expires_at=2e9))
+    assert await store.purge_responses(100.0) == 1
+    assert await store.find_response("new", "k1", 100.0) is not None
 
 
 async def test_a_closed_store_is_unavailable(new_store: StoreFactory) -> None:

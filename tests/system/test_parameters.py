@@ -37,6 +37,7 @@ from anthropic.types import message_create_params
 from google import genai
 from google.genai import types as genai_types
 from openai.types.chat import completion_create_params
+from openai.types.responses import response_create_params
 
 from gateway.config import ModelRoute, ProviderConfig
 from tests.support.gateways import Gw, Sim
@@ -45,9 +46,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "compatibility.md"
 PROMPT = "#sim tokens=2 interval_ms=0\nhi"
 UPSTREAMS = ("openai", "anthropic", "gemini")
-CLIENT_DIALECT = {"openai": "openai", "anthropic": "anthropic", "genai": "gemini"}
+# The Responses API is a client dialect no upstream speaks: every upstream translates it.
+CLIENT_DIALECT = {"openai": "openai", "anthropic": "anthropic", "genai": "gemini",
+                  "responses": "responses"}
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}}
+STORED = "resp_stored"  # replaced by the id of a response the test stores first
+STORED_RESPONSES: dict[str, str] = {}
 
 # A valid value for every parameter of each SDK's create call. A parameter missing here
 # fails the test: a new SDK field must be decided, not silently sent or dropped.
@@ -159,11 +164,52 @@ VALUES: dict[str, dict[str, Any]] = {
         "top_k": 5,
         "top_p": 0.5,
     },
+    "responses": {
+        "access_programs": {"cyber": "standard"},
+        "background": True,
+        "background_options": {"completion_window": "soonest"},
+        "context_management": [{"type": "compaction"}],
+        "conversation": "conv_1",
+        "image": {"context_compression": "auto"},
+        "include": ["reasoning.encrypted_content"],
+        "instructions": "Be brief.",
+        "max_output_tokens": 50,
+        "max_tool_calls": 3,
+        "metadata": {"team": "search"},
+        "moderation": {"model": "omni-moderation-latest"},
+        "parallel_tool_calls": False,
+        "previous_response_id": STORED,  # a response this key made (set up by the test)
+        "prompt": {"id": "pmpt_1"},
+        "prompt_cache_key": "k1",
+        "prompt_cache_options": {"mode": "implicit"},
+        "prompt_cache_retention": "24h",
+        "reasoning": {"effort": "low"},
+        "safety_identifier": "user-1",
+        "service_tier": "flex",
+        "store": True,
+        "stream_options": {"include_obfuscation": False},
+        "temperature": 0.5,
+        "text": {"format": {"type": "json_schema", "name": "r", "schema": SCHEMA}},
+        "tool_choice": "none",
+        "tools": [{"type": "function", "name": "f", "parameters": SCHEMA, "strict": False}],
+        "top_logprobs": 2,
+        "top_p": 0.5,
+        "truncation": "disabled",
+        "user": "user-1",
+    },
 }
 # Accepted with nothing to send upstream, and why (each a decision, not a default).
 NOTHING_TO_SEND = {
     ("genai", "response_modalities"): "text answers are what every upstream gives",
     ("openai", "usage"): "honoured by the gateway: usage is always reported",
+    ("anthropic", "cache_control"): "the upstream caches prompt prefixes on its own; cache "
+    "reads are reported and priced",
+    ("responses", "store"): "honoured by the gateway: the answer is kept for "
+    "previous_response_id",
+    ("responses", "metadata"): "kept with the stored response",
+    ("responses", "include"): "reasoning.encrypted_content is always sent",
+    ("responses", "truncation"): "disabled: the gateway never cuts a conversation",
+    ("responses", "stream_options"): "the gateway's streams carry no obfuscation",
 }
 # Parameters that mean something only beside another: sent with it, and compared with a
 # request that has the companion alone.
@@ -174,11 +220,12 @@ COMPANIONS = {
 # Fields every request carries, which the gateway interprets for itself.
 REQUIRED = {"openai": {"model", "messages", "stream", "stream_options"},
             "anthropic": {"model", "messages", "stream"},
-            "genai": set()}
+            "genai": set(), "responses": {"model", "input", "stream"}}
 # Sent through extra_body: not parameters of this SDK version's create call.
 EXTRA_BODY = {"openai": {"reasoning", "top_k", "min_p", "repetition_penalty", "usage",
                          "transforms"},
-              "anthropic": {"temperature", "top_p", "top_k"}, "genai": set()}
+              "anthropic": {"temperature", "top_p", "top_k"}, "genai": set(),
+              "responses": set()}
 
 
 def sdk_parameters(client: str) -> set[str]:
@@ -186,6 +233,8 @@ def sdk_parameters(client: str) -> set[str]:
         params = completion_create_params.CompletionCreateParamsBase
     elif client == "anthropic":
         params = message_create_params.MessageCreateParamsBase
+    elif client == "responses":
+        params = response_create_params.ResponseCreateParamsBase
     else:
         return set(genai_types.GenerateContentConfig.model_fields)
     return set(typing.get_type_hints(params)) - REQUIRED[client]
@@ -223,6 +272,7 @@ def _fields(client: str, param: str | None, companion: str | None) -> dict[str, 
     fields = dict(COMPANIONS.get((client, param), {}))
     if companion is None:
         value = VALUES[client][param]
+        value = STORED_RESPONSES.get(value, value) if isinstance(value, str) else value
         if param in EXTRA_BODY[client]:
             fields["extra_body"] = {param: value}
         else:
@@ -263,8 +313,17 @@ def _genai(gw: Gw, model: str, param: str | None, companion: str | None) -> None
         raise Refused(f"SDK: {exc}") from None
 
 
+def _responses(gw: Gw, model: str, param: str | None, companion: str | None) -> None:
+    fields = _fields("responses", param, companion)
+    with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0) as client:
+        try:
+            client.responses.create(model=model, input=PROMPT, **fields)
+        except openai.BadRequestError as exc:
+            raise Refused(str(exc.body)) from None
+
+
 SEND: dict[str, Callable[[Gw, str, str | None, str | None], None]] = {
-    "openai": _openai, "anthropic": _anthropic, "genai": _genai}
+    "openai": _openai, "anthropic": _anthropic, "genai": _genai, "responses": _responses}
 
 
 # Objects that only group parameters: a new one is named by its members.
@@ -357,6 +416,9 @@ async def test_every_sdk_parameter_is_forwarded_translated_or_refused_by_name(
               for name in providers}
     results: dict[str, dict[str, dict[str, Outcome]]] = {}
     async with start_gateway(providers=providers, models=models) as gw:
+        # previous_response_id needs a response this key stored.
+        made = await _stored_response(gw)
+        STORED_RESPONSES[STORED] = made
         for client in SEND:
             decided = set(VALUES[client]) - EXTRA_BODY[client]
             assert sdk_parameters(client) <= decided, (
@@ -365,9 +427,9 @@ async def test_every_sdk_parameter_is_forwarded_translated_or_refused_by_name(
             table = results[client] = {}
             baselines = {u: (await _send(gw, sim, client, f"{u}-lorem", None))[0]
                          for u in UPSTREAMS}
-            # Same dialect first: it tells what the SDK sends at all.
-            order = [CLIENT_DIALECT[client]] + [u for u in UPSTREAMS
-                                                if u != CLIENT_DIALECT[client]]
+            # Same dialect first, where there is one: it tells what the SDK sends at all.
+            order = [u for u in UPSTREAMS if u == CLIENT_DIALECT[client]] + [
+                u for u in UPSTREAMS if u != CLIENT_DIALECT[client]]
             for param in sorted(sdk_parameters(client) | EXTRA_BODY[client]):
                 row = table[param] = {}
                 for upstream in order:
@@ -389,6 +451,13 @@ async def test_every_sdk_parameter_is_forwarded_translated_or_refused_by_name(
     assert PAGE.read_text() == page, (
         "docs/compatibility.md is stale: AROUTER_WRITE_COMPATIBILITY=1 pytest "
         "tests/system/test_parameters.py rewrites it")
+
+
+async def _stored_response(gw: Gw) -> str:
+    def create() -> str:
+        with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0) as c:
+            return c.responses.create(model="openai-lorem", input=PROMPT).id
+    return await trio.to_thread.run_sync(create)
 
 
 async def _check_dropped(gw: Gw, sim: Sim, client: str, upstream: str, param: str) -> None:
@@ -417,7 +486,8 @@ async def _check_surcharge_allowed(gw: Gw, sim: Sim, client: str, upstream: str,
 
 SDK_NAMES = {"openai": "OpenAI Chat Completions (`openai` SDK, `client.chat.completions.create`)",
              "anthropic": "Anthropic Messages (`anthropic` SDK, `client.messages.create`)",
-             "genai": "Gemini generateContent (`google-genai` SDK, `GenerateContentConfig`)"}
+             "genai": "Gemini generateContent (`google-genai` SDK, `GenerateContentConfig`)",
+             "responses": "OpenAI Responses API (`openai` SDK, `client.responses.create`)"}
 
 
 def render(results: Mapping[str, Mapping[str, Mapping[str, Outcome]]]) -> str:

@@ -111,3 +111,46 @@ async def test_a_gemini_client_streaming_gets_every_field_a_gemini_upstream_sent
     assert "".join(chunk.text or "" for chunk in chunks) == " Lorem ipsum dolor"
     [row] = await gw.wait_records(1)
     assert (row.completion_tokens, row.status) == (3, "ok")
+
+
+# -- several answers: OpenAI n, Gemini candidateCount ---------------------------------------
+
+def _openai_choices(gw: Gw, model: str, stream: bool = False) -> Any:
+    with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=gw.key, max_retries=0) as client:
+        try:
+            return client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": PROMPT}], n=3,
+                stream=stream)
+        except openai.BadRequestError as exc:
+            return exc
+
+
+async def test_an_openai_client_gets_n_choices_from_an_openai_upstream(
+        gw: Gw, sim: Sim) -> None:
+    answer = await trio.to_thread.run_sync(_openai_choices, gw, "openai-lorem")
+    assert [c.index for c in answer.choices] == [0, 1, 2]
+    assert {c.message.content for c in answer.choices} == {" Lorem ipsum dolor"}
+    assert answer.usage.completion_tokens == 9  # every choice's output
+    [row] = await gw.wait_records(1)
+    assert (row.completion_tokens, row.status) == (9, "ok")
+    # Elsewhere, and on a stream, one choice is all there is: refused by name.
+    for model, stream in (("anthropic-lorem", False), ("openai-lorem", True)):
+        refused = await trio.to_thread.run_sync(_openai_choices, gw, model, stream)
+        assert isinstance(refused, openai.BadRequestError), refused
+        assert refused.body is not None and refused.body.get("param") == "n"  # type: ignore[union-attr]
+
+
+def _genai_candidates(gw: Gw) -> Any:
+    client = genai.Client(api_key=gw.key, http_options={"base_url": gw.url})
+    return client.models.generate_content(
+        model="gemini-lorem", contents=PROMPT,
+        config=genai.types.GenerateContentConfig(candidate_count=2))
+
+
+async def test_a_gemini_client_gets_candidate_count_candidates_from_a_gemini_upstream(
+        gw: Gw, sim: Sim) -> None:
+    response = await trio.to_thread.run_sync(_genai_candidates, gw)
+    assert [c.index for c in response.candidates] == [0, 1]
+    assert response.usage_metadata.candidates_token_count == 6
+    [row] = await gw.wait_records(1)
+    assert (row.completion_tokens, row.status) == (6, "ok")

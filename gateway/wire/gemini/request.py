@@ -600,6 +600,7 @@ class _Generation:
     frequency_penalty: float | None = None
     response_format: ResponseFormat | None = None
     reasoning: Reasoning | None = None
+    candidates: int = 1
 
 
 def _generation(raw: Any, own: Features) -> _Generation:
@@ -613,9 +614,11 @@ def _generation(raw: Any, own: Features) -> _Generation:
             if key != "responseModalities":  # text only: what every answer is
                 own.own(f"generationConfig.{key}", f"{param}.{key}")
     count = config.get("candidateCount", 1)
-    if not (is_int(count) and count == 1):
-        raise _fail("only candidateCount=1 is supported: the gateway relays one candidate",
+    if not (is_int(count) and 1 <= count <= MAX_CANDIDATES):
+        raise _fail(f"'candidateCount' must be an integer between 1 and {MAX_CANDIDATES}",
                     f"{param}.candidateCount")
+    if count > 1:  # several candidates: only a Gemini upstream's whole answer carries them
+        own.own("generationConfig.candidateCount", f"{param}.candidateCount")
     max_tokens = config.get("maxOutputTokens")
     if max_tokens is not None and not (is_int(max_tokens)
                                        and 1 <= max_tokens <= MAX_TOKENS_LIMIT):
@@ -651,6 +654,7 @@ def _generation(raw: Any, own: Features) -> _Generation:
         frequency_penalty=_number(config, "frequencyPenalty", -2, 2),
         response_format=response_format,
         reasoning=_reasoning(config["thinkingConfig"]) if "thinkingConfig" in config else None,
+        candidates=count,
     )
 
 
@@ -659,6 +663,7 @@ SHARED_TOOLS = frozenset({"fileSearch", "retrieval", "enterpriseWebSearch"})
 # Never honoured from a body: where a request goes is the gateway's configuration.
 ENDPOINT_FIELDS = frozenset({"apiBase", "baseUrl", "apiKey", "apiVersion", "extraHeaders",
                              "customLlmProvider", "httpOptions"})
+MAX_CANDIDATES = 8  # Gemini's own bound on candidateCount
 DEFAULT_TIERS = ("unspecified", "standard", "service_tier_unspecified", "service_tier_standard")
 TOP_FIELDS = frozenset({
     "contents", "systemInstruction", "generationConfig", "tools", "toolConfig", "model",
@@ -706,6 +711,10 @@ def parse_request(body: Any, model: str, *, stream: bool) -> ChatRequest:
     if "toolConfig" in request:
         tool_choice, tools = _tool_choice(request["toolConfig"], tools)
     generation = _generation(request.get("generationConfig", {}), own)
+    if generation.candidates > 1 and stream:
+        raise _fail("candidateCount > 1 is answered whole only: a stream relays one "
+                    "candidate (call generateContent for several)",
+                    "generationConfig.candidateCount")
     if "safetySettings" in request:
         _safety(request["safetySettings"])  # a Gemini upstream's: checked, then noted
         own.own("safetySettings", "safetySettings")
@@ -716,6 +725,7 @@ def parse_request(body: Any, model: str, *, stream: bool) -> ChatRequest:
         messages=tuple(messages),
         stream=stream,
         max_tokens=generation.max_tokens,
+        choices=generation.candidates,
         temperature=generation.temperature,
         top_p=generation.top_p,
         stop=generation.stop,

@@ -151,9 +151,12 @@ def _contents(messages: tuple[Message, ...]) -> tuple[list[dict[str, Any]], list
 FUNCTION_CALLING_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY"}
 
 
-def _tool_config(choice: ToolChoice) -> dict[str, Any]:
-    """Gemini's ``toolConfig`` for a tool choice: one named tool is ``ANY`` of that one."""
-    calling: dict[str, Any] = {"mode": FUNCTION_CALLING_MODES[choice.mode]}
+def _tool_config(choice: ToolChoice, strict: bool) -> dict[str, Any]:
+    """Gemini's ``toolConfig`` for a tool choice: one named tool is ``ANY`` of that one.
+    Strict tools (arguments that must match their schema) are ``VALIDATED`` where the model
+    may choose (``ANY`` adheres to the schemas already)."""
+    mode = FUNCTION_CALLING_MODES[choice.mode]
+    calling: dict[str, Any] = {"mode": "VALIDATED" if strict and mode == "AUTO" else mode}
     if choice.mode == "tool":
         calling["allowedFunctionNames"] = [choice.name]
     return {"functionCallingConfig": calling}
@@ -163,6 +166,10 @@ def _tool_config(choice: ToolChoice) -> dict[str, Any]:
 HONOURS = frozenset({
     "temperature", "top_p", "stop", "seed", "top_k", "presence_penalty", "frequency_penalty",
     "response_format", "reasoning", "images", "tool_errors", "documents", "audio",
+    "strict_tools",  # functionCallingConfig VALIDATED (or ANY): calls match their schemas
+    # An Anthropic client's prompt-cache markers: Gemini caches prompt prefixes on its own
+    # (implicit caching; reads come back as cachedContentTokenCount): nothing to send.
+    "anthropic:cache_control",
 })
 
 
@@ -245,8 +252,9 @@ def upstream_body(request: ChatRequest) -> dict[str, Any]:
             }
             for t in request.tools
         ]}]
-    if request.tool_choice is not None:
-        body["toolConfig"] = _tool_config(request.tool_choice)
+    strict = any(t.strict for t in request.tools)
+    if request.tool_choice is not None or strict:
+        body["toolConfig"] = _tool_config(request.tool_choice or ToolChoice("auto"), strict)
     return body
 
 

@@ -85,12 +85,18 @@ def _file(raw: Any, param: str) -> FilePart | None:
     spec = raw.get("file")
     if not isinstance(spec, dict):
         raise _fail("a file part needs a 'file' object", param)
+    if spec.get("file_data") is None or spec.get("file_id") is not None:
+        # A file_id reads the operator's OpenAI files: another tenant's, possibly.
+        raise _fail("'file_id' " + SHARED, f"{param}.file.file_id")
+    return pdf_data(spec, param)
+
+
+def pdf_data(spec: Mapping[str, Any], param: str) -> FilePart:
+    """``file_data`` (a base64 data: URL of a PDF) and ``filename``, as OpenAI's file parts
+    carry them (Chat Completions' ``file`` and the Responses API's ``input_file``)."""
     data, name = spec.get("file_data"), spec.get("filename")
     if name is not None and not isinstance(name, str):
         raise _fail("'filename' must be a string", param)
-    if data is None or spec.get("file_id") is not None:
-        # A file_id reads the operator's OpenAI files: another tenant's, possibly.
-        raise _fail("'file_id' " + SHARED, f"{param}.file.file_id")
     header, comma, payload = data.partition(",") if isinstance(data, str) else ("", "", "")
     media = header.removeprefix("data:").removesuffix(";base64")
     if not comma or not header.startswith("data:") or not header.endswith(";base64") or (
@@ -348,6 +354,7 @@ HANDLED = {
     *CANONICAL,
 }
 MAX_FALLBACKS = 8
+MAX_CHOICES = 128  # OpenAI's own bound on n
 PROVIDER_PREFS = {"order", "allow_fallbacks", "only", "ignore", "sort", "require_parameters"}
 SORTS = ("price", "latency")
 
@@ -488,9 +495,14 @@ def parse_request(body: Any) -> ChatRequest:
         if not is_int(value) or not 1 <= value <= MAX_TOKENS_LIMIT:
             raise _fail(f"'{key}' must be an integer between 1 and {MAX_TOKENS_LIMIT}", key)
         max_tokens = value if max_tokens is None else min(max_tokens, value)
-    n = body.get("n")
-    if n is not None and not (is_int(n) and n == 1):
-        raise _fail("only n=1 is supported: the gateway relays one choice", "n")
+    n = body.get("n", 1)
+    if n is None:
+        n = 1
+    if not (is_int(n) and 1 <= n <= MAX_CHOICES):
+        raise _fail(f"'n' must be an integer between 1 and {MAX_CHOICES}", "n")
+    if n > 1 and stream:
+        raise _fail("n > 1 is answered whole only: a stream relays one choice (send "
+                    "stream: false for several)", "n")
     seed = body.get("seed")
     if seed is not None and not is_int(seed):
         raise _fail("'seed' must be an integer", "seed")
@@ -531,11 +543,14 @@ def parse_request(body: Any) -> ChatRequest:
         features["paid:service_tier"] = "service_tier"
     if body.get("web_search_options") is not None:
         features["paid:web_search"] = "web_search_options"
+    if n > 1:  # several choices: only an OpenAI upstream's whole answer carries them
+        features["openai:n"] = "n"
     return ChatRequest(
         model=model,
         messages=parsed,
         stream=stream,
         max_tokens=max_tokens,
+        choices=n,
         temperature=_number(body, "temperature", 0, 2),
         top_p=_number(body, "top_p", 0, 1),
         stop=_stop(body.get("stop")),

@@ -99,10 +99,16 @@ def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
 
 # The canonical features an OpenAI-compatible upstream honours (``routing/fidelity.py``);
 # a provider may accept more (``accepts``: top_k, min_p, repetition_penalty).
+RESPONSES_SHARED = ("prompt_cache_key", "safety_identifier", "prompt_cache_retention")
 HONOURS = frozenset({
     "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "user",
     "parallel_tool_calls", "response_format", "reasoning", "images", "documents", "audio",
     "strict_tools", "message_names", "image_detail",
+    # An Anthropic client's prompt-cache markers: OpenAI caches prompt prefixes on its own
+    # (cache reads come back as cached_tokens, priced at the cached rate): nothing to send.
+    "anthropic:cache_control",
+    # A Responses API client's fields that Chat Completions takes under the same names.
+    *(f"responses:{key}" for key in RESPONSES_SHARED),
 })
 # OpenRouter's request extensions, which the gateway itself interprets: never forwarded as
 # such (``reasoning`` becomes ``reasoning_effort``; the sampling ones go where accepted).
@@ -130,6 +136,9 @@ def upstream_body(request: ChatRequest, model: str,
         body = _same_dialect(request, model, accepts)
     else:
         body = _translated(request, model, accepts)
+        if request.dialect == "responses":  # its fields Chat Completions has too
+            body.update({k: request.raw[k] for k in RESPONSES_SHARED
+                         if request.raw.get(k) is not None})
     # The gateway owns stream_options (the usage chunk is its own): usage always comes on a
     # stream, and a request that does not stream carries none (OpenAI refuses them there).
     if request.stream:

@@ -469,7 +469,8 @@ REJECTIONS: list[tuple[str, Any, str | None]] = [
     ("system instruction numeric role", body(systemInstruction={"role": 1, "parts": []}),
      "systemInstruction.role"),
     ("generation config list", body(generationConfig=[]), GC),
-    ("two candidates", gen(candidateCount=2), f"{GC}.candidateCount"),
+    ("no candidates", gen(candidateCount=0), f"{GC}.candidateCount"),
+    ("nine candidates", gen(candidateCount=9), f"{GC}.candidateCount"),
     ("max tokens zero", gen(maxOutputTokens=0), f"{GC}.maxOutputTokens"),
     ("max tokens float", gen(maxOutputTokens=1.5), f"{GC}.maxOutputTokens"),
     ("max tokens string", gen(maxOutputTokens="10"), f"{GC}.maxOutputTokens"),
@@ -705,3 +706,14 @@ def test_pdf_and_audio_data_are_canonical_files(mime: str, feature: str) -> None
         "mimeType": mime, "data": "AA-_"}})]))
     assert request.messages[0].content[1] == FilePart(mime, "AA+/")
     assert request.features == {feature: "inlineData"}
+
+
+def test_several_candidates_are_a_whole_answer_of_a_gemini_upstream_only() -> None:
+    request = parse(gen(candidateCount=3))
+    assert request.choices == 3
+    assert request.features["gemini:generationConfig.candidateCount"] == (
+        "generationConfig.candidateCount")
+    with pytest.raises(RequestError) as info:
+        parse(gen(candidateCount=3), stream=True)  # a stream relays one candidate
+    assert info.value.param == "generationConfig.candidateCount"
+    assert "stream" in info.value.message

@@ -154,6 +154,22 @@ def test_tool_choice_becomes_a_function_calling_mode(
                                       else {"functionCallingConfig": config})
 
 
+@pytest.mark.parametrize(
+    ("choice", "config"),
+    [
+        (None, {"mode": "VALIDATED"}),  # strict: the model may choose, calls match schemas
+        (ToolChoice("auto"), {"mode": "VALIDATED"}),
+        (ToolChoice("none"), {"mode": "NONE"}),
+        (ToolChoice("required"), {"mode": "ANY"}),  # ANY adheres to the schemas already
+    ],
+)
+def test_strict_tools_are_gemini_s_validated_mode(choice: ToolChoice | None,
+                                                  config: Any) -> None:
+    sent = upstream_body(openai_request(Message(role="user", content=(TextPart("a"),)),
+                                        tools=(Tool("f", strict=True),), tool_choice=choice))
+    assert sent["toolConfig"] == {"functionCallingConfig": config}
+
+
 @pytest.mark.parametrize("config", [
     {"mode": "AUTO"}, {"mode": "NONE"}, {"mode": "ANY"},
     {"mode": "ANY", "allowedFunctionNames": ["f"]},

@@ -339,7 +339,9 @@ REJECTIONS: list[tuple[str, Any, str | None]] = [
     ("max_tokens huge", body(max_tokens=10**30), "max_tokens"),
     ("max_tokens above limit", body(max_tokens=MAX_TOKENS_LIMIT + 1), "max_tokens"),
     ("max_completion_tokens zero", body(max_completion_tokens=0), "max_completion_tokens"),
-    ("n=2", body(n=2), "n"),
+    ("n=2 streamed", body(n=2, stream=True), "n"),
+    ("n=0", body(n=0), "n"),
+    ("n above OpenAI's bound", body(n=129), "n"),
     ("seed float", body(seed=1.5), "seed"),
     ("seed string", body(seed="1"), "seed"),
     ("temperature too high", body(temperature=2.5), "temperature"),
@@ -399,8 +401,14 @@ def test_unhashable_role_is_a_400_on_the_role(role: Any) -> None:
     assert info.value.param == "messages.0.role"
 
 
-@pytest.mark.parametrize("n", [True, 1.0])
-def test_n_must_be_the_integer_one(n: Any) -> None:
+@pytest.mark.parametrize("n", [True, 1.0, "2"])
+def test_n_must_be_an_integer(n: Any) -> None:
     with pytest.raises(RequestError) as info:
         parse_request(body(n=n))
     assert info.value.param == "n"
+
+
+def test_several_choices_are_a_whole_answer_of_an_openai_upstream_only() -> None:
+    request = parse_request(body(n=3))
+    assert request.choices == 3 and request.features["openai:n"] == "n"
+    assert parse_request(body(n=1)).features == {}  # one choice is every upstream's
