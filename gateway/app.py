@@ -16,7 +16,9 @@ import trio
 
 from gateway.accounts.price_table import builtin
 from gateway.config import Config
-from gateway.http.dialects import ANTHROPIC, GEMINI, OPENAI, RESPONSES
+from gateway.http import embeddings
+from gateway.http.count_tokens import TokenCount
+from gateway.http.dialects import ANTHROPIC, COMPLETIONS, GEMINI, OPENAI, RESPONSES
 from gateway.http.dispatch import Dispatcher
 from gateway.http.generation import GEMINI_PREFIXES, GeminiGeneration, Generation
 from gateway.http.messages import ErrorRenderer
@@ -88,12 +90,23 @@ def create_app(
     web = web_app(gateway)
     web.before_serving(gateway.start)
     web.after_serving(gateway.aclose)
-    gemini = GeminiGeneration(gateway, GEMINI, "generate_content")
+    gemini = GeminiGeneration(gateway, GEMINI, "generate_content", others={
+        "countTokens": TokenCount(gateway, GEMINI), **embeddings.gemini_routes(gateway)})
+    chat = Generation(gateway, OPENAI, "chat_completions")
+    responses = ResponsesGeneration(gateway, RESPONSES, "responses")
+    embed = embeddings.openai_route(gateway)
     return Dispatcher(
         {
-            ("POST", "/v1/chat/completions"): Generation(gateway, OPENAI, "chat_completions"),
+            ("POST", "/v1/chat/completions"): chat,
             ("POST", "/v1/messages"): Generation(gateway, ANTHROPIC, "messages"),
-            ("POST", "/v1/responses"): ResponsesGeneration(gateway, RESPONSES, "responses"),
+            ("POST", "/v1/messages/count_tokens"): TokenCount(gateway, ANTHROPIC),
+            ("POST", "/v1/responses"): responses,
+            ("POST", "/v1/embeddings"): embed,
+            ("POST", "/v1/completions"): Generation(gateway, COMPLETIONS, "completions"),
+            # OpenRouter's paths: a client set up for OpenRouter changes only the host.
+            ("POST", "/api/v1/chat/completions"): chat,
+            ("POST", "/api/v1/responses"): responses,
+            ("POST", "/api/v1/embeddings"): embed,
         },
         web,  # type: ignore[arg-type]  # ASGI typing differs, not the protocol
         gateway,

@@ -337,3 +337,30 @@ class UsageReport:
 
 StreamEvent = (TextDelta | ReasoningDelta | ReasoningSignature | RedactedReasoning
                | ToolCallDelta | Finish | UsageReport)
+
+
+# -- embeddings -------------------------------------------------------------------------------
+
+@attrs.frozen
+class EmbedRequest:
+    """Texts to embed, whatever the client spoke (OpenAI ``/v1/embeddings``, Gemini
+    ``:embedContent``/``:batchEmbedContents``)."""
+
+    model: str  # the public name
+    # Texts; or token arrays, which only an OpenAI-dialect upstream reads as they are.
+    inputs: tuple[str | tuple[int, ...], ...]
+    dimensions: int | None = None  # OpenAI ``dimensions``, Gemini ``outputDimensionality``
+    dialect: str = ""  # the client's
+    task: str | None = None  # Gemini ``taskType`` (a Gemini upstream's business)
+    user: str | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict)  # the client's body, as parsed
+
+
+
+@attrs.frozen
+class Embeddings:
+    """An upstream's vectors, one per input in order, and the input tokens it counted (None:
+    it reports none, as Gemini does: the gateway estimates)."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    prompt_tokens: int | None = None

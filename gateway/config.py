@@ -72,6 +72,7 @@ class ProviderConfig:
     price_table: str | None = None
     free: bool = False  # every model of this provider costs nothing (the operator says so)
     max_output_tokens: int | None = None  # the provider's output cap (reservations)
+    context_length: int | None = None  # its models' window, as listings report it
     # What a request this provider cannot honour may lose instead of being refused: True
     # (anything), or parameter / feature names (``routing/fidelity.py``).
     drop_unsupported: bool | tuple[str, ...] = False
@@ -111,6 +112,7 @@ class ModelRoute:
     price: Price | None = None  # None: the provider's price for ``model``, if any
     # (``free = true`` in the file sets ``price`` to ``FREE``: no price is not the same)
     max_output_tokens: int | None = None
+    context_length: int | None = None  # tokens in and out (model listings); None: unknown
     deployments: tuple[Deployment, ...] = ()  # empty: just provider/model
     # Start the next deployment if the first token has not come after this many seconds.
     hedge_after: float | None = None
@@ -234,13 +236,14 @@ ENV_PROVIDERS: tuple[tuple[str, str, str, str, str | None], ...] = (
     ("xai", "openai", "XAI_API_KEY", "https://api.x.ai/v1", None),
 )
 
-SIM_PROVIDER = ProviderConfig(name="sim", dialect="sim", models=("echo", "lorem"), free=True)
+SIM_PROVIDER = ProviderConfig(name="sim", dialect="sim", models=("echo", "lorem", "embed"),
+                              free=True)
 # Slash-free names for the simulator's models, there without a config file: the
 # google-generativeai SDK refuses a "/" in a model name. A file's own alias of the same
 # name replaces one.
 SIM_MODELS: Mapping[str, ModelRoute] = {
     alias: ModelRoute(name=alias, provider="sim", model=model)
-    for alias, model in (("sim-echo", "echo"), ("sim-lorem", "lorem"))
+    for alias, model in (("sim-echo", "echo"), ("sim-lorem", "lorem"), ("sim-embed", "embed"))
 }
 
 
@@ -350,6 +353,7 @@ def _provider(name: str, table: _Reader) -> ProviderConfig:
         price_table=None if price_table == "none" else price_table,
         free=table.boolean("free", default=False),
         max_output_tokens=table.opt_int("max_output_tokens"),
+        context_length=table.opt_int("context_length"),
         drop_unsupported=table.bool_or_names("drop_unsupported") or False,
         allow_surcharges=table.bool_or_names("allow_surcharges") or False,
         accepts=_accepts(name, dialect, table.str_list("accepts")),
@@ -412,6 +416,7 @@ def _route(name: str, table: _Reader, providers: Mapping[str, ProviderConfig]) -
         model=first.model if first else table.string("model"),
         price=_route_price(name, table),
         max_output_tokens=table.opt_int("max_output_tokens"),
+        context_length=table.opt_int("context_length"),
         deployments=tuple(deployments),
         hedge_after=table.positive("hedge_after", 0.0) or None,
         drop_unsupported=table.bool_or_names("drop_unsupported"),

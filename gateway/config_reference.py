@@ -193,6 +193,8 @@ SECTIONS: tuple[Section, ...] = (
             "Every model of this provider costs nothing (your own hardware)."),
         Key("max_output_tokens", "integer", "none",
             "The provider's output cap, used to size credit reservations."),
+        Key("context_length", "integer", "none",
+            "Its models' context window in tokens, as `GET /v1/models` reports it."),
         Key("drop_unsupported", "true, false or list of strings", "`false`",
             "What a request from another dialect may lose here instead of a 400: `true` "
             "(anything this upstream cannot honour) or parameter names, e.g. "
@@ -222,6 +224,8 @@ SECTIONS: tuple[Section, ...] = (
         Key("free", "true or false", "`false`",
             "This alias costs nothing (instead of `price`)."),
         Key("max_output_tokens", "integer", "none", "This alias's output cap."),
+        Key("context_length", "integer", "the provider's `context_length`",
+            "This alias's context window in tokens, as `GET /v1/models` reports it."),
         Key("deployments", "array of tables (below)", "none",
             "Several upstream models for one name: weighted, with fallbacks by priority."),
         Key("hedge_after", SECONDS, "`[routing] hedge_after`",

@@ -287,7 +287,8 @@ async def test_keys_create_refuses_a_model_the_config_does_not_serve(tmp_path: P
                                     "sim/echo,nonexistent", check=False)
     assert code == 2 and out == ""
     assert err.startswith("arouter: --models: Invalid model specified: 'nonexistent'. "
-                          "Served here: sim-echo, sim-lorem, sim/echo, sim/lorem. Fix the "
+                          "Served here: sim-echo, sim-lorem, sim-embed, sim/echo, sim/lorem, "
+                          "sim/embed. Fix the "
                           "name, or pass --allow-unknown-models")
     # A provider the service switches on by its key variable, absent from this shell.
     code, _, err = await _arouter(tmp_path, "keys", "create", "--models", "openai/gpt-4.1",

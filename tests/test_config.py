@@ -46,7 +46,7 @@ def test_empty_environment_gives_offline_defaults(tmp_path: Path) -> None:
     config = load(None, {"XDG_DATA_HOME": str(tmp_path / "xdg")})
     assert (config.host, config.port) == ("127.0.0.1", 8080)
     assert config.providers == {"sim": SIM_PROVIDER}
-    assert config.providers["sim"].models == ("echo", "lorem")
+    assert config.providers["sim"].models == ("echo", "lorem", "embed")
     assert config.models == SIM_MODELS  # sim-echo, sim-lorem: slash-free for Gemini SDKs
     assert config.deadlines == Deadlines()
     assert config.sim == SimConfig()

@@ -34,7 +34,8 @@ Policy for the cases between:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -217,6 +218,34 @@ class Accounts:
             await self.limiter.forget([(r.key_id, r.generation_id) for r in orphans])
         except GatewayError:
             log.exception("could not free the slots of a dead process")
+
+    @asynccontextmanager
+    async def limited(self, key: ApiKey, model: str, generation_id: str) -> AsyncIterator[None]:
+        """A request that costs nothing (a token count): the key's model allowlist and its
+        rate limits hold for it as for any (one request, its concurrency slot for as long as
+        it runs), but it reserves no credits and writes no ledger row."""
+        if not key.allows(model):
+            raise PermissionDenied(f"this key may not use the model {model!r}")
+        limits = _limits(key)
+        if limits.none:
+            yield
+            return
+        within = self.config.deadlines.admission
+        try:
+            with trio.move_on_after(within) as waited:
+                await self.limiter.acquire(key.id, limits, generation_id, 0,
+                                           self.slot_ttl())
+            if waited.cancelled_caught:
+                raise StoreUnavailable(f"the rate limiter did not answer within {within:g} "
+                                       "s; retry shortly")
+            yield
+        finally:  # whether or not the slot was taken: releasing a free one is a no-op
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.limiter.release(key.id, limits, generation_id, 0)
+                except GatewayError:
+                    log.exception("could not release a rate-limit slot",
+                                  extra={"generation_id": generation_id})
 
     async def _release(self, admission: Admission, extra_tokens: int) -> None:
         try:

@@ -25,6 +25,7 @@ from gateway.wire.anthropic import request as anthropic_request
 from gateway.wire.encoder import Encoder
 from gateway.wire.gemini import render as gemini_render
 from gateway.wire.gemini import request as gemini_request
+from gateway.wire.openai import completions
 from gateway.wire.openai import render as openai_render
 from gateway.wire.openai import request as openai_request
 from gateway.wire.responses import render as responses_render
@@ -162,5 +163,21 @@ RESPONSES = ClientDialect(
         generation_id, request, int(time.time())),
     render=_responses_render,
     relay_whole=_not_relayed,
+    error_body=openai_render.error_body,
+)
+
+
+def _completions_render(generation_id: str, request: ChatRequest, answer: Answer) -> bytes:
+    raise AssertionError("completions come only from an OpenAI upstream, relayed whole")
+
+
+COMPLETIONS = ClientDialect(
+    name="completions",
+    key_header=None,
+    parse=lambda body, call: completions.parse_request(body),
+    encoder=lambda generation_id, request, call: completions.StreamEncoder(
+        generation_id, request.model),
+    render=_completions_render,
+    relay_whole=completions.relay_whole,
     error_body=openai_render.error_body,
 )

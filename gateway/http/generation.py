@@ -13,8 +13,9 @@ import logging
 import secrets
 import time
 import urllib.parse
+from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -47,6 +48,18 @@ log = logging.getLogger("arouter.generation")
 
 def new_generation_id() -> str:
     return f"gen-{secrets.token_hex(12)}"
+
+
+async def read_request(gateway: Service, scope: Scope, receive: Receive,
+                       key_header: bytes | None, query_key: str | None) -> tuple[ApiKey, Any]:
+    """What every model route does first: the JSON media type, the key, the bounded body,
+    strict JSON. (``Generation.handle`` does the same steps inline, keeping the key for
+    its refusal notes.)"""
+    check_json_content_type(scope)
+    key = await gateway.authenticate(*presented_key(scope["headers"], key_header, query_key))
+    body = await read_body(scope, receive, gateway.config.max_body_bytes,
+                           gateway.config.deadlines.body)
+    return key, jsonbody.parse(body)
 
 
 class Generation:
@@ -295,18 +308,38 @@ class GeminiGeneration(Generation):
     up in the catalog, never used to build an upstream URL.
     """
 
+    def __init__(self, gateway: Service, dialect: ClientDialect, route: str,
+                 others: Mapping[str, PathHandler] | None = None) -> None:
+        super().__init__(gateway, dialect, route)
+        # The model's other methods: ``:countTokens`` (``count_tokens.py``),
+        # ``:embedContent`` and ``:batchEmbedContents`` (``embeddings.py``).
+        self.others = others or {}
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         rest = next((path[len(p):] for p in GEMINI_PREFIXES if path.startswith(p)), "")
         model, _, method = rest.rpartition(":")
         stream = GEMINI_METHODS.get(method)
+        other = self.others.get(method)
+        if model and other is not None:
+            await other.handle(scope, receive, send, _gemini_call(scope, model, False))
+            return
         if not model or stream is None:
             error = NotFound(f"no such method {method!r}" if model else "no model in the path")
             await send_error(send, error, self.dialect.error_body)
             return
-        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        keys = query.get("key", [])
-        # Only ?alt=sse streams SSE; anything else (the old SDK sends "json") is one array.
-        call = PathParams(model=model, stream=stream, sse=query.get("alt") == ["sse"],
-                    key=keys[0] if len(keys) == 1 else None)
-        await self.handle(scope, receive, send, call)
+        await self.handle(scope, receive, send, _gemini_call(scope, model, stream))
+
+
+class PathHandler(Protocol):
+    async def handle(self, scope: Scope, receive: Receive, send: Send,
+                     call: PathParams) -> None: ...
+
+
+def _gemini_call(scope: Scope, model: str, stream: bool) -> PathParams:
+    """What a Gemini path and query say: the model, streaming, SSE, the ``?key=``."""
+    query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    keys = query.get("key", [])
+    # Only ?alt=sse streams SSE; anything else (the old SDK sends "json") is one array.
+    return PathParams(model=model, stream=stream, sse=query.get("alt") == ["sse"],
+                      key=keys[0] if len(keys) == 1 else None)

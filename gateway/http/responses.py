@@ -54,6 +54,14 @@ class ResponsesGeneration(Generation):
         return responses_request.parse_request(body, await self._history(body, key))
 
     async def keep(self, key: ApiKey, exchange: Exchange, answer: bytes | None) -> None:
+        try:
+            await self._keep(key, exchange, answer)
+        except Exception:
+            # Keeping never fails the answer: it goes out unstored.
+            self.gateway.metrics.store_errors.labels("responses").inc()
+            log.exception("response not stored", extra={"generation_id": exchange.generation_id})
+
+    async def _keep(self, key: ApiKey, exchange: Exchange, answer: bytes | None) -> None:
         request = exchange.request
         retention = self.gateway.config.responses_retention
         if request.raw.get("store") is False or retention <= 0:

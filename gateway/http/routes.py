@@ -2,11 +2,12 @@
 
     GET /v1/key              the caller's own key: balance, limits, what it holds now
     GET /v1/generation?id=   one ledger row, to the key that owns it (else 404, saying why)
-    GET /v1/models           the models a client can name (OpenAI shape)
+    GET /v1/models[/{id}]    the models a client can name, with their details (``models.py``:
+                             OpenAI's, Anthropic's or Gemini's shape, as the key is presented)
     GET, DELETE /v1/responses/{id}, GET .../input_items
                              a stored Responses API answer, to the key that made it
-    GET /v1beta/models       the same, in Gemini's shape (x-goog-api-key or ?key=)
     GET /metrics             Prometheus text (keep it off the public vhost)
+    /api/v1/...              OpenRouter's paths for chat, responses, key, generation, models
     GET /healthz, /readyz    alive; ready (503 from the drain on)
     /admin/...               ``admin.py``
 
@@ -26,13 +27,12 @@ from werkzeug.exceptions import HTTPException
 
 from gateway.accounts.policy import key_view
 from gateway.errors import GatewayError, InternalError, NotFound, RequestError
-from gateway.http import admin
+from gateway.http import admin, models
 from gateway.http.credentials import presented_key
 from gateway.http.messages import dumps, error_headers
 from gateway.http.service import Service
 from gateway.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.store.rows import ApiKey, StoredResponse
-from gateway.wire.gemini import render as gemini_render
 from gateway.wire.openai import render as openai_render
 
 
@@ -71,7 +71,9 @@ def web_app(gateway: Service) -> QuartTrio:
         return await gateway.authenticate(
             *presented_key(list(request.scope["headers"]), own, query_key))
 
+    # Each of the caller's routes also under OpenRouter's /api/v1 prefix.
     @app.get("/v1/key")
+    @app.get("/api/v1/key")
     async def key_info() -> Any:
         """The caller's own key: balance, limits and what it holds now."""
         key = await authenticate()
@@ -82,6 +84,7 @@ def web_app(gateway: Service) -> QuartTrio:
         }
 
     @app.get("/v1/generation")
+    @app.get("/api/v1/generation")
     async def generation() -> Any:
         """One ledger row, to the key that owns it (anyone else: 404, not 403)."""
         key = await authenticate()
@@ -94,35 +97,7 @@ def web_app(gateway: Service) -> QuartTrio:
             return dumps({"data": row.public()}), 200, {"content-type": "application/json"}
         raise NotFound(await _unrecorded(gateway, generation_id, key.id))
 
-    @app.get("/v1/models")
-    async def models() -> Any:
-        await authenticate()
-        created = int(time.time())
-        return dumps({"object": "list", "data": gateway.catalog.listing(created)}), 200, {
-            "content-type": "application/json",
-            # Which prices this gateway bills by (``arouter doctor`` reports it).
-            "x-arouter-price-table": gateway.catalog.table.date.isoformat(),
-        }
-
-    @app.get("/v1beta/models")
-    async def gemini_models() -> Any:
-        # Gemini clients present the key as x-goog-api-key or ?key=; errors in their shape.
-        keys = request.args.getlist("key")
-        try:
-            await authenticate(b"x-goog-api-key", keys[0] if len(keys) == 1 else None)
-        except GatewayError as error:
-            return gemini_render.error_body(error), error.status, {
-                "content-type": "application/json"
-            }
-        listed = [
-            {
-                "name": f"models/{entry['id']}",
-                "displayName": entry["id"],
-                "supportedGenerationMethods": ["generateContent", "streamGenerateContent"],
-            }
-            for entry in gateway.catalog.listing(0)
-        ]
-        return dumps({"models": listed}), 200, {"content-type": "application/json"}
+    models.register(app, gateway, authenticate)
 
     async def stored_response(response_id: str) -> StoredResponse:
         key = await authenticate()

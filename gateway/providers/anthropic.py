@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from gateway.canonical import ChatRequest
+from gateway.errors import UpstreamProtocolError
 from gateway.providers import call as upstream_call
 from gateway.providers.base import Sink
 from gateway.providers.http import ClientPool
@@ -17,7 +18,7 @@ from gateway.providers.http1 import Response
 from gateway.routing.targets import Target
 from gateway.wire import sse
 from gateway.wire.anthropic import upstream
-from gateway.wire.jsonbody import upstream_object
+from gateway.wire.jsonbody import is_int, upstream_object
 
 API_VERSION = "2023-06-01"
 
@@ -43,6 +44,28 @@ class AnthropicProvider:
             stream=request.stream, relay=_relay_stream, parse_whole=upstream.parse_message,
             same_dialect=request.dialect == "anthropic",
         )
+
+
+    async def count_tokens(self, request: ChatRequest, target: Target) -> int:
+        """The upstream's own count of ``request``'s input (``/v1/messages/count_tokens``):
+        the fields that endpoint takes, as the client sent them, for this deployment."""
+        body = {k: v for k, v in request.raw.items() if k in COUNTED}
+        body["model"] = target.model
+        key = target.provider.api_key
+        extra = {**request.headers, "anthropic-version": API_VERSION,
+                 **({"x-api-key": key} if key else {})}
+        answer = await upstream_call.post_json(
+            self._clients, f"{target.provider.base_url}/v1/messages/count_tokens",
+            upstream_call.request_headers(False, extra),
+            json.dumps(body, ensure_ascii=False).encode(), key)
+        count = answer.get("input_tokens")
+        if not is_int(count) or count < 0:
+            raise UpstreamProtocolError("upstream token count has no input_tokens")
+        return int(count)
+
+
+# What Anthropic's count_tokens takes of a Messages body.
+COUNTED = ("messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
 
 
 async def _relay_stream(response: Response, sink: Sink) -> None:

@@ -80,6 +80,18 @@ async def call(
             sink.emit(event)
 
 
+async def post_json(clients: ClientPool, url: str, headers: dict[str, str], body: bytes,
+                    key: str | None) -> dict[str, Any]:
+    """One small JSON call (a token count): the answer parsed, or the status's error."""
+    async with clients.stream("POST", url, headers, body) as response:
+        if response.status != 200:
+            raise await status_error(response, key)
+        data = await response.read()
+        if data is None:
+            raise OutputLimitExceeded(f"the upstream's answer exceeds {response.limit} bytes")
+        return upstream_object(data, "an answer")
+
+
 def request_headers(stream: bool, extra: dict[str, str]) -> dict[str, str]:
     return {
         "content-type": "application/json",

@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import re
 
-from gateway.canonical import ChatRequest
-from gateway.errors import RequestError
+from gateway.canonical import ChatRequest, Embeddings, EmbedRequest
+from gateway.errors import RequestError, UpstreamProtocolError
 from gateway.providers import call as upstream_call
 from gateway.providers.base import Sink
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
 from gateway.routing.targets import Target
 from gateway.wire import sse
-from gateway.wire.gemini import upstream
-from gateway.wire.jsonbody import upstream_object
+from gateway.wire.gemini import embeddings, upstream
+from gateway.wire.jsonbody import is_int, upstream_object
 
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -44,6 +44,40 @@ class GeminiProvider:
             stream=request.stream, relay=_relay_stream, parse_whole=upstream.parse_response,
             same_dialect=request.dialect == "gemini",
         )
+
+
+    async def count_tokens(self, request: ChatRequest, target: Target) -> int:
+        """The upstream's own count of ``request``'s input (``:countTokens``), for the
+        body the client sent (its contents, or its whole generateContentRequest)."""
+        if not _MODEL_ID.fullmatch(target.model):
+            raise RequestError("Invalid model specified", param="model")
+        raw = {k: v for k, v in request.raw.items() if k != "model"}
+        body = {"generateContentRequest": {**raw, "model": f"models/{target.model}"}}
+        key = target.provider.api_key
+        answer = await upstream_call.post_json(
+            self._clients,
+            f"{target.provider.base_url}/v1beta/models/{target.model}:countTokens",
+            upstream_call.request_headers(False, {"x-goog-api-key": key} if key else {}),
+            json.dumps(body, ensure_ascii=False).encode(), key)
+        count = answer.get("totalTokens")
+        if not is_int(count) or count < 0:
+            raise UpstreamProtocolError("upstream token count has no totalTokens")
+        return int(count)
+
+
+    async def embed(self, request: EmbedRequest, target: Target) -> Embeddings:
+        """``:batchEmbedContents``: the vectors, in input order (Gemini counts no tokens)."""
+        if not _MODEL_ID.fullmatch(target.model):
+            raise RequestError("Invalid model specified", param="model")
+        body = json.dumps(embeddings.upstream_body(request, target.model),
+                          ensure_ascii=False).encode()
+        key = target.provider.api_key
+        answer = await upstream_call.post_json(
+            self._clients,
+            f"{target.provider.base_url}/v1beta/models/{target.model}:batchEmbedContents",
+            upstream_call.request_headers(False, {"x-goog-api-key": key} if key else {}),
+            body, key)
+        return embeddings.parse_answer(answer, len(request.inputs))
 
 
 async def _relay_stream(response: Response, sink: Sink) -> None:

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 
-from gateway.canonical import ChatRequest
+from gateway.canonical import ChatRequest, Embeddings, EmbedRequest
 from gateway.providers import call as upstream_call
 from gateway.providers.base import Sink
 from gateway.providers.http import ClientPool
 from gateway.providers.http1 import Response
 from gateway.routing.targets import Target
 from gateway.wire import sse
-from gateway.wire.openai import upstream
+from gateway.wire.jsonbody import upstream_object
+from gateway.wire.openai import completions, embeddings, upstream
 
 
 class OpenAIProvider:
@@ -32,6 +33,9 @@ class OpenAIProvider:
     async def run(
         self, request: ChatRequest, target: Target, sink: Sink, headers: dict[str, str]
     ) -> None:
+        if request.dialect == completions.DIALECT:
+            await self._complete(request, target, sink, headers)
+            return
         body = json.dumps(
             upstream.upstream_body(request, target.model, target.provider.accepts),
             ensure_ascii=False,
@@ -44,6 +48,32 @@ class OpenAIProvider:
             stream=request.stream, relay=_relay_stream, parse_whole=upstream.parse_completion,
             same_dialect=request.dialect == "openai",
         )
+
+
+    async def _complete(self, request: ChatRequest, target: Target, sink: Sink,
+                        headers: dict[str, str]) -> None:
+        """The legacy ``/completions``, for a client of that API: its body as sent."""
+        body = json.dumps(completions.upstream_body(request, target.model),
+                          ensure_ascii=False).encode()
+        key = target.provider.api_key
+        auth = {"authorization": f"Bearer {key}"} if key else {}
+        await upstream_call.call(
+            self._clients, f"{target.provider.base_url}/completions",
+            upstream_call.request_headers(request.stream, {**headers, **auth}), body, key,
+            sink, stream=request.stream, relay=_relay_completions,
+            parse_whole=completions.parse_whole, same_dialect=True,
+        )
+
+    async def embed(self, request: EmbedRequest, target: Target) -> Embeddings:
+        """``POST {base_url}/embeddings``: the vectors, in input order."""
+        body = json.dumps(embeddings.upstream_body(request, target.model),
+                          ensure_ascii=False).encode()
+        key = target.provider.api_key
+        answer = await upstream_call.post_json(
+            self._clients, f"{target.provider.base_url}/embeddings",
+            upstream_call.request_headers(False, {"authorization": f"Bearer {key}"}
+                                          if key else {}), body, key)
+        return embeddings.parse_answer(answer, len(request.inputs))
 
 
 async def _relay_stream(response: Response, sink: Sink) -> None:
@@ -62,6 +92,17 @@ async def _relay_stream(response: Response, sink: Sink) -> None:
                 return False
         for item in upstream.parse_chunk(event.data):
             sink.emit(item)
+        return False
+
+    await upstream_call.relay_events(response, sink, handle)
+
+
+async def _relay_completions(response: Response, sink: Sink) -> None:
+    def handle(event: sse.Event) -> bool:
+        if event.data == "[DONE]":
+            return True
+        obj = upstream_object(event.data, "an event")
+        sink.emit_frame(event.event, event.data, obj, completions.parse_chunk(obj))
         return False
 
     await upstream_call.relay_events(response, sink, handle)

@@ -16,8 +16,17 @@ import math
 
 import attrs
 import trio
+import trio.lowlevel
 
-from gateway.canonical import ChatRequest, Finish, TextDelta, Usage, UsageReport
+from gateway.canonical import (
+    ChatRequest,
+    Embeddings,
+    EmbedRequest,
+    Finish,
+    TextDelta,
+    Usage,
+    UsageReport,
+)
 from gateway.config import SimConfig
 from gateway.errors import (
     RequestError,
@@ -35,6 +44,7 @@ from gateway.sim.scenarios import (
     prompt_tokens,
     token_texts,
 )
+from gateway.sim.vectors import vector
 
 _ENDINGS: dict[str, UpstreamError] = {
     "cut": UpstreamError("upstream connection closed unexpectedly"),
@@ -45,6 +55,9 @@ _ENDINGS: dict[str, UpstreamError] = {
 
 
 class SimulatorProvider:
+    """``run`` answers generations; ``embed`` answers ``sim/embed`` with deterministic unit
+    vectors (``gateway.sim.vectors``)."""
+
     def __init__(self, config: SimConfig) -> None:
         self._defaults = Plan(tokens=config.tokens, interval=1.0 / config.tokens_per_second)
 
@@ -90,3 +103,12 @@ class SimulatorProvider:
             usage = Usage(prompt_tokens=prompt_tokens(request.prompt_text),
                           completion_tokens=len(texts))
             sink.emit(UsageReport(usage))
+
+    async def embed(self, request: EmbedRequest, target: Target) -> Embeddings:
+        await trio.lowlevel.checkpoint()  # a checkpoint, as any call has
+        if target.model != "embed":
+            raise RequestError(f"sim/{target.model} does not embed: use sim/embed",
+                               param="model")
+        texts = [i if isinstance(i, str) else " ".join(map(str, i)) for i in request.inputs]
+        return Embeddings(tuple(vector(target.model, t, request.dimensions) for t in texts),
+                          sum(prompt_tokens(t) for t in texts))

@@ -98,7 +98,8 @@ class Catalog:
         if route is not None:
             return [
                 self._target(config.providers[d.provider], d, route.price,
-                             route.max_output_tokens, route.drop_unsupported)
+                             route.max_output_tokens, route.drop_unsupported,
+                             route.context_length)
                 for d in route.all_deployments
             ], route.hedge_after
         provider_name, sep, model = name.partition("/")
@@ -160,6 +161,7 @@ class Catalog:
     def _target(
         self, provider: ProviderConfig, deployment: Deployment, price: Price | None,
         max_out: int | None, drop: bool | tuple[str, ...] | None = None,
+        context: int | None = None,
     ) -> Target:
         # An alias's own price, cap and drop policy win over its provider's.
         model = deployment.model
@@ -173,6 +175,7 @@ class Catalog:
             weight=deployment.weight,
             priority=deployment.priority,
             drop_unsupported=provider.drop_unsupported if drop is None else drop,
+            context_length=context or provider.context_length,
         )
 
     @property

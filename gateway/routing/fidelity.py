@@ -70,12 +70,17 @@ EXTENSIONS: Mapping[str, frozenset[str]] = {
 }
 
 
+# Client dialects that only an upstream of another name serves, as it is: OpenAI's legacy
+# Completions API is an OpenAI upstream's own.
+NATIVE = {"completions": "openai"}
+
+
 def gaps(request: ChatRequest, target: Target) -> list[Gap]:
     """What of ``request`` the deployment ``target`` has no way to honour, or (a surcharge
     its provider does not allow) may not."""
     provider = target.provider
     honoured = HONOURS[provider.dialect] | set(provider.accepts)
-    same = provider.dialect == request.dialect
+    same = provider.dialect in (request.dialect, NATIVE.get(request.dialect))
     extensions = EXTENSIONS.get(request.dialect, frozenset())
     found = []
     for feature, param in request.features.items():

@@ -30,6 +30,7 @@ class Target:
     # The public model name this deployment was reached by: the one asked for, or a
     # fallback from the client's ``models`` (it names the model that answered).
     public: str = ""
+    context_length: int | None = None  # the model's window, for listings (None: unknown)
 
     @property
     def label(self) -> str:

@@ -350,3 +350,23 @@ DIALECT: Final = Dialect(
     credential=_credential,
     error=error,
 )
+
+
+COUNT_PATH: Final = "/v1/messages/count_tokens"
+
+
+def count(request: Request) -> Answer:
+    """``POST /v1/messages/count_tokens``: the prompt's tokens, as the simulator counts
+    them (what its answers report as input tokens)."""
+    try:
+        data = json_object(request.body, "not valid JSON", "not a JSON object")
+    except BadRequest as exc:
+        return error(400, str(exc))
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return error(400, "messages: Input should be a valid list of objects")
+    if "max_tokens" in data:
+        return error(400, "max_tokens: Extra inputs are not permitted")
+    everything = text_of(data.get("system")) + "".join(text_of(m.get("content"))
+                                                       for m in messages)
+    return Answer(200, dumps({"input_tokens": prompt_tokens(everything)}))

@@ -52,6 +52,7 @@ from gateway.sim.dialect import (
     text_of,
 )
 from gateway.sim.scenarios import Plan, prompt_tokens
+from gateway.sim.vectors import vector
 
 __all__ = ["DIALECT", "PREFIXES", "error"]
 
@@ -368,3 +369,57 @@ DIALECT: Final = Dialect(
     credential=_credential,
     error=error,
 )
+
+
+def counts(path: str) -> bool:
+    return path.startswith(PREFIXES) and path.endswith(":countTokens")
+
+
+def count(request: Request) -> Answer:
+    """``:countTokens``: the contents' tokens (given whole, or in a
+    ``generateContentRequest``), as the simulator counts them."""
+    try:
+        data = json_object(request.body, "Invalid JSON payload received.",
+                           "Invalid JSON payload received. Expected an object.")
+    except BadRequest as exc:
+        return error(400, str(exc))
+    inner = data.get("generateContentRequest", data.get("generate_content_request"))
+    if isinstance(inner, dict):
+        data = inner
+    contents = data.get("contents")
+    if not isinstance(contents, list) or not all(isinstance(c, dict) for c in contents):
+        return error(400, "* CountTokensRequest.contents: contents is not specified")
+    system = data.get("systemInstruction", data.get("system_instruction"))
+    text = text_of(system.get("parts")) if isinstance(system, dict) else ""
+    text += "".join(text_of(c.get("parts")) for c in contents)
+    return Answer(200, dumps({"totalTokens": prompt_tokens(text)}), _JSON_HEADERS)
+
+
+def embeds(path: str) -> bool:
+    return path.startswith(PREFIXES) and path.endswith((":embedContent",
+                                                        ":batchEmbedContents"))
+
+
+def embed(request: Request) -> Answer:
+    """``:embedContent`` and ``:batchEmbedContents``: a deterministic unit vector per
+    content (``sim.vectors``); Gemini reports no token usage for embeddings."""
+    try:
+        data = json_object(request.body, "Invalid JSON payload received.",
+                           "Invalid JSON payload received. Expected an object.")
+    except BadRequest as exc:
+        return error(400, str(exc))
+    model = request.path.rpartition(":")[0].rpartition("/")[2]
+    batch = request.path.endswith(":batchEmbedContents")
+    items = data.get("requests") if batch else [data]
+    if not isinstance(items, list) or not items:
+        return error(400, "* BatchEmbedContentsRequest.requests: requests is not specified")
+    values = []
+    for item in items:
+        content = item.get("content") if isinstance(item, dict) else None
+        if not isinstance(content, dict):
+            return error(400, "* EmbedContentRequest.content: content is not specified")
+        dims = item.get("outputDimensionality")
+        values.append({"values": list(vector(model, text_of(content.get("parts")),
+                                             dims if type(dims) is int else None))})
+    body = {"embeddings": values} if batch else {"embedding": values[0]}
+    return Answer(200, dumps(body), _JSON_HEADERS)

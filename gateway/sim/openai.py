@@ -15,7 +15,9 @@ Rules:
 
 from __future__ import annotations
 
+import base64
 import functools
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -40,6 +42,7 @@ from gateway.sim.dialect import (
     text_of,
 )
 from gateway.sim.scenarios import Plan, prompt_tokens
+from gateway.sim.vectors import vector
 
 __all__ = ["DIALECT", "PATH", "error"]
 
@@ -279,6 +282,121 @@ DIALECT: Final = Dialect(
     name="openai",
     serves=lambda path: path == PATH,
     read=read,
+    credential=bearer,
+    error=error,
+)
+
+
+EMBEDDINGS_PATH: Final = "/v1/embeddings"
+
+
+def embed(request: Request) -> Answer:
+    """``POST /v1/embeddings``: a deterministic unit vector per input (``sim.vectors``),
+    as floats or OpenAI's base64 float32, with the input tokens as usage."""
+    try:
+        data = json_object(request.body, "We could not parse the JSON body of your request.",
+                           "The request body must be a JSON object.")
+    except BadRequest as exc:
+        return error(400, str(exc))
+    model, raw = data.get("model"), data.get("input")
+    dims, encoding = data.get("dimensions"), data.get("encoding_format", "float")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(model, str) or not isinstance(texts, list) or not texts:
+        return error(400, "'model' and 'input' are required.")
+    if dims is not None and (type(dims) is not int or dims < 1):
+        return error(400, "'dimensions' must be a positive integer.")
+    if texts and all(type(t) is int for t in texts):
+        texts = [texts]  # one token array
+    words = [t if isinstance(t, str) else " ".join(map(str, t)) for t in texts]
+    data_out = []
+    for i, text in enumerate(words):
+        values = vector(model, text, dims)
+        embedding: Any = (base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+                          if encoding == "base64" else list(values))
+        data_out.append({"object": "embedding", "index": i, "embedding": embedding})
+    tokens = sum(prompt_tokens(w) for w in words)
+    return Answer(200, dumps({"object": "list", "data": data_out, "model": model,
+                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+
+
+COMPLETIONS_PATH: Final = "/v1/completions"
+
+
+@attrs.frozen
+class _TextChunks(_Chunks):
+    """The legacy Completions API's answer: ``text_completion`` chunks (no role chunk) and
+    bodies, otherwise as the chat answer plays."""
+
+    @classmethod
+    def render_text(cls, model: str, include_usage: bool, choices: int, record_id: int,
+                    usage: bool) -> _TextChunks:
+        completion_id = f"cmpl-sim{record_id}"
+        head = (
+            f'data: {{"id":"{completion_id}","object":"text_completion",'
+            f'"created":{int(time.time())},"model":'
+        ).encode() + json_string(model) + b","
+        tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
+        return cls(
+            completion_id=completion_id, model=model, include_usage=include_usage,
+            usage=usage, head=head, tail=tail, choices=choices,
+            token_open=head + b'"choices":[{"text":',
+            token_close=b',"index":0,"logprobs":null,"finish_reason":null}]' + tail,
+        )
+
+    def opening(self) -> bytes:
+        return b""
+
+    def closing(self, finish: Finish, usage: Counted) -> bytes:
+        choice = (f'"choices":[{{"text":"","index":0,"logprobs":null,'
+                  f'"finish_reason":"{_FINISH[finish]}"}}]')
+        out = self.head + choice.encode() + self.tail
+        if self.include_usage and self.usage:
+            out += self.head + b'"choices":[],"usage":' + dumps(_usage(usage)) + b"}\n\n"
+        return out + _DONE
+
+    def whole(self, text: str, finish: Finish, usage: Counted) -> Answer:
+        body: dict[str, Any] = {
+            "id": self.completion_id, "object": "text_completion",
+            "created": int(time.time()), "model": self.model,
+            "choices": [{"text": text, "index": i, "logprobs": None,
+                         "finish_reason": _FINISH[finish]} for i in range(self.choices)],
+        }
+        if self.usage:
+            body["usage"] = _usage(Counted(usage.prompt, usage.completion * self.choices))
+        return Answer(200, dumps(body))
+
+
+def read_completion(request: Request, defaults: Plan) -> tuple[Asked, Render]:
+    data = json_object(request.body, "We could not parse the JSON body of your request.",
+                       "The request body must be a JSON object.")
+    model, prompt = data.get("model"), data.get("prompt")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' must be a non-empty string.")
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts:
+        raise BadRequest("'prompt' is required.")
+    stream, options, limit = data.get("stream", False), data.get("stream_options"), data.get(
+        "max_tokens", 16)
+    if not isinstance(stream, bool) or not isinstance(options, dict | None) or not (
+            type(limit) is int and limit >= 0):
+        raise BadRequest("'stream', 'stream_options' or 'max_tokens' has the wrong type.")
+    texts = [p if isinstance(p, str) else " ".join(map(str, p)) if isinstance(p, list)
+             else str(p) for p in prompts]
+    call = Asked(model=model, stream=stream, max_tokens=limit, prompt=texts[-1],
+                 prompt_tokens=prompt_tokens("".join(texts)),
+                 plan=plan_of(texts[-1], defaults))
+    choices = data.get("n", 1)
+    if type(choices) is not int or not 1 <= choices <= 128:
+        raise BadRequest("'n' must be an integer between 1 and 128.")
+    include_usage = bool(options and options.get("include_usage") is True)
+    return call, functools.partial(_TextChunks.render_text, model, include_usage,
+                                   choices * len(prompts))
+
+
+COMPLETIONS: Final = Dialect(
+    name="openai",
+    serves=lambda path: path == COMPLETIONS_PATH,
+    read=read_completion,
     credential=bearer,
     error=error,
 )

@@ -51,7 +51,8 @@ from gateway.sim.scenarios import Scenario, token_texts
 __all__ = ["Answering", "Disposition", "Outcome", "Record"]
 
 Outcome = Literal[
-    "running", "completed", "client_gone", "cut", "reset", "error_status", "error_event"
+    "running", "completed", "client_gone", "cut", "reset", "error_status", "error_event",
+    "count",  # a token count answered
 ]
 # What the connection does once an exchange is over.
 Disposition = Literal["keep", "close", "reset"]

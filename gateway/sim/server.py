@@ -37,7 +37,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qs
 
@@ -46,7 +46,7 @@ import h11
 import trio
 
 from gateway.sim import anthropic, gemini, openai
-from gateway.sim.dialect import Answer, BadRequest, Dialect, Request
+from gateway.sim.dialect import Answer, BadRequest, Dialect, DialectName, Request
 from gateway.sim.play import Answering, Disposition, Outcome, Record
 from gateway.sim.scenarios import SCENARIOS, Plan, plan_from
 
@@ -62,7 +62,22 @@ _SECRET_HEADERS: Final = frozenset(
     {"x-api-key", "api-key", "x-goog-api-key", "proxy-authorization", "cookie"}
 )
 _SECRET_PREFIX: Final = 8
-_DIALECTS: Final[tuple[Dialect, ...]] = (openai.DIALECT, anthropic.DIALECT, gemini.DIALECT)
+_DIALECTS: Final[tuple[Dialect, ...]] = (openai.DIALECT, openai.COMPLETIONS, anthropic.DIALECT,
+                                         gemini.DIALECT)
+
+
+def _counter(path: str) -> tuple[DialectName, Callable[[Request], Answer]] | None:
+    """The endpoint answered at once at ``path`` (a token count, embeddings), if it is one:
+    (dialect, how to answer)."""
+    if path == anthropic.COUNT_PATH:
+        return "anthropic", anthropic.count
+    if gemini.counts(path):
+        return "gemini", gemini.count
+    if path == openai.EMBEDDINGS_PATH:
+        return "openai", openai.embed
+    if gemini.embeds(path):
+        return "gemini", gemini.embed
+    return None
 # control path -> allowed methods
 _CONTROL: Final[dict[str, tuple[str, ...]]] = {
     "/_sim/requests": ("GET", "DELETE"),
@@ -224,6 +239,9 @@ class SimServer:
     async def _route(
         self, stream: trio.SocketStream, conn: h11.Connection, request: Request, connection_id: int
     ) -> Disposition:
+        counter = _counter(request.path)
+        if counter is not None and request.method == "POST":
+            return await self._count(stream, conn, request, connection_id, counter)
         dialect = next((d for d in _DIALECTS if d.serves(request.path)), None)
         allowed = ("POST",) if dialect is not None else _CONTROL.get(request.path)
         # Errors outside any dialect's paths come in OpenAI's shape.
@@ -246,6 +264,19 @@ class SimServer:
             table = [attrs.asdict(scenario) for scenario in SCENARIOS.values()]
             return await _send_json(stream, conn, table)
         return await _send_json(stream, conn, {"status": "ok"})
+
+    async def _count(self, stream: trio.SocketStream, conn: h11.Connection, request: Request,
+                     connection_id: int,
+                     counter: tuple[DialectName, Callable[[Request], Answer]],
+                     ) -> Disposition:
+        """A token count: recorded like any call (its dialect, body, credential)."""
+        name, count = counter
+        now = time.monotonic()
+        self._add(Record(id=next(self._ids), connection_id=connection_id, dialect=name,
+                         started_at=now, ended_at=now, outcome="count",
+                         request_headers=_kept_headers(request.headers),
+                         body=_json_or_none(request.body)))
+        return await _send(stream, conn, count(request))
 
     async def _answer(
         self,

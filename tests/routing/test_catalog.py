@@ -133,11 +133,11 @@ def test_listing_has_aliases_then_listed_provider_models() -> None:
     )
     listing = cat.listing(created=1700000000)
     ids = [entry["id"] for entry in listing]
-    assert ids[:6] == ["fast", "team.v2/x", "sim-echo", "sim-lorem",  # built-in aliases
-                       "sim/echo", "sim/lorem"]
+    assert ids[:8] == ["fast", "team.v2/x", "sim-echo", "sim-lorem", "sim-embed",  # built-in
+                       "sim/echo", "sim/lorem", "sim/embed"]
     assert ids[-2:] == ["local/llama-3.1-8b", "local/qwen/qwen3"]
-    assert {f"openai/{m}" for m in builtin().prices["openai"]} == set(ids[6:-2])
-    assert listing[4] == {
+    assert {f"openai/{m}" for m in builtin().prices["openai"]} == set(ids[8:-2])
+    assert listing[5] == {
         "id": "sim/echo", "object": "model", "created": 1700000000, "owned_by": "sim"
     }
     assert listing[-1]["owned_by"] == "local"

@@ -276,7 +276,7 @@ async def test_bad_requests_get_google_errors_and_a_record(
          "max_output_tokens"),
         (url, SPEAKER.request("tokens=lots")["json"], 400, "INVALID_ARGUMENT",
          "expected a whole number"),
-        ("/v1beta/models/sim-echo:countTokens", body, 404, "NOT_FOUND", "Method not found"),
+        ("/v1beta/models/sim-echo:predict", body, 404, "NOT_FOUND", "Method not found"),
     ]
     for path, case, status, name, message in cases:
         content = case if isinstance(case, bytes) else json.dumps(case).encode()

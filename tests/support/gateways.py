@@ -95,7 +95,8 @@ class Gw:
 
 
 def make_config(data_dir: Path, sim_url: str | None, **deadlines: float) -> Config:
-    providers = {"sim": ProviderConfig(name="sim", dialect="sim", models=("echo", "lorem"))}
+    providers = {"sim": ProviderConfig(name="sim", dialect="sim",
+                                       models=("echo", "lorem", "embed"))}
     models = {}
     if sim_url is not None:
         providers["fake"] = ProviderConfig(
