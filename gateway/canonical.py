@@ -234,6 +234,12 @@ class ChatRequest:
     # The client's own API headers (``anthropic-beta``, ...), for an upstream of its dialect.
     headers: Mapping[str, str] = attrs.field(factory=dict)
     features: Mapping[str, str] = attrs.field(factory=dict)  # feature -> the client's name
+    # The prompt's size where the client sent token ids (legacy completions, embeddings):
+    # counted, not estimated from the text (which leaves them out).
+    prompt_tokens: int | None = None
+    # The items a previous answer holds (the Responses API's ``previous_response_id``), as
+    # stored: before ``raw``'s input, for an upstream that takes items as they are.
+    history: tuple[Any, ...] = ()
 
     @property
     def prompt_text(self) -> str:

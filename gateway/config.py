@@ -81,6 +81,10 @@ class ProviderConfig:
     allow_surcharges: bool | tuple[str, ...] = False
     # Features honoured beyond its dialect's (vLLM's OpenAI API takes top_k, min_p, ...).
     accepts: tuple[str, ...] = ()
+    # "native": this OpenAI-dialect provider speaks the Responses API itself, and a
+    # Responses request goes to its /responses as sent (built-in tools included);
+    # "translated" (the default): through Chat Completions, like every other dialect.
+    responses: str = "translated"
 
     @property
     def api_key(self) -> str | None:
@@ -357,11 +361,19 @@ def _provider(name: str, table: _Reader) -> ProviderConfig:
         drop_unsupported=table.bool_or_names("drop_unsupported") or False,
         allow_surcharges=table.bool_or_names("allow_surcharges") or False,
         accepts=_accepts(name, dialect, table.str_list("accepts")),
+        responses=_responses_mode(name, dialect, table.string("responses", "translated")),
     )
 
 
 # Parameters an OpenAI-compatible server may take beyond OpenAI's own (vLLM, SGLang, ...).
 ACCEPTABLE = ("top_k", "min_p", "repetition_penalty")
+
+
+def _responses_mode(name: str, dialect: str, mode: str) -> str:
+    if mode not in ("translated", "native") or (mode == "native" and dialect != "openai"):
+        raise ConfigError(f"providers.{name}.responses: \"translated\", or \"native\" for an "
+                          "OpenAI-dialect provider that serves /responses itself")
+    return mode
 
 
 def _accepts(name: str, dialect: str, names: list[str]) -> tuple[str, ...]:

@@ -207,6 +207,11 @@ SECTIONS: tuple[Section, ...] = (
             "`\"server_tools\"` (Anthropic web search, code execution), `\"grounding\"` "
             "(Gemini Google Search / Maps), `\"long_context\"` (Anthropic's context-1m beta). "
             "Refused by name otherwise, never dropped ([compatibility](compatibility.md))."),
+        Key("responses", '`"translated"` or `"native"`', '`"translated"`',
+            "`native`: this OpenAI-dialect provider serves the Responses API itself: a "
+            "`/v1/responses` request goes to its `/responses` as sent (built-in tools "
+            "included), every event relayed as it answers. Otherwise Responses requests "
+            "are translated to Chat Completions."),
         Key("accepts", 'list of `"top_k"`, `"min_p"`, `"repetition_penalty"`', "none",
             "Sampling parameters this OpenAI-compatible server takes beyond OpenAI's "
             "(vLLM, SGLang): forwarded instead of refused."),

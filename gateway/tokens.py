@@ -16,5 +16,6 @@ def estimate_tokens(text: str) -> int:
 
 
 def estimate_prompt_tokens(request: ChatRequest) -> int:
-    # A few tokens of per-message framing, as chat templates add.
-    return estimate_tokens(request.prompt_text) + 4 * len(request.messages)
+    # A few tokens of per-message framing, as chat templates add; token ids count as given.
+    given = request.prompt_tokens or 0
+    return given + estimate_tokens(request.prompt_text) + 4 * len(request.messages)

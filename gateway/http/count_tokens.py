@@ -25,6 +25,7 @@ from gateway.errors import GatewayError, RequestError
 from gateway.http.dialects import ClientDialect, PathParams
 from gateway.http.generation import new_generation_id, read_request
 from gateway.http.messages import (
+    ClientGone,
     Receive,
     Scope,
     Send,
@@ -42,6 +43,12 @@ def estimate(request: ChatRequest) -> int:
     """The gateway's own count: the prompt's, and its tools' definitions."""
     tools = [json.dumps([t.name, t.description, t.parameters]) for t in request.tools]
     return estimate_prompt_tokens(request) + sum(estimate_tokens(t) for t in tools)
+
+
+async def _watch(receive: Receive, cancel: trio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    cancel.cancel("client disconnected")
 
 
 class TokenCount:
@@ -81,7 +88,17 @@ class TokenCount:
             request = self.parse(body, call)
             route = gateway.catalog.resolve(request.model)
             async with gateway.accounts.limited(key, request.model, generation_id):
-                count, estimated = await self._count(request, route.targets[0])
+                counted: list[tuple[int, bool]] = []
+                async with trio.open_nursery() as nursery:
+                    # A client that leaves ends the count (and frees its slot) at once.
+                    nursery.start_soon(_watch, receive, nursery.cancel_scope)
+                    counted.append(await self._count(request, route.targets[0]))
+                    nursery.cancel_scope.cancel("counted")
+                if not counted:
+                    return  # the client left
+                count, estimated = counted[0]
+        except ClientGone:
+            return
         except GatewayError as exc:
             await send_error(send, exc, self.dialect.error_body, generation_id, close=unread)
             return

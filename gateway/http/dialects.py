@@ -150,10 +150,6 @@ def _responses_render(generation_id: str, request: ChatRequest, answer: Answer) 
         generation_id, request, int(time.time()), events, answer.usage))
 
 
-def _not_relayed(answer: dict[str, Any], generation_id: str, model: str, usage: Usage) -> bytes:
-    raise AssertionError("no upstream speaks the Responses API: its answers are translated")
-
-
 RESPONSES = ClientDialect(
     name="responses",
     key_header=None,
@@ -162,7 +158,7 @@ RESPONSES = ClientDialect(
     encoder=lambda generation_id, request, call: responses_render.StreamEncoder(
         generation_id, request, int(time.time())),
     render=_responses_render,
-    relay_whole=_not_relayed,
+    relay_whole=responses_render.relay_whole,
     error_body=openai_render.error_body,
 )
 

@@ -43,6 +43,7 @@ from gateway.http.messages import (
     send_json,
 )
 from gateway.http.service import Service
+from gateway.relay.exchange import Exchange
 from gateway.routing.catalog import Route
 from gateway.routing.targets import Target
 from gateway.tokens import estimate_tokens
@@ -113,10 +114,16 @@ class EmbeddingsRoute:
             route = fit(request, gateway.catalog.resolve(request.model))
             if gateway.draining:
                 raise ShuttingDown("the gateway is shutting down; retry on another instance")
-            # Admission takes a generation's shape: the input as its prompt, no output.
+            # Admission takes a generation's shape: the input as its prompt (token arrays
+            # counted as given), no output. The exchange is what the drain stops.
             as_chat = ChatRequest(
                 model=request.model, max_tokens=1, dialect=f"{request.dialect}-embeddings",
-                messages=(Message("user", (TextPart(_text(request)),)),))
+                messages=(Message("user", (TextPart(_text(request)),)),),
+                prompt_tokens=sum(len(i) for i in request.inputs
+                                  if not isinstance(i, str)) or None)
+            exchange = Exchange(generation_id=generation_id, request=as_chat,
+                                target=route.targets[0], deadlines=gateway.config.deadlines,
+                                encoder=None)
             admission = await gateway.accounts.admit(key, as_chat, route, generation_id,
                                                      time.time())
         except ClientGone:
@@ -128,13 +135,17 @@ class EmbeddingsRoute:
         started = trio.current_time()
         outcome = _Call()
         try:
+            gateway.track(exchange)
+            if gateway.draining:  # the drain began during admission: settle, never start
+                exchange.stop(ShuttingDown("the gateway is shutting down; retry on another "
+                                           "instance"))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch, receive, nursery.cancel_scope, outcome)
-                with trio.move_on_after(gateway.config.deadlines.total) as waited:
+                with exchange.scope:  # the total deadline, and the drain's stop
                     await self._embed(request, admission.route, outcome)
-                if waited.cancelled_caught and outcome.result is None:
-                    outcome.failure = UpstreamError("the embeddings call exceeded its total "
-                                                    "deadline")
+                if exchange.scope.cancelled_caught and outcome.result is None:
+                    outcome.failure = exchange.stopped or UpstreamError(
+                        "the embeddings call exceeded its total deadline")
                 nursery.cancel_scope.cancel("the call is over")
             if not outcome.client_gone:
                 if outcome.result is not None:
@@ -145,19 +156,34 @@ class EmbeddingsRoute:
                     failure = outcome.failure or UpstreamError("no deployment answered")
                     await send_error(send, failure, self.dialect.error_body, generation_id)
         finally:
-            with trio.move_on_after(gateway.config.deadlines.settle, shield=True):
-                await self._settle(admission, request, outcome, started)
+            try:
+                with trio.move_on_after(gateway.config.deadlines.settle,
+                                        shield=True) as settling:
+                    await self._settle(admission, request, outcome, started)
+            finally:
+                gateway.untrack(exchange)  # shutdown waits for this before closing the ledger
+            if settling.cancelled_caught:
+                log.error("record not written: settle deadline passed",
+                          extra={"generation_id": generation_id})
 
     async def _embed(self, request: EmbedRequest, route: Route, outcome: _Call) -> None:
-        """The deployments in order until one answers; a request error ends it at once."""
+        """The deployments in order until one answers, each within the first-token deadline
+        (a hung one is left for the next); a request error ends it at once."""
         providers = self.gateway.attempts.providers
+        within = self.gateway.config.deadlines.first_token
         for target in route.targets:
             if not self.gateway.circuits.available(target.label):
                 continue
             outcome.target = target
             try:
-                outcome.result = await providers[target.provider.dialect].embed(  # type: ignore[attr-defined]
-                    request, target)
+                with trio.move_on_after(within) as waited:
+                    outcome.result = await providers[target.provider.dialect].embed(  # type: ignore[attr-defined]
+                        request, target)
+                if waited.cancelled_caught:
+                    outcome.attempts.append(f"{target.label}=timeout")
+                    outcome.failure = UpstreamError(f"{target.label} did not answer within "
+                                                    f"{within:g} s")
+                    continue
                 outcome.attempts.append(f"{target.label}=ok")
                 return
             except RequestError as exc:

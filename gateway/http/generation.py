@@ -174,6 +174,8 @@ class Generation:
                         body = dialect.relay_whole(exchange.whole, generation_id, answered,
                                                    exchange.usage)
                         exchange.whole = None  # not held while the client reads, nor after
+                        if self.keeps:
+                            await self.keep(key, exchange, body)
                         await send_json(send, 200, body,
                                         [(b"x-generation-id", generation_id.encode())])
                     else:

@@ -24,6 +24,7 @@ from gateway.routing.targets import Target
 from gateway.wire import sse
 from gateway.wire.jsonbody import upstream_object
 from gateway.wire.openai import completions, embeddings, upstream
+from gateway.wire.responses import upstream as responses_upstream
 
 
 class OpenAIProvider:
@@ -35,6 +36,9 @@ class OpenAIProvider:
     ) -> None:
         if request.dialect == completions.DIALECT:
             await self._complete(request, target, sink, headers)
+            return
+        if request.dialect == "responses" and target.provider.responses == "native":
+            await self._respond(request, target, sink, headers)
             return
         body = json.dumps(
             upstream.upstream_body(request, target.model, target.provider.accepts),
@@ -62,6 +66,20 @@ class OpenAIProvider:
             upstream_call.request_headers(request.stream, {**headers, **auth}), body, key,
             sink, stream=request.stream, relay=_relay_completions,
             parse_whole=completions.parse_whole, same_dialect=True,
+        )
+
+    async def _respond(self, request: ChatRequest, target: Target, sink: Sink,
+                       headers: dict[str, str]) -> None:
+        """A provider that serves the Responses API itself: ``/responses``, as sent."""
+        body = json.dumps(responses_upstream.upstream_body(request, target.model),
+                          ensure_ascii=False).encode()
+        key = target.provider.api_key
+        auth = {"authorization": f"Bearer {key}"} if key else {}
+        await upstream_call.call(
+            self._clients, f"{target.provider.base_url}/responses",
+            upstream_call.request_headers(request.stream, {**headers, **auth}), body, key,
+            sink, stream=request.stream, relay=_relay_responses,
+            parse_whole=responses_upstream.parse_whole, same_dialect=True,
         )
 
     async def embed(self, request: EmbedRequest, target: Target) -> Embeddings:
@@ -104,6 +122,15 @@ async def _relay_completions(response: Response, sink: Sink) -> None:
         obj = upstream_object(event.data, "an event")
         sink.emit_frame(event.event, event.data, obj, completions.parse_chunk(obj))
         return False
+
+    await upstream_call.relay_events(response, sink, handle)
+
+
+async def _relay_responses(response: Response, sink: Sink) -> None:
+    def handle(event: sse.Event) -> bool:
+        obj = upstream_object(event.data, "an event")
+        sink.emit_frame(event.event, event.data, obj, responses_upstream.parse_event(obj))
+        return obj.get("type") in responses_upstream.ENDS
 
     await upstream_call.relay_events(response, sink, handle)
 

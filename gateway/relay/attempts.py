@@ -42,11 +42,12 @@ from gateway.errors import (
     GatewayError,
     InternalError,
     UpstreamError,
+    UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
 from gateway.providers.base import Provider
-from gateway.relay.exchange import Exchange
+from gateway.relay.exchange import HIGH_WATER, Exchange
 from gateway.routing.catalog import Route
 from gateway.routing.choice import choose, none_available
 from gateway.routing.circuits import Circuits
@@ -69,6 +70,7 @@ class Attempt:
     error: GatewayError | None = None
     _abort: Callable[[], None] | None = None
     _held: list[tuple[str | None, str, dict[str, Any]]] = attrs.field(factory=list)
+    _held_bytes: int = 0
     # The circuit's, at the first event, with the seconds since the call started.
     on_answer: Callable[[float], None] = lambda waited: None
 
@@ -112,6 +114,10 @@ class Attempt:
         # An event that says nothing yet (an opening, an empty block) does not make this
         # call the answer: it waits for the first that does, and goes out just before it.
         if not events and self.exchange.winner is not self:
+            self._held_bytes += len(data)
+            if self._held_bytes > HIGH_WATER:  # events that say nothing, without end
+                raise UpstreamProtocolError("the upstream sent over "
+                                            f"{HIGH_WATER} bytes of events before any answer")
             self._held.append((kind, data, obj))
             return
         if self.claim():

@@ -80,7 +80,8 @@ def gaps(request: ChatRequest, target: Target) -> list[Gap]:
     its provider does not allow) may not."""
     provider = target.provider
     honoured = HONOURS[provider.dialect] | set(provider.accepts)
-    same = provider.dialect in (request.dialect, NATIVE.get(request.dialect))
+    same = provider.dialect in (request.dialect, NATIVE.get(request.dialect)) or (
+        request.dialect == "responses" and provider.responses == "native")
     extensions = EXTENSIONS.get(request.dialect, frozenset())
     found = []
     for feature, param in request.features.items():

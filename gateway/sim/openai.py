@@ -400,3 +400,156 @@ COMPLETIONS: Final = Dialect(
     credential=bearer,
     error=error,
 )
+
+
+RESPONSES_PATH: Final = "/v1/responses"
+
+
+@attrs.define
+class _ResponseEvents:
+    """The Responses API's answer, as a provider that serves it itself sends it: the event
+    sequence, each numbered, and the ``response`` object it ends with."""
+
+    response_id: str
+    model: str
+    usage: bool
+    stream_headers: Headers = _SSE_HEADERS
+    midstream_status: int = _MIDSTREAM_STATUS
+    seq: int = 0
+    text: str = ""
+
+    @classmethod
+    def render(cls, model: str, record_id: int, usage: bool) -> _ResponseEvents:
+        return cls(response_id=f"resp_sim{record_id}", model=model, usage=usage)
+
+    def _event(self, kind: str, **fields: Any) -> bytes:
+        payload = {"type": kind, "sequence_number": self.seq, **fields}
+        self.seq += 1
+        return f"event: {kind}\ndata: ".encode() + dumps(payload) + b"\n\n"
+
+    def _response(self, status: str, output: list[Any], usage: Counted | None = None,
+                  finish: Finish = "stop") -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.response_id, "object": "response", "created_at": int(time.time()),
+            "status": status, "model": self.model, "output": output, "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"}
+            if finish == "length" else None,
+            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+        }
+        if usage is not None and self.usage:
+            body["usage"] = {
+                "input_tokens": usage.prompt, "output_tokens": usage.completion,
+                "total_tokens": usage.total, "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0}}
+        return body
+
+    def _message(self, text: str, status: str = "completed") -> dict[str, Any]:
+        return {"id": f"msg_{self.response_id}", "type": "message", "status": status,
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}]}
+
+    def _start(self) -> bytes:
+        return (self._event("response.created", response=self._response("in_progress", []))
+                + self._event("response.in_progress",
+                              response=self._response("in_progress", [])))
+
+    def opening(self) -> bytes:
+        item = self._message("", "in_progress")
+        return (self._start()
+                + self._event("response.output_item.added", output_index=0,
+                              item={**item, "content": []})
+                + self._event("response.content_part.added", item_id=item["id"],
+                              output_index=0, content_index=0,
+                              part={"type": "output_text", "text": "", "annotations": []}))
+
+    def token(self, text: str) -> bytes:
+        self.text += text
+        return self._event("response.output_text.delta", item_id=f"msg_{self.response_id}",
+                           output_index=0, content_index=0, delta=text, logprobs=[])
+
+    def closing(self, finish: Finish, usage: Counted) -> bytes:
+        item = self._message(self.text)
+        end = "response.incomplete" if finish == "length" else "response.completed"
+        status = "incomplete" if finish == "length" else "completed"
+        return (self._event("response.output_text.done", item_id=item["id"], output_index=0,
+                            content_index=0, text=self.text, logprobs=[])
+                + self._event("response.content_part.done", item_id=item["id"],
+                              output_index=0, content_index=0, part=item["content"][0])
+                + self._event("response.output_item.done", output_index=0, item=item)
+                + self._event(end, response=self._response(status, [item], usage, finish)))
+
+    def error_event(self) -> bytes:
+        return self._event("error", code="server_error",
+                           message="The server had an error (simulated by arouter sim)")
+
+    def malformed_event(self) -> bytes:
+        return b"event: response.output_text.delta\ndata: {not json\n\n"
+
+    def whole(self, text: str, finish: Finish, usage: Counted) -> Answer:
+        status = "incomplete" if finish == "length" else "completed"
+        return Answer(200, dumps(self._response(status, [self._message(text)], usage, finish)))
+
+    def _call(self, name: str, arguments: str) -> dict[str, Any]:
+        return {"id": f"fc_{self.response_id}", "type": "function_call",
+                "status": "completed", "call_id": f"call_{self.response_id}", "name": name,
+                "arguments": arguments}
+
+    def tool_stream(self, name: str, fragments: Sequence[str], usage: Counted) -> list[bytes]:
+        item = self._call(name, "".join(fragments))
+        start = self._start() + self._event(
+            "response.output_item.added", output_index=0,
+            item={**item, "arguments": "", "status": "in_progress"})
+        pieces = [self._event("response.function_call_arguments.delta", item_id=item["id"],
+                              output_index=0, delta=part) for part in fragments] or [b""]
+        pieces[0] = start + pieces[0]
+        pieces[-1] += (
+            self._event("response.function_call_arguments.done", item_id=item["id"],
+                        output_index=0, arguments=item["arguments"])
+            + self._event("response.output_item.done", output_index=0, item=item)
+            + self._event("response.completed",
+                          response=self._response("completed", [item], usage)))
+        return pieces
+
+    def tool_whole(self, name: str, fragments: Sequence[str], usage: Counted) -> Answer:
+        item = self._call(name, "".join(fragments))
+        return Answer(200, dumps(self._response("completed", [item], usage)))
+
+    def error(self, status: int, retry_after: int | None = None) -> Answer:
+        return error(status, None, retry_after)
+
+
+def read_response(request: Request, defaults: Plan) -> tuple[Asked, Render]:
+    data = json_object(request.body, "We could not parse the JSON body of your request.",
+                       "The request body must be a JSON object.")
+    model, given = data.get("model"), data.get("input")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' must be a non-empty string.")
+    items = [{"role": "user", "content": given}] if isinstance(given, str) else given
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise BadRequest("'input' must be a string or a list of items.")
+    users = [i for i in items if i.get("role") == "user"]
+    prompt = text_of(users[-1].get("content")) if users else ""
+    stream, limit = data.get("stream", False), data.get("max_output_tokens")
+    if not isinstance(stream, bool) or not (limit is None or type(limit) is int):
+        raise BadRequest("'stream' or 'max_output_tokens' has the wrong type.")
+    tools = data.get("tools") or []
+    if not isinstance(tools, list):
+        raise BadRequest("'tools' must be a list.")
+    call = Asked(
+        model=model, stream=stream, max_tokens=limit, prompt=prompt,
+        prompt_tokens=prompt_tokens("".join(text_of(i.get("content")) for i in items)),
+        plan=plan_of(prompt, defaults),
+        tools=tuple(t["name"] for t in tools if isinstance(t, dict)
+                    and t.get("type") == "function" and isinstance(t.get("name"), str)),
+        tool_result=any(i.get("type") == "function_call_output" for i in items),
+    )
+    return call, functools.partial(_ResponseEvents.render, model)
+
+
+RESPONSES: Final = Dialect(
+    name="openai",
+    serves=lambda path: path == RESPONSES_PATH,
+    read=read_response,
+    credential=bearer,
+    error=error,
+)

@@ -62,8 +62,8 @@ _SECRET_HEADERS: Final = frozenset(
     {"x-api-key", "api-key", "x-goog-api-key", "proxy-authorization", "cookie"}
 )
 _SECRET_PREFIX: Final = 8
-_DIALECTS: Final[tuple[Dialect, ...]] = (openai.DIALECT, openai.COMPLETIONS, anthropic.DIALECT,
-                                         gemini.DIALECT)
+_DIALECTS: Final[tuple[Dialect, ...]] = (openai.DIALECT, openai.COMPLETIONS, openai.RESPONSES,
+                                         anthropic.DIALECT, gemini.DIALECT)
 
 
 def _counter(path: str) -> tuple[DialectName, Callable[[Request], Answer]] | None:

@@ -90,3 +90,17 @@ async def test_what_cannot_embed_is_refused_by_name(gw: Gw, sim: Sim) -> None:
     assert empty.status_code == 400
     assert token_ok.status_code == 200  # an OpenAI upstream reads token arrays
     assert len(await gw.wait_records(1)) == 1  # refusals are never recorded
+
+
+async def test_token_arrays_reserve_what_they_count(gw: Gw, sim: Sim) -> None:
+    # 100 000 tokens given as ids, at 1 micro-dollar each: a balance of 100 cannot cover
+    # them (their text estimate would be a few tokens).
+    from tests.support.gateways import new_key
+
+    poor, _ = await new_key(gw, balance=100)
+    async with httpx.AsyncClient(base_url=gw.url) as http:
+        refused = await http.post("/v1/embeddings", json={
+            "model": "openai-lorem", "input": [[1] * 5000] * 20},
+            headers={"authorization": f"Bearer {poor}"})
+    assert refused.status_code == 402, refused.text
+    assert sim.records() == []

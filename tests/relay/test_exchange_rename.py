@@ -5,6 +5,7 @@ Pure enough: an ``Exchange`` with each dialect's encoder, no sockets.
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from gateway.canonical import ChatRequest, Message, TextDelta, TextPart
@@ -73,4 +74,21 @@ async def test_an_upstreams_own_opening_replaces_ours_only_while_unsent() -> Non
         assert out.count(b"event: message_start") == (0 if sent else 1)
         assert (b'"input_tokens":7' in out) is not sent and b"msg_up" not in out
         assert out.endswith(b'event: content_block_start\ndata: {"x":1}\n\n')
+    await trio.lowlevel.checkpoint()
+
+
+async def test_frames_held_before_any_answer_are_bounded() -> None:
+    # A hostile upstream streaming events that say nothing (no text, no end) cannot grow
+    # the memory an attempt holds before it answers.
+    from gateway.errors import UpstreamProtocolError
+    from gateway.relay.attempts import Attempt
+    from gateway.relay.exchange import HIGH_WATER
+
+    ex = exchange(AnthropicEncoder("gen-1", "asked"))
+    attempt = Attempt(ex, ex.target, 0.0)
+    ping = {"type": "ping"}
+    with pytest.raises(UpstreamProtocolError):
+        for _ in range(HIGH_WATER // 1000 + 2):
+            attempt.emit_frame("ping", "x" * 1000, ping, ())
+    assert ex.winner is None
     await trio.lowlevel.checkpoint()

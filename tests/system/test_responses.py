@@ -198,3 +198,81 @@ async def test_a_client_that_leaves_closes_the_upstream_at_once(
         assert record.client_gone_at - closed < 0.05
         [row] = await gw.wait_records(1)
         assert row.status == "client_abort"
+
+
+# -- a provider that serves the Responses API itself ------------------------------------------
+
+def _native(sim: Sim, allow: bool = False) -> dict[str, Any]:
+    from gateway.config import ModelRoute, ProviderConfig
+    provider = ProviderConfig(name="native", dialect="openai", base_url=f"{sim.url}/v1",
+                              api_key_env="AROUTER_TEST_FAKE_KEY", responses="native",
+                              allow_surcharges=allow)
+    return {"providers": {"native": provider},
+            "models": {"native-lorem": ModelRoute("native-lorem", "native", "lorem")}}
+
+
+async def test_a_native_provider_gets_the_request_and_the_client_its_events_as_sent(
+        start_gateway: GatewayFactory, sim: Sim) -> None:
+    async with start_gateway(**_native(sim)) as gw:
+        def run() -> tuple[Any, Any, list[str], Any, Any]:
+            with client(gw) as c:
+                whole = c.responses.create(model="native-lorem", input=PROMPT,
+                                           metadata={"team": "a"})
+                with c.responses.stream(model="native-lorem", input=PROMPT) as stream:
+                    kinds = [event.type for event in stream]
+                    streamed = stream.get_final_response()
+                first = c.responses.create(model="native-lorem", input=TOOL_PROMPT,
+                                           tools=TOOLS)
+                [call] = [i for i in first.output if i.type == "function_call"]
+                second = c.responses.create(
+                    model="native-lorem", tools=TOOLS, previous_response_id=first.id,
+                    input=[{"type": "function_call_output", "call_id": call.call_id,
+                            "output": "sunny"}])
+                return whole, streamed, kinds, second, c.responses.retrieve(streamed.id)
+
+        whole, streamed, kinds, second, stored = await trio.to_thread.run_sync(run)
+        rows = await gw.wait_records(4)
+    for response in (whole, streamed):
+        assert response.output_text == " Lorem ipsum dolor" and response.model == "native-lorem"
+        assert response.id.startswith("resp_") and "sim" not in response.id
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert stored.output_text == " Lorem ipsum dolor" and stored.id == streamed.id
+    assert second.output_text == " Lorem ipsum dolor"
+    bodies = [r.body for r in sim.records()]
+    assert all(b["model"] == "lorem" and b["store"] is False for b in bodies)
+    assert all("reasoning.encrypted_content" in b["include"] for b in bodies)
+    # The second turn: our stored conversation written out, no id the upstream never saw.
+    assert "previous_response_id" not in bodies[-1]
+    assert [i.get("type", "message") for i in bodies[-1]["input"]] == [
+        "message", "function_call", "function_call_output"]
+    assert {r.upstream_dialect for r in rows} == {"openai"} and all(
+        r.status == "ok" and r.completion_tokens > 0 for r in rows)
+
+
+async def test_built_in_tools_need_a_native_provider_and_its_surcharge_allowed(
+        start_gateway: GatewayFactory, sim: Sim) -> None:
+    web = {"tools": [{"type": "web_search_preview"}], "model": "native-lorem",
+           "input": PROMPT}
+    outcomes = []
+    for allow in (False, True):
+        async with start_gateway(**_native(sim, allow)) as gw, httpx.AsyncClient(
+                base_url=gw.url, headers=gw.headers) as http:
+            outcomes.append(await http.post("/v1/responses", json=web))
+            outcomes.append(await http.post("/v1/responses",
+                                            json={**web, "model": "openai-lorem"}))
+    refused_paid, refused_translated, served, still_translated = outcomes
+    assert refused_paid.status_code == 400 and "allow_surcharges" in refused_paid.text
+    for refused in (refused_translated, still_translated):
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "tools.0.type"
+    assert served.status_code == 200, served.text
+    [record] = sim.records()
+    assert record.body["tools"] == [{"type": "web_search_preview"}]
+
+
+async def test_file_search_and_mcp_are_never_honoured(gw: Gw) -> None:
+    async with httpx.AsyncClient(base_url=gw.url, headers=gw.headers) as http:
+        for tool in ({"type": "file_search", "vector_store_ids": ["vs_1"]},
+                     {"type": "mcp", "server_label": "x", "server_url": "https://x"}):
+            refused = await http.post("/v1/responses", json={
+                "model": "openai-lorem", "input": "hi", "tools": [tool]})
+            assert refused.status_code == 400 and "account" in refused.text

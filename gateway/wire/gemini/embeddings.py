@@ -17,6 +17,7 @@ from typing import Any
 from gateway.canonical import Embeddings, EmbedRequest
 from gateway.errors import RequestError, UpstreamProtocolError
 from gateway.wire.jsonbody import is_int
+from gateway.wire.openai.embeddings import finite
 
 MAX_BATCH = 250
 
@@ -114,8 +115,7 @@ def parse_answer(answer: Mapping[str, Any], expected: int) -> Embeddings:
     vectors = []
     for item in found:
         values = item.get("values") if isinstance(item, dict) else None
-        if not isinstance(values, list) or not all(
-                isinstance(x, int | float) and not isinstance(x, bool) for x in values):
+        if not isinstance(values, list):
             raise UpstreamProtocolError("upstream embedding is not an array of numbers")
-        vectors.append(tuple(float(x) for x in values))
+        vectors.append(finite(values))
     return Embeddings(tuple(vectors), None)

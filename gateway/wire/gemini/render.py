@@ -197,12 +197,16 @@ class StreamEncoder:
 
     def frame(self, kind: str | None, data: str, obj: dict[str, Any]) -> bytes:
         """One chunk of a Gemini upstream, relayed as sent (see the class docstring)."""
+        # A chunk held as the end was not the end if another follows: it goes out first.
+        held, self._end = self._end, None
+        out = self._frame(self._ours(held)) if held is not None else b""
         candidates = obj.get("candidates")
-        if isinstance(candidates, list) and any(
-                isinstance(c, dict) and c.get("finishReason") for c in candidates):
+        first = candidates[0] if isinstance(candidates, list) and candidates else None
+        reason = first.get("finishReason") if isinstance(first, dict) else None
+        if reason and reason != "FINISH_REASON_UNSPECIFIED":  # where the parser ends too
             self._end = obj
-            return b""
-        return self._frame(self._ours(obj))
+            return out
+        return out + self._frame(self._ours(obj))
 
     def _ours(self, chunk: dict[str, Any]) -> str:
         # Escaped ASCII, as ``relayed``: text the upstream escaped goes out as escaped.

@@ -58,6 +58,10 @@ def _prompt_text(prompt: Any) -> str:
     raise _fail("'prompt' must be a string, strings, or token arrays", "prompt")
 
 
+def _is_tokens(prompt: Any) -> bool:
+    return isinstance(prompt, list) and bool(prompt) and all(is_int(t) for t in prompt)
+
+
 def parse_request(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
@@ -69,6 +73,9 @@ def parse_request(body: Any) -> ChatRequest:
     if not isinstance(model, str) or not model:
         raise _fail("'model' must be a non-empty string", "model")
     text = _prompt_text(body.get("prompt"))
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise _fail("'stream_options' must be an object", "stream_options")
     stream = body.get("stream", False)
     if not isinstance(stream, bool | None):
         raise _fail("'stream' must be true or false", "stream")
@@ -83,14 +90,16 @@ def parse_request(body: Any) -> ChatRequest:
         if value is not None and not (is_int(value) and 1 <= value <= 128):
             raise _fail(f"'{key}' must be an integer between 1 and 128", key)
         choices = max(choices, value or 1)
-    prompts = body["prompt"] if isinstance(body["prompt"], list) and body["prompt"] and (
-        not is_int(body["prompt"][0])) else [body["prompt"]]
+    prompt = body["prompt"]
+    prompts = [prompt] if isinstance(prompt, str) or _is_tokens(prompt) else prompt
     if stream and choices * len(prompts) > 1:
         raise _fail("several completions are answered whole only: a stream relays one",
                     "n" if choices > 1 else "prompt")
+    ids = [p for p in prompts if isinstance(p, list)]  # token arrays count as given
     return ChatRequest(
         model=model,
         messages=(Message("user", (TextPart(text),)),),
+        prompt_tokens=sum(len(p) for p in ids) or None,
         stream=bool(stream),
         max_tokens=max_tokens or 16,  # the API's own default
         choices=choices * len(prompts),
@@ -135,6 +144,8 @@ def parse_chunk(obj: Mapping[str, Any]) -> list[StreamEvent]:
             out.append(TextDelta(text))
         reason = choice.get("finish_reason") if isinstance(choice, dict) else None
         if reason is not None:
+            if not isinstance(reason, str):
+                raise UpstreamProtocolError("upstream finish_reason is not a string")
             out.append(Finish(FINISHES.get(reason, "stop")))
     return out + _usage(obj.get("usage"))
 
@@ -159,8 +170,20 @@ class StreamEncoder:
     def start(self) -> bytes:
         return b""
 
+    def _chunk(self, text: str, finish: str | None) -> bytes:
+        chunk = {"id": self._id, "object": "text_completion", "model": self._model,
+                 "choices": [{"text": text, "index": 0, "logprobs": None,
+                              "finish_reason": finish}]}
+        return f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n".encode()
+
     def event(self, event: StreamEvent) -> bytes:
-        raise NotImplementedError("completions come only from an upstream of their dialect")
+        """A canonical event, for an upstream that answered a stream whole (its events come
+        through ``emit``, not ``frame``)."""
+        if isinstance(event, TextDelta):
+            return self._chunk(event.text, None)
+        if isinstance(event, Finish):
+            return self._chunk("", event.reason)
+        return b""
 
     def frame(self, kind: str | None, data: str, obj: dict[str, Any]) -> bytes:
         ours = json.dumps({**obj, "id": self._id, "model": self._model},

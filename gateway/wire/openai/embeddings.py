@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -116,11 +117,23 @@ def _vector(raw: Any) -> tuple[float, ...]:
             raise UpstreamProtocolError("upstream embedding is not base64") from None
         if len(packed) % 4:
             raise UpstreamProtocolError("upstream embedding is not float32 data")
-        return struct.unpack(f"<{len(packed) // 4}f", packed)
-    if isinstance(raw, list) and all(isinstance(x, int | float) and not isinstance(x, bool)
-                                     for x in raw):
-        return tuple(float(x) for x in raw)
+        return finite(struct.unpack(f"<{len(packed) // 4}f", packed))
+    if isinstance(raw, list):
+        return finite(raw)
     raise UpstreamProtocolError("upstream embedding is not an array of numbers")
+
+
+def finite(values: Any) -> tuple[float, ...]:
+    """An upstream's vector as floats, each finite (``json.loads`` takes NaN, Infinity and
+    integers too large for a float: none may reach a client)."""
+    try:
+        out = tuple(float(x) for x in values if isinstance(x, int | float)
+                    and not isinstance(x, bool))
+    except OverflowError:
+        out = ()
+    if len(out) != len(values) or not all(math.isfinite(x) for x in out):
+        raise UpstreamProtocolError("upstream embedding is not an array of finite numbers")
+    return out
 
 
 def parse_answer(answer: Mapping[str, Any], expected: int) -> Embeddings:

@@ -10,6 +10,10 @@
 runs the same encoder over a whole answer's events, so a whole answer and a stream agree
 item for item.
 
+A provider that serves this API itself (``responses = "native"``) has its events relayed
+as sent instead (``frame``): its ``response.created`` becomes the opening and its terminal
+event the end, with our id and model.
+
 Rules:
 - Pure: no sockets, no clock (``created_at`` is given), no globals but constant tables.
 - Reasoning goes out as a ``reasoning`` item: its text as the summary when the client asked
@@ -22,6 +26,7 @@ Rules:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +49,7 @@ from gateway.wire.responses.request import DIALECT, REDACTED
 from gateway.wire.signatures import for_client
 from gateway.wire.sse import KEEPALIVE
 
+_EVENT_NAME = re.compile(r"[a-z][a-z0-9_.]{0,79}")
 # Why a response ended short of complete, in the Responses API's words.
 INCOMPLETE: dict[FinishReason, str] = {"length": "max_output_tokens",
                                        "content_filter": "content_filter"}
@@ -93,7 +99,9 @@ class StreamEncoder:
     or ``error``."""
 
     keepalive: bytes = KEEPALIVE
-    splices: str | None = None  # no upstream speaks this dialect: every event is rendered
+    # An upstream that serves this API itself (``responses = "native"``): its events come
+    # by ``frame`` and go out as sent, but for our id and model in the response objects.
+    splices: str | None = "responses"
 
     def __init__(self, generation_id: str, request: ChatRequest, created_at: int) -> None:
         self._hex = generation_id.removeprefix("gen-")
@@ -110,6 +118,7 @@ class StreamEncoder:
         self._calls: dict[int, dict[str, Any]] = {}  # tool call index -> its open item
         self._finish: FinishReason | None = None
         self._count = 0  # items opened, for their ids
+        self._end: dict[str, Any] | None = None  # a native upstream's terminal event
 
     # -- framing ------------------------------------------------------------------------
 
@@ -265,6 +274,9 @@ class StreamEncoder:
     def tail(self, usage: Usage, finish: FinishReason | None) -> bytes:
         """Close what is open, then ``response.completed`` (or ``response.incomplete`` when
         the output was cut by its cap or a filter) with the whole response and its usage."""
+        if self._end is not None:  # a native upstream's own end, with our id and model
+            end = json.dumps(self._end, ensure_ascii=False, separators=(",", ":"))
+            return self.start() + f"event: {self._end['type']}\ndata: {end}\n\n".encode()
         out = self.start() + self._close_calls() + self._close_item()
         reason = INCOMPLETE.get(finish or self._finish or "stop")
         self.response["usage"] = usage_json(usage)
@@ -285,10 +297,32 @@ class StreamEncoder:
         return self.start() + self._event("response.failed", response=self.response)
 
     def splice(self, data: str, at: int) -> bytes:
-        raise NotImplementedError("no upstream speaks the Responses API here")
+        raise NotImplementedError("a native upstream's events come by frame")
+
+    def _ours(self, response: Any) -> dict[str, Any]:
+        given = response if isinstance(response, dict) else {}
+        return {**given, "id": self.response["id"], "model": self.response["model"]}
 
     def frame(self, kind: str | None, data: str, obj: dict[str, Any]) -> bytes:
-        raise NotImplementedError("no upstream speaks the Responses API here")
+        """One event of a native upstream: its ``response.created`` becomes our opening
+        (rendered anew), ``response.in_progress`` is ours already, the terminal event waits
+        for ``tail``; the rest goes out as sent."""
+        name = obj.get("type", kind)
+        if not isinstance(name, str) or not _EVENT_NAME.fullmatch(name):
+            return b""  # an event name is never free text
+        if name == "response.created":
+            self.response = self._ours(obj.get("response"))
+            self._started = False
+            return b""
+        if name == "response.in_progress":
+            return b""
+        if name in ("response.completed", "response.incomplete", "response.failed"):
+            self.response = self._ours(obj.get("response"))
+            self._end = {**obj, "response": self.response}
+            return b""
+        if "\n" in data:
+            data = data.replace("\n", "\ndata: ")
+        return f"event: {name}\ndata: {data}\n\n".encode()
 
 
 def answer_events(text: str, reasoning: str, tool_calls: list[ToolCall], finish: FinishReason,
@@ -344,3 +378,10 @@ def input_items(raw: Any, response: str) -> list[dict[str, Any]]:
         item.setdefault("id", f"{_ITEM_PREFIX.get(kind, 'item')}_{response}_in{n}")
         items.append(item)
     return items
+
+
+def relay_whole(answer: dict[str, Any], generation_id: str, model: str,
+                usage: Usage) -> bytes:
+    """A native upstream's whole ``response``, as sent but for our id and model."""
+    return public({**answer, "id": response_id(generation_id), "model": model,
+                   "usage": answer.get("usage") or usage_json(usage)})

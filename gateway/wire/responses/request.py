@@ -13,10 +13,11 @@ provider reads only its own) and whose summary is the reasoning text.
 
 Rules:
 - Pure: no sockets, no clock, no globals but constant tables.
-- No upstream speaks this dialect: every request is translated, so a field without a
-  canonical meaning is refused by name (``responses:<field>``, droppable where the operator
-  allows), and built-in tools (web search, file search, code interpreter, ...) are refused
-  by name: none of the upstream dialects runs them.
+- A provider marked ``responses = "native"`` serves this API itself and takes the body as
+  sent; every other upstream gets it translated, so a field without a canonical meaning
+  is the feature ``responses:<field>``, refused by name there (dropped where the operator
+  allows). Built-in tools and their items are such features (the paid ones surcharges);
+  file search and MCP are refused outright: they reach the operator's account.
 - What the gateway itself honours: ``store``, ``previous_response_id``, ``metadata``,
   ``include`` of ``reasoning.encrypted_content`` (always sent), ``truncation: disabled``.
 - Resources of the operator's OpenAI account (``file_id``, stored prompts, conversations)
@@ -72,6 +73,26 @@ REFUSED = {
     "prompt": "stored prompts " + SHARED,
     "conversation": "conversations " + SHARED,
     "background": "background responses are not run by this gateway: stream instead",
+}
+# Built-in tools, and the items their calls leave in a conversation, that an upstream which
+# serves this API itself runs (``responses = "native"``); the paid ones are surcharges.
+NATIVE_TOOLS = frozenset({
+    "web_search", "web_search_preview", "web_search_2025_08_26",
+    "web_search_preview_2025_03_11", "code_interpreter", "image_generation",
+    "computer_use_preview", "local_shell", "shell", "apply_patch", "custom",
+})
+PAID_TOOLS = ("web_search", "code_interpreter", "image_generation")
+NATIVE_ITEMS = frozenset({
+    "web_search_call", "code_interpreter_call", "image_generation_call", "computer_call",
+    "computer_call_output", "local_shell_call", "local_shell_call_output", "shell_call",
+    "shell_call_output", "apply_patch_call", "apply_patch_call_output", "custom_tool_call",
+    "custom_tool_call_output",
+})
+REFUSED_TOOLS = {
+    "file_search": "searches vector stores of the gateway's own upstream account, which "
+    "every client of this gateway shares: not honoured",
+    "mcp": "reaches MCP servers and connectors on the gateway's upstream account's behalf: "
+    "not honoured",
 }
 INCLUDABLE = frozenset({"reasoning.encrypted_content", "message.output_text.logprobs"})
 ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user",
@@ -153,6 +174,7 @@ class _Conversation:
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self._turn: dict[str, Any] | None = None  # the assistant turn being gathered
+        self.native: dict[str, str] = {}  # native-only items: feature -> where
 
     def _assistant(self) -> dict[str, Any]:
         if self._turn is None:
@@ -208,6 +230,10 @@ class _Conversation:
             self.messages.append(Message("tool", parts, tool_call_id=call_id))
         elif kind == "reasoning":
             self._reasoning(item, param)
+        elif isinstance(kind, str) and kind in NATIVE_ITEMS:
+            # Built-in tool calls and their outputs: only an upstream that runs those tools
+            # (``responses = "native"``) reads them; the canonical turns leave them out.
+            self.native.setdefault(f"input.{kind}", f"{param}.type")
         elif kind == "item_reference":
             raise _fail("'item_reference' items are not resolved by this gateway: send the "
                         "item, or use previous_response_id", param)
@@ -249,7 +275,8 @@ class _Conversation:
             turn["signature"] = value
 
 
-def _messages(body: Mapping[str, Any], history: Sequence[Any]) -> list[Message]:
+def _messages(body: Mapping[str, Any],
+              history: Sequence[Any]) -> tuple[list[Message], dict[str, str]]:
     conversation = _Conversation()
     instructions = body.get("instructions")
     if instructions is not None:
@@ -269,7 +296,7 @@ def _messages(body: Mapping[str, Any], history: Sequence[Any]) -> list[Message]:
     conversation.flush()
     if not any(m.role != "system" for m in conversation.messages):
         raise _fail("'input' holds no message", "input")
-    return conversation.messages
+    return conversation.messages, conversation.native
 
 
 def _tools(raw: Any, features: Features) -> tuple[Tool, ...]:
@@ -281,9 +308,18 @@ def _tools(raw: Any, features: Features) -> tuple[Tool, ...]:
     for i, item in enumerate(raw):
         param = f"tools.{i}"
         kind = item.get("type") if isinstance(item, dict) else None
+        if isinstance(kind, str) and kind in NATIVE_TOOLS:
+            # A built-in tool: run by an upstream that speaks this API itself.
+            features.own(f"tools.{kind}", f"{param}.type")
+            if kind.startswith(PAID_TOOLS):
+                features.paid("web_search" if kind.startswith("web_search") else
+                              "server_tools", f"{param}.type")
+            continue
         if kind != "function":
-            raise _fail(f"the {kind!r} tool is not run by any upstream of this gateway: "
-                        "only function tools", f"{param}.type")
+            why = REFUSED_TOOLS.get(kind) if isinstance(kind, str) else None
+            raise _fail(f"the {kind!r} tool {why or 'is not run by any upstream here'}: "
+                        "function tools, or built-in tools on a provider with responses = "
+                        "\"native\"", f"{param}.type")
         name, parameters = item.get("name"), item.get("parameters")
         description, strict = item.get("description"), item.get("strict")
         if not isinstance(name, str) or not name:
@@ -402,7 +438,9 @@ def parse_request(body: Any, history: Sequence[Any] = ()) -> ChatRequest:
         features.own("include.logprobs", "include")
     if body.get("service_tier") not in (None, "auto", "default"):
         features.paid("service_tier", "service_tier")
-    messages = _messages(body, history)
+    messages, native = _messages(body, history)
+    for feature, where in native.items():
+        features.own(feature, where)
     tools = _tools(body.get("tools"), features)
     response_format = _format(text["format"]) if text.get("format") is not None else None
     reasoning = _reasoning(body.get("reasoning"))
@@ -435,4 +473,5 @@ def parse_request(body: Any, history: Sequence[Any] = ()) -> ChatRequest:
         dialect=DIALECT,
         raw=body,
         features=found,
+        history=tuple(history),
     )

@@ -57,3 +57,8 @@ def test_answers() -> None:
     assert render_batch(Embeddings(((1.0,),))) == {"embeddings": [{"values": [1.0]}]}
     with pytest.raises(UpstreamProtocolError):
         parse_answer({"embeddings": []}, 1)
+
+
+def test_a_vector_that_is_not_finite_numbers_is_the_upstream_s_fault() -> None:
+    with pytest.raises(UpstreamProtocolError):
+        parse_answer({"embeddings": [{"values": [float("nan")]}]}, 1)

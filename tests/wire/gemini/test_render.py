@@ -658,3 +658,16 @@ def test_a_whole_answer_signs_its_first_call_else_its_text(calls: list[ToolCall]
     parts = value["candidates"][0]["content"]["parts"]
     assert parts[signed]["thoughtSignature"] == "c2ln"
     assert sum("thoughtSignature" in p for p in parts) == 1
+
+
+def test_a_chunk_held_as_the_end_goes_out_when_another_follows() -> None:
+    # FINISH_REASON_UNSPECIFIED is no end (the parser reads on): its text must not be lost.
+    enc = sse_encoder()
+    first = {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hello "}]},
+                             "finishReason": "FINISH_REASON_UNSPECIFIED", "index": 0}]}
+    last = {"candidates": [{"content": {"role": "model", "parts": [{"text": "world"}]},
+                            "finishReason": "STOP", "index": 0}]}
+    out = enc.frame(None, "", first) + enc.frame(None, "", last) + enc.tail(Usage(), "stop")
+    texts = [part["text"] for event in out.split(b"\n\n")[:-1]
+             for part in payload(event + b"\n\n")["candidates"][0]["content"]["parts"]]
+    assert texts == ["Hello ", "world"]

@@ -58,3 +58,9 @@ def test_answers_are_checked_and_put_in_input_order() -> None:
                 {"data": [{"index": 0, "embedding": [1]}, {"index": 0, "embedding": [1]}]}):
         with pytest.raises(UpstreamProtocolError):
             parse_answer(bad, 2)
+
+
+@pytest.mark.parametrize("values", [[float("nan")], [float("inf")], [10**400], ["1"], [True]])
+def test_a_vector_that_is_not_finite_numbers_is_the_upstream_s_fault(values: list[Any]) -> None:
+    with pytest.raises(UpstreamProtocolError):
+        parse_answer({"data": [{"index": 0, "embedding": values}]}, 1)

@@ -109,14 +109,15 @@ def test_a_field_without_a_canonical_meaning_is_named() -> None:
     ({"input": 3}, "input"),
     ({"input": []}, "input"),
     ({"model": ""}, "model"),
-    ({"tools": [{"type": "web_search_preview"}]}, "tools.0.type"),
+    ({"tools": [{"type": "made_up"}]}, "tools.0.type"),
+    ({"tools": [{"type": "mcp", "server_url": "https://x"}]}, "tools.0.type"),
     ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools.0.type"),
     ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
      "input.0.content.0.file_id"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
      "input.0.content.0.file_id"),
     ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input.0"),
-    ({"input": [{"type": "computer_call_output", "call_id": "c"}]}, "input.0.type"),
+    ({"input": [{"type": "made_up_call", "call_id": "c"}]}, "input.0.type"),
     ({"input": [{"role": "tool", "content": "x"}]}, "input.0.role"),
     ({"input": [{"type": "reasoning", "summary": [], "encrypted_content": "gAAAAB..."}]},
      "input.0.encrypted_content"),  # OpenAI's own: no upstream here reads it
@@ -136,3 +137,16 @@ def test_a_refusal_names_the_field(fields: dict[str, Any], param: str) -> None:
     with pytest.raises(RequestError) as info:
         parse_request(body(**fields))
     assert info.value.param == param and info.value.status == 400
+
+
+def test_built_in_tools_and_their_items_are_features_a_native_provider_honours() -> None:
+    request = parse_request(body(
+        tools=[{"type": "web_search_preview"}, {"type": "computer_use_preview"}],
+        input=[{"role": "user", "content": "hi"},
+               {"type": "computer_call_output", "call_id": "c", "output": {}}]))
+    assert request.features == {
+        "responses:tools.web_search_preview": "tools.0.type",
+        "paid:web_search": "tools.0.type",
+        "responses:tools.computer_use_preview": "tools.1.type",
+        "responses:input.computer_call_output": "input.1.type"}
+    assert request.tools == () and [m.role for m in request.messages] == ["user"]
