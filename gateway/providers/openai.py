@@ -14,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from gateway.canonical import ChatRequest, Embeddings, EmbedRequest
 from gateway.providers import call as upstream_call
@@ -34,52 +35,28 @@ class OpenAIProvider:
     async def run(
         self, request: ChatRequest, target: Target, sink: Sink, headers: dict[str, str]
     ) -> None:
+        # Which API of the upstream: Chat Completions, unless the client spoke the legacy
+        # Completions API or the Responses API to a provider that serves it itself (then
+        # the body and the answer go as sent).
+        api: tuple[str, dict[str, Any], Any, Any, bool]
         if request.dialect == completions.DIALECT:
-            await self._complete(request, target, sink, headers)
-            return
-        if request.dialect == "responses" and target.provider.responses == "native":
-            await self._respond(request, target, sink, headers)
-            return
-        body = json.dumps(
-            upstream.upstream_body(request, target.model, target.provider.accepts),
-            ensure_ascii=False,
-        ).encode()
+            api = ("/completions", completions.upstream_body(request, target.model),
+                   _relay_completions, completions.parse_whole, True)
+        elif request.dialect == "responses" and target.provider.responses == "native":
+            api = ("/responses", responses_upstream.upstream_body(request, target.model),
+                   _relay_responses, responses_upstream.parse_whole, True)
+        else:
+            api = ("/chat/completions",
+                   upstream.upstream_body(request, target.model, target.provider.accepts),
+                   _relay_stream, upstream.parse_completion, request.dialect == "openai")
+        path, body, relay, parse_whole, same = api
         key = target.provider.api_key
         auth = {"authorization": f"Bearer {key}"} if key else {}
         await upstream_call.call(
-            self._clients, f"{target.provider.base_url}/chat/completions",
-            upstream_call.request_headers(request.stream, {**headers, **auth}), body, key, sink,
-            stream=request.stream, relay=_relay_stream, parse_whole=upstream.parse_completion,
-            same_dialect=request.dialect == "openai",
-        )
-
-
-    async def _complete(self, request: ChatRequest, target: Target, sink: Sink,
-                        headers: dict[str, str]) -> None:
-        """The legacy ``/completions``, for a client of that API: its body as sent."""
-        body = json.dumps(completions.upstream_body(request, target.model),
-                          ensure_ascii=False).encode()
-        key = target.provider.api_key
-        auth = {"authorization": f"Bearer {key}"} if key else {}
-        await upstream_call.call(
-            self._clients, f"{target.provider.base_url}/completions",
-            upstream_call.request_headers(request.stream, {**headers, **auth}), body, key,
-            sink, stream=request.stream, relay=_relay_completions,
-            parse_whole=completions.parse_whole, same_dialect=True,
-        )
-
-    async def _respond(self, request: ChatRequest, target: Target, sink: Sink,
-                       headers: dict[str, str]) -> None:
-        """A provider that serves the Responses API itself: ``/responses``, as sent."""
-        body = json.dumps(responses_upstream.upstream_body(request, target.model),
-                          ensure_ascii=False).encode()
-        key = target.provider.api_key
-        auth = {"authorization": f"Bearer {key}"} if key else {}
-        await upstream_call.call(
-            self._clients, f"{target.provider.base_url}/responses",
-            upstream_call.request_headers(request.stream, {**headers, **auth}), body, key,
-            sink, stream=request.stream, relay=_relay_responses,
-            parse_whole=responses_upstream.parse_whole, same_dialect=True,
+            self._clients, f"{target.provider.base_url}{path}",
+            upstream_call.request_headers(request.stream, {**headers, **auth}),
+            json.dumps(body, ensure_ascii=False).encode(), key, sink,
+            stream=request.stream, relay=relay, parse_whole=parse_whole, same_dialect=same,
         )
 
     async def embed(self, request: EmbedRequest, target: Target) -> Embeddings:
