@@ -111,9 +111,10 @@ async def _serve(config: Config, first: bool, hconfig: Any, sockets: Any,
     from hypercorn.utils import LifespanFailureError
 
     from gateway.app import create_app
-    from gateway.serve.server import serve
+    from gateway.serve.server import serve, tune_gc
 
     app = create_app(config)
+    tune_gc()
     stop = trio.Event()
 
     async def on_signals() -> None:

@@ -30,6 +30,7 @@ Rules this module keeps (the drain itself, for requests the app holds, is ``Gate
 
 from __future__ import annotations
 
+import gc
 import logging
 import select
 import socket
@@ -63,6 +64,21 @@ framing.install()  # strict request framing for every connection this process se
 # (rule 2). A client sends a head in one write; this covers a slow link, and bounds how long
 # a half-sent head can hold a stopping process.
 REQUEST_HEAD_GRACE = 1.0
+
+# Python's default first-generation threshold (700 allocations) runs the collector about
+# every other request here; a request's objects die with it, mostly young. Measured on
+# scenario (a), 1000 streams at c=50, in-process: GC took 0.46 s of 3.95 s of CPU by
+# default, 0.18 s of 3.74 s with the startup objects frozen and this threshold.
+GC_THRESHOLD = (7000, 10, 10)
+
+
+def tune_gc() -> None:
+    """For a serving process, once its app is built: the objects made at startup (modules,
+    config, tables) leave the collector's view for good, and young collections run a tenth
+    as often. Cycles are still collected."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 class _Config(hypercorn.config.Config):

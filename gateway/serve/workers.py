@@ -191,9 +191,12 @@ def _worker(hconfig: Any, sockets: Any, supervisor: int, stage: Any, config: Con
     the supervisor says stop, or is gone."""
     from gateway.app import create_app
     from gateway.observe import logs
+    from gateway.serve.server import tune_gc
 
     logs.configure(*log_settings)
-    trio.run(_serve_worker, create_app(config), hconfig, sockets, supervisor, stage)
+    app = create_app(config)
+    tune_gc()
+    trio.run(_serve_worker, app, hconfig, sockets, supervisor, stage)
 
 
 async def _serve_worker(app: Any, hconfig: Any, sockets: Any, supervisor: int,
