@@ -167,10 +167,11 @@ class Exchange:
                 self.transcript.add(event)
             self._check_cap()
         data_out = self.encoder.frame(kind, data, obj)
-        self._reopen()
         if data_out:
             self.pending += data_out
             self.wake.set()
+        else:  # only an event the encoder takes in (an opening) can change the opening
+            self._reopen()
 
     def abort_all(self) -> None:
         """Close every running attempt's upstream connection at once (sync)."""

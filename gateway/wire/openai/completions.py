@@ -32,14 +32,13 @@ from gateway.canonical import (
 from gateway.errors import GatewayError, RequestError, UpstreamProtocolError
 from gateway.wire.jsonbody import is_int, relayed, upstream_object
 from gateway.wire.openai.render import usage_json
+from gateway.wire.openai.request import refuse_endpoint_fields
 from gateway.wire.openai.upstream import upstream_error
 from gateway.wire.sse import KEEPALIVE
 
 DIALECT = "completions"
 FINISHES: dict[Any, FinishReason] = {"stop": "stop", "length": "length",
                                      "content_filter": "content_filter"}
-ENDPOINT_FIELDS = frozenset({"api_base", "base_url", "api_key", "extra_headers",
-                             "extra_body", "user_config", "litellm_params"})
 
 
 def _fail(message: str, param: str) -> RequestError:
@@ -65,10 +64,7 @@ def _is_tokens(prompt: Any) -> bool:
 def parse_request(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
-    for key in body:
-        if key.lower() in ENDPOINT_FIELDS:
-            raise _fail(f"'{key}' is not honoured: where a request goes is the gateway's "
-                        "configuration", key)
+    refuse_endpoint_fields(body, routing=True)  # the body goes on as sent
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _fail("'model' must be a non-empty string", "model")

@@ -337,6 +337,25 @@ ENDPOINT_FIELDS = frozenset({
     # What OpenAI-compatible proxies (LiteLLM, OpenRouter) read as routing or credentials.
     "user_config", "extra_body", "preset", "litellm_params", "mock_response",
 })
+# OpenRouter's routing fields: the chat route reads them as preferences among what the
+# catalog serves; a route that passes its body on as sent must never let them through.
+ROUTING_FIELDS = ("models", "provider", "route", "transforms", "plugins")
+
+
+def refuse_endpoint_fields(body: Mapping[str, Any], *, routing: bool = False) -> None:
+    """A 400 naming any endpoint or proxy field of ``body`` (every OpenAI-family route
+    checks the same list) and, with ``routing``, any of OpenRouter's routing fields (for
+    the routes whose bodies an upstream gets as sent: Responses, legacy completions)."""
+    for key in body:
+        if key.lower() in ENDPOINT_FIELDS:
+            raise _fail(f"Unrecognized request argument supplied: {key} (where a request "
+                        "goes is the gateway's configuration, never the body's)", key)
+        if routing and key in ROUTING_FIELDS:
+            raise _fail(f"'{key}' routes a request: only /v1/chat/completions takes "
+                        "OpenRouter's routing fields; here the gateway's configuration "
+                        "decides", key)
+
+
 # OpenRouter fields with no meaning for a self-hosted gateway, and why.
 ROUTER_REFUSED = {
     "transforms": "arouter does not compress prompts (OpenRouter's 'transforms')",
@@ -467,10 +486,7 @@ def parse_request(body: Any) -> ChatRequest:
     """Validate a client's chat-completions body (already strict-JSON-parsed)."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
-    for key in body:
-        if key.lower() in ENDPOINT_FIELDS:
-            raise _fail(f"Unrecognized request argument supplied: {key} (where a request "
-                        "goes is the gateway's configuration, never the body's)", key)
+    refuse_endpoint_fields(body)
     _extensions(body)
     model = _string(body, "model", required=True)
     assert model is not None

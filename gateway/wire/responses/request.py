@@ -48,7 +48,7 @@ from gateway.canonical import (
 from gateway.errors import RequestError
 from gateway.wire.features import Features, note_media, note_tools
 from gateway.wire.jsonbody import is_int
-from gateway.wire.openai.request import pdf_data
+from gateway.wire.openai.request import pdf_data, refuse_endpoint_fields
 from gateway.wire.signatures import from_client
 
 DIALECT = "responses"
@@ -57,11 +57,6 @@ DIALECT = "responses"
 REDACTED = "redacted:"
 SHARED = ("names a resource of the gateway's own upstream account, which every client of "
           "this gateway shares: not honoured (send the content itself)")
-# Never honoured from a body: where a request goes is the gateway's configuration.
-ENDPOINT_FIELDS = frozenset({
-    "api_base", "base_url", "api_key", "api_version", "extra_headers", "extra_query",
-    "organization", "user_config", "extra_body", "preset", "litellm_params",
-})
 # Fields the gateway reads; any other is ``responses:<field>``, which no upstream honours.
 HANDLED = frozenset({
     "model", "input", "instructions", "stream", "max_output_tokens", "temperature", "top_p",
@@ -397,10 +392,9 @@ def parse_request(body: Any, history: Sequence[Any] = ()) -> ChatRequest:
     names (stored items, in order), already loaded."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
+    # A native provider gets the body as sent: no endpoint or routing field may ride along.
+    refuse_endpoint_fields(body, routing=True)
     for key in body:
-        if key.lower() in ENDPOINT_FIELDS:
-            raise _fail(f"'{key}' is not honoured: where a request goes is the gateway's "
-                        "configuration", key)
         if key in REFUSED and body[key] is not None:
             raise _fail(f"'{key}': {REFUSED[key]}", key)
     model = body.get("model")

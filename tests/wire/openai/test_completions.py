@@ -22,6 +22,8 @@ def test_token_prompts_are_counted_as_given_for_the_reservation() -> None:
 @pytest.mark.parametrize(("body", "param"), [
     ({"model": "m", "prompt": "hi", "stream": True, "stream_options": "x"}, "stream_options"),
     ({"model": "m", "prompt": 3}, "prompt"),
+    ({"model": "m", "prompt": "hi", "custom_llm_provider": "x"}, "custom_llm_provider"),
+    ({"model": "m", "prompt": "hi", "models": ["other/model"]}, "models"),
     ({"model": "m", "prompt": "hi", "n": 2, "stream": True}, "n"),
     ({"model": "m", "prompt": ["a", "b"], "stream": True}, "prompt"),
 ])

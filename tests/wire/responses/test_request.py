@@ -125,6 +125,9 @@ def test_a_field_without_a_canonical_meaning_is_named() -> None:
     ({"conversation": "conv_1"}, "conversation"),
     ({"background": True}, "background"),
     ({"api_base": "http://evil"}, "api_base"),
+    ({"mock_response": "x"}, "mock_response"),  # what a LiteLLM upstream would obey
+    ({"models": ["other/model"]}, "models"),  # OpenRouter routing, to a native provider
+    ({"provider": {"order": ["x"]}}, "provider"),
     ({"truncation": "auto"}, "truncation"),
     ({"include": ["file_search_call.results"]}, "include"),
     ({"max_output_tokens": 8}, "max_output_tokens"),
