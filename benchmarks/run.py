@@ -36,14 +36,21 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 AROUTER = [sys.executable, "-m", "gateway"]
 
-# name -> (description, bench options)
+# name -> (description, bench options). ``{half_a}``: half the gateway's throughput in
+# scenario a of this run (else of the last recorded run): an offered load it can carry.
+STREAM20 = ["--tokens", "20", "--interval-ms", "5"]
 SCENARIOS: dict[str, tuple[str, list[str]]] = {
-    "a": ("2000 streams, c=50, 20 tokens 5 ms apart",
-          ["-n", "2000", "-c", "50", "--tokens", "20", "--interval-ms", "5"]),
+    "a": ("2000 streams, c=50, 20 tokens 5 ms apart", ["-n", "2000", "-c", "50", *STREAM20]),
     "a'": ("1000 streams, c=50, 200 tokens 1 ms apart",
            ["-n", "1000", "-c", "50", "--tokens", "200", "--interval-ms", "1"]),
+    "a1": ("300 streams, one client at a time, 20 tokens 5 ms apart",
+           ["-n", "300", "-c", "1", *STREAM20]),
+    "a-open": ("2000 streams arriving at half a's saturated rate (Poisson, open loop)",
+               ["-n", "2000", "-c", "500", "--rate", "{half_a}", *STREAM20]),
     "b": ("2000 non-streamed, c=50, 20 tokens 5 ms apart",
-          ["-n", "2000", "-c", "50", "--tokens", "20", "--interval-ms", "5", "--no-stream"]),
+          ["-n", "2000", "-c", "50", *STREAM20, "--no-stream"]),
+    "b1": ("300 non-streamed, one client at a time, 20 tokens 5 ms apart",
+           ["-n", "300", "-c", "1", *STREAM20, "--no-stream"]),
     "c": ("200 streams of 2000 tokens, c=50, all abort at 300 ms",
           ["-n", "200", "-c", "50", "--tokens", "2000", "--interval-ms", "1",
            "--abort-fraction", "1", "--abort-at-ms", "300"]),
@@ -53,6 +60,23 @@ SCENARIOS: dict[str, tuple[str, list[str]]] = {
     "d": ("2000 concurrent streams, 20 tokens/s (40 tokens)",
           ["-n", "2000", "-c", "2000", "--tokens", "40", "--interval-ms", "50",
            "--batch", "2000"]),
+    # Per dialect path: the client's dialect (--route) to an upstream of one (--model).
+    "p-oo": ("400 streams, c=20: OpenAI client, OpenAI upstream (the splice path)",
+             ["-n", "400", "-c", "20", *STREAM20]),
+    "p-aa": ("400 streams, c=20: Anthropic client, Anthropic upstream",
+             ["-n", "400", "-c", "20", *STREAM20, "--route", "messages",
+              "--model", "fake-anthropic/lorem"]),
+    "p-gg": ("400 streams, c=20: Gemini client, Gemini upstream",
+             ["-n", "400", "-c", "20", *STREAM20, "--route", "gemini",
+              "--model", "fake-gemini/lorem"]),
+    "p-ao": ("400 streams, c=20: Anthropic client, OpenAI upstream",
+             ["-n", "400", "-c", "20", *STREAM20, "--route", "messages"]),
+    "p-oa": ("400 streams, c=20: OpenAI client, Anthropic upstream",
+             ["-n", "400", "-c", "20", *STREAM20, "--model", "fake-anthropic/lorem"]),
+    "p-go": ("400 streams, c=20: Gemini client, OpenAI upstream",
+             ["-n", "400", "-c", "20", *STREAM20, "--route", "gemini"]),
+    "p-ro": ("400 streams, c=20: OpenAI Responses client, OpenAI chat upstream",
+             ["-n", "400", "-c", "20", *STREAM20, "--route", "responses"]),
 }
 
 
@@ -151,16 +175,24 @@ def _scaled(options: list[str], scale: float) -> list[str]:
     return out
 
 
-def run_scenario(name: str, workers: int, scale: float, max_seconds: float) -> dict[str, Any]:
+def run_scenario(name: str, workers: int, scale: float, max_seconds: float,
+                 half_a: float) -> dict[str, Any]:
     description, options = SCENARIOS[name]
+    options = [o.replace("{half_a}", f"{half_a:.0f}") for o in options]
+    if "--rate" in options:
+        description += f" ({options[options.index('--rate') + 1]}/s)"
     tmp = Path(tempfile.mkdtemp(prefix="arouter-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update(AROUTER_DATA_DIR=str(tmp), AROUTER_LOG_LEVEL="WARNING")
     sim_port, gw_port = _free_port(), _free_port()
     config = tmp / "arouter.toml"
+    sim = f"http://127.0.0.1:{sim_port}"
     config.write_text(
         f'[server]\nport = {gw_port}\n'
-        f'[providers.fake]\ndialect = "openai"\nbase_url = "http://127.0.0.1:{sim_port}/v1"\n'
+        f'[providers.fake]\ndialect = "openai"\nbase_url = "{sim}/v1"\n'
+        # The same fake upstream in its two other dialects (the per-dialect paths).
+        f'[providers.fake-anthropic]\ndialect = "anthropic"\nbase_url = "{sim}"\n'
+        f'[providers.fake-gemini]\ndialect = "gemini"\nbase_url = "{sim}"\n'
     )
     with _process([*AROUTER, "sim", "--port", str(sim_port)], "listening", env) as (sim_pid, _), \
             _process([*AROUTER, "--log-level", "WARNING", "--config", str(config), "serve",
@@ -170,9 +202,10 @@ def run_scenario(name: str, workers: int, scale: float, max_seconds: float) -> d
         time.sleep(1.0 + workers)  # spawned workers import and start
         baseline = _rss_kib(gw_pid)
         result_file = tmp / "result.json"
+        model = [] if "--model" in options else ["--model", "fake/lorem"]
         bench = [
             *AROUTER, "bench", "--url", f"http://127.0.0.1:{gw_port}", "--key", key.group(),
-            "--model", "fake/lorem", "--gateway-pid", str(gw_pid),
+            *model, "--gateway-pid", str(gw_pid),
             "--compare", f"http://127.0.0.1:{sim_port}", "--compare-pid", str(sim_pid),
             "--sim-url", f"http://127.0.0.1:{sim_port}", "--json", str(result_file),
             "--max-seconds", str(max_seconds), *_scaled(options, scale),
@@ -191,6 +224,17 @@ def run_scenario(name: str, workers: int, scale: float, max_seconds: float) -> d
         "kib_per_open_stream": (rss.peak - baseline) / concurrency,
         "result": result,
     }
+
+
+def _half_a(runs: list[dict[str, Any]]) -> float:
+    """Half the gateway's throughput in scenario a: of this run, else the last recorded."""
+    previous = []
+    if (RESULTS / "latest.json").exists():
+        previous = json.loads((RESULTS / "latest.json").read_text()).get("runs", [])
+    for run in [*reversed(runs), *previous]:
+        if run["scenario"] == "a" and run["workers"] == 1:
+            return float(run["result"]["targets"][0]["requests_per_s"]) / 2
+    return 100.0
 
 
 def _versions() -> dict[str, str]:
@@ -236,12 +280,22 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
+def _first(target: dict[str, Any]) -> dict[str, Any]:
+    """Time to the first token of a stream, to the whole answer of a non-streamed one."""
+    return target["first_token_ms"] or target["total_ms"] or {}
+
+
+def _added(a: dict[str, Any], b: dict[str, Any], key: str) -> str:
+    ours, theirs = _p(_first(a), key), _p(_first(b), key)
+    return "-" if ours is None or theirs is None else f"{ours - theirs:+.1f} ms"
+
+
 def table(runs: list[dict[str, Any]]) -> str:
     rows = [
         "| scenario | workers | gateway CPU / request | throughput vs direct | "
-        "TTFT p50 gw / direct | gap p99 gw / direct | cancel p99 gw / direct | "
-        "never cancelled | errors | memory / open stream |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "TTFT p50 gw / direct | added TTFT p50 / p99 | gap p99 gw / direct | "
+        "cancel p99 gw / direct | never cancelled | errors | memory / open stream |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         a, b = run["result"]["targets"]
@@ -258,8 +312,9 @@ def table(runs: list[dict[str, Any]]) -> str:
             f"{_fmt(_cpu_per_request(a), ' ms')} | "
             f"{_ratio(a['requests_per_s'], b['requests_per_s'])} "
             f"({a['requests_per_s']:.0f} / {b['requests_per_s']:.0f} req/s) | "
-            f"{_fmt(_p(a['first_token_ms'], 'p50'), ' ms', 1)} / "
-            f"{_fmt(_p(b['first_token_ms'], 'p50'), ' ms', 1)} | "
+            f"{_fmt(_p(_first(a), 'p50'), ' ms', 1)} / "
+            f"{_fmt(_p(_first(b), 'p50'), ' ms', 1)} | "
+            f"{_added(a, b, 'p50')} / {_added(a, b, 'p99')} | "
             f"{_fmt(_p(a['gap_ms'], 'p99'), ' ms', 1)} / {_fmt(_p(b['gap_ms'], 'p99'), ' ms', 1)}"
             f" | {_fmt(p99(prop_a), ' ms')} / {_fmt(p99(prop_b), ' ms')} | "
             f"{prop_a.get('never_cancelled', '-')} | {errors} | "
@@ -283,13 +338,16 @@ def main(argv: list[str] | None = None) -> int:
         report = json.loads((RESULTS / "latest.json").read_text())
         _write(report)
         return 0
-    runs = []
-    for item in args.only.split(","):
+    runs: list[dict[str, Any]] = []
+    items = args.only.split(",")
+    for item in items:
+        if item.partition("@")[0] not in SCENARIOS:
+            parser.error(f"unknown scenario {item!r}")
+    for item in items:
         name, _, workers = item.partition("@")
-        if name not in SCENARIOS:
-            parser.error(f"unknown scenario {name!r}")
         print(f"scenario {name} with {workers or 1} worker(s) ...", file=sys.stderr, flush=True)
-        runs.append(run_scenario(name, int(workers or 1), args.scale, args.max_seconds))
+        runs.append(run_scenario(name, int(workers or 1), args.scale, args.max_seconds,
+                                 _half_a(runs)))
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
@@ -310,8 +368,12 @@ def _write(report: dict[str, Any]) -> None:
         f" · Python {machine['python']} · "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
         + (f" · scale {scale}" if scale != 1 else "")
-        + "\n\nGateway = `arouter serve` in front of `arouter sim`; direct = `arouter sim`."
-        " Load generator, gateway and fake upstream share the machine's cores.\n\n"
+        + "\n\nGateway = `arouter serve` in front of `arouter sim`; direct = `arouter sim`"
+        " spoken to in the client's own dialect. Load generator, gateway and fake upstream"
+        " share the machine's cores. TTFT is the whole answer's time for non-streamed"
+        " scenarios; \"added\" is gateway minus direct at the same percentile.\n\n"
+        + "\n".join(dict.fromkeys(f"- **{r['scenario']}**: {r['description']}"
+                                  for r in runs)) + "\n\n"
         + table(runs) + "\n"
     )
     (ROOT / "benchmarks" / "RESULTS.md").write_text(text)

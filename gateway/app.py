@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import trio
 
+from gateway.accounts.liveness import new_instance
 from gateway.accounts.price_table import builtin
 from gateway.config import Config
 from gateway.http import embeddings
@@ -47,16 +48,18 @@ def open_store(config: Config) -> Store:
     return SqliteStore(config.database_path, timeout=config.deadlines.store)
 
 
-def open_limiter(config: Config, metrics: Metrics) -> Limiter:
-    """Redis-backed limits shared by the fleet when configured (degrading to local ones
-    while Redis is down), else in-process limits."""
+def open_limiter(config: Config, metrics: Metrics, instance: str = "") -> Limiter:
+    """Limits shared by the fleet through Redis when configured (each process deciding
+    from its quota, ``limits/quota.py``; local limits while Redis is down), else
+    in-process limits."""
     if not config.accounts.redis_url:
         return LocalLimiter()
     from gateway.limits.fallback import FallbackLimiter
+    from gateway.limits.quota import QuotaLimiter
     from gateway.limits.redis import RedisLimiter
 
     return FallbackLimiter(
-        RedisLimiter(config.accounts.redis_url),
+        QuotaLimiter(RedisLimiter(config.accounts.redis_url), instance=instance),
         LocalLimiter(),
         on_degraded=lambda degraded: metrics.limiter_degraded.set(int(degraded)),
     )
@@ -81,11 +84,12 @@ def create_app(
     circuits = Circuits(routing.failure_threshold, routing.cooldown, clock,
                         on_change=circuit_changed)
     providers: dict[str, Provider] = {}  # filled when the gateway starts
+    instance = new_instance()  # this process, as the store and the shared limiter know it
     gateway = Gateway(
         config, catalog=Catalog(config, builtin()), metrics=metrics, store=open_store(config),
-        limiter=open_limiter(config, metrics), circuits=circuits,
+        limiter=open_limiter(config, metrics, instance.id), circuits=circuits,
         attempts=Attempts(routing, circuits, providers, on_attempt=attempted),
-        providers=providers,
+        providers=providers, instance=instance,
     )
     web = web_app(gateway)
     web.before_serving(gateway.start)

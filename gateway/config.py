@@ -153,6 +153,13 @@ class AccountsConfig:
     # charges. Output relayed after the last checkpoint (at most this long) is not charged.
     checkpoint: float = 5.0
     stale_after: float = 30.0  # an instance silent this long is dead: settle its reservations
+    # A process leases a metered key's credit this many requests' worth at a time (less as
+    # the balance runs low), and gives back a lease unused for ``lease_idle`` seconds.
+    lease_requests: int = 32
+    lease_idle: float = 60.0
+    # Seconds between re-reads of the key rows this process has cached (revocations,
+    # balances and policy made elsewhere reach it within this).
+    key_refresh: float = 1.0
     # Redis for limits shared by a fleet (secret-bearing: from the environment by default).
     redis_url: str | None = None
     admin_token_env: str = "AROUTER_ADMIN_TOKEN"
@@ -486,6 +493,9 @@ def _accounts(table: _Reader, environ: Mapping[str, str]) -> AccountsConfig:
         heartbeat=table.positive("heartbeat", default.heartbeat),
         checkpoint=table.positive("checkpoint", default.checkpoint),
         stale_after=table.positive("stale_after", default.stale_after),
+        lease_requests=table.integer("lease_requests", default.lease_requests) or 1,
+        lease_idle=table.positive("lease_idle", default.lease_idle),
+        key_refresh=table.positive("key_refresh", default.key_refresh),
         redis_url=redis_url,
         admin_token_env=table.string("admin_token_env", default.admin_token_env),
     )

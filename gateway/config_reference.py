@@ -152,6 +152,15 @@ SECTIONS: tuple[Section, ...] = (
         Key("stale_after", SECONDS, lambda c: c.accounts.stale_after,
             "Where the store cannot tell, a process silent this long is dead and its "
             "reservations are settled."),
+        Key("lease_requests", "integer", lambda c: c.accounts.lease_requests,
+            "A process leases a metered key's credit this many requests' worth at a time, "
+            "and admits that key's requests against it with no store call; less as the "
+            "balance runs low, down to exactly what each request needs."),
+        Key("lease_idle", SECONDS, lambda c: c.accounts.lease_idle,
+            "A lease no request has used for this long goes back to its key's balance."),
+        Key("key_refresh", SECONDS, lambda c: c.accounts.key_refresh,
+            "Between re-reads of the key rows a process has cached: a revocation, a new "
+            "balance or policy made elsewhere takes effect on every process within this."),
         Key("redis_url", "string (`redis://`, `rediss://` or `unix://` URL)",
             "`$AROUTER_REDIS_URL`, else none (limits counted per process)",
             "Redis for rate limits shared by a fleet. It may hold a password: prefer the "

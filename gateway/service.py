@@ -20,10 +20,12 @@ import logging
 import math
 import time
 
+import attrs
 import trio
 
 from gateway.accounts.admission import Accounts
 from gateway.accounts.keys import verify
+from gateway.accounts.leases import Leases
 from gateway.accounts.ledger import Ledger
 from gateway.accounts.liveness import Liveness, beat, new_instance, reconcile
 from gateway.accounts.outbox import Outbox
@@ -45,13 +47,18 @@ from gateway.relay.exchange import Exchange
 from gateway.routing.catalog import Catalog
 from gateway.routing.circuits import Circuits
 from gateway.store.base import Store
-from gateway.store.rows import ApiKey
+from gateway.store.rows import ApiKey, Batch, Instance, LeaseReturn
 
 log = logging.getLogger("arouter.app")
 
-# Key rows (policy, not balance) are cached this long. Revocation still takes effect at
-# once: admission's reservation checks the revoked flag in the store itself.
-KEY_CACHE_SECONDS = 5.0
+# Key rows are cached while they are used, and re-read in the background every
+# ``accounts.key_refresh`` seconds (one query for all of them): a revocation, a balance or a
+# policy change made on another process reaches this one within that, and at once when made
+# on this one. A row not refreshed for KEY_STALE_AFTER refreshes (the store is not
+# answering) is not trusted: the request reads the store itself. Unused for KEY_IDLE
+# seconds, a row is dropped.
+KEY_STALE_AFTER = 10
+KEY_IDLE = 60.0
 KEY_CACHE_SIZE = 10_000
 
 
@@ -61,7 +68,7 @@ class Gateway:
     def __init__(
         self, config: Config, *, catalog: Catalog, metrics: Metrics, store: Store,
         limiter: Limiter, circuits: Circuits, attempts: Attempts,
-        providers: dict[str, Provider],
+        providers: dict[str, Provider], instance: Instance | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -71,10 +78,14 @@ class Gateway:
         self.circuits = circuits
         self.attempts = attempts
         self.providers = providers  # filled by start(): the attempts hold this very mapping
-        self.instance = new_instance()
+        self.instance = instance or new_instance()
         self.liveness = Liveness(self.instance, config.accounts.stale_after)
         self.ledger = Ledger(store, Outbox(config.data_dir / "outbox", self.instance.id))
-        self.accounts = Accounts(config, self.ledger, limiter, metrics, self.instance.id)
+        self.leases = Leases(self.ledger, self.instance.id,
+                             slice_requests=config.accounts.lease_requests,
+                             idle_after=config.accounts.lease_idle)
+        self.accounts = Accounts(config, self.ledger, limiter, metrics, self.instance.id,
+                                 self.leases)
         self.clients: ClientPool | None = None
         self.open_exchanges: set[Exchange] = set()  # requests between admission and settle
         self.draining = False
@@ -86,7 +97,8 @@ class Gateway:
         self._heartbeat = trio.CancelScope()
         self._kept_alive = trio.Event()  # set when the heartbeat task has stopped
         self._keeping_alive = False
-        self._keys: dict[str, tuple[ApiKey, float]] = {}
+        self._keys: dict[str, _CachedKey] = {}
+        self._refreshes = 0  # background key refreshes done
         self.refusals = Refusals()  # ids answered before admission, for /v1/generation
 
     async def lifespan(self, app: Handler, scope: Scope, receive: Receive, send: Send) -> None:
@@ -111,6 +123,7 @@ class Gateway:
             log.warning("settled rows left in outbox files", extra={"count": replayed})
         await self._reconcile()
         await self.nursery.start(self.ledger.run)
+        self.leases.spawn = self.nursery.start_soon  # background top-ups
         self.nursery.start_soon(self._keep_alive)
         self._keeping_alive = True
         self._warn_unpriced()
@@ -144,6 +157,7 @@ class Gateway:
         async def upkeep() -> None:
             while True:
                 await trio.sleep(accounts.heartbeat)
+                self.leases.sweep()
                 try:
                     await self._reconcile()
                 except GatewayError:
@@ -160,11 +174,22 @@ class Gateway:
                     self.metrics.store_errors.labels("upkeep").inc()
                     log.exception("purging expired stored responses failed")
 
+        async def refresh_keys() -> None:
+            while True:
+                await trio.sleep(accounts.key_refresh)
+                try:
+                    await self._refresh_keys()
+                except GatewayError:
+                    self.metrics.store_errors.labels("key_refresh").inc()
+                    log.warning("could not refresh the cached keys")
+
         try:
             with self._heartbeat:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(heartbeat)
                     nursery.start_soon(upkeep)
+                    nursery.start_soon(refresh_keys)
+                    nursery.start_soon(self.limiter.run)  # a shared limiter's syncing
         finally:
             self._kept_alive.set()
 
@@ -198,6 +223,12 @@ class Gateway:
         await self.ledger.aclose()
         try:
             await self.ledger.retry_unsettled()
+            # Every request has settled: what the leases hold goes back to the balances
+            # (per the store: a take whose answer never arrived is returned too).
+            self.leases.returns()
+            await self.store.commit(Batch(returns=[
+                LeaseReturn(lease.key_id, lease.instance)
+                for lease in await self.store.leases(self.instance.id)]))
             # Everything this process admitted has settled: it leaves nothing to reconcile.
             if not await self.store.reservations(self.instance.id):
                 await self.store.forget_instance(self.instance.id)
@@ -252,18 +283,23 @@ class Gateway:
         self.drained.set()
 
     def forget_key(self, key_id: str) -> None:
-        """Drop a cached key row (after an admin change on this process)."""
+        """Drop a cached key row (after an admin change on this process), and give back
+        what its lease holds free: the next request reads the key and leases anew."""
         self._keys.pop(key_id, None)
+        self.leases.drop(key_id)
 
     async def authenticate(self, key_id: str, key: str) -> ApiKey:
         """The stored key for a presented one (constant-time), else AuthenticationError.
 
-        A short-lived cache of key rows keeps the store off the hot path, but only for keys
-        that verify: every *failure* reads the store, whether its id is known or not, so a
-        wrong secret for a recently used id costs what an unknown id costs, and timing does
-        not tell which ids are in use (FAULTS F13)."""
+        Keys that verify are cached (and refreshed in the background: ``KEY_IDLE``), so a
+        request of a known key makes no store call; every *failure* reads the store,
+        whether its id is known or not, so a wrong secret for a recently used id costs what
+        an unknown id costs, and timing does not tell which ids are in use (FAULTS F13)."""
         cached = self._keys.get(key_id)
-        row = cached[0] if cached is not None and cached[1] > trio.current_time() else None
+        row = None
+        if cached is not None and cached.fresh >= self._refreshes - KEY_STALE_AFTER:
+            row = cached.row
+            cached.used_at = trio.current_time()
         try:
             # Without a cached row this is the dummy comparison: every failure costs the
             # same two comparisons and one store read, cached id or not.
@@ -279,7 +315,34 @@ class Gateway:
             if row is not None:  # unknown ids are not kept: they always cost a lookup
                 if len(self._keys) >= KEY_CACHE_SIZE:
                     self._keys.clear()
-                self._keys[key_id] = (row, trio.current_time() + KEY_CACHE_SECONDS)
+                self._keys[key_id] = _CachedKey(row, trio.current_time(), self._refreshes)
             return row
         raise StoreUnavailable(f"the store did not answer the key lookup within {within:g} s; "
                                "retry shortly")
+
+    async def _refresh_keys(self) -> None:
+        """Re-read every cached key row in one query; drop the unused ones. A key that was
+        revoked, deleted or lost its balance gives its lease back."""
+        now = trio.current_time()
+        for key_id in [k for k, c in self._keys.items() if now - c.used_at > KEY_IDLE]:
+            del self._keys[key_id]
+        if not self._keys:
+            self._refreshes += 1
+            return
+        rows = {row.id: row for row in await self.store.find_keys(list(self._keys))}
+        self._refreshes += 1
+        for key_id, cached in list(self._keys.items()):
+            row = rows.get(key_id)
+            if row is None or row.revoked or row.balance is None:
+                self.leases.drop(key_id)
+            if row is None:
+                self._keys.pop(key_id, None)
+            else:
+                cached.row, cached.fresh = row, self._refreshes
+
+
+@attrs.define
+class _CachedKey:
+    row: ApiKey
+    used_at: float
+    fresh: int  # the refresh (count) that last read it

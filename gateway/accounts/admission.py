@@ -41,7 +41,8 @@ from typing import Any
 import attrs
 import trio
 
-from gateway.accounts.ledger import Ledger
+from gateway.accounts.leases import Leases
+from gateway.accounts.ledger import Ledger, LedgerItem, Ticket
 from gateway.accounts.pricing import FREE, cost, format_usd, reservation
 from gateway.canonical import ChatRequest, Usage
 from gateway.config import Config
@@ -57,7 +58,14 @@ from gateway.limits.base import Limiter, Limits
 from gateway.observe.metrics import Metrics
 from gateway.routing.catalog import Route
 from gateway.routing.targets import Target
-from gateway.store.rows import ApiKey, Checkpoint, RequestRecord, Reservation, Settlement
+from gateway.store.rows import (
+    ApiKey,
+    Checkpoint,
+    Release,
+    RequestRecord,
+    Reservation,
+    Settlement,
+)
 from gateway.tokens import estimate_prompt_tokens
 
 log = logging.getLogger("arouter.accounts")
@@ -72,6 +80,7 @@ class Admission:
     limits: Limits
     output_cap: int
     held: Reservation  # as written to the store (its row is built from it: ``record``)
+    recording: Ticket[LedgerItem]  # the row's way to the store (``Accounts.recorded``)
 
     @property
     def generation_id(self) -> str:
@@ -102,10 +111,12 @@ class Admission:
 
 class Accounts:
     def __init__(
-        self, config: Config, ledger: Ledger, limiter: Limiter, metrics: Metrics, instance: str
+        self, config: Config, ledger: Ledger, limiter: Limiter, metrics: Metrics, instance: str,
+        leases: Leases | None = None,
     ) -> None:
         self.config = config
         self.ledger = ledger
+        self.leases = leases if leases is not None else Leases(ledger, instance)
         self.limiter = limiter
         self.metrics = metrics
         self.instance = instance
@@ -122,15 +133,14 @@ class Accounts:
         for model in (request.model, *request.routing.fallbacks):
             if not key.allows(model):
                 raise PermissionDenied(f"this key may not use the model {model!r}")
-        if key.balance is not None:
+        metered = key.balance is not None
+        if metered:
             route = _priced(route)
         prompt = estimate_prompt_tokens(request)
         output_cap = output_tokens(request, route)
         # Whichever deployment serves it, the reservation covers it: the dearest one's price.
-        # Sized even for a key cached as unmetered: the store's own balance column decides
-        # whether it is held (and records 0 if not), so a balance set a moment ago counts;
-        # and the store refuses an unpriced route to a key that has a balance after all.
-        reserved = max(reservation(prompt, output_cap, t.price or FREE) for t in route.targets)
+        reserved = (max(reservation(prompt, output_cap, t.price or FREE) for t in route.targets)
+                    if metered else 0)
         target = route.targets[0]
         limits = _limits(key)
         held = Reservation(
@@ -145,27 +155,64 @@ class Accounts:
             stream=request.stream,
             prompt_tokens=prompt,
             created_at=created_at,
-            priced=all(t.price is not None for t in route.targets),
+            leased=True,
         )
-        admission = Admission(key, route, limits, output_cap, held)
-        admitted = False
+        limited = funded = False
+        admission: Admission | None = None
         within = self.config.deadlines.admission
         try:
             with trio.move_on_after(within):
                 if not limits.none:
                     await self.limiter.acquire(key.id, limits, generation_id, prompt,
                                                self.slot_ttl())
-                admitted = await self.ledger.reserve(held)
-                if not admitted:
-                    raise await self._refusal(key, reserved, request.model, route)
+                    limited = True
+                if metered:
+                    if not await self.leases.hold(key.id, reserved):
+                        raise await self._refusal(key, reserved, request.model, route)
+                    funded = True
+                # The row that records the request goes with the next batch, unwaited for;
+                # the commit point waits for it (``recorded``). Only while the store is
+                # suspect (its last batch failed) is it proven here, before any upstream
+                # is called.
+                admission = Admission(key, route, limits, output_cap, held,
+                                      self.ledger.record(held))
+                if not self.ledger.healthy:
+                    error = await self.recorded(admission)
+                    if error is not None:
+                        raise error
                 return admission
             raise StoreUnavailable(f"admission did not complete within {within:g} s (the "
                                    "store or the rate limiter is not answering); retry shortly")
         except BaseException:
-            if not admitted and not limits.none:
-                with trio.CancelScope(shield=True):
-                    await self._release(admission, -prompt)
+            with trio.CancelScope(shield=True):
+                if funded:  # refused after all: its credit goes back to the lease
+                    self.leases.release(key.id, reserved, 0)
+                if admission is not None:  # and its row, if written, is taken back
+                    self._forget(generation_id)
+                if limited:
+                    await self._release_slot(key.id, limits, generation_id, -prompt)
             raise
+
+    def _forget(self, generation_id: str) -> None:
+        try:
+            self.ledger.record(Release(generation_id))
+        except GatewayError:
+            pass  # the ledger is closed: the row was never written
+
+    async def recorded(self, admission: Admission) -> GatewayError | None:
+        """Wait (bounded) until the request's reservation row is written; the error if it
+        was not. Called at the commit point: no client sees an answer the store does not
+        know of, so a crash after it always leaves the request's row."""
+        ticket = admission.recording
+        if not ticket.done.is_set():
+            within = self.config.deadlines.admission
+            with trio.move_on_after(within):
+                await ticket.done.wait()
+            if not ticket.done.is_set():
+                return StoreUnavailable(f"the store did not record the request within "
+                                        f"{within:g} s; retry shortly")
+        return ticket.error
+
     async def usage(self, key: ApiKey) -> dict[str, Any]:
         """What the key holds right now in the limiter (for ``GET /v1/key`` and admin)."""
         limits = _limits(key)
@@ -198,14 +245,21 @@ class Accounts:
             log.warning("cost overran the reservation",
                         extra={"generation_id": record.generation_id, "cost": record.cost,
                                "reserved": admission.reserved})
+        metered = admission.key.balance is not None
+        if metered:
+            self.leases.release(admission.key.id, admission.reserved, record.cost)
+        settlement = Settlement(record, lease=self.instance if metered else "")
         try:
-            # Money first: a slow limiter must not hold the ledger row back. A batch that
-            # fails stays with the ledger for a retry (Ledger.unsettled).
-            await self.ledger.settle(Settlement(record))
+            # Money first, and unwaited for: the batch that writes it (with the lease's
+            # charge) follows; one that fails stays with the ledger for a retry.
+            self.ledger.record(settlement)
+        except GatewayError:
+            await self.ledger.settle(settlement)  # closed: kept (the outbox), then raised
         finally:
             if not admission.limits.none:
                 used = record.prompt_tokens + record.completion_tokens
-                await self._release(admission, used - admission.prompt_tokens)
+                await self._release_slot(admission.key.id, admission.limits,
+                                         admission.generation_id, used - admission.prompt_tokens)
         return record
 
     async def checkpoint(self, admission: Admission, usage: Usage, target: Target) -> None:
@@ -216,6 +270,10 @@ class Accounts:
         """Free the rate-limit slots of requests whose process died (reconciliation)."""
         try:
             await self.limiter.forget([(r.key_id, r.generation_id) for r in orphans])
+            dead: dict[str, set[str]] = {}
+            for r in orphans:
+                dead.setdefault(r.instance, set()).add(r.key_id)
+            await self.limiter.forget_instances(dead)
         except GatewayError:
             log.exception("could not free the slots of a dead process")
 
@@ -247,14 +305,14 @@ class Accounts:
                     log.exception("could not release a rate-limit slot",
                                   extra={"generation_id": generation_id})
 
-    async def _release(self, admission: Admission, extra_tokens: int) -> None:
+    async def _release_slot(self, key_id: str, limits: Limits, generation_id: str,
+                            extra_tokens: int) -> None:
         try:
-            await self.limiter.release(admission.key.id, admission.limits,
-                                       admission.generation_id, extra_tokens)
+            await self.limiter.release(key_id, limits, generation_id, extra_tokens)
         except GatewayError:
             # A slot the limiter cannot free expires on its own (slot_ttl).
             log.exception("could not release a rate-limit slot",
-                          extra={"generation_id": admission.generation_id})
+                          extra={"generation_id": generation_id})
 
 
 def output_tokens(request: ChatRequest, route: Route) -> int:

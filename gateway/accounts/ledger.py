@@ -32,7 +32,15 @@ import trio
 from gateway.accounts.outbox import Outbox
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.store.base import Store
-from gateway.store.rows import Batch, Checkpoint, Release, Reservation, Settlement
+from gateway.store.rows import (
+    Batch,
+    Checkpoint,
+    LeaseReturn,
+    LeaseTake,
+    Release,
+    Reservation,
+    Settlement,
+)
 
 log = logging.getLogger("arouter.ledger")
 
@@ -41,7 +49,10 @@ Result = TypeVar("Result")
 
 
 @attrs.define(eq=False)
-class _Ticket(Generic[Item]):
+class Ticket(Generic[Item]):
+    """One item's way through the writer: ``done`` once its batch is written or failed
+    (``error``)."""
+
     item: Item
     done: trio.Event = attrs.field(factory=trio.Event)
     result: Any = None
@@ -61,16 +72,26 @@ class GroupCommit(Generic[Item, Result]):
         self._apply = apply
         self._on_failure = on_failure
         self._on_abandoned = on_abandoned
-        self._pending: dict[_Ticket[Item], None] = {}  # insertion order; O(1) withdrawal
+        self._pending: dict[Ticket[Item], None] = {}  # insertion order; O(1) withdrawal
         self._wake = trio.Event()
         self._closing = False
         self._finished = trio.Event()
+        self.healthy = True  # whether the last batch was written
+        self.writing_since: float | None = None  # when the batch being written began
 
-    def enqueue(self, item: Item) -> None:
+    @property
+    def closed(self) -> bool:
+        return self._closing or self._finished.is_set()
+
+    def enqueue(self, item: Item) -> Ticket[Item]:
         """Write ``item`` with the next batch; nobody waits for it (failures still go to
         ``on_failure``)."""
-        self._pending[_Ticket(item)] = None
+        if self._finished.is_set():
+            raise StoreUnavailable("the ledger is closed")
+        ticket: Ticket[Item] = Ticket(item)
+        self._pending[ticket] = None
         self._wake.set()
+        return ticket
 
     async def submit(self, item: Item, *, withdraw: bool = False) -> Result:
         """Return ``item``'s result once its batch is committed, or raise the batch's error.
@@ -78,7 +99,7 @@ class GroupCommit(Generic[Item, Result]):
         if self._finished.is_set() or self._closing:
             await self._failed([item])  # kept (settlements: the outbox), not dropped
             raise StoreUnavailable("the ledger is closed")
-        ticket = _Ticket(item)
+        ticket = Ticket(item)
         self._pending[ticket] = None
         self._wake.set()
         try:
@@ -92,7 +113,7 @@ class GroupCommit(Generic[Item, Result]):
         result: Result = ticket.result
         return result
 
-    def _withdraw(self, ticket: _Ticket[Item]) -> None:
+    def _withdraw(self, ticket: Ticket[Item]) -> None:
         if ticket.done.is_set():  # written just as its waiter gave up
             if ticket.error is None:
                 self._on_abandoned(ticket.item, ticket.result)
@@ -114,8 +135,10 @@ class GroupCommit(Generic[Item, Result]):
                     continue
                 batch, self._pending = list(self._pending), {}
                 error: GatewayError | None = None
+                self.writing_since = trio.current_time()
                 try:
                     results = await self._apply([ticket.item for ticket in batch])
+                    self.healthy = True
                     for ticket, result in zip(batch, results, strict=True):
                         ticket.result = result
                         if ticket.abandoned:
@@ -129,7 +152,9 @@ class GroupCommit(Generic[Item, Result]):
                     error = StoreUnavailable("the ledger writer was cancelled")
                     raise
                 finally:
+                    self.writing_since = None
                     if error is not None:
+                        self.healthy = False
                         for ticket in batch:
                             ticket.error = error
                         await self._failed([ticket.item for ticket in batch])
@@ -158,7 +183,12 @@ class GroupCommit(Generic[Item, Result]):
         await self._finished.wait()
 
 
-LedgerItem = Reservation | Settlement | Checkpoint | Release
+# A batch this long in the writing makes the store suspect: admission then proves it first
+# (waits for its own reservation row) rather than call an upstream for an answer that may
+# have to be withheld. A healthy batch takes milliseconds, a slow disk's fsync tens.
+SUSPECT_AFTER = 0.25
+
+LedgerItem = Reservation | Settlement | Checkpoint | Release | LeaseTake | LeaseReturn
 
 
 class Ledger:
@@ -176,20 +206,34 @@ class Ledger:
         self.outbox = outbox
         self.unsettled: list[Settlement] = []
         self.unreleased: list[Release] = []
-        self._commit: GroupCommit[LedgerItem, bool | None] = GroupCommit(
+        self._commit: GroupCommit[LedgerItem, int | None] = GroupCommit(
             self._apply, on_failure=self._failed, on_abandoned=self._abandoned)
 
-    async def _apply(self, items: Sequence[LedgerItem]) -> list[bool | None]:
+    async def _apply(self, items: Sequence[LedgerItem]) -> list[int | None]:
+        settlements = [item for item in items if isinstance(item, Settlement)]
+        releases = [item for item in items if isinstance(item, Release)]
+        ended = {s.record.generation_id for s in settlements}
+        ended.update(r.generation_id for r in releases)
+        # A leased request that ended within one batch of its admission: its row only
+        # recorded it, and its settlement or release (applied first) would leave it behind.
+        reservations = [item for item in items if isinstance(item, Reservation)
+                        and not (item.leased and item.generation_id in ended)]
+        takes = [item for item in items if isinstance(item, LeaseTake)]
         batch = Batch(
-            reservations=[item for item in items if isinstance(item, Reservation)],
-            settlements=[item for item in items if isinstance(item, Settlement)],
+            reservations=reservations,
+            settlements=settlements,
             checkpoints=[item for item in items if isinstance(item, Checkpoint)],
-            releases=[item for item in items if isinstance(item, Release)],
+            releases=releases,
+            takes=takes,
+            returns=[item for item in items if isinstance(item, LeaseReturn)],
         )
-        admitted = iter(await self.store.commit(batch))
-        return [next(admitted) if isinstance(item, Reservation) else None for item in items]
+        results = await self.store.commit(batch)
+        by_item: dict[int, int] = dict(zip(map(id, [*reservations, *takes]), results,
+                                           strict=True))
+        return [by_item.get(id(item), 1 if isinstance(item, Reservation) else None)
+                for item in items]
 
-    def _abandoned(self, item: LedgerItem, result: bool | None) -> None:
+    def _abandoned(self, item: LedgerItem, result: int | None) -> None:
         if isinstance(item, Reservation) and result:
             # Held in the store for a request that was answered 503: give it all back.
             self._commit.enqueue(Release(item.generation_id))
@@ -204,6 +248,16 @@ class Ledger:
             except OSError:
                 log.exception("could not write the settlement outbox")
 
+    @property
+    def healthy(self) -> bool:
+        """Whether the store looks able to write: the last batch was written, none has
+        been in the writing for ``SUSPECT_AFTER`` seconds (a store that hangs), and the
+        writer runs."""
+        commit = self._commit
+        since = commit.writing_since
+        return (commit.healthy and not commit.closed
+                and (since is None or trio.current_time() - since < SUSPECT_AFTER))
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._commit.run(task_status=task_status)
 
@@ -214,6 +268,17 @@ class Ledger:
 
     async def settle(self, settlement: Settlement) -> None:
         await self._commit.submit(settlement)
+
+    def record(self, item: Reservation | Settlement | Release | LeaseReturn
+               ) -> Ticket[LedgerItem]:
+        """Write ``item`` with the next batch without waiting for it: a leased request's
+        reservation row, its settlement, credit a lease gives back. A settlement whose batch
+        fails is kept for a retry like any; the ticket tells when the batch is done."""
+        return self._commit.enqueue(item)
+
+    async def lease(self, take: LeaseTake) -> int:
+        """Move credit into a lease (``LeaseTake``); the amount moved."""
+        return int(await self._commit.submit(take) or 0)
 
     async def checkpoint(self, checkpoint: Checkpoint) -> None:
         await self._commit.submit(checkpoint, withdraw=True)

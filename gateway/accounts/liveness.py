@@ -7,7 +7,8 @@ moment the process's session ends); it renews both every ``heartbeat`` seconds. 
 killed with requests open leaves their reservations behind; ``reconcile`` (run at start and
 with every upkeep, by every process) settles them as ``interrupted``, charging exactly their
 last checkpoint (the output relayed so far, with its prompt; nothing if there was none), and
-frees their rate-limit slots.
+frees their rate-limit slots; then it returns what their credit leases still hold to the
+keys' balances.
 
 Who is dead, in order (``Liveness.dead``):
 
@@ -41,7 +42,14 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 import attrs
 
 from gateway.store.base import Store
-from gateway.store.rows import Instance, RequestRecord, Reservation, Settlement
+from gateway.store.rows import (
+    Batch,
+    Instance,
+    LeaseReturn,
+    RequestRecord,
+    Reservation,
+    Settlement,
+)
 
 log = logging.getLogger("arouter.instances")
 
@@ -182,18 +190,29 @@ async def reconcile(store: Store, liveness: Liveness, on_orphans: Orphans | None
     were settled."""
     me = liveness.me
     open_ = await store.reservations()
+    leases = await store.leases()
     known = {i.id: i for i in await store.instances()}
-    candidates = (set(known) | {r.instance for r in open_}) - {me.id}
+    candidates = (set(known) | {r.instance for r in open_} | {x.instance for x in leases}
+                  ) - {me.id}
     claimed = await store.claimed(sorted(candidates | {me.id}))
     now = time.time()
     dead = liveness.dead(candidates, known, claimed, now)
     orphans = [r for r in open_ if r.instance in dead]
     if orphans:
-        await store.settle([Settlement(interrupted(r, now)) for r in orphans])
+        # Charged to the lease that paid for them (the balance, past what it holds).
+        await store.settle([Settlement(interrupted(r, now), lease=r.instance)
+                            for r in orphans])
         log.warning("settled the open requests of dead gateway processes",
                     extra={"reservations": len(orphans), "instances": len(dead)})
         if on_orphans is not None:
             await on_orphans(orphans)
+    # Then what their leases still hold goes back to the keys.
+    returns = [LeaseReturn(x.key_id, x.instance) for x in leases if x.instance in dead]
+    if returns:
+        await store.commit(Batch(returns=returns))
+        log.warning("returned the credit leases of dead gateway processes",
+                    extra={"leases": len(returns),
+                           "amount": sum(x.amount for x in leases if x.instance in dead)})
     for instance_id in dead:
         await store.forget_instance(instance_id)
         liveness.suspects.pop(instance_id, None)

@@ -36,7 +36,7 @@ class Outbox:
         self.path = folder / f"{instance}.jsonl"
 
     async def append(self, settlements: Iterable[Settlement]) -> None:
-        lines = "".join(json.dumps(attrs.asdict(s.record)) + "\n" for s in settlements)
+        lines = "".join(_line(s) for s in settlements)
         if lines:
             await trio.to_thread.run_sync(self._append, lines)
 
@@ -62,7 +62,7 @@ class Outbox:
         with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
                   encoding="utf-8") as file:
             for settlement in settlements:
-                file.write(json.dumps(attrs.asdict(settlement.record)) + "\n")
+                file.write(_line(settlement))
             file.flush()
             os.fsync(file.fileno())
         temporary.replace(path)
@@ -79,7 +79,9 @@ class Outbox:
             rows = []
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 try:
-                    rows.append(Settlement(RequestRecord(**json.loads(line))))
+                    fields = json.loads(line)
+                    lease = fields.pop("lease", "")  # absent in files of older versions
+                    rows.append(Settlement(RequestRecord(**fields), lease=lease))
                 except (ValueError, TypeError):
                     # A torn last line (the process died mid-write) or a damaged file: the
                     # reservation behind it is reconciled as interrupted instead.
@@ -90,3 +92,11 @@ class Outbox:
 
     async def remove(self, path: Path) -> None:
         await trio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+
+
+def _line(settlement: Settlement) -> str:
+    """One row: the record's fields, and the lease that pays for it if any."""
+    fields = attrs.asdict(settlement.record)
+    if settlement.lease:
+        fields["lease"] = settlement.lease
+    return json.dumps(fields) + "\n"

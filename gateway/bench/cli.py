@@ -20,14 +20,16 @@ import trio
 from gateway.bench import report, workload
 from gateway.bench.http1 import Endpoint
 from gateway.bench.progress import Progress
+from gateway.bench.routes import ROUTES
 
 __all__ = ["add_arguments", "main", "run_from_args"]
 
 DESCRIPTION = (
-    "Load generator for an OpenAI-compatible endpoint: throughput, time to headers and to the "
-    "first token, gaps between chunks, errors, and (with --sim-url) how fast client aborts "
-    "reach the upstream. Each request's last user message carries a '#sim tokens=T "
-    "interval_ms=I tag=<run>-<i>' line for the fake upstream (arouter sim)."
+    "Load generator for an OpenAI-, Anthropic- or Gemini-compatible endpoint: throughput, "
+    "time to headers and to the first token, gaps between chunks, errors, and (with "
+    "--sim-url) how fast client aborts reach the upstream. Closed loop (-c workers) or open "
+    "loop (--rate arrivals per second). Each request's last user message carries a '#sim "
+    "tokens=T interval_ms=I tag=<run>-<i>' line for the fake upstream (arouter sim)."
 )
 
 
@@ -59,6 +61,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be positive")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 1:
@@ -74,13 +86,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--key", default=None,
                         help="API key sent as a Bearer token (default: $AROUTER_KEY)")
     target.add_argument("--model", default="sim/lorem", help="model name (default: %(default)s)")
+    target.add_argument("--route", choices=sorted(ROUTES), default="chat",
+                        help="the client dialect: chat (/v1/chat/completions), messages "
+                        "(/v1/messages), gemini (/v1beta/models/M:streamGenerateContent), "
+                        "responses (/v1/responses) (default: %(default)s)")
     target.add_argument("--gateway-pid", type=int, metavar="PID",
                         help="charge this process and its children's CPU time to --url")
     work = parser.add_argument_group("workload")
     work.add_argument("--requests", "-n", type=_positive_int, default=100, metavar="N",
                       help="requests per endpoint (default: %(default)s)")
     work.add_argument("--concurrency", "-c", type=_positive_int, default=10, metavar="C",
-                      help="requests in flight at once (default: %(default)s)")
+                      help="requests in flight at once; with --rate, the most in flight "
+                      "(default: %(default)s)")
+    work.add_argument("--rate", type=_positive_float, metavar="R",
+                      help="open loop: R requests arrive per second whatever the answers "
+                      "do, each timed from when it was due (default: closed loop)")
+    work.add_argument("--arrivals", choices=["poisson", "fixed"], default="poisson",
+                      help="with --rate: Poisson arrivals or evenly spaced "
+                      "(default: %(default)s)")
     work.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
                       help="stream responses (default: yes)")
     work.add_argument("--tokens", type=int, metavar="T",
@@ -148,6 +171,9 @@ def run_from_args(args: argparse.Namespace) -> int:
             grace=args.grace,
             race_window=args.race_window_ms / 1000,
             max_seconds=args.max_seconds,
+            route=args.route,
+            rate=args.rate,
+            arrivals=args.arrivals,
         )
     except ValueError as exc:
         print(f"arouter bench: {exc}", file=sys.stderr)

@@ -32,10 +32,11 @@ import trio
 from gateway.bench import events
 from gateway.bench.connection import Connection, resolve
 from gateway.bench.http1 import Endpoint, ProtocolError, ResponseParser, render_request
+from gateway.bench.routes import ROUTES, Route
 from gateway.bench.samples import Outcome, RequestResult
 from gateway.wire.sse import Decoder, SSEError
 
-__all__ = ["Pool", "RequestSpec", "fetch_json", "perform", "render_chat"]
+__all__ = ["Pool", "RequestSpec", "fetch_json", "perform", "render", "render_chat"]
 
 MAX_BODY: Final = 64 * 1024 * 1024  # a non-streamed body is kept whole: bound it
 
@@ -50,15 +51,23 @@ class RequestSpec:
     stream: bool
     payload: bytes  # the whole HTTP request
     abort_after: float | None  # seconds after the start, or None to read to the end
+    route: Route = ROUTES["chat"]  # how its answer is read
+    # When it was due (``time.monotonic()``): an open-loop run times it from there, so a
+    # request that waited for a free worker counts its wait (no coordinated omission).
+    due: float | None = None
 
 
 def render_chat(endpoint: Endpoint, key: str | None, body: dict[str, Any]) -> bytes:
     """The bytes of one chat-completions POST to ``endpoint``."""
-    headers = [("Content-Type", "application/json"), ("Accept", "text/event-stream")]
-    if key:
-        headers.append(("Authorization", f"Bearer {key}"))
+    return render(endpoint, key, ROUTES["chat"], body, "", stream=True)
+
+
+def render(endpoint: Endpoint, key: str | None, route: Route, body: dict[str, Any],
+           model: str, *, stream: bool) -> bytes:
+    """The bytes of one POST of ``body`` to ``endpoint`` in ``route``'s dialect."""
     data = json.dumps(body, separators=(",", ":")).encode()
-    return render_request("POST", endpoint.chat_target, endpoint.host_header, headers, data)
+    return render_request("POST", route.target(endpoint, model, stream), endpoint.host_header,
+                          route.headers(key), data)
 
 
 class Pool:
@@ -169,6 +178,7 @@ class _Exchange:
         decoder: Decoder | None = None
         got_bytes = False
         last = 0.0
+        classify = self.spec.route.classify
         try:
             await connection.send_all(self.spec.payload)
             while True:
@@ -195,19 +205,19 @@ class _Exchange:
                         self.body.append(body)
                     else:
                         for event in decoder.feed(body):
-                            kind = events.classify(event.data)
-                            if kind == events.CONTENT:
+                            kind = classify(event.data)
+                            if kind & events.CONTENT:
                                 if result.tokens:
                                     result.gaps.append(now - last)
                                 else:
                                     result.first_token_at = now
                                 result.tokens += 1
                                 last = now
-                            elif kind == events.DONE:
+                            if kind & events.DONE:
                                 self.saw_done = True
-                            elif self.error is None and kind == events.ERROR:
+                            elif self.error is None and kind & events.ERROR:
                                 self.error = ("stream_error", "error event")
-                            elif self.error is None and kind == events.MALFORMED:
+                            elif self.error is None and kind & events.MALFORMED:
                                 self.error = ("stream_error", "malformed event")
                 if parser.done:
                     break
@@ -238,9 +248,8 @@ class _Exchange:
         if not isinstance(answer, dict) or answer.get("error") is not None:
             self._fail("stream_error", "error body")
             return
-        usage = answer.get("usage")
-        tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-        if isinstance(tokens, int) and not isinstance(tokens, bool):
+        tokens = self.spec.route.tokens(answer)
+        if tokens is not None:
             self.result.tokens = tokens
 
     def _fail(self, outcome: Outcome, kind: str) -> None:
@@ -260,7 +269,7 @@ async def perform(pool: Pool, spec: RequestSpec, time_limit: float) -> RequestRe
         target=spec.target,
         tag=spec.tag,
         stream=spec.stream,
-        started_at=time.monotonic(),
+        started_at=time.monotonic() if spec.due is None else spec.due,
         abort_after=spec.abort_after,
     )
     aborting = spec.abort_after is not None and spec.abort_after <= time_limit

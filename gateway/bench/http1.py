@@ -72,6 +72,15 @@ class Endpoint:
         return self.base_path + "/v1/chat/completions"
 
     @property
+    def root(self) -> str:
+        """The path the API's own paths (``/v1/...``, ``/v1beta/...``) go under: the URL's,
+        less a trailing ``/v1`` or ``/v1/chat/completions``."""
+        for suffix in ("/v1/chat/completions", "/v1"):
+            if self.base_path.endswith(suffix):
+                return self.base_path[:-len(suffix)]
+        return self.base_path
+
+    @property
     def host_header(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port == 80 else f"{host}:{self.port}"

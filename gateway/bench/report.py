@@ -101,8 +101,11 @@ def write_json(result: RunResult, path: Path) -> None:
 
 def describe_workload(settings: Settings) -> str:
     parts = [
-        f"{settings.requests} {'streamed' if settings.stream else 'non-streamed'} requests",
-        f"concurrency {settings.concurrency}",
+        f"{settings.requests} {'streamed' if settings.stream else 'non-streamed'} "
+        f"{settings.route} requests",
+        f"concurrency {settings.concurrency}" if settings.rate is None
+        else f"open loop at {settings.rate:g}/s ({settings.arrivals}, at most "
+             f"{settings.concurrency} in flight)",
         f"model {settings.model}",
     ]
     if settings.tokens is not None or settings.interval_ms is not None:

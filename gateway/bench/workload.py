@@ -1,9 +1,14 @@
 """The run: workers, the abort plan, compare alternation, CPU samples, the upstream's records.
 
 Rules:
-- C worker tasks per batch take request indices from one shared iterator, so each index runs
-  exactly once and every worker loop is bounded by the batch's size; each request is bounded
-  by ``timeout`` and the whole run by ``max_seconds``.
+- Closed loop: C worker tasks per batch take request indices from one shared iterator, so
+  each index runs exactly once and every worker loop is bounded by the batch's size. Open
+  loop (``rate``): one task starts each request at its arrival time (Poisson or evenly
+  spaced, drawn from ``seed``), at most C in flight; a request is timed from when it was
+  due, so a gateway that falls behind shows it in its latency. Each request is bounded by
+  ``timeout`` and the whole run by ``max_seconds``.
+- ``route`` picks the client dialect (``routes.py``): path, key header, body, and how its
+  stream's events are read.
 - The abort plan is drawn once from ``seed``: exactly ``round(fraction * requests)`` requests
   abort, and under ``--compare`` both endpoints run the very same plan.
 - ``--compare`` alternates batches between the endpoints, flipping which goes first each
@@ -20,7 +25,7 @@ import math
 import random
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -28,9 +33,10 @@ import attrs
 import trio
 
 from gateway.bench import cpu, stats
-from gateway.bench.client import Pool, RequestSpec, fetch_json, perform, render_chat
+from gateway.bench.client import Pool, RequestSpec, fetch_json, perform, render
 from gateway.bench.http1 import Endpoint, ProtocolError
 from gateway.bench.progress import Progress
+from gateway.bench.routes import ROUTES
 from gateway.bench.samples import RequestResult, UpstreamRecord
 
 __all__ = ["RunResult", "Settings", "Target", "TargetRun", "plan_aborts", "run"]
@@ -60,6 +66,12 @@ class Settings:
     race_window: float = 0.05  # see stats.propagation
     max_seconds: float = 3600.0
     prompt: str = "Count to ten, slowly."
+    route: str = "chat"  # the client dialect (``routes.ROUTES``)
+    # Open loop: requests arrive at this many per second (``arrivals``: Poisson or evenly
+    # spaced) whatever the answers do, at most ``concurrency`` in flight; None: closed loop,
+    # ``concurrency`` workers each sending its next request when the last one ends.
+    rate: float | None = None
+    arrivals: str = "poisson"
 
     def __attrs_post_init__(self) -> None:
         if self.requests < 1 or self.concurrency < 1:
@@ -80,6 +92,12 @@ class Settings:
             raise ValueError("grace and race window must not be negative")
         if self.batch is not None and self.batch < 1:
             raise ValueError("batch must be at least 1")
+        if self.route not in ROUTES:
+            raise ValueError(f"no such route {self.route!r}: one of {', '.join(ROUTES)}")
+        if self.rate is not None and not self.rate > 0:
+            raise ValueError("--rate must be positive")
+        if self.arrivals not in ("poisson", "fixed"):
+            raise ValueError("arrivals are 'poisson' or 'fixed'")
 
     def batch_size(self) -> int:
         """Requests per batch under --compare: ten rounds unless told, and never fewer
@@ -95,14 +113,15 @@ class Settings:
         if self.interval_ms is not None:
             directive.append(f"interval_ms={self.interval_ms:g}")
         directive.append(f"tag={tag}")
-        body: dict[str, Any] = {
-            "model": self.model,
-            "stream": self.stream,
-            "messages": [{"role": "user", "content": f"{self.prompt}\n{' '.join(directive)}"}],
-        }
-        if self.stream:
-            body["stream_options"] = {"include_usage": True}
-        return body
+        text = f"{self.prompt}\n{' '.join(directive)}"
+        return ROUTES[self.route].body(self.model, self.stream, text)
+
+    def arrival_gaps(self) -> Iterator[float]:
+        """Seconds between one arrival and the next (open loop), drawn from ``seed``."""
+        assert self.rate is not None
+        rng = random.Random(self.seed ^ 0x5EED)
+        while True:
+            yield rng.expovariate(self.rate) if self.arrivals == "poisson" else 1 / self.rate
 
 
 @attrs.frozen
@@ -188,21 +207,53 @@ async def _batch(
     progress: Progress | None,
 ) -> None:
     endpoint, key, label = tally.pool.endpoint, tally.target.key, tally.target.label
+    route = ROUTES[settings.route]
+
+    async def one(index: int, due: float | None = None) -> None:
+        tag = f"{tally.run_id}-{index}"
+        payload = render(endpoint, key, route, settings.body(tag), settings.model,
+                         stream=settings.stream)
+        spec = RequestSpec(index, label, tag, settings.stream, payload, aborts[index],
+                           route, due)
+        result = await perform(tally.pool, spec, settings.timeout)
+        tally.results.append(result)
+        if progress is not None:
+            progress.advance(result)
+
+    if settings.rate is not None:
+        await _open_loop(indices, settings, one)
+        return
     todo = iter(indices)
 
     async def worker() -> None:
         for index in todo:  # shared: each index is taken by exactly one worker
-            tag = f"{tally.run_id}-{index}"
-            payload = render_chat(endpoint, key, settings.body(tag))
-            spec = RequestSpec(index, label, tag, settings.stream, payload, aborts[index])
-            result = await perform(tally.pool, spec, settings.timeout)
-            tally.results.append(result)
-            if progress is not None:
-                progress.advance(result)
+            await one(index)
 
     async with trio.open_nursery() as nursery:
         for _ in range(min(settings.concurrency, len(indices))):
             nursery.start_soon(worker)
+
+
+async def _open_loop(indices: range, settings: Settings,
+                     one: Callable[[int, float], Awaitable[None]]) -> None:
+    """Start each request at its arrival time, whatever the others do; at most
+    ``concurrency`` in flight, a request that finds none free waits, and its wait counts
+    (it is timed from when it was due)."""
+    slots = trio.Semaphore(settings.concurrency)
+    gaps = settings.arrival_gaps()
+
+    async def due_at(index: int, due: float) -> None:
+        async with slots:
+            await one(index, due)
+
+    async with trio.open_nursery() as nursery:
+        due = time.monotonic()
+        for index in indices:
+            delay = due - time.monotonic()
+            if delay > 0:
+                await trio.sleep(delay)
+            nursery.start_soon(due_at, index, due)
+            due += next(gaps)
 
 
 def _cpu(pid: int | None) -> float | None:

@@ -146,6 +146,10 @@ class EmbeddingsRoute:
                 if exchange.scope.cancelled_caught and outcome.result is None:
                     outcome.failure = exchange.stopped or UpstreamError(
                         "the embeddings call exceeded its total deadline")
+                if outcome.result is not None:  # the commit point: the store has its row
+                    outcome.failure = await gateway.accounts.recorded(admission)
+                    if outcome.failure is not None:
+                        outcome.result = None  # withheld: nothing is charged
                 nursery.cancel_scope.cancel("the call is over")
             if not outcome.client_gone:
                 if outcome.result is not None:

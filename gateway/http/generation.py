@@ -131,6 +131,7 @@ class Generation:
             await send_error(send, exc, dialect.error_body, generation_id, close=unread)
             return
 
+        exchange.recorded = partial(gateway.accounts.recorded, admission)
         if request.stream:
             exchange.save = partial(self.checkpoint, exchange, admission)
             exchange.checkpoint_every = gateway.config.accounts.checkpoint

@@ -1,7 +1,8 @@
 """The rate-limit contract: requests per minute, tokens per minute, concurrent requests.
 
-Every limiter (``local.py`` in-process, ``redis.py`` shared by a fleet) keeps these semantics,
-checked by one contract suite (``tests/limits/test_contract.py``):
+Every limiter (``local.py`` in-process, ``redis.py`` shared by a fleet one request at a time)
+keeps these semantics, checked by one contract suite (``tests/limits/test_contract.py``);
+``quota.py``, what a fleet uses, keeps them within the bounds its docstring states:
 
 - **rpm** is a token bucket of capacity ``rpm`` refilled at ``rpm / 60`` per second; each
   admitted request takes one.
@@ -25,7 +26,7 @@ checked by one contract suite (``tests/limits/test_contract.py``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 import attrs
@@ -67,6 +68,14 @@ class Limiter(Protocol):
     async def forget(self, held: Sequence[tuple[str, str]]) -> None:
         """Free the slots of these (key id, generation id) pairs, if still held."""
 
+    async def forget_instances(self, keys: Mapping[str, Collection[str]]) -> None:
+        """Free whatever these dead processes (instance id -> key ids) held for those keys
+        (a shared limiter's quotas); nothing for a limiter that keeps no such thing."""
+
     async def usage(self, key_id: str, limits: Limits) -> Held: ...
+
+    async def run(self) -> None:
+        """Background upkeep for the life of the process (a shared limiter's syncing);
+        returns at once if there is none."""
 
     async def aclose(self) -> None: ...

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import trio
 
@@ -142,6 +142,15 @@ class FallbackLimiter:
                 self._recovered()
                 return usage
         return await self._local.usage(key_id, limits)
+
+    async def forget_instances(self, keys: Mapping[str, Collection[str]]) -> None:
+        try:
+            await self._primary.forget_instances(keys)
+        except LimiterUnavailable as exc:
+            self._failed(exc)
+
+    async def run(self) -> None:
+        await self._primary.run()  # the shared limiter's syncing (the local one has none)
 
     async def aclose(self) -> None:
         try:

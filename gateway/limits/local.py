@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import attrs
 import trio
@@ -169,6 +169,12 @@ class LocalLimiter:
             rpm_left=None if limits.rpm is None else _level(state.rpm, limits.rpm, now),
             tpm_left=None if limits.tpm is None else _level(state.tpm, limits.tpm, now),
         )
+
+    async def forget_instances(self, keys: Mapping[str, Collection[str]]) -> None:
+        await trio.lowlevel.checkpoint()  # slots are per generation here: ``forget``
+
+    async def run(self) -> None:
+        await trio.lowlevel.checkpoint()  # nothing in the background
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()

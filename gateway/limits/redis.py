@@ -20,7 +20,7 @@ Rules:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -173,10 +173,10 @@ class RedisLimiter:
             raise ValueError(
                 "unusable Redis URL: expected redis://host:port/db or unix:///path/to/socket"
             ) from None
-        self._client = redis.Redis(connection_pool=self._pool)
+        self.client = redis.Redis(connection_pool=self._pool)
         self._threads = trio.CapacityLimiter(pool_size)
-        self._acquire: Script = self._client.register_script(_ACQUIRE)
-        self._release: Script = self._client.register_script(_RELEASE)
+        self._acquire: Script = self.client.register_script(_ACQUIRE)
+        self._release: Script = self.client.register_script(_RELEASE)
 
     async def acquire(
         self, key_id: str, limits: Limits, generation_id: str, tokens: int, slot_ttl: float
@@ -189,7 +189,7 @@ class RedisLimiter:
             self._clock(), WINDOW, _opt(limits.rpm), _opt(limits.tpm), _opt(limits.concurrent),
             max(0, tokens), slot_ttl, generation_id,
         )
-        answer = await self._run(partial(self._acquire, keys=[rpm, tpm, slots], args=args))
+        answer = await self.call(partial(self._acquire, keys=[rpm, tpm, slots], args=args))
         if answer:
             pairs = iter(answer)
             raise refused(limits, {name.decode(): float(wait) for name, wait in zip(pairs, pairs,
@@ -206,45 +206,53 @@ class RedisLimiter:
         # scope; an unshielded thread call would be cancelled before it ran and leak the slot
         # until its TTL. The timeouts bound the shielded wait.
         with trio.CancelScope(shield=True):
-            await self._run(partial(self._release, keys=[tpm, slots], args=args))
+            await self.call(partial(self._release, keys=[tpm, slots], args=args))
 
     async def forget(self, held: Sequence[tuple[str, str]]) -> None:
         if not held:
             return
 
         def remove() -> None:
-            with self._client.pipeline(transaction=False) as pipe:
+            with self.client.pipeline(transaction=False) as pipe:
                 for key_id, generation_id in held:
                     pipe.zrem(_keys(key_id)[2], generation_id)
                 pipe.execute()
 
         with trio.CancelScope(shield=True):  # bounded by the socket timeouts
-            await self._run(remove)
+            await self.call(remove)
 
-    async def usage(self, key_id: str, limits: Limits) -> Held:
-        rpm, tpm, slots = _keys(key_id)
+    async def usage(self, key_id: str, limits: Limits,
+                    keys: tuple[str, str, str] | None = None) -> Held:
+        rpm, tpm, slots = keys or _keys(key_id)
         now = self._clock()
 
         def read() -> list[Any]:
-            with self._client.pipeline(transaction=True) as pipe:
+            with self.client.pipeline(transaction=True) as pipe:
                 pipe.hmget(rpm, "level", "ts")
                 pipe.hmget(tpm, "level", "ts")
                 pipe.zcount(slots, f"({now!r}", "+inf")
                 return pipe.execute()
 
-        rpm_state, tpm_state, held = await self._run(read)
+        rpm_state, tpm_state, held = await self.call(read)
         return Held(
             concurrent=int(held),
             rpm_left=_level(rpm_state, limits.rpm, now),
             tpm_left=_level(tpm_state, limits.tpm, now),
         )
 
+    async def forget_instances(self, keys: Mapping[str, Collection[str]]) -> None:
+        await trio.lowlevel.checkpoint()  # slots are per generation here: ``forget``
+
+    async def run(self) -> None:
+        await trio.lowlevel.checkpoint()  # every request goes to Redis: nothing to sync
+
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()
-        self._client.close()
+        self.client.close()
         self._pool.disconnect()
 
-    async def _run(self, call: Callable[[], T]) -> T:
+    async def call(self, call: Callable[[], T]) -> T:
+        """``call()`` in a worker thread; redis-py's failures as ``LimiterUnavailable``."""
         try:
             return await trio.to_thread.run_sync(call, limiter=self._threads)
         except (redis.RedisError, OSError) as exc:

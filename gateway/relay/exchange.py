@@ -24,7 +24,7 @@ import trio
 from gateway.canonical import ChatRequest, StreamEvent, Usage
 from gateway.config import Deadlines
 from gateway.errors import GatewayError, OutputLimitExceeded, UpstreamTimeout
-from gateway.relay.transcript import Transcript
+from gateway.relay.transcript import NOTHING, Transcript
 from gateway.routing.targets import Target
 from gateway.wire.encoder import Encoder
 
@@ -87,6 +87,10 @@ class Exchange:
     # Responses route stores the answer there, so that a next turn can already name it.
     closing: Callable[[], Awaitable[None]] | None = None
     checkpoint_every: float = 5.0
+    # Awaited at the commit point: the request's row is in the store (else the error that
+    # is answered instead, and nothing is charged: ``withheld``).
+    recorded: Callable[[], Awaitable[GatewayError | None]] | None = None
+    withheld: bool = False
 
     def __attrs_post_init__(self) -> None:
         self.scope.deadline = self.started + self.deadlines.total
@@ -201,7 +205,18 @@ class Exchange:
 
     @property
     def usage(self) -> Usage:
-        return self.transcript.usage(self.request)
+        """What the request is charged for: nothing if its answer was withheld."""
+        return NOTHING if self.withheld else self.transcript.usage(self.request)
+
+    async def commit_recorded(self) -> bool:
+        """At the commit point: whether the store has the request's row. If not, the answer
+        is withheld and ``failure`` says why."""
+        if self.recorded is None:
+            return True
+        error = await self.recorded()
+        if error is not None:
+            self.failure, self.withheld = error, True
+        return error is None
 
     def deadline_failure(self) -> GatewayError:
         now = trio.current_time()

@@ -189,7 +189,10 @@ async def relay_stream(
             nursery.start_soon(read_upstream, exchange, upstream)
             with trio.move_on_after(deadlines.commit_grace):
                 await exchange.ready.wait()
-            if exchange.failure is not None and exchange.transcript.events == 0:
+            committing = exchange.failure is None or exchange.transcript.events > 0
+            if committing and not await exchange.commit_recorded():
+                committing = False  # the store has no row of it: answered as an error
+            if not committing:
                 exchange.delivered = True
                 await send_error(exchange.failure)
             else:
@@ -213,4 +216,6 @@ async def relay_unary(exchange: Exchange, upstream: Upstream, receive: ASGIRecei
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_disconnect, exchange, receive, nursery.cancel_scope)
         await read_upstream(exchange, upstream)
+        if exchange.failure is None and not exchange.aborted:
+            await exchange.commit_recorded()
         nursery.cancel_scope.cancel("the answer is complete")

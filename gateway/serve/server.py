@@ -44,7 +44,7 @@ import h11
 import hypercorn.config
 import trio
 from hypercorn.config import Sockets
-from hypercorn.events import Closed, Event
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
@@ -135,6 +135,21 @@ class _Connection(TCPServer):
         await self.idle_task.stop()
 
     async def protocol_send(self, event: Event) -> None:
+        if type(event) is RawData and not self.send_lock.locked():
+            # The common case: no other send in flight and room in the socket's buffer.
+            # Written here and now, with no lock taken and no scheduler pass (hypercorn's
+            # path costs two, the lock's and the socket's, per body message); only what the
+            # kernel did not take goes the shielded, locked way below, in order.
+            try:
+                sent = self.stream.socket._sock.send(event.data)  # non-blocking (trio's)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = -1  # broken: hypercorn's path finds out again and closes
+            if sent == len(event.data):
+                return
+            if sent > 0:
+                event = RawData(data=event.data[sent:])
         await super().protocol_send(event)
         if isinstance(event, Closed):
             # Closed by the server (a response with Connection: close, or no keep-alive

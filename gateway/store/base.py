@@ -19,6 +19,14 @@ Semantics every backend keeps:
 - **A checkpoint** writes a streaming request's output so far (tokens, and what it would
   cost now) into its open reservation; it changes nothing once the request has settled.
   ``interrupted`` rows charge exactly the last checkpoint (nothing if there was none).
+- **A lease** (``LeaseTake``) moves credit from a metered key's balance to one instance, in
+  the same kind of conditional update as a reservation, so however many processes lease
+  from one key, they hold no more than its balance (``lease_grant`` sizes it). Requests
+  the instance admits against its lease write *leased* reservation rows, which only record
+  them (their amount 0); their settlement names the lease, and their cost comes out of it
+  (the rest, if the lease no longer holds enough, out of the balance, floored at zero).
+  ``LeaseReturn`` gives credit back. A key's ``balance`` as read includes what its leases
+  hold, so it is what the key may still spend; setting it sets that.
 - **A release** deletes a reservation whose admission gave up waiting for it (a deadline)
   and returns its whole amount, with no ledger row: that request was answered 503.
 - **Reservations belong to an instance** (one gateway process). The reservations of a dead
@@ -45,6 +53,8 @@ from gateway.store.rows import (
     ApiKey,
     Batch,
     Instance,
+    Lease,
+    LeaseTake,
     RequestRecord,
     Reservation,
     Settlement,
@@ -70,6 +80,9 @@ class Store(Protocol):
 
     async def find_key(self, key_id: str) -> ApiKey | None: ...
 
+    async def find_keys(self, key_ids: Sequence[str]) -> list[ApiKey]:
+        """The rows of those of ``key_ids`` that exist (any order)."""
+
     async def list_keys(self) -> list[ApiKey]: ...
 
     async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
@@ -86,11 +99,13 @@ class Store(Protocol):
     async def settle(self, batch: Sequence[Settlement]) -> None:
         """One transaction; idempotent per generation id."""
 
-    async def commit(self, batch: Batch) -> list[bool]:
-        """Everything in one transaction (the ledger's group commit); ``[admitted?]`` for
-        the reservations, in order."""
+    async def commit(self, batch: Batch) -> list[int]:
+        """Everything in one transaction (the ledger's group commit): one result per
+        reservation (admitted: 1 or 0), then one per lease take (the amount moved)."""
 
     async def reservations(self, instance: str | None = None) -> list[Reservation]: ...
+
+    async def leases(self, instance: str | None = None) -> list[Lease]: ...
 
     async def reservation(self, generation_id: str) -> Reservation | None:
         """The open reservation of one generation (an admitted request not yet settled)."""
@@ -140,6 +155,18 @@ async def read_within(seconds: float, read: Callable[[], Awaitable[T]]) -> T:
             return await read()
     except trio.TooSlowError:
         raise StoreUnavailable(f"the store did not answer within {seconds:g} s") from None
+
+
+LEASE_SHARE = 4  # a lease takes at most this fraction (1/n) of a balance, unless it must
+
+
+def lease_grant(balance: int, take: LeaseTake) -> int:
+    """How much of ``balance`` a lease take moves (``LeaseTake``): all it wants while that
+    is a small share of the balance, less as the balance runs low, down to exactly what
+    the waiting request needs; nothing if even that is not there."""
+    if balance < max(take.minimum, 1):
+        return 0
+    return max(take.minimum, min(take.want, balance // LEASE_SHARE))
 
 
 # Columns shared by the backends' schemas and row mapping.

@@ -65,6 +65,7 @@ from gateway.store.base import (
     RESPONSE_FIELDS,
     check_changes,
     check_where,
+    lease_grant,
     models_from_text,
     models_to_text,
     read_within,
@@ -74,6 +75,9 @@ from gateway.store.rows import (
     Batch,
     Checkpoint,
     Instance,
+    Lease,
+    LeaseReturn,
+    LeaseTake,
     Release,
     RequestRecord,
     Reservation,
@@ -224,6 +228,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX responses_expiry ON responses (expires_at)",
     ),
+    # 6: credit leased to gateway processes, which admit against it in memory (issue 16).
+    (
+        """CREATE TABLE leases (
+            key_id TEXT NOT NULL,
+            instance TEXT NOT NULL,
+            amount BIGINT NOT NULL,
+            PRIMARY KEY (key_id, instance)
+        )""",
+        "CREATE INDEX leases_instance ON leases (instance)",
+    ),
 )
 
 
@@ -245,8 +259,15 @@ def _insert(fields: Sequence[str], table: str) -> sql.Composed:
     )
 
 
-SELECT_KEY = _select(KEY_FIELDS, "api_keys") + sql.SQL(" WHERE id = %s")
-LIST_KEYS = _select(KEY_FIELDS, "api_keys") + sql.SQL(" ORDER BY created_at, id")
+# A key's balance as read: what it may still spend, the credit leased to processes included.
+LEASED = sql.SQL("(SELECT coalesce(sum(amount), 0)::bigint FROM leases "
+                 "WHERE key_id = api_keys.id)")
+_KEY_COLUMNS = sql.SQL(", ").join(
+    sql.SQL("balance + {}").format(LEASED) if name == "balance" else sql.Identifier(name)
+    for name in KEY_FIELDS)
+SELECT_KEY = sql.SQL("SELECT {} FROM api_keys WHERE id = %s").format(_KEY_COLUMNS)
+SELECT_KEYS = sql.SQL("SELECT {} FROM api_keys WHERE id = ANY(%s)").format(_KEY_COLUMNS)
+LIST_KEYS = sql.SQL("SELECT {} FROM api_keys ORDER BY created_at, id").format(_KEY_COLUMNS)
 INSERT_KEY = _insert(KEY_FIELDS, "api_keys")
 INSERT_RESERVATION = _insert(RESERVATION_FIELDS, "reservations")
 SELECT_RESERVATIONS = _select(RESERVATION_FIELDS, "reservations")
@@ -427,6 +448,11 @@ class PostgresStore:
     async def find_key(self, key_id: str) -> ApiKey | None:
         return await self._read(lambda conn: _find_key(conn, key_id))
 
+    async def find_keys(self, key_ids: Sequence[str]) -> list[ApiKey]:
+        rows = await self._read(lambda conn: conn.execute(SELECT_KEYS, (list(key_ids),))
+                                .fetchall())
+        return [_key(row) for row in rows]
+
     async def list_keys(self) -> list[ApiKey]:
         rows = await self._read(lambda conn: conn.execute(LIST_KEYS).fetchall())
         return [_key(row) for row in rows]
@@ -434,8 +460,11 @@ class PostgresStore:
     async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> ApiKey | None:
         check_changes(changes)
         values = {name: _key_value(name, value) for name, value in changes.items()}
+        # A balance set is what the key may spend from now on, leases included.
         update = sql.SQL("UPDATE api_keys SET {} WHERE id = %s").format(
-            sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(name)) for name in values)
+            sql.SQL(", ").join(
+                sql.SQL("balance = GREATEST(%s - {}, 0)").format(LEASED) if name == "balance"
+                else sql.SQL("{} = %s").format(sql.Identifier(name)) for name in values)
         )
 
         def apply(conn: Conn) -> ApiKey | None:
@@ -464,21 +493,21 @@ class PostgresStore:
     # -- credits and the ledger -------------------------------------------------------------
 
     async def reserve(self, batch: Sequence[Reservation]) -> list[bool]:
-        return await self.commit(Batch(reservations=batch))
+        return [bool(ok) for ok in await self.commit(Batch(reservations=batch))]
 
     async def settle(self, batch: Sequence[Settlement]) -> None:
         await self.commit(Batch(settlements=batch))
 
-    async def commit(self, batch: Batch) -> list[bool]:
-        if not (batch.reservations or batch.settlements or batch.checkpoints
-                or batch.releases):
+    async def commit(self, batch: Batch) -> list[int]:
+        if not batch:
             return []
         # Settlements first: credits they return are there for the reservations after them.
-        def commit(conn: Conn) -> list[bool]:
+        def commit(conn: Conn) -> list[int]:
             _settle_in(conn, batch.settlements)
             _release_in(conn, batch.releases)
             _checkpoint_in(conn, batch.checkpoints)
-            return _reserve_in(conn, batch.reservations)
+            _return_in(conn, batch.returns)
+            return [*_reserve_in(conn, batch.reservations), *_take_in(conn, batch.takes)]
 
         # Waited for, but abandoned if the ledger writer itself is cancelled (shutdown past
         # its deadline): its rows then go to the outbox; a lost reservation is reconciled.
@@ -492,6 +521,15 @@ class PostgresStore:
         query = query + sql.SQL(" ORDER BY created_at, generation_id")
         rows = await self._read(lambda conn: conn.execute(query, args).fetchall())
         return [Reservation(*row) for row in rows]
+
+    async def leases(self, instance: str | None = None) -> list[Lease]:
+        query = "SELECT key_id, instance, amount FROM leases"
+        args: tuple[Any, ...] = ()
+        if instance is not None:
+            query, args = query + " WHERE instance = %s", (instance,)
+        rows = await self._read(lambda conn: conn.execute(
+            query + " ORDER BY key_id, instance", args).fetchall())
+        return [Lease(*row) for row in rows]
 
     async def reservation(self, generation_id: str) -> Reservation | None:
         query = SELECT_RESERVATIONS + sql.SQL(" WHERE generation_id = %s")
@@ -664,6 +702,11 @@ def _reserve_in(conn: Conn, batch: Sequence[Reservation]) -> list[bool]:
     admitted = [False] * len(batch)
     for i in sorted(range(len(batch)), key=lambda i: (batch[i].key_id, i)):
         item = batch[i]
+        if item.leased:  # paid for by its process's lease: the row only records it
+            conn.execute(INSERT_RESERVATION + sql.SQL(" ON CONFLICT (generation_id) DO NOTHING"),
+                         _reservation_row(attrs.evolve(item, amount=0)))
+            admitted[i] = True
+            continue
         # The atomic check-and-take for a metered key (and only for a priced model): NULL >=
         # amount is not true, so an unmetered key falls through to the lookup below.
         taken = item.priced and conn.execute(
@@ -686,16 +729,17 @@ def _reserve_in(conn: Conn, batch: Sequence[Reservation]) -> list[bool]:
 
 def _settle_in(conn: Conn, batch: Sequence[Settlement]) -> None:
     """Settle each item, idempotently (keys locked in key order)."""
-    for record in sorted((item.record for item in batch),
-                         key=lambda r: (r.key_id, r.generation_id)):
+    for settlement in sorted(batch, key=lambda s: (s.record.key_id, s.record.generation_id)):
+        record = settlement.record
         held = conn.execute(
             "DELETE FROM reservations WHERE generation_id = %s RETURNING amount",
             (record.generation_id,),
         ).fetchone()
         back = held[0] if held else 0  # what the reservation held comes back
+        charge = 0
         row = attrs.astuple(record, recurse=False)
         if conn.execute(INSERT_RECORD, row).fetchone() is not None:
-            back -= record.cost
+            charge = record.cost
         elif record.status != "interrupted":
             # Settled before: the first settlement stands, unless it was a reconciler's
             # estimate and this is the real thing (the row lock makes this happen once).
@@ -704,7 +748,10 @@ def _settle_in(conn: Conn, batch: Sequence[Settlement]) -> None:
                 "FOR UPDATE", (record.generation_id,)).fetchone()
             if before is not None:
                 conn.execute(REPLACE_RECORD, (*row[1:], record.generation_id))
-                back += before[0] - record.cost  # the estimate's charge for the real one
+                charge = record.cost - before[0]  # the real one for the estimate's charge
+        if charge > 0 and settlement.lease:
+            charge -= _spend_lease(conn, record.key_id, settlement.lease, charge)
+        back -= charge
         if back:
             conn.execute(
                 "UPDATE api_keys SET balance = GREATEST(balance + %s, 0) "
@@ -731,6 +778,57 @@ def _release_in(conn: Conn, batch: Sequence[Release]) -> None:
         if held is not None and held[1]:
             conn.execute("UPDATE api_keys SET balance = balance + %s "
                          "WHERE id = %s AND balance IS NOT NULL", (held[1], held[0]))
+
+
+def _lease_amount(conn: Conn, key_id: str, instance: str) -> int | None:
+    row = conn.execute("SELECT amount FROM leases WHERE key_id = %s AND instance = %s "
+                       "FOR UPDATE", (key_id, instance)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _spend_lease(conn: Conn, key_id: str, instance: str, amount: int) -> int:
+    """Take up to ``amount`` out of a lease; how much it held of it."""
+    spent = min(amount, _lease_amount(conn, key_id, instance) or 0)
+    if spent:
+        conn.execute("UPDATE leases SET amount = amount - %s WHERE key_id = %s "
+                     "AND instance = %s", (spent, key_id, instance))
+    return spent
+
+
+def _take_in(conn: Conn, batch: Sequence[LeaseTake]) -> list[int]:
+    """Lease from each key (keys locked in key order: no deadlock between processes)."""
+    granted = [0] * len(batch)
+    for i in sorted(range(len(batch)), key=lambda i: (batch[i].key_id, i)):
+        take = batch[i]
+        row = conn.execute("SELECT balance FROM api_keys WHERE id = %s AND NOT revoked "
+                           "AND balance IS NOT NULL FOR UPDATE", (take.key_id,)).fetchone()
+        amount = lease_grant(int(row[0]), take) if row is not None else 0
+        if amount:
+            conn.execute("UPDATE api_keys SET balance = balance - %s WHERE id = %s",
+                         (amount, take.key_id))
+            conn.execute("INSERT INTO leases (key_id, instance, amount) VALUES (%s, %s, %s) "
+                         "ON CONFLICT (key_id, instance) DO UPDATE SET "
+                         "amount = leases.amount + excluded.amount",
+                         (take.key_id, take.instance, amount))
+        granted[i] = amount
+    return granted
+
+
+def _return_in(conn: Conn, batch: Sequence[LeaseReturn]) -> None:
+    for item in sorted(batch, key=lambda r: (r.key_id, r.instance)):
+        held = _lease_amount(conn, item.key_id, item.instance)
+        if held is None:
+            continue
+        back = held if item.amount is None else min(item.amount, held)
+        if item.amount is None:
+            conn.execute("DELETE FROM leases WHERE key_id = %s AND instance = %s",
+                         (item.key_id, item.instance))
+        else:
+            conn.execute("UPDATE leases SET amount = amount - %s WHERE key_id = %s "
+                         "AND instance = %s", (back, item.key_id, item.instance))
+        if back:
+            conn.execute("UPDATE api_keys SET balance = balance + %s "
+                         "WHERE id = %s AND balance IS NOT NULL", (back, item.key_id))
 
 
 def _reservation_row(item: Reservation) -> tuple[Any, ...]:

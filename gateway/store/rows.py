@@ -121,6 +121,10 @@ class Reservation:
     # Not stored: False if a deployment of the request has no price, in which case only a
     # key without a balance may hold it (checked in the reservation's own transaction).
     priced: bool = _column(True)
+    # Not stored: True if the request's credit is held in its process's lease (``Lease``),
+    # not by this row: the row is then written as is, only to record the request (its
+    # ``amount`` 0), whatever the key's balance says.
+    leased: bool = _column(False)
 
     def record(self, **outcome: Any) -> RequestRecord:
         """The request's ledger row: who and what from the reservation, how it ended from
@@ -133,6 +137,43 @@ class Reservation:
 @attrs.frozen
 class Settlement:
     record: RequestRecord  # carries the generation id and the real cost
+    # The instance whose lease on the key paid for the request: its cost comes out of that
+    # lease (while it holds that much), the rest out of the balance. Empty: the balance.
+    lease: str = ""
+
+
+@attrs.frozen
+class Lease:
+    """Credit moved from a metered key's balance to one gateway process, which admits and
+    settles that key's requests against it in memory (``accounts/leases.py``)."""
+
+    key_id: str
+    instance: str
+    amount: int  # micro-units: the credit not yet spent (requests in flight included)
+
+
+@attrs.frozen
+class LeaseTake:
+    """Move credit from a key's balance into ``instance``'s lease on it, in one conditional
+    update: ``want`` if the balance is at least four times that, else a quarter of the
+    balance, but never less than ``minimum`` (the request waiting for it), and nothing at
+    all if the balance cannot cover ``minimum`` or the key is revoked or unmetered. The
+    result is the amount moved."""
+
+    key_id: str
+    instance: str
+    want: int
+    minimum: int
+
+
+@attrs.frozen
+class LeaseReturn:
+    """Give credit back from ``instance``'s lease to the key's balance: ``amount``, or the
+    whole lease (and its row goes) if None; never more than the lease holds."""
+
+    key_id: str
+    instance: str
+    amount: int | None = None
 
 
 @attrs.frozen
@@ -157,12 +198,19 @@ class Release:
 @attrs.frozen
 class Batch:
     """One transaction's worth of the ledger's writes, applied in this order: settlements
-    (their credits serve the reservations after them), releases, checkpoints, reservations."""
+    (their credits serve the reservations after them), releases, checkpoints, lease
+    returns, reservations, lease takes."""
 
     reservations: Sequence[Reservation] = ()
     settlements: Sequence[Settlement] = ()
     checkpoints: Sequence[Checkpoint] = ()
     releases: Sequence[Release] = ()
+    takes: Sequence[LeaseTake] = ()
+    returns: Sequence[LeaseReturn] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.reservations or self.settlements or self.checkpoints
+                    or self.releases or self.takes or self.returns)
 
 
 @attrs.frozen

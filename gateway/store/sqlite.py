@@ -37,6 +37,7 @@ from gateway.store.base import (
     RESPONSE_FIELDS,
     check_changes,
     check_where,
+    lease_grant,
     models_from_text,
     models_to_text,
     read_within,
@@ -47,6 +48,9 @@ from gateway.store.rows import (
     Batch,
     Checkpoint,
     Instance,
+    Lease,
+    LeaseReturn,
+    LeaseTake,
     Release,
     RequestRecord,
     Reservation,
@@ -152,6 +156,16 @@ MIGRATIONS: tuple[str, ...] = (
         items TEXT NOT NULL
     );
     CREATE INDEX responses_expiry ON responses (expires_at);
+    """,
+    # 7: credit leased to gateway processes, which admit against it in memory (issue 16)
+    """
+    CREATE TABLE leases (
+        key_id TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        PRIMARY KEY (key_id, instance)
+    );
+    CREATE INDEX leases_instance ON leases (instance);
     """,
 )
 
@@ -274,10 +288,20 @@ class SqliteStore:
     async def find_key(self, key_id: str) -> ApiKey | None:
         return await self._read(lambda db: _find_key(db, key_id))
 
+    async def find_keys(self, key_ids: Sequence[str]) -> list[ApiKey]:
+        def find(db: sqlite3.Connection) -> list[ApiKey]:
+            found = []
+            for start in range(0, len(key_ids), 500):  # under SQLite's bound-variable limit
+                chunk = key_ids[start:start + 500]
+                found += [_key(row) for row in db.execute(
+                    f"{_SELECT_KEY} WHERE id IN ({_marks(chunk)})", tuple(chunk))]
+            return found
+
+        return await self._read(find)
+
     async def list_keys(self) -> list[ApiKey]:
         def list_all(db: sqlite3.Connection) -> list[ApiKey]:
-            sql = f"SELECT {_columns(KEY_FIELDS)} FROM api_keys ORDER BY created_at, id"
-            return [_key(row) for row in db.execute(sql)]
+            return [_key(row) for row in db.execute(f"{_SELECT_KEY} ORDER BY created_at, id")]
 
         return await self._read(list_all)
 
@@ -287,7 +311,9 @@ class SqliteStore:
 
         def update(db: sqlite3.Connection) -> ApiKey | None:
             if values:
-                sets = ", ".join(f"{name} = ?" for name in values)
+                # A balance set is what the key may spend from now on, leases included.
+                sets = ", ".join(f"{name} = max(0, ? - {_LEASED})" if name == "balance"
+                                 else f"{name} = ?" for name in values)
                 db.execute(f"UPDATE api_keys SET {sets} WHERE id = ?", (*values.values(), key_id))
             return _find_key(db, key_id)
 
@@ -309,18 +335,19 @@ class SqliteStore:
     # -- credits and the ledger -------------------------------------------------------------
 
     async def reserve(self, batch: Sequence[Reservation]) -> list[bool]:
-        return await self.commit(Batch(reservations=batch))
+        return [bool(ok) for ok in await self.commit(Batch(reservations=batch))]
 
     async def settle(self, batch: Sequence[Settlement]) -> None:
         await self.commit(Batch(settlements=batch))
 
-    async def commit(self, batch: Batch) -> list[bool]:
+    async def commit(self, batch: Batch) -> list[int]:
         # Settlements first: credits they return are there for the reservations after them.
-        def commit(db: sqlite3.Connection) -> list[bool]:
+        def commit(db: sqlite3.Connection) -> list[int]:
             _settle_in(db, batch.settlements)
             _release_in(db, batch.releases)
             _checkpoint_in(db, batch.checkpoints)
-            return _reserve_in(db, batch.reservations)
+            _return_in(db, batch.returns)
+            return [*_reserve_in(db, batch.reservations), *_take_in(db, batch.takes)]
 
         # Waited for, but abandoned if the ledger writer itself is cancelled (shutdown past
         # its deadline): its rows then go to the outbox; a lost reservation is reconciled.
@@ -333,6 +360,15 @@ class SqliteStore:
             sql, args = sql + " WHERE instance = ?", (instance,)
         rows = await self._read(lambda db: db.execute(sql, args).fetchall())
         return [_reservation(row) for row in rows]
+
+    async def leases(self, instance: str | None = None) -> list[Lease]:
+        sql = "SELECT key_id, instance, amount FROM leases"
+        args: tuple[Any, ...] = ()
+        if instance is not None:
+            sql, args = sql + " WHERE instance = ?", (instance,)
+        rows = await self._read(lambda db: db.execute(sql + " ORDER BY key_id, instance",
+                                                      args).fetchall())
+        return [Lease(*row) for row in rows]
 
     async def reservation(self, generation_id: str) -> Reservation | None:
         sql = (f"SELECT {_columns(RESERVATION_FIELDS)} FROM reservations "
@@ -422,6 +458,11 @@ def _reservation_row(item: Reservation) -> tuple[Any, ...]:
 def _reserve_in(db: sqlite3.Connection, batch: Sequence[Reservation]) -> list[bool]:
     admitted = []
     for item in batch:
+        if item.leased:  # paid for by its process's lease: the row only records it
+            db.execute(_INSERT_RESERVATION + " ON CONFLICT (generation_id) DO NOTHING",
+                       _reservation_row(attrs.evolve(item, amount=0)))
+            admitted.append(True)
+            continue
         found = db.execute(
             "SELECT balance FROM api_keys WHERE id = ? AND revoked = 0", (item.key_id,)
         ).fetchone()
@@ -449,8 +490,9 @@ def _settle_in(db: sqlite3.Connection, batch: Sequence[Settlement]) -> None:
             (record.generation_id,),
         ).fetchall()
         back = held[0][0] if held else 0  # what the reservation held comes back
+        charge = 0
         if db.execute(_INSERT_RECORD, attrs.astuple(record, recurse=False)).rowcount == 1:
-            back -= record.cost
+            charge = record.cost
         else:
             # Settled before: the first settlement stands, unless it was a reconciler's
             # estimate and this is the real thing.
@@ -461,7 +503,10 @@ def _settle_in(db: sqlite3.Connection, batch: Sequence[Settlement]) -> None:
             if before is not None and record.status != "interrupted":
                 db.execute(_REPLACE_RECORD, (*attrs.astuple(record, recurse=False)[1:],
                                              record.generation_id))
-                back += before[0] - record.cost  # the estimate's charge for the real one
+                charge = record.cost - before[0]  # the real one for the estimate's charge
+        if charge > 0 and settlement.lease:
+            charge -= _spend_lease(db, record.key_id, settlement.lease, charge)
+        back -= charge
         if back:
             db.execute(
                 "UPDATE api_keys SET balance = max(0, balance + ?) "
@@ -488,6 +533,51 @@ def _release_in(db: sqlite3.Connection, batch: Sequence[Release]) -> None:
         if held is not None:
             db.execute("UPDATE api_keys SET balance = balance + ? "
                        "WHERE id = ? AND balance IS NOT NULL", (held[1], held[0]))
+
+
+def _spend_lease(db: sqlite3.Connection, key_id: str, instance: str, amount: int) -> int:
+    """Take up to ``amount`` out of a lease; how much it held of it."""
+    row = db.execute("SELECT amount FROM leases WHERE key_id = ? AND instance = ?",
+                     (key_id, instance)).fetchone()
+    spent = min(amount, row[0]) if row is not None else 0
+    if spent:
+        db.execute("UPDATE leases SET amount = amount - ? WHERE key_id = ? AND instance = ?",
+                   (spent, key_id, instance))
+    return spent
+
+
+def _take_in(db: sqlite3.Connection, batch: Sequence[LeaseTake]) -> list[int]:
+    granted = []
+    for take in batch:
+        row = db.execute("SELECT balance FROM api_keys WHERE id = ? AND revoked = 0 "
+                         "AND balance IS NOT NULL", (take.key_id,)).fetchone()
+        amount = lease_grant(row[0], take) if row is not None else 0
+        if amount:
+            db.execute("UPDATE api_keys SET balance = balance - ? WHERE id = ?",
+                       (amount, take.key_id))
+            db.execute("INSERT INTO leases (key_id, instance, amount) VALUES (?, ?, ?) "
+                       "ON CONFLICT (key_id, instance) DO UPDATE SET "
+                       "amount = amount + excluded.amount", (take.key_id, take.instance, amount))
+        granted.append(amount)
+    return granted
+
+
+def _return_in(db: sqlite3.Connection, batch: Sequence[LeaseReturn]) -> None:
+    for item in batch:
+        row = db.execute("SELECT amount FROM leases WHERE key_id = ? AND instance = ?",
+                         (item.key_id, item.instance)).fetchone()
+        if row is None:
+            continue
+        back = row[0] if item.amount is None else min(item.amount, row[0])
+        if item.amount is None:
+            db.execute("DELETE FROM leases WHERE key_id = ? AND instance = ?",
+                       (item.key_id, item.instance))
+        else:
+            db.execute("UPDATE leases SET amount = amount - ? WHERE key_id = ? AND instance = ?",
+                       (back, item.key_id, item.instance))
+        if back:
+            db.execute("UPDATE api_keys SET balance = balance + ? "
+                       "WHERE id = ? AND balance IS NOT NULL", (back, item.key_id))
 
 
 # SQLite's primary result codes in words a client or an operator can act on.
@@ -536,10 +626,15 @@ def _migrate(db: sqlite3.Connection) -> tuple[int, int]:
     return before, max(before, len(MIGRATIONS))
 
 
+# A key's balance as read: what it may still spend, the credit leased to processes included.
+_LEASED = "(SELECT coalesce(sum(amount), 0) FROM leases WHERE key_id = api_keys.id)"
+_SELECT_KEY = "SELECT " + ", ".join(
+    f"balance + {_LEASED}" if name == "balance" else name for name in KEY_FIELDS
+) + " FROM api_keys"
+
+
 def _find_key(db: sqlite3.Connection, key_id: str) -> ApiKey | None:
-    row = db.execute(
-        f"SELECT {_columns(KEY_FIELDS)} FROM api_keys WHERE id = ?", (key_id,)
-    ).fetchone()
+    row = db.execute(f"{_SELECT_KEY} WHERE id = ?", (key_id,)).fetchone()
     return None if row is None else _key(row)
 
 

@@ -365,14 +365,21 @@ async def test_a_metered_key_only_reaches_the_priced_deployments_of_a_route(
         assert row.cost == row.prompt_tokens + 2 * row.completion_tokens > 0
 
 
-async def test_a_balance_set_while_the_key_is_cached_still_refuses_unpriced(
+async def test_a_balance_set_elsewhere_refuses_unpriced_within_a_key_refresh(
     metered: Any, sim: Sim
 ) -> None:
     async with metered() as (gw, _, _):
         secret, key = await new_key(gw)  # no balance: may use anything
         assert (await post(gw, secret, body("c1", model="fake-anthropic/lorem"))).status_code \
             == 200
-        await gw.running.gateway.store.update_key(key.id, {"balance": START})  # cached: no
-        response = await post(gw, secret, body("c2", model="fake-anthropic/lorem"))
-        assert response.status_code == 403  # the store's own balance column decided
+        # Set elsewhere (straight to the store): this process's cached row learns it within
+        # a key refresh, and from then on the unpriced model is refused.
+        await gw.running.gateway.store.update_key(key.id, {"balance": START})
+        refresh = gw.running.gateway.config.accounts.key_refresh
+        with trio.fail_after(refresh * 5 + 5):
+            model = "fake-anthropic/lorem"
+            while (response := await post(gw, secret, body("c2", model=model))  # noqa: ASYNC110
+                   ).status_code == 200:
+                await trio.sleep(refresh / 10)
+        assert response.status_code == 403
         assert "has no price" in response.json()["error"]["message"]

@@ -16,6 +16,7 @@ import statistics
 from html.parser import HTMLParser
 from pathlib import Path
 
+import attrs
 import pytest
 
 from gateway.bench import report, workload
@@ -215,3 +216,56 @@ async def test_unreachable_sim_url_is_reported_not_raised(sim: Sim) -> None:
     assert result.sim_error is not None and "Connection refused" in result.sim_error
     assert result.runs[0].summary.propagation is None
     assert "upstream records unavailable" in report.text_summary(result)
+
+
+@pytest.mark.parametrize("route", ["chat", "messages", "gemini", "responses"])
+@pytest.mark.parametrize("stream", [True, False])
+async def test_every_client_dialect_through_the_gateway(
+    sim: Sim, start_gateway: GatewayFactory, route: str, stream: bool
+) -> None:
+    """Each route's requests reach the upstream, its answers are read in its own wire
+    format (tokens counted), and a streamed client's aborts reach the upstream too."""
+    settings = attrs.evolve(SETTINGS, requests=16, concurrency=4, route=route, stream=stream,
+                            abort_fraction=0.5 if stream else 0.0,
+                            abort_at_ms=50 if stream else None)
+    async with start_gateway() as gw:
+        result = await workload.run(settings, [Target("A", gw.url, gw.key)], sim_url=sim.url)
+    [run] = result.runs
+    assert set(run.summary.outcomes) <= {"ok", "aborted"}, run.summary.errors
+    finished = [r for r in run.results if r.outcome == "ok"]
+    assert finished and all(r.tokens == 10 for r in finished)
+    for r in finished:
+        [record] = sim.records(r.tag)
+        assert (record.outcome, record.tokens_sent) == ("completed", 10)
+    if stream:
+        assert all(r.first_token_at is not None for r in finished)
+        prop = run.summary.propagation
+        assert prop is not None and prop.never_cancelled == ()
+        assert prop.delays, "no abort reached a running upstream stream"
+
+
+async def test_open_loop_arrivals_are_due_on_schedule_and_waits_count(sim: Sim) -> None:
+    """Evenly spaced arrivals at 100/s: each request is due exactly 10 ms after the last,
+    and timed from then. With one in flight at a time and 100 ms answers, the later ones
+    wait for the earlier: their wait is in their latency (no coordinated omission)."""
+    settings = attrs.evolve(SETTINGS, requests=5, concurrency=1, rate=100.0, arrivals="fixed",
+                            abort_fraction=0.0, abort_at_ms=None)
+    result = await workload.run(settings, [Target("A", sim.url)])
+    [run] = result.runs
+    assert run.summary.completed == 5
+    dues = [r.started_at for r in run.results]
+    assert [round(d - dues[0], 9) for d in dues] == [0.0, 0.01, 0.02, 0.03, 0.04]
+    last = run.results[-1]
+    # Four 100 ms answers ran before it could start: due 40 ms in, done after 400 ms+.
+    assert last.total > 0.3
+
+
+def test_poisson_arrivals_are_drawn_from_the_seed() -> None:
+    settings = Settings(rate=50.0, seed=3)
+    first = [gap for gap, _ in zip(settings.arrival_gaps(), range(2000), strict=False)]
+    again = [gap for gap, _ in zip(settings.arrival_gaps(), range(2000), strict=False)]
+    assert first == again and len(set(first)) == len(first)
+    assert statistics.mean(first) == pytest.approx(1 / 50, rel=0.1)
+    assert Settings(rate=50.0, arrivals="fixed").arrival_gaps().__next__() == 0.02
+    with pytest.raises(ValueError, match="route"):
+        Settings(route="grpc")

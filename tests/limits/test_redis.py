@@ -11,7 +11,6 @@ import time
 
 import pytest
 import redis
-import trio
 
 from gateway.errors import LimiterUnavailable, RateLimited
 from gateway.limits.base import Held, Limiter, Limits
@@ -19,26 +18,10 @@ from gateway.limits.fallback import FallbackLimiter
 from gateway.limits.local import LocalLimiter
 from gateway.limits.redis import RedisLimiter
 from tests.support.clocks import FakeClock
+from tests.support.limiters import race
 from tests.support.redis_server import RedisServer, redis_server
 
 KEY = "key-1"
-
-
-async def race(limiters: list[RedisLimiter], limits: Limits, attempts: int) -> list[str]:
-    """``attempts`` acquires at once, spread over ``limiters``; the admitted generations."""
-    admitted: list[str] = []
-
-    async def attempt(n: int) -> None:
-        try:
-            await limiters[n % len(limiters)].acquire(KEY, limits, f"g{n}", 1, 60.0)
-        except RateLimited:
-            return
-        admitted.append(f"g{n}")
-
-    async with trio.open_nursery() as nursery:
-        for n in range(attempts):
-            nursery.start_soon(attempt, n)
-    return admitted
 
 
 @pytest.mark.parametrize("limits", [Limits(concurrent=1), Limits(rpm=1)], ids=["concurrent",
@@ -48,7 +31,7 @@ async def test_two_gateways_racing_admit_exactly_one(redis_clean_url: str, limit
     # Two limiters with their own pools and threads: two gateway processes, one Redis.
     fleet = [RedisLimiter(redis_clean_url, clock), RedisLimiter(redis_clean_url, clock)]
     try:
-        admitted = await race(fleet, limits, 50)
+        admitted = await race(fleet, KEY, limits, 50)
         assert len(admitted) == 1
         usage = await fleet[0].usage(KEY, limits)
         assert usage.concurrent == 1

@@ -247,3 +247,63 @@ def dump_database(url: str) -> str:
             str(row[0]) for table in tables
             for row in conn.execute(f'SELECT row_to_json(t)::text FROM "{table}" t')
         )
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_killed_process_lease_goes_back_to_the_key_by_reconciliation(
+    tmp_path: Path, sim: Sim, kind: str, request: pytest.FixtureRequest,
+) -> None:
+    """Two processes on one store serve a metered key, each against its own lease. One is
+    SIGKILLed holding credit; the survivor's reconciliation returns that lease to the key:
+    the key may again spend its balance less what was served, to the micro-unit."""
+    db, url = store_for(kind, tmp_path / "a", request)
+    if url is None:  # one SQLite file for both processes
+        (tmp_path / "b").symlink_to(tmp_path / "a", target_is_directory=True)
+    config = write_config(tmp_path / "arouter.toml", sim, store_url=url, stale_after=1.0)
+    start = 10_000_000
+    secret, key = await add_key(db, balance=start)
+    headers = {"authorization": f"Bearer {secret}"}
+    async with (
+        serve(tmp_path / "a", None, config=config, extra_env=ENV) as a,
+        serve(tmp_path / "b", None, config=config, extra_env=ENV) as b,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        for n in range(4):
+            for served in (a, b):
+                ok = await client.post(f"{served.url}/v1/chat/completions",
+                                       json={**payload(f"lease{n}"), "stream": False},
+                                       headers=headers)
+                assert ok.status_code == 200, ok.text
+        await db.open()
+        try:
+            with trio.fail_after(10):
+                while len(await db.records(key_id=key.id)) < 8:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            leases = await db.leases()
+            assert len(leases) == 2 and all(x.amount > 0 for x in leases)  # one per process
+            a_pid = a.process.pid
+            a.process.kill()  # SIGKILL holding its lease: no shutdown returns it
+            await a.process.wait()
+            with trio.fail_after(20):  # stale_after on PostgreSQL; at once on one host
+                while len(await db.leases()) != 1:  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+            [left] = await db.leases()
+            assert left.amount > 0  # the survivor's own lease stands
+            rows = await db.records(key_id=key.id)
+            spent = sum(r.cost for r in rows)
+            assert len(rows) == 8 and spent > 0
+            # What the key may spend: the balance and the survivor's lease, nothing lost.
+            assert (await db.find_key(key.id)).balance == start - spent  # type: ignore[union-attr]
+        finally:
+            await db.aclose()
+        after = await client.post(f"{b.url}/v1/chat/completions",
+                                  json={**payload("after"), "stream": False}, headers=headers)
+        assert after.status_code == 200
+    print(f"\nprocess {a_pid} killed holding a lease; reconciliation returned it")
+    await db.open()
+    try:  # the survivor's shutdown returned its lease too: all of it is the balance again
+        assert await db.leases() == []
+        rows = await db.records(key_id=key.id)
+        assert (await db.find_key(key.id)).balance == start - sum(r.cost for r in rows)  # type: ignore[union-attr]
+    finally:
+        await db.aclose()

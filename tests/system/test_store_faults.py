@@ -125,9 +125,18 @@ async def test_a_long_store_outage_settles_no_live_request_as_interrupted(
               f"{len(rows)} rows")
         assert misjudged == [0, 0]  # neither process judged the other dead
         assert [r for r in rows if r.status == "interrupted"] == []
-        assert {r.generation_id for r in rows} == accepted  # none lost, none extra
-        assert len(rows) == len(accepted)  # none twice
-        assert {r.status for r in rows} == {"ok"}
+        # A request admitted (against its process's lease, with no store call) just as the
+        # store went away had called its upstream by the time its commit point found the
+        # store without its row: answered 503, its row written once the store was back,
+        # charged nothing. After it, admission proved the store first and refused at once.
+        unrecorded = [r for r in rows if r.generation_id not in accepted]
+        assert all((r.status, r.http_status, r.error_type, r.cost)
+                   == ("upstream_error", 503, "service_unavailable", 0)
+                   for r in unrecorded), unrecorded
+        assert len(unrecorded) <= 8, len(unrecorded)  # at most a few per process
+        assert {r.generation_id for r in rows} >= accepted  # none lost
+        assert len(rows) == len({r.generation_id for r in rows})  # none twice
+        assert {r.status for r in rows if r.generation_id in accepted} == {"ok"}
         assert balance == START - sum(r.cost for r in rows)
         assert len(refused) > 0  # the outage was real
 
@@ -194,6 +203,15 @@ async def test_a_frozen_store_gives_fast_503s_and_open_streams_complete(
             assert all(status == 200 and done for status, _, done in opened)
             # Statements stuck in the freeze time out; the gateway retries them.
             rows, balance = await settled(url, key.id, 4, within=40)
-        assert {r.generation_id for r in rows} == {gen for _, gen, _ in opened}
-        assert {r.status for r in rows} == {"ok"}
+        opened_ids = {gen for _, gen, _ in opened}
+        # Requests admitted (against the lease, no store call) in the first moments of the
+        # freeze, before the store looked suspect, had called their upstream when their
+        # commit point found no row: answered 503, recorded once the store thawed, free.
+        # Every later one proved the store first and never reached an upstream.
+        unrecorded = [r for r in rows if r.generation_id not in opened_ids]
+        assert all((r.status, r.http_status, r.cost) == ("upstream_error", 503, 0)
+                   for r in unrecorded), unrecorded
+        assert len(unrecorded) <= 10 and len(unrecorded) < len(answers) // 2
+        assert {r.generation_id for r in rows} >= opened_ids
+        assert {r.status for r in rows if r.generation_id in opened_ids} == {"ok"}
         assert balance == START - sum(r.cost for r in rows)
