@@ -74,6 +74,11 @@ async def _relay_stream(response: Response, sink: Sink) -> None:
     relay = sink.passthrough == "anthropic"
 
     def handle(event: sse.Event) -> bool:
+        if relay and event.event in ("content_block_delta", None):
+            chars = upstream.text_delta(event.data)
+            if chars > 0:  # the bulk of a stream: relayed as sent, not parsed
+                sink.emit_spliced(event.data, 0, chars)
+                return False
         obj = upstream_object(event.data, "an event")
         items = parser.feed(event.event, obj)
         if relay:

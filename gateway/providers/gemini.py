@@ -86,6 +86,12 @@ async def _relay_stream(response: Response, sink: Sink) -> None:
     relay = sink.passthrough == "gemini"
 
     def handle(event: sse.Event) -> bool:
+        if relay:
+            at, chars = upstream.text_chunk(event.data)
+            if chars > 0:  # the bulk of a stream: relayed as sent, not parsed
+                parser.passed(event.data)
+                sink.emit_spliced(event.data, at, chars)
+                return False
         obj = upstream_object(event.data, "an event")
         items = parser.feed(obj)
         if relay:

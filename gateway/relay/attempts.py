@@ -107,6 +107,7 @@ class Attempt:
 
     def emit_spliced(self, data: str, at: int, chars: int) -> None:
         if self.claim():
+            self._release_held()
             self.exchange.emit_spliced(data, at, chars)
 
     def emit_frame(self, kind: str | None, data: str, obj: dict[str, Any],
@@ -121,10 +122,14 @@ class Attempt:
             self._held.append((kind, data, obj))
             return
         if self.claim():
-            for held in self._held:
-                self.exchange.emit_frame(*held, ())
-            self._held.clear()
+            self._release_held()
             self.exchange.emit_frame(kind, data, obj, events)
+
+    def _release_held(self) -> None:
+        """The events held until this call answered go out first, in order."""
+        for held in self._held:
+            self.exchange.emit_frame(*held, ())
+        self._held.clear()
 
     def keep_whole(self, answer: dict[str, Any]) -> None:
         if self.claim():

@@ -217,7 +217,8 @@ class StreamEncoder:
                               "error": {"type": error_type(error), "message": error.message}})
 
     def splice(self, data: str, at: int) -> bytes:
-        raise NotImplementedError("an Anthropic upstream's events are relayed by frame")
+        """A text delta of an Anthropic upstream (``upstream.text_delta``), as sent."""
+        return _event("content_block_delta", data)
 
     def frame(self, kind: str | None, data: str, obj: dict[str, Any]) -> bytes:
         """One event of an Anthropic upstream, relayed as sent (see the class docstring)."""

@@ -334,6 +334,23 @@ def _finish(reason: Any) -> list[StreamEvent]:
     return [Finish(FINISH_REASONS.get(reason, "stop"))]
 
 
+def text_delta(data: str) -> int:
+    """The length of the text in ``data`` if it is a ``content_block_delta`` holding nothing
+    but a non-empty text delta (the bulk of any stream), which an Anthropic client gets as
+    sent without it being parsed (it changes no parser state); else -1, and it is parsed.
+
+    Conservative: anything that might be an error, a citation or another delta type, or
+    holds a second ``text``, returns -1."""
+    if ('"type":"content_block_delta"' not in data or '"type":"text_delta"' not in data
+            or '"error"' in data or '"citation' in data):
+        return -1
+    start = data.find('"text":"')
+    if start < 0 or data.find('"text":"', start + 8) >= 0:
+        return -1
+    end = data.rfind('"}')
+    return end - start - 8 if end > start + 8 else -1
+
+
 class StreamParser:
     """Turns an upstream Anthropic SSE stream, one event at a time, into canonical events.
 

@@ -193,7 +193,11 @@ class StreamEncoder:
         return flushed  # a Finish (its reason goes out with ``tail``), or nothing to say
 
     def splice(self, data: str, at: int) -> bytes:
-        raise NotImplementedError("a Gemini upstream's chunks are relayed by frame")
+        """A plain text chunk of a Gemini upstream (``upstream.text_chunk``): as sent up to
+        ``at``, then our ``modelVersion`` and ``responseId``."""
+        held, self._end = self._end, None  # a held end was not the end: it goes out first
+        out = self._frame(self._ours(held)) if held is not None else b""
+        return out + self._frame(f"{data[:at]},{self._meta}")
 
     def frame(self, kind: str | None, data: str, obj: dict[str, Any]) -> bytes:
         """One chunk of a Gemini upstream, relayed as sent (see the class docstring)."""

@@ -19,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import base64
+import re
 import urllib.parse
 from typing import Any
 
@@ -294,6 +295,30 @@ def _usage(raw: Any) -> Usage:
     )
 
 
+# What a plain text chunk ends with: the two fields the gateway rewrites, in Gemini's order.
+_TAIL = re.compile(r',"modelVersion":"[^"\\]*","responseId":"[^"\\]*"}$')
+# Anything but one candidate's text: parsed in full.
+_NOT_PLAIN = ('"finishReason"', '"functionCall"', '"functionResponse"', '"thought',
+              '"error"', '"executableCode"', '"codeExecutionResult"', '"inlineData"',
+              '"fileData"', '"index":1')
+
+
+def text_chunk(data: str) -> tuple[int, int]:
+    """(where the upstream's ``modelVersion`` field begins, the length of the text) if
+    ``data`` is a chunk holding nothing but one candidate's text (the bulk of any stream),
+    which a Gemini client gets as sent but for those two fields, without it being parsed;
+    else (-1, 0), and it is parsed. Conservative: a finish reason, a call, a thought, an
+    error, any part but text, a second candidate or fields in another order say no."""
+    if any(word in data for word in _NOT_PLAIN) or data.count('"text":"') != 1:
+        return -1, 0
+    tail = _TAIL.search(data)
+    start = data.find('"text":"') + 8
+    end = data.find('"}', start)
+    if tail is None or end <= start:
+        return -1, 0
+    return tail.start(), end - start
+
+
 class StreamParser:
     """Turns the chunks of one upstream ``streamGenerateContent`` answer into events.
 
@@ -314,7 +339,21 @@ class StreamParser:
     @property
     def usage(self) -> Usage | None:
         """The usage the upstream reported last, if any."""
-        return None if self._usage is None else _usage(self._usage)
+        return None if self._usage is None else _usage(self._reported())
+
+    def passed(self, data: str) -> None:
+        """A chunk relayed without being parsed (``text_chunk``): its usage, if it holds
+        one, is the latest, kept as text and parsed only if it is the one reported."""
+        if '"usageMetadata"' in data:
+            self._usage = data
+
+    def _reported(self) -> Any:
+        if isinstance(self._usage, str):  # a passed chunk's: parsed now, once
+            usage = upstream_object(self._usage, "an event").get("usageMetadata")
+            if not isinstance(usage, dict):
+                raise UpstreamProtocolError("upstream usageMetadata is not an object")
+            self._usage = usage
+        return self._usage
 
     def feed(self, data: str | dict[str, Any]) -> list[StreamEvent]:
         """Events in one upstream chunk (an SSE ``data`` payload, or that payload parsed)."""
@@ -354,7 +393,7 @@ class StreamParser:
         if self.done and self._usage is not None and (
             not was_done or chunk.get("usageMetadata") is not None
         ):
-            out.append(UsageReport(_usage(self._usage)))
+            out.append(UsageReport(_usage(self._reported())))
         return out
 
     def _candidate(self, candidate: dict[str, Any], out: list[StreamEvent]) -> FinishReason | None:

@@ -57,6 +57,7 @@ from gateway.errors import (
 from gateway.wire import jsonbody
 from gateway.wire.anthropic.render import StreamEncoder, error_body, render_message
 from gateway.wire.anthropic.request import parse_request
+from gateway.wire.anthropic.upstream import text_delta
 from gateway.wire.encoder import Encoder
 from tests.support.wire_anthropic import MODEL, encode, sse_events
 
@@ -95,12 +96,29 @@ def message_end(stop_reason: str, usage: dict[str, Any]) -> bytes:
         "usage": usage}) + sse_event("message_stop", {"type": "message_stop"})
 
 
-def test_keepalive_is_anthropics_ping_event_and_upstream_events_go_by_frame() -> None:
+def test_keepalive_is_anthropics_ping_event_and_text_deltas_splice_as_frame_relays() -> None:
     assert StreamEncoder.keepalive == b'event: ping\ndata: {"type": "ping"}\n\n'
     enc: Encoder = StreamEncoder("msg_1", MODEL)  # the relay's contract, checked by mypy
     assert enc.splices == "anthropic"
-    with pytest.raises(NotImplementedError):
-        enc.splice("{}", 0)
+    data = ('{"type":"content_block_delta","index":0,'
+            '"delta":{"type":"text_delta","text":"Hi \\"x\\""}}')
+    chars = text_delta(data)
+    assert chars == len('Hi \\"x\\"')
+    # Spliced (unparsed) exactly as the full path relays it.
+    assert enc.splice(data, 0) == enc.frame("content_block_delta", data, json.loads(data))
+
+
+@pytest.mark.parametrize("data", [
+    '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}',
+    '{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta",'
+    '"partial_json":"{\\"text\\":\\"a\\"}"}}',
+    '{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"t"}}',
+    '{"type":"content_block_delta","index":0,"delta":{"type":"citations_delta","citation":{}}}',
+    '{"type":"error","error":{"type":"overloaded_error","message":"text_delta"}}',
+    '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":"a"}}',
+])
+def test_only_a_plain_text_delta_is_spliced(data: str) -> None:
+    assert text_delta(data) == -1
 
 
 def named(stream: bytes) -> list[tuple[str | None, Any]]:

@@ -45,7 +45,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.wire.gemini.render import StreamEncoder, error_body, render_response, usage_json
-from gateway.wire.gemini.upstream import StreamParser, parse_response
+from gateway.wire.gemini.upstream import StreamParser, parse_response, text_chunk
 from gateway.wire.sse import Decoder
 from tests.support.wire_gemini import MODEL, genai_client
 
@@ -262,11 +262,41 @@ def test_text_survives_any_characters(text: str) -> None:
     assert payload(enc.error(InternalError(text), None))["error"]["message"] == text
 
 
-def test_a_gemini_upstreams_chunks_go_by_frame() -> None:
-    enc = sse_encoder()
+def test_a_plain_text_chunk_splices_as_frame_relays_it() -> None:
+    enc, full = sse_encoder(), sse_encoder()
     assert enc.splices == "gemini"
-    with pytest.raises(NotImplementedError):
-        enc.splice("{}", 0)
+    data = ('{"candidates":[{"content":{"parts":[{"text":"Hel\\u2028lo"}],"role":"model"},'
+            '"index":0,"safetyRatings":[]}],"usageMetadata":{"promptTokenCount":3,'
+            '"candidatesTokenCount":1,"totalTokenCount":4},"modelVersion":"up","responseId":"r1"}')
+    at, chars = text_chunk(data)
+    assert at == data.index(',"modelVersion"') and chars == len("Hel\\u2028lo")
+    spliced = enc.splice(data, at)
+    assert payload(spliced) == payload(full.frame(None, data, json.loads(data)))
+    assert payload(spliced)["modelVersion"] != "up"  # ours
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.replace('"index":0', '"index":0,"finishReason":"STOP"'),
+    lambda d: d.replace('{"text":"a"}', '{"text":"a","thought":true}'),
+    lambda d: d.replace('{"text":"a"}', '{"functionCall":{"name":"f","args":{}}}'),
+    lambda d: d.replace('{"text":"a"}', '{"text":"a"},{"text":"b"}'),
+    lambda d: d.replace('"responseId":"r"}', '"responseId":"r","extra":1}'),  # another order
+    lambda d: d.replace('"modelVersion":"m"', '"modelVersion":"m\\"x"'),
+])
+def test_only_a_plain_text_chunk_is_spliced(change: Any) -> None:
+    plain = ('{"candidates":[{"content":{"parts":[{"text":"a"}],"role":"model"},"index":0}],'
+             '"modelVersion":"m","responseId":"r"}')
+    assert text_chunk(plain)[0] > 0
+    assert text_chunk(change(plain)) == (-1, 0)
+
+
+def test_usage_of_a_passed_chunk_is_the_one_reported_if_it_is_the_last() -> None:
+    parser = StreamParser()
+    parser.feed('{"candidates":[{"content":{"parts":[{"text":"a"}]},"index":0}],'
+                '"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":1}}')
+    parser.passed('{"candidates":[{"content":{"parts":[{"text":"b"}]},"index":0}],'
+                  '"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":2}}')
+    assert parser.usage is not None and parser.usage.completion_tokens == 2
 
 
 # A Gemini upstream's own chunks, with what the canonical model has no place for.
